@@ -1,0 +1,40 @@
+# Two entry points on a fresh machine with Python >= 3.10 and Java >= 17:
+#   make demo   create .venv, install, train the MNIST example and print its test accuracy
+#   make test   create .venv, install the test extras, run the whole test suite
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# Extra pip requirements for the test environment, e.g. EXTRA_PIP="torch==2.13.0" to run the
+# PyTorch reference comparisons (they are skipped when torch is absent).
+EXTRA_PIP ?=
+
+.PHONY: demo test bench check-java clean
+
+check-java:
+	@full=$$(java -version 2>&1 | sed -n 's/.* version "\([^"]*\)".*/\1/p' | head -n 1); \
+	major=$${full%%.*}; [ "$$major" = "1" ] && major=$$(echo "$$full" | cut -d. -f2); \
+	if [ -z "$$full" ]; then echo "sparkdl needs Java >= 17 for Spark, but no 'java' was found on PATH (install a JDK 17+, e.g. apt-get install openjdk-17-jdk-headless)"; exit 1; \
+	elif [ "$$major" -lt 17 ] 2>/dev/null; then echo "sparkdl needs Java >= 17 for Spark, but 'java -version' reports $$full (install a JDK 17+ and put it first on PATH)"; exit 1; fi
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.examples-installed: $(PY) setup.cfg pyproject.toml
+	$(PY) -m pip install --quiet -e ".[examples]"
+	@touch $@
+
+$(VENV)/.test-installed: $(PY) setup.cfg pyproject.toml
+	$(PY) -m pip install --quiet -e ".[test,examples]" $(EXTRA_PIP)
+	@touch $@
+
+demo: check-java $(VENV)/.examples-installed
+	$(PY) examples/mnist_app.py --epochs 10 --verbose 2
+
+test: check-java $(VENV)/.test-installed
+	$(PY) -m pytest
+
+bench: $(VENV)/.test-installed
+	$(PY) benchmarks/engine_vs_torch.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,20 @@
+"""sparkdl: train neural networks inside Apache Spark with a NumPy layer stack.
+
+The engine (``layers``, ``optimizers``, ``losses``, ``metrics``, ``callbacks``,
+``sparkdl.models``) needs only NumPy; ``SparkModel`` and the pyspark.ml stages import pyspark
+when first used.
+"""
+from sparkdl.engine import callbacks, layers, losses, metrics, optimizers
+from sparkdl.engine.random import set_random_seed
+
+__version__ = "0.1.0"
+
+__all__ = ["callbacks", "layers", "losses", "metrics", "optimizers", "set_random_seed", "__version__"]
+
+
+def __getattr__(name):
+    # SparkModel lives in the Spark layer; importing it starts pyspark, so only on demand.
+    if name == "SparkModel":
+        from sparkdl.spark import SparkModel
+        return SparkModel
+    raise AttributeError(f"module 'sparkdl' has no attribute {name!r}")

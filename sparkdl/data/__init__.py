@@ -1,0 +1,1 @@
+"""Readers and sample data sets; nothing here imports pyspark."""

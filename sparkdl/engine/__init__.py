@@ -1,0 +1,16 @@
+"""The NumPy engine: layers, activations, losses, optimizers, metrics, callbacks and models.
+
+Imports nothing from pyspark, so models can be built, trained and saved anywhere NumPy runs,
+and shipped unchanged to Spark executors.
+"""
+from sparkdl.engine import (activations, callbacks, initializers, layers, losses, metrics,
+                            optimizers, schedules)
+from sparkdl.engine.model import Model as BaseModel
+from sparkdl.engine.model import NotCompiledError, TrainingDivergedError
+from sparkdl.engine.random import set_random_seed
+from sparkdl.engine.sequential import Sequential
+from sparkdl.engine.serialization import load_model
+
+__all__ = ["activations", "callbacks", "initializers", "layers", "losses", "metrics", "optimizers",
+           "schedules", "BaseModel", "NotCompiledError", "TrainingDivergedError", "Sequential",
+           "load_model", "set_random_seed"]

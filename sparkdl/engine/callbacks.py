@@ -1,0 +1,188 @@
+"""Training callbacks (Keras names and hooks): History, EarlyStopping, ModelCheckpoint,
+LearningRateScheduler.
+
+A callback sees ``self.model`` and the per-epoch ``logs`` dict ("loss", metrics, and "val_*"
+entries). The same hooks run under the engine's ``fit`` and under ``SparkModel.fit``.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+
+class Callback:
+    def __init__(self):
+        self.model = None
+        self.params: dict = {}
+
+    def set_model(self, model):
+        self.model = model
+
+    def set_params(self, params: dict):
+        self.params = params
+
+    def on_train_begin(self, logs=None): ...
+    def on_train_end(self, logs=None): ...
+    def on_epoch_begin(self, epoch, logs=None): ...
+    def on_epoch_end(self, epoch, logs=None): ...
+    def on_batch_begin(self, batch, logs=None): ...
+    def on_batch_end(self, batch, logs=None): ...
+
+
+class CallbackList:
+    def __init__(self, callbacks, model, params):
+        self.callbacks = list(callbacks or [])
+        for cb in self.callbacks:
+            if not isinstance(cb, Callback):
+                raise TypeError(f"expected callbacks to be Callback instances, "
+                                f"received {type(cb).__name__}: {cb!r}")
+            cb.set_model(model)
+            cb.set_params(params)
+
+    def __getattr__(self, hook):
+        if not hook.startswith("on_"):
+            raise AttributeError(hook)
+
+        def call(*args, **kwargs):
+            for cb in self.callbacks:
+                getattr(cb, hook)(*args, **kwargs)
+        return call
+
+
+class History(Callback):
+    """Records every epoch's logs: ``history.history["loss"]`` is one float per epoch."""
+
+    def __init__(self):
+        super().__init__()
+        self.history: dict[str, list] = {}
+        self.epoch: list[int] = []
+
+    def on_train_begin(self, logs=None):
+        self.epoch = []
+        self.history = {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch.append(epoch)
+        for key, value in (logs or {}).items():
+            self.history.setdefault(key, []).append(value)
+
+
+def _resolve_mode(mode: str, monitor: str, who: str) -> str:
+    if mode not in ("auto", "min", "max"):
+        raise ValueError(f"{who}: expected mode in ('auto', 'min', 'max'), received mode={mode!r}")
+    if mode != "auto":
+        return mode
+    return "max" if any(k in monitor for k in ("acc", "auc")) else "min"
+
+
+class EarlyStopping(Callback):
+    """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs."""
+
+    def __init__(self, monitor="val_loss", min_delta=0.0, patience=0, mode="auto",
+                 restore_best_weights=False, baseline=None):
+        super().__init__()
+        self.monitor = monitor
+        self.min_delta = abs(float(min_delta))
+        self.patience = int(patience)
+        self.mode = _resolve_mode(mode, monitor, "EarlyStopping")
+        self.restore_best_weights = bool(restore_best_weights)
+        self.baseline = baseline
+        self.stopped_epoch = 0
+
+    def _improved(self, value, reference):
+        if self.mode == "min":
+            return value < reference - self.min_delta
+        return value > reference + self.min_delta
+
+    def on_train_begin(self, logs=None):
+        self.wait = 0
+        self.stopped_epoch = 0
+        self.best = self.baseline if self.baseline is not None else \
+            (math.inf if self.mode == "min" else -math.inf)
+        self.best_weights = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            logger.warning("EarlyStopping: metric %r is not in the logs (available: %s)",
+                           self.monitor, sorted(logs or {}))
+            return
+        if self._improved(value, self.best):
+            self.best = value
+            self.wait = 0
+            if self.restore_best_weights:
+                self.best_weights = self.model.get_weights()
+            return
+        self.wait += 1
+        if self.wait > self.patience:
+            self.stopped_epoch = epoch
+            self.model.stop_training = True
+            if self.restore_best_weights and self.best_weights is not None:
+                self.model.set_weights(self.best_weights)
+            logger.info("EarlyStopping: stopped after epoch %d (%s did not improve on %.6g)",
+                        epoch + 1, self.monitor, self.best)
+
+
+class ModelCheckpoint(Callback):
+    """Save the model after each epoch to ``filepath`` (formatted with ``epoch`` and the logs,
+    e.g. ``"ckpt-{epoch:02d}-{val_loss:.3f}.sparkdl"``), or only when ``monitor`` improves."""
+
+    def __init__(self, filepath, monitor="val_loss", save_best_only=False, mode="auto",
+                 save_weights_only=False):
+        super().__init__()
+        self.filepath = os.fspath(filepath)
+        self.monitor = monitor
+        self.save_best_only = bool(save_best_only)
+        self.mode = _resolve_mode(mode, monitor, "ModelCheckpoint")
+        self.save_weights_only = bool(save_weights_only)
+        self.best = math.inf if self.mode == "min" else -math.inf
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.save_best_only:
+            value = logs.get(self.monitor)
+            if value is None:
+                logger.warning("ModelCheckpoint: metric %r is not in the logs (available: %s)",
+                               self.monitor, sorted(logs))
+                return
+            better = value < self.best if self.mode == "min" else value > self.best
+            if not better:
+                return
+            self.best = value
+        path = self.filepath.format(epoch=epoch + 1, **logs)
+        if self.save_weights_only:
+            self.model.save_weights(path)
+        else:
+            self.model.save(path)
+        logger.info("ModelCheckpoint: saved %s", path)
+
+
+class LearningRateScheduler(Callback):
+    """Set the optimizer's learning rate at each epoch start to ``schedule(epoch, lr)``."""
+
+    def __init__(self, schedule, verbose=0):
+        super().__init__()
+        if not callable(schedule):
+            raise TypeError(f"LearningRateScheduler: expected a callable schedule(epoch, lr), "
+                            f"received {type(schedule).__name__}")
+        self.schedule = schedule
+        self.verbose = verbose
+
+    def on_epoch_begin(self, epoch, logs=None):
+        optimizer = self.model.optimizer
+        lr = self.schedule(epoch, optimizer.learning_rate)
+        if not isinstance(lr, (float, int, np.floating, np.integer)) or not np.isfinite(lr):
+            raise ValueError(f"LearningRateScheduler: expected the schedule to return a finite "
+                             f"float, received {lr!r} at epoch {epoch}")
+        optimizer.learning_rate = float(lr)
+        if self.verbose:
+            logger.info("epoch %d: learning rate set to %.6g", epoch + 1, lr)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = float(self.model.optimizer.learning_rate)

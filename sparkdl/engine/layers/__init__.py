@@ -1,0 +1,18 @@
+"""The layer stack: the Layer protocol and every built-in layer, by class name."""
+from sparkdl.engine.layers.activation import Activation, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+from sparkdl.engine.layers.base import ActivatedLayer, Layer
+from sparkdl.engine.layers.core import Dense, Dropout, Flatten, Input, InputLayer, Reshape
+
+__all__ = ["Activation", "ActivatedLayer", "Dense", "Dropout", "Flatten", "Input", "InputLayer",
+           "Layer", "LeakyReLU", "ReLU", "Reshape", "Sigmoid", "Softmax", "Tanh"]
+
+
+def get(class_name: str, custom_objects: dict | None = None):
+    """The layer class called ``class_name``, looked up in ``custom_objects`` first."""
+    if custom_objects and class_name in custom_objects:
+        return custom_objects[class_name]
+    cls = globals().get(class_name)
+    if isinstance(cls, type) and issubclass(cls, Layer):
+        return cls
+    raise ValueError(f"unknown layer class {class_name!r}; pass custom_objects={{'{class_name}': cls}} "
+                     f"for a user layer (built-in: {sorted(__all__)})")

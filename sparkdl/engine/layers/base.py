@@ -1,0 +1,191 @@
+"""The Layer protocol every built-in and user layer follows.
+
+A layer stores its configuration in ``__init__``, creates weights in ``build(input_shape)``
+(shapes exclude the batch axis), computes ``forward(x, training)`` and, from what forward
+cached, ``backward(dLdy)`` which returns dL/dx and fills ``self.grads``. Trainable weights
+live in ``self.params`` (with the same keys in ``self.grads``); non-trainable weights such
+as moving statistics live in ``self.state``. Once a model packs its layers, every array in
+these dicts is a view into the model's flat buffers, so layers write gradients in place
+(``np.matmul(..., out=self.grads["kernel"])`` or ``self.grads["b"][...] = ...``); a layer
+that rebinds a dict entry instead still works, at the cost of one copy.
+"""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from sparkdl.engine import activations, initializers
+from sparkdl.engine.random import new_generator
+
+_name_counters: dict[str, itertools.count] = {}
+
+
+def _unique_name(prefix: str) -> str:
+    counter = _name_counters.setdefault(prefix, itertools.count(1))
+    n = next(counter)
+    return prefix if n == 1 else f"{prefix}_{n}"
+
+
+def _snake(name: str) -> str:
+    out = []
+    for i, ch in enumerate(name):
+        if ch.isupper() and i and not name[i - 1].isupper():
+            out.append("_")
+        out.append(ch.lower())
+    return "".join(out)
+
+
+def as_shape(value, what: str) -> tuple[int, ...]:
+    """Normalise an int or a sequence of ints into a shape tuple, or raise naming ``what``."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        value = (int(value),)
+    try:
+        shape = tuple(int(v) for v in value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{what}: expected a tuple of positive ints, received {value!r}") from None
+    if any(v <= 0 for v in shape) or any(isinstance(v, bool) for v in value):
+        raise ValueError(f"{what}: expected a tuple of positive ints, received {value!r}")
+    return shape
+
+
+class Layer:
+    """Base class of all layers. Subclasses override build/forward/backward/get_config."""
+
+    #: True for layers whose forward pass draws random numbers in training (e.g. Dropout).
+    stochastic = False
+
+    def __init__(self, name: str | None = None, input_shape=None, dtype: str | None = None,
+                 trainable: bool = True):
+        self.name = name or _unique_name(_snake(type(self).__name__))
+        self.params: dict[str, np.ndarray] = {}
+        self.grads: dict[str, np.ndarray] = {}
+        self.state: dict[str, np.ndarray] = {}
+        self.trainable = trainable
+        self.built = False
+        self.input_shape: tuple | None = None
+        self.output_shape: tuple | None = None
+        self._declared_input_shape = as_shape(input_shape, f"{type(self).__name__} input_shape") \
+            if input_shape is not None else None
+        self.dtype = dtype
+        #: Set to False by a model for a layer whose input is the model's data: backward then
+        #: skips computing dL/dx (saving the largest matmul of a first Dense layer).
+        self.needs_input_grad = True
+        #: Generator for weight initialisation and for stochastic layers; a model reseeds it.
+        self.rng = new_generator()
+
+    # ---- weights -------------------------------------------------------------------------
+    def add_weight(self, name: str, shape, initializer="glorot_uniform",
+                   trainable: bool = True) -> np.ndarray:
+        value = initializers.get(initializer)(tuple(shape), self.rng).astype(np.float32)
+        if trainable:
+            self.params[name] = value
+            self.grads[name] = np.zeros_like(value)
+        else:
+            self.state[name] = value
+        return value
+
+    @property
+    def weights(self) -> list[np.ndarray]:
+        """Trainable then non-trainable arrays, in creation order (the get_weights order)."""
+        return list(self.params.values()) + list(self.state.values())
+
+    def count_params(self) -> int:
+        return int(sum(np.size(w) for w in self.weights))
+
+    # ---- shape bookkeeping ---------------------------------------------------------------
+    def build(self, input_shape: tuple) -> None:
+        """Create weights for inputs of ``input_shape`` (batch axis excluded)."""
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        """Shape of the output for ``input_shape`` (no batch axis). The default runs forward
+        on one zero example, so simple custom layers need not override it."""
+        probe = np.zeros((1,) + tuple(input_shape), dtype=np.float32)
+        return tuple(np.shape(self.forward(probe, training=False))[1:])
+
+    def ensure_built(self, input_shape) -> tuple:
+        input_shape = tuple(input_shape)
+        if not self.built:
+            self.build(input_shape)
+            self.built = True
+            self.input_shape = input_shape
+            self.output_shape = tuple(self.compute_output_shape(input_shape))
+        elif tuple(self.input_shape) != input_shape:
+            raise ValueError(f"layer '{self.name}' was built for inputs of shape "
+                             f"{(None,) + tuple(self.input_shape)}, received {(None,) + input_shape}")
+        return self.output_shape
+
+    # ---- computation ---------------------------------------------------------------------
+    def forward(self, x, training: bool = False):
+        raise NotImplementedError(f"{type(self).__name__}.forward")
+
+    def backward(self, dLdy):
+        raise NotImplementedError(f"{type(self).__name__}.backward")
+
+    def __call__(self, x, training: bool = False):
+        from sparkdl.engine.symbolic import SymbolicTensor, call_symbolic
+        if isinstance(x, SymbolicTensor) or (isinstance(x, (list, tuple)) and x
+                                             and all(isinstance(t, SymbolicTensor) for t in x)):
+            return call_symbolic(self, x)
+        if isinstance(x, (list, tuple)):
+            self.ensure_built([tuple(np.shape(t)[1:]) for t in x])
+        else:
+            x = np.asarray(x)
+            self.ensure_built(x.shape[1:])
+        return self.forward(x, training=training)
+
+    # ---- config --------------------------------------------------------------------------
+    def get_config(self) -> dict:
+        config = {"name": self.name, "trainable": self.trainable}
+        if self._declared_input_shape is not None:
+            config["input_shape"] = list(self._declared_input_shape)
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict):
+        return cls(**config)
+
+    def __repr__(self):
+        return f"<{type(self).__name__} '{self.name}'>"
+
+
+class ActivatedLayer(Layer):
+    """A layer computing ``activation(linear(x))``.
+
+    Subclasses implement ``_linear_forward`` and ``_linear_backward``. The split lets a model
+    fuse a softmax/sigmoid output with its cross-entropy loss: it calls ``forward_logits`` and
+    ``backward_logits`` and the loss works on the logits, which is exact and stable.
+    """
+
+    def __init__(self, activation=None, **kwargs):
+        super().__init__(**kwargs)
+        self.activation = activations.get(activation)
+        self._y = None
+
+    def _linear_forward(self, x, training):
+        raise NotImplementedError
+
+    def _linear_backward(self, dLdz):
+        raise NotImplementedError
+
+    def forward(self, x, training=False):
+        z = self._linear_forward(x, training)
+        y = self.activation.forward(z, out=z)
+        if training:
+            self._y = y
+        return y
+
+    def backward(self, dLdy):
+        return self._linear_backward(self.activation.backward(dLdy, self._y))
+
+    def forward_logits(self, x, training=False):
+        return self._linear_forward(x, training)
+
+    def backward_logits(self, dLdz):
+        return self._linear_backward(dLdz)
+
+    def get_config(self):
+        config = super().get_config()
+        act = self.activation.get_config()
+        config["activation"] = act["name"] if len(act) == 1 else act
+        return config

@@ -1,0 +1,193 @@
+"""Core layers: Input, Dense, Dropout, Flatten, Reshape."""
+from __future__ import annotations
+
+import numpy as np
+
+from sparkdl.engine.layers.base import ActivatedLayer, Layer, as_shape
+from sparkdl.engine.symbolic import SymbolicTensor, check_dtype
+
+
+class InputLayer(Layer):
+    """Marks the model's input: its shape (no batch axis) and dtype. Identity in computation."""
+
+    def __init__(self, shape=None, dtype="float32", name=None, input_shape=None):
+        shape = shape if shape is not None else input_shape
+        if shape is None:
+            raise ValueError("InputLayer: expected a shape such as (784,), received None")
+        super().__init__(name=name)
+        self.shape = as_shape(shape, "Input shape")
+        self.dtype = check_dtype(dtype)
+        self.ensure_built(self.shape)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def forward(self, x, training=False):
+        return x
+
+    def backward(self, dLdy):
+        return dLdy
+
+    def get_config(self):
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+
+def Input(shape, dtype="float32", name=None) -> SymbolicTensor:
+    """A symbolic model input of the given shape (batch axis excluded), Keras-style."""
+    layer = InputLayer(shape, dtype=dtype, name=name)
+    return SymbolicTensor(layer.shape, layer.dtype, layer, [])
+
+
+class Dense(ActivatedLayer):
+    """``activation(x @ kernel + bias)`` over the last axis."""
+
+    def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
+                 bias_initializer="zeros", **kwargs):
+        if isinstance(units, bool) or not isinstance(units, (int, np.integer)) or units <= 0:
+            raise ValueError(f"Dense: expected units > 0 (an int), received units={units!r}")
+        super().__init__(activation=activation, **kwargs)
+        self.units = int(units)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = kernel_initializer
+        self.bias_initializer = bias_initializer
+        self._x = None
+
+    def build(self, input_shape):
+        if len(input_shape) < 1:
+            raise ValueError(f"Dense '{self.name}': expected inputs with a feature axis, "
+                             f"received shape {(None,) + tuple(input_shape)}")
+        self.add_weight("kernel", (input_shape[-1], self.units), self.kernel_initializer)
+        if self.use_bias:
+            self.add_weight("bias", (self.units,), self.bias_initializer)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.units,)
+
+    def _linear_forward(self, x, training):
+        if x.ndim != 2:
+            lead = x.shape[:-1]
+            return self._linear_forward(x.reshape(-1, x.shape[-1]), training).reshape(lead + (self.units,))
+        if training:
+            self._x = x
+        z = x @ self.params["kernel"]
+        if self.use_bias:
+            z += self.params["bias"]
+        return z
+
+    def _linear_backward(self, dLdz):
+        x = self._x
+        shape = dLdz.shape
+        dLdz = dLdz.reshape(-1, self.units)
+        kernel_grad = self.grads["kernel"]
+        if kernel_grad.dtype == dLdz.dtype:
+            np.matmul(x.T, dLdz, out=kernel_grad)
+        else:
+            kernel_grad[...] = x.T @ dLdz
+        if self.use_bias:
+            np.sum(dLdz, axis=0, out=self.grads["bias"])
+        if not self.needs_input_grad:
+            return None
+        dLdx = dLdz @ self.params["kernel"].T
+        return dLdx.reshape(shape[:-1] + (x.shape[-1],))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(units=self.units, use_bias=self.use_bias,
+                      kernel_initializer=_init_config(self.kernel_initializer),
+                      bias_initializer=_init_config(self.bias_initializer))
+        return config
+
+
+def _init_config(init):
+    return init if isinstance(init, (str, dict)) else init.get_config()
+
+
+class Dropout(Layer):
+    """Zeroes a fraction ``rate`` of activations in training and rescales the rest."""
+
+    stochastic = True
+
+    def __init__(self, rate, seed=None, **kwargs):
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
+            raise ValueError(f"Dropout: expected 0 <= rate < 1, received rate={rate!r}")
+        super().__init__(**kwargs)
+        self.rate = float(rate)
+        self.seed = seed
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
+        self._mask = None
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def forward(self, x, training=False):
+        if not training or self.rate == 0:
+            self._mask = None
+            return x
+        keep = self.rng.random(x.shape, dtype=np.float32) >= self.rate
+        self._mask = keep.astype(x.dtype) * np.asarray(1.0 / (1.0 - self.rate), dtype=x.dtype)
+        return x * self._mask
+
+    def backward(self, dLdy):
+        return dLdy if self._mask is None else dLdy * self._mask
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(rate=self.rate, seed=self.seed)
+        return config
+
+
+class Flatten(Layer):
+    """Collapses every axis but the batch axis."""
+
+    def compute_output_shape(self, input_shape):
+        return (int(np.prod(input_shape)),)
+
+    def forward(self, x, training=False):
+        self._in_shape = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, dLdy):
+        return dLdy.reshape(self._in_shape)
+
+
+class Reshape(Layer):
+    """Reshapes each example to ``target_shape`` (one entry may be -1)."""
+
+    def __init__(self, target_shape, **kwargs):
+        super().__init__(**kwargs)
+        try:
+            target = tuple(int(v) for v in target_shape)
+        except TypeError:
+            raise TypeError(f"Reshape: expected target_shape as a tuple of ints, "
+                            f"received {target_shape!r}") from None
+        if sum(v == -1 for v in target) > 1 or any(v == 0 or v < -1 for v in target):
+            raise ValueError(f"Reshape: expected positive sizes and at most one -1, "
+                             f"received target_shape={target_shape!r}")
+        self.target_shape = target
+
+    def compute_output_shape(self, input_shape):
+        total = int(np.prod(input_shape))
+        known = int(np.prod([v for v in self.target_shape if v != -1]))
+        if -1 in self.target_shape:
+            if total % known:
+                raise ValueError(f"Reshape '{self.name}': cannot reshape inputs of shape "
+                                 f"{(None,) + tuple(input_shape)} to {(None,) + self.target_shape}")
+            return tuple(total // known if v == -1 else v for v in self.target_shape)
+        if known != total:
+            raise ValueError(f"Reshape '{self.name}': cannot reshape inputs of shape "
+                             f"{(None,) + tuple(input_shape)} ({total} values) to "
+                             f"{(None,) + self.target_shape} ({known} values)")
+        return self.target_shape
+
+    def forward(self, x, training=False):
+        self._in_shape = x.shape
+        return x.reshape((x.shape[0],) + self.output_shape)
+
+    def backward(self, dLdy):
+        return dLdy.reshape(self._in_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config["target_shape"] = list(self.target_shape)
+        return config

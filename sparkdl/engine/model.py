@@ -1,0 +1,386 @@
+"""The Model base class: flat weights, compile, and the single-process training loop.
+
+Subclasses (Sequential, the functional Model) say how layers connect by implementing
+``_forward`` / ``_backward`` over a list of input arrays; everything else — packing the
+weights into one flat buffer, fused softmax/sigmoid cross-entropy, fit / evaluate / predict,
+callbacks, progress, save — lives here once.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from sparkdl.engine import losses as losses_mod
+from sparkdl.engine import metrics as metrics_mod
+from sparkdl.engine import optimizers as optimizers_mod
+from sparkdl.engine.callbacks import CallbackList, History
+from sparkdl.engine.data_adapter import batches, check_batch_size, check_lengths, to_input_list
+from sparkdl.engine.params import FlatBuffer
+from sparkdl.engine.progress import ProgressBar, format_logs
+
+logger = logging.getLogger("sparkdl")
+
+
+class NotCompiledError(RuntimeError, ValueError):
+    """A training or evaluation method was called before ``compile``."""
+
+
+class TrainingDivergedError(FloatingPointError):
+    """The loss became NaN or infinite; the weights are those before the failing step."""
+
+
+class Model:
+    """Base of Sequential and functional models. Not instantiated directly without a graph."""
+
+    def __init__(self, name: str | None = None):
+        self.name = name or type(self).__name__.lower()
+        self.optimizer = None
+        self.loss = None
+        self.metrics: list[metrics_mod.Metric] = []
+        self.stop_training = False
+        self.history: History | None = None
+        self._params: FlatBuffer | None = None
+        self._state: FlatBuffer | None = None
+        self._fused = False
+
+    # ---- graph hooks for subclasses -------------------------------------------------------
+    @property
+    def built(self) -> bool:
+        return self._params is not None
+
+    def _all_layers(self) -> list:
+        """Every layer with weights or behaviour, in execution order."""
+        raise NotImplementedError
+
+    def _input_specs(self) -> list[tuple[tuple, str]]:
+        """``(shape without batch axis, dtype)`` per input."""
+        raise NotImplementedError
+
+    def _output_layer(self):
+        raise NotImplementedError
+
+    def _forward(self, xs: list[np.ndarray], training: bool, logits: bool = False) -> np.ndarray:
+        raise NotImplementedError
+
+    def _backward(self, dLdy: np.ndarray, logits: bool = False) -> None:
+        raise NotImplementedError
+
+    def _build_from_data(self, xs) -> None:
+        raise ValueError(f"model '{self.name}' is not built: give the first layer an input_shape "
+                         f"or start with Input(shape)")
+
+    @property
+    def output_shape(self) -> tuple:
+        return self._output_layer().output_shape
+
+    # ---- flat weights ---------------------------------------------------------------------
+    def _pack(self) -> None:
+        """Move every layer's arrays into the model's two flat buffers."""
+        slots, grad_dicts, state_slots = [], [], []
+        for layer in self._all_layers():
+            if layer.trainable:
+                for key in layer.params:
+                    slots.append((layer.params, key))
+                    grad_dicts.append(layer.grads)
+            else:
+                state_slots += [(layer.params, key) for key in layer.params]
+            state_slots += [(layer.state, key) for key in layer.state]
+        self._params = FlatBuffer(slots, grad_dicts)
+        self._state = FlatBuffer(state_slots)
+        self._update_fusion()
+
+    def _require_built(self, who: str) -> None:
+        if not self.built:
+            raise ValueError(f"{who}: model '{self.name}' is not built yet; give the first layer an "
+                             f"input_shape, start with Input(shape), or call fit/predict on data first")
+
+    @property
+    def trainable_weights(self) -> list[np.ndarray]:
+        self._require_built("trainable_weights")
+        return self._params.arrays()
+
+    @property
+    def non_trainable_weights(self) -> list[np.ndarray]:
+        self._require_built("non_trainable_weights")
+        return self._state.arrays()
+
+    @property
+    def weights(self) -> list[np.ndarray]:
+        """All weights in get_weights order: layer by layer, trainable then non-trainable."""
+        self._require_built("weights")
+        return [w for layer in self._all_layers() for w in layer.weights]
+
+    def get_weights(self) -> list[np.ndarray]:
+        return [w.copy() for w in self.weights]
+
+    def set_weights(self, weights) -> None:
+        targets = self.weights
+        weights = list(weights)
+        if len(weights) != len(targets):
+            raise ValueError(f"set_weights: model '{self.name}' expects {len(targets)} arrays, "
+                             f"received {len(weights)}")
+        for i, (t, w) in enumerate(zip(targets, weights)):
+            w = np.asarray(w)
+            if w.shape != t.shape:
+                raise ValueError(f"set_weights: array {i} should have shape {t.shape}, received {w.shape}")
+        for t, w in zip(targets, weights):
+            t[...] = w
+
+    def get_flat_weights(self) -> np.ndarray:
+        """A copy of the trainable parameters as one float32 vector."""
+        self._require_built("get_flat_weights")
+        return self._params.values.copy()
+
+    def set_flat_weights(self, vector) -> None:
+        self._require_built("set_flat_weights")
+        self._params.set_flat(vector)
+
+    @property
+    def flat_weights(self) -> np.ndarray:
+        """The live flat parameter vector (writes change the model)."""
+        self._require_built("flat_weights")
+        return self._params.values
+
+    @property
+    def flat_state(self) -> np.ndarray:
+        """The live flat vector of non-trainable weights (moving statistics)."""
+        self._require_built("flat_state")
+        return self._state.values
+
+    def count_params(self) -> int:
+        self._require_built("count_params")
+        return self._params.size + self._state.size
+
+    # ---- compile --------------------------------------------------------------------------
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None) -> None:
+        if loss is None:
+            raise ValueError(f"compile: expected a loss (one of {losses_mod.names()} or a Loss), "
+                             f"received loss=None")
+        self.optimizer = optimizers_mod.get(optimizer)
+        self.loss = losses_mod.get(loss)
+        if metrics is None:
+            metrics = []
+        elif isinstance(metrics, (str, dict, metrics_mod.Metric)):
+            metrics = [metrics]
+        self.metrics = [metrics_mod.get(m) for m in metrics]
+        names = [m.name for m in self.metrics]
+        if len(set(names)) != len(names):
+            raise ValueError(f"compile: expected distinct metrics, received {names}")
+        self._update_fusion()
+
+    def _update_fusion(self) -> None:
+        """Use the logits form of the loss when the output layer's activation matches it."""
+        self._fused = False
+        if self.loss is None or not self.built:
+            return
+        out = self._output_layer()
+        act = getattr(getattr(out, "activation", None), "name", None)
+        self._fused = (self.loss.fusable_activation is not None and act == self.loss.fusable_activation
+                       and hasattr(out, "forward_logits"))
+
+    def _require_compiled(self, who: str) -> None:
+        if self.loss is None or self.optimizer is None:
+            raise NotCompiledError(f"{who}: model '{self.name}' must be compiled first; call "
+                                   f"model.compile(optimizer=..., loss=...) before {who}()")
+
+    # ---- one step -------------------------------------------------------------------------
+    def _loss_and_backward(self, xs: list[np.ndarray], y: np.ndarray):
+        """Forward in training mode, loss, backward into the flat gradient vector.
+        Returns ``(loss, outputs)`` where outputs are probabilities (not logits)."""
+        out = self._forward(xs, training=True, logits=self._fused)
+        if self._fused:
+            loss, dLdy = self.loss.value_and_grad_logits(y, out)
+        else:
+            loss, dLdy = self.loss.value_and_grad(y, out)
+        if not np.isfinite(loss):
+            raise TrainingDivergedError(f"model '{self.name}': the loss became {loss} at optimizer "
+                                        f"step {self.optimizer.iterations}; the weights are those "
+                                        f"before that step (lower the learning rate?)")
+        self._backward(dLdy, logits=self._fused)
+        self._params.sync_grads()
+        if self._fused and self.metrics:
+            out = self._output_layer().activation.forward(out.copy())
+        return loss, out
+
+    def _train_batch(self, xs, y):
+        loss, out = self._loss_and_backward(xs, y)
+        self.optimizer.apply(self._params.values, self._params.grads)
+        return loss, out
+
+    def _prepare(self, x, y, who: str):
+        if not self.built:
+            self._build_from_data(x)
+        xs = to_input_list(x, self._input_specs(), who)
+        if y is None:
+            raise ValueError(f"{who}: expected targets y, received None")
+        y = self.loss.validate_targets(y, self.output_shape)
+        check_lengths(xs, y, who)
+        return xs, y
+
+    def train_on_batch(self, x, y) -> float:
+        """One optimizer step on ``(x, y)``; returns the batch loss before the step."""
+        self._require_compiled("train_on_batch")
+        xs, y = self._prepare(x, y, "train_on_batch")
+        loss, _ = self._train_batch(xs, y)
+        return loss
+
+    def compute_gradients(self, x, y) -> tuple[float, list[np.ndarray]]:
+        """Loss and gradients (copies, aligned with ``trainable_weights``); no step taken."""
+        self._require_compiled("compute_gradients")
+        xs, y = self._prepare(x, y, "compute_gradients")
+        loss, _ = self._loss_and_backward(xs, y)
+        return loss, [g.copy() for g in self._params.grad_arrays()]
+
+    # ---- fit ------------------------------------------------------------------------------
+    def reseed(self, seed) -> None:
+        """Reseed every stochastic layer from ``seed`` (an int or a SeedSequence) so a training
+        run is reproducible; layers with their own ``seed`` mix it in."""
+        root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+        children = root.spawn(len(self._all_layers()))
+        for layer, child in zip(self._all_layers(), children):
+            if layer.stochastic:
+                own = getattr(layer, "seed", None)
+                entropy = child.generate_state(4)
+                layer.rng = np.random.default_rng(entropy if own is None else [own, *entropy])
+
+    def fit(self, x=None, y=None, batch_size=32, epochs=1, verbose=1, callbacks=None,
+            validation_split=0.0, validation_data=None, shuffle=True, seed=None,
+            initial_epoch=0) -> History:
+        self._require_compiled("fit")
+        batch_size = check_batch_size(batch_size, "fit")
+        if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
+            raise ValueError(f"fit: expected epochs >= 0 (an int), received epochs={epochs!r}")
+        if not 0 <= validation_split < 1:
+            raise ValueError(f"fit: expected 0 <= validation_split < 1, received {validation_split!r}")
+        xs, y = self._prepare(x, y, "fit")
+        if validation_data is not None and validation_split:
+            raise ValueError("fit: give validation_data or validation_split, not both")
+        val = None
+        if validation_split:
+            cut = int(len(y) * (1 - validation_split))
+            val = ([a[cut:] for a in xs], y[cut:])
+            xs, y = [a[:cut] for a in xs], y[:cut]
+        elif validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise ValueError("fit: expected validation_data=(x_val, y_val)")
+            val = self._prepare(*validation_data, "fit(validation_data)")
+        n = len(y)
+        if n == 0:
+            raise ValueError("fit: expected at least one training example, received 0")
+
+        rng = np.random.default_rng(seed)
+        self.reseed(np.random.SeedSequence(seed) if seed is not None else rng.integers(2**63))
+        self.history = History()
+        steps = -(-n // batch_size)
+        cbs = CallbackList([self.history] + list(callbacks or []), self,
+                           {"epochs": epochs, "steps": steps, "batch_size": batch_size,
+                            "verbose": verbose})
+        self.stop_training = False
+        cbs.on_train_begin()
+        for epoch in range(initial_epoch, epochs):
+            cbs.on_epoch_begin(epoch)
+            start = time.perf_counter()
+            bar = ProgressBar(steps, verbose)
+            if verbose == 1:
+                bar.stream.write(f"Epoch {epoch + 1}/{epochs}\n")
+            if shuffle:
+                order = rng.permutation(n)
+                ex, ey = [a[order] for a in xs], y[order]
+            else:
+                ex, ey = xs, y
+            for m in self.metrics:
+                m.reset()
+            total = 0.0
+            for step, (a, b) in enumerate(batches(n, batch_size)):
+                cbs.on_batch_begin(step)
+                yb = ey[a:b]
+                loss, out = self._train_batch([e[a:b] for e in ex], yb)
+                total += loss * (b - a)
+                for m in self.metrics:
+                    m.update(yb, out)
+                cbs.on_batch_end(step, {"loss": loss})
+                bar.update(step + 1, {"loss": total / b})
+            logs = {"loss": total / n}
+            logs.update({m.name: m.result() for m in self.metrics})
+            if val is not None:
+                logs.update({f"val_{k}": v for k, v in self._evaluate_lists(*val, batch_size=256).items()})
+            cbs.on_epoch_end(epoch, logs)
+            bar.finish(logs, prefix=f"Epoch {epoch + 1}/{epochs} - ")
+            logger.info("epoch %d/%d (%.2fs): %s", epoch + 1, epochs, time.perf_counter() - start,
+                        format_logs(logs))
+            if self.stop_training:
+                break
+        cbs.on_train_end()
+        return self.history
+
+    # ---- inference ------------------------------------------------------------------------
+    def _predict_lists(self, xs, batch_size):
+        n = len(xs[0])
+        out = np.empty((n,) + tuple(self.output_shape), dtype=np.float32)
+        for a, b in batches(n, batch_size):
+            out[a:b] = self._forward([x[a:b] for x in xs], training=False)
+        return out
+
+    def predict(self, x, batch_size=256, verbose=0) -> np.ndarray:
+        batch_size = check_batch_size(batch_size, "predict")
+        if not self.built:
+            self._build_from_data(x)
+        xs = to_input_list(x, self._input_specs(), "predict")
+        return self._predict_lists(xs, batch_size)
+
+    def _evaluate_lists(self, xs, y, batch_size) -> dict:
+        metrics = [metrics_mod.get(m.get_config()) for m in self.metrics]
+        total = 0.0
+        for a, b in batches(len(y), batch_size):
+            out = self._forward([x[a:b] for x in xs], training=False)
+            total += float(np.sum(self.loss.per_sample(y[a:b], out)))
+            for m in metrics:
+                m.update(y[a:b], out)
+        result = {"loss": total / len(y) if len(y) else float("nan")}
+        result.update({m.name: m.result() for m in metrics})
+        return result
+
+    def evaluate(self, x=None, y=None, batch_size=256, verbose=0) -> dict:
+        """Loss and compiled metrics over ``(x, y)`` in inference mode, as a dict."""
+        self._require_compiled("evaluate")
+        batch_size = check_batch_size(batch_size, "evaluate")
+        xs, y = self._prepare(x, y, "evaluate")
+        return self._evaluate_lists(xs, y, batch_size)
+
+    # ---- description and persistence ---------------------------------------------------------
+    def summary(self) -> str:
+        """A table of layers, output shapes and parameter counts (returned, not printed)."""
+        rows = [(f"{layer.name} ({type(layer).__name__})",
+                 str((None,) + tuple(layer.output_shape)) if layer.output_shape is not None else "?",
+                 str(layer.count_params())) for layer in self._all_layers()]
+        head = ("Layer (type)", "Output Shape", "Param #")
+        widths = [max(len(r[i]) for r in rows + [head]) + 2 for i in range(3)]
+        line = lambda r: "".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+        rule = "-" * sum(widths)
+        out = [f'Model: "{self.name}"', rule, line(head), "=" * sum(widths)]
+        out += [line(r) for r in rows]
+        out.append("=" * sum(widths))
+        if self.built:
+            out += [f"Total params: {self.count_params():,}",
+                    f"Trainable params: {self._params.size:,}",
+                    f"Non-trainable params: {self._state.size:,}"]
+        return "\n".join(out)
+
+    def get_config(self) -> dict:
+        raise NotImplementedError
+
+    def save(self, path) -> None:
+        """Write architecture (JSON), weights and optimizer state (``.npz``) to ``path``: a
+        single zip file, or a directory when ``path`` is an existing directory."""
+        from sparkdl.engine.serialization import save_model
+        save_model(self, path)
+
+    def save_weights(self, path) -> None:
+        from sparkdl.engine.serialization import save_weights
+        save_weights(self, path)
+
+    def load_weights(self, path) -> None:
+        from sparkdl.engine.serialization import load_weights
+        load_weights(self, path)

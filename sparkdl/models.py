@@ -1,0 +1,7 @@
+"""Model classes and persistence: ``Sequential``, ``Model``, ``Input``, ``load_model``."""
+from sparkdl.engine.layers.core import Input
+from sparkdl.engine.model import Model
+from sparkdl.engine.sequential import Sequential
+from sparkdl.engine.serialization import load_model
+
+__all__ = ["Input", "Model", "Sequential", "load_model"]
