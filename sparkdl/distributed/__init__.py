@@ -1,0 +1,1 @@
+"""What a Spark worker and the driver do during distributed training, without a SparkContext."""

@@ -17,6 +17,7 @@ from sparkdl.engine import metrics as metrics_mod
 from sparkdl.engine import optimizers as optimizers_mod
 from sparkdl.engine.callbacks import CallbackList, History
 from sparkdl.engine.data_adapter import batches, check_batch_size, check_lengths, to_input_list
+from sparkdl.engine.functional import Graph
 from sparkdl.engine.params import FlatBuffer
 from sparkdl.engine.progress import ProgressBar, format_logs
 
@@ -32,10 +33,11 @@ class TrainingDivergedError(FloatingPointError):
 
 
 class Model:
-    """Base of Sequential and functional models. Not instantiated directly without a graph."""
+    """A model over a graph of layers: ``Model(inputs=[a, b], outputs=out)`` with symbolic
+    tensors from ``Input(...)`` and layer calls. ``Sequential`` is the special case of a chain."""
 
-    def __init__(self, name: str | None = None):
-        self.name = name or type(self).__name__.lower()
+    def __init__(self, inputs=None, outputs=None, name: str | None = None):
+        self.name = name or ("model" if type(self) is Model else type(self).__name__.lower())
         self.optimizer = None
         self.loss = None
         self.metrics: list[metrics_mod.Metric] = []
@@ -44,28 +46,40 @@ class Model:
         self._params: FlatBuffer | None = None
         self._state: FlatBuffer | None = None
         self._fused = False
+        self._graph = None
+        if type(self) is Model or inputs is not None or outputs is not None:
+            if inputs is None or outputs is None:
+                raise ValueError("Model: expected both inputs and outputs (symbolic tensors from "
+                                 "Input(...) and layer calls), received "
+                                 f"inputs={inputs!r}, outputs={outputs!r}")
+            self._graph = Graph(inputs, outputs, who=f"Model '{self.name}'")
+            self._pack()
 
-    # ---- graph hooks for subclasses -------------------------------------------------------
+    # ---- graph hooks (Sequential overrides them with a plain chain) -------------------------
     @property
     def built(self) -> bool:
         return self._params is not None
 
+    @property
+    def layers(self) -> list:
+        return self._all_layers()
+
     def _all_layers(self) -> list:
         """Every layer with weights or behaviour, in execution order."""
-        raise NotImplementedError
+        return self._graph.layers
 
     def _input_specs(self) -> list[tuple[tuple, str]]:
         """``(shape without batch axis, dtype)`` per input."""
-        raise NotImplementedError
+        return [(t.layer.shape, t.layer.dtype) for t in self._graph.inputs]
 
     def _output_layer(self):
-        raise NotImplementedError
+        return self._graph.output.layer
 
     def _forward(self, xs: list[np.ndarray], training: bool, logits: bool = False) -> np.ndarray:
-        raise NotImplementedError
+        return self._graph.forward(xs, training, logits)
 
     def _backward(self, dLdy: np.ndarray, logits: bool = False) -> None:
-        raise NotImplementedError
+        self._graph.backward(dLdy, logits)
 
     def _build_from_data(self, xs) -> None:
         raise ValueError(f"model '{self.name}' is not built: give the first layer an input_shape "
@@ -77,19 +91,43 @@ class Model:
 
     # ---- flat weights ---------------------------------------------------------------------
     def _pack(self) -> None:
-        """Move every layer's arrays into the model's two flat buffers."""
-        slots, grad_dicts, state_slots = [], [], []
+        """Move every layer's arrays into the model's two flat buffers.
+
+        Trainable parameters with row-sparse gradients (embeddings) go after all the dense
+        ones, so a step updates ``[:dense_size]`` densely and only the touched rows beyond."""
+        dense, sparse, state_slots = [], [], []
         for layer in self._all_layers():
             if layer.trainable:
+                sparse_keys = getattr(layer, "sparse_params", ())
                 for key in layer.params:
-                    slots.append((layer.params, key))
-                    grad_dicts.append(layer.grads)
+                    (sparse if key in sparse_keys else dense).append((layer, key))
             else:
                 state_slots += [(layer.params, key) for key in layer.params]
             state_slots += [(layer.state, key) for key in layer.state]
-        self._params = FlatBuffer(slots, grad_dicts)
+        ordered = dense + sparse
+        self._params = FlatBuffer([(layer.params, key) for layer, key in ordered],
+                                  [layer.grads for layer, _ in ordered])
         self._state = FlatBuffer(state_slots)
+        self._dense_size = int(self._params.offsets[len(dense)])
+        self._sparse_slots = [(layer, key, int(self._params.offsets[len(dense) + i]),
+                               int(np.prod(self._params.shapes[len(dense) + i][1:])))
+                              for i, (layer, key) in enumerate(sparse)]
         self._update_fusion()
+
+    def _sparse_index(self) -> np.ndarray:
+        """Flat indices of the parameter elements in the rows the last backward touched."""
+        parts = []
+        for layer, key, offset, row_size in self._sparse_slots:
+            rows = layer.touched_rows[key]
+            parts.append((offset + rows[:, None] * row_size + np.arange(row_size)).reshape(-1))
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+    def _apply_gradients(self) -> None:
+        if self._sparse_slots:
+            self.optimizer.apply(self._params.values, self._params.grads,
+                                 dense_size=self._dense_size, sparse_index=self._sparse_index())
+        else:
+            self.optimizer.apply(self._params.values, self._params.grads)
 
     def _require_built(self, who: str) -> None:
         if not self.built:
@@ -206,7 +244,7 @@ class Model:
 
     def _train_batch(self, xs, y):
         loss, out = self._loss_and_backward(xs, y)
-        self.optimizer.apply(self._params.values, self._params.grads)
+        self._apply_gradients()
         return loss, out
 
     def _prepare(self, x, y, who: str):
@@ -274,7 +312,8 @@ class Model:
         self.reseed(np.random.SeedSequence(seed) if seed is not None else rng.integers(2**63))
         self.history = History()
         steps = -(-n // batch_size)
-        cbs = CallbackList([self.history] + list(callbacks or []), self,
+        # History last (as in Keras), so it records what other callbacks add to the logs.
+        cbs = CallbackList(list(callbacks or []) + [self.history], self,
                            {"epochs": epochs, "steps": steps, "batch_size": batch_size,
                             "verbose": verbose})
         self.stop_training = False
@@ -369,7 +408,12 @@ class Model:
         return "\n".join(out)
 
     def get_config(self) -> dict:
-        raise NotImplementedError
+        return {"name": self.name, **self._graph.get_config()}
+
+    @classmethod
+    def from_config(cls, config: dict, custom_objects=None):
+        inputs, output = Graph.from_config(config, custom_objects)
+        return Model(inputs=inputs, outputs=output, name=config.get("name"))
 
     def save(self, path) -> None:
         """Write architecture (JSON), weights and optimizer state (``.npz``) to ``path``: a

@@ -21,7 +21,8 @@ _FLUSH_EVERY = 100
 
 
 def _check(cls_name: str, arg: str, value, low=0.0, high=None, low_open=False):
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+    ok = (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+          and np.isfinite(value))
     if ok:
         ok = (value > low if low_open else value >= low) and (high is None or value < high)
     if not ok:
@@ -63,16 +64,37 @@ class Optimizer:
     def _initial_slot(self, name, size):
         return np.zeros(size, dtype=np.float32)
 
-    def apply(self, params: np.ndarray, grads: np.ndarray) -> None:
-        """One update of the flat ``params`` from the flat ``grads``, in place."""
+    def apply(self, params: np.ndarray, grads: np.ndarray, dense_size: int | None = None,
+              sparse_index: np.ndarray | None = None) -> None:
+        """One update of the flat ``params`` from the flat ``grads``, in place.
+
+        With ``dense_size``, only ``params[:dense_size]`` is updated densely; the elements at
+        ``sparse_index`` (all >= dense_size: the rows of embeddings a batch used) are
+        gathered, updated with their slots, and scattered back. The rest keep their values
+        and optimizer state, as in Keras' sparse updates.
+        """
         self.build(params.size)
-        self._update(params, grads, np.float32(self.learning_rate))
+        lr = np.float32(self.learning_rate)
+        if dense_size is None:
+            self._update(params, grads, lr, self.slots, self._tmp)
+        else:
+            d = dense_size
+            self._update(params[:d], grads[:d], lr, {k: s[:d] for k, s in self.slots.items()},
+                         self._tmp[:d])
+            if sparse_index is not None and len(sparse_index):
+                idx = sparse_index
+                p, slots = params[idx], {k: s[idx] for k, s in self.slots.items()}
+                self._update(p, grads[idx], lr, slots, np.empty_like(p))
+                params[idx] = p
+                for k, s in slots.items():
+                    self.slots[k][idx] = s
         self.iterations += 1
         if self.iterations % _FLUSH_EVERY == 0:
             for slot in self.slots.values():
                 np.putmask(slot, np.abs(slot) < _TINY, 0)
 
-    def _update(self, p, g, lr):
+    def _update(self, p, g, lr, slots, tmp):
+        """The update rule on aligned arrays (params, grads, slot arrays, scratch)."""
         raise NotImplementedError
 
     def get_config(self) -> dict:
@@ -84,12 +106,13 @@ class Optimizer:
     def from_config(cls, config):
         config = dict(config)
         config.pop("name", None)
-        config["learning_rate"] = schedules.deserialize(config["learning_rate"])
+        if "learning_rate" in config:
+            config["learning_rate"] = schedules.deserialize(config["learning_rate"])
         return cls(**config)
 
     def get_state(self) -> dict[str, np.ndarray]:
         """Slots and the step counter, for checkpoints."""
-        state = {f"slot/{k}": v for k, v in self.slots.items()}
+        state = {f"slot/{k}": v.copy() for k, v in self.slots.items()}
         state["iterations"] = np.array(self.iterations, dtype=np.int64)
         return state
 
@@ -116,12 +139,12 @@ class SGD(Optimizer):
         self.nesterov = bool(nesterov)
         self.slot_names = ("momentum",) if self.momentum else ()
 
-    def _update(self, p, g, lr):
-        tmp = np.multiply(g, lr, out=self._tmp)
+    def _update(self, p, g, lr, slots, tmp):
+        tmp = np.multiply(g, lr, out=tmp)
         if not self.momentum:
             p -= tmp
             return
-        v = self.slots["momentum"]
+        v = slots["momentum"]
         v *= self.momentum
         v -= tmp
         if self.nesterov:
@@ -147,8 +170,8 @@ class Adam(Optimizer):
         self.beta_2 = _check("Adam", "beta_2", beta_2, high=1.0)
         self.epsilon = _check("Adam", "epsilon", epsilon)
 
-    def _update(self, p, g, lr):
-        m, v, tmp = self.slots["m"], self.slots["v"], self._tmp
+    def _update(self, p, g, lr, slots, tmp):
+        m, v = slots["m"], slots["v"]
         t = self.iterations + 1
         alpha = lr * np.sqrt(1 - self.beta_2 ** t) / (1 - self.beta_1 ** t)
         m *= self.beta_1
@@ -184,8 +207,8 @@ class Adagrad(Optimizer):
     def _initial_slot(self, name, size):
         return np.full(size, self.initial_accumulator_value, dtype=np.float32)
 
-    def _update(self, p, g, lr):
-        acc, tmp = self.slots["accumulator"], self._tmp
+    def _update(self, p, g, lr, slots, tmp):
+        acc = slots["accumulator"]
         np.multiply(g, g, out=tmp)
         acc += tmp
         np.sqrt(acc, out=tmp)
@@ -212,8 +235,8 @@ class RMSprop(Optimizer):
         self.epsilon = _check("RMSprop", "epsilon", epsilon)
         self.slot_names = ("velocity", "momentum") if self.momentum else ("velocity",)
 
-    def _update(self, p, g, lr):
-        ms, tmp = self.slots["velocity"], self._tmp
+    def _update(self, p, g, lr, slots, tmp):
+        ms = slots["velocity"]
         ms *= self.rho
         np.multiply(g, g, out=tmp)
         tmp *= 1 - self.rho
@@ -223,7 +246,7 @@ class RMSprop(Optimizer):
         np.divide(g, tmp, out=tmp)
         tmp *= lr
         if self.momentum:
-            mom = self.slots["momentum"]
+            mom = slots["momentum"]
             mom *= self.momentum
             mom += tmp
             p -= mom
@@ -258,8 +281,8 @@ class Ftrl(Optimizer):
         value = self.initial_accumulator_value if name == "accumulator" else 0.0
         return np.full(size, value, dtype=np.float32)
 
-    def _update(self, p, g, lr):
-        n, z = self.slots["accumulator"], self.slots["linear"]
+    def _update(self, p, g, lr, slots, tmp):
+        n, z = slots["accumulator"], slots["linear"]
         sqrt_old = np.sqrt(n)
         n += g * g
         sqrt_new = np.sqrt(n)

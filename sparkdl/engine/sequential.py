@@ -9,7 +9,7 @@ from sparkdl.engine.symbolic import SymbolicTensor
 
 class Sequential(Model):
     def __init__(self, layers=None, name: str | None = None):
-        super().__init__(name=name or "sequential")
+        super().__init__(name=name or "sequential")  # no graph: the chain below replaces it
         self._input: InputLayer | None = None
         self._layers: list[Layer] = []
         for layer in layers or []:
@@ -35,7 +35,8 @@ class Sequential(Model):
         if layer in self._layers:
             raise ValueError(f"Sequential.add: layer '{layer.name}' is already in the model")
         if not self._layers and self._input is None and layer._declared_input_shape is not None:
-            self._input = InputLayer(layer._declared_input_shape)
+            self._input = InputLayer(layer._declared_input_shape,
+                                     dtype=getattr(layer, "input_dtype", "float32"))
         self._layers.append(layer)
         if self._input is not None:
             self._build_layers()
@@ -56,7 +57,8 @@ class Sequential(Model):
         shape = getattr(x[0] if isinstance(x, (list, tuple)) else x, "shape", None)
         if shape is None or len(shape) < 2:
             raise ValueError(f"model '{self.name}': expected x with a batch axis, received shape {shape}")
-        self._input = InputLayer(tuple(shape[1:]))
+        self._input = InputLayer(tuple(shape[1:]),
+                                 dtype=getattr(self._layers[0], "input_dtype", "float32"))
         self._build_layers()
 
     def _all_layers(self):

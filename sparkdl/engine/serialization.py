@@ -105,7 +105,12 @@ def _read(path: str) -> tuple[dict, bytes]:
     if doc.get("version") != VERSION:
         raise ValueError(f"load_model: {path!r} has format version {doc.get('version')!r}; this "
                          f"sparkdl reads version {VERSION}")
-    if hashlib.sha256(weights).hexdigest() != doc["weights"]["sha256"]:
+    try:
+        recorded = doc["weights"]["sha256"]
+    except (KeyError, TypeError):
+        raise ValueError(f"load_model: {_CONFIG} in {path!r} is corrupted (it has no "
+                         f"weights.sha256 entry)") from None
+    if hashlib.sha256(weights).hexdigest() != recorded:
         raise ValueError(f"load_model: {_WEIGHTS} in {path!r} is corrupted or truncated "
                          f"(its SHA-256 does not match the one recorded at save time)")
     return doc, weights
@@ -129,13 +134,9 @@ def _assign_weights(model, arrays: dict[str, np.ndarray], path: str) -> None:
 
 
 def model_from_config(class_name: str, config: dict, custom_objects=None):
+    from sparkdl.engine.model import Model
     from sparkdl.engine.sequential import Sequential
-    classes = {"Sequential": Sequential}
-    try:
-        from sparkdl.engine.functional import Functional
-        classes["Model"] = classes["Functional"] = Functional
-    except ImportError:
-        pass
+    classes = {"Sequential": Sequential, "Model": Model}
     if class_name not in classes:
         raise ValueError(f"load_model: unknown model class {class_name!r}; expected one of {sorted(classes)}")
     return classes[class_name].from_config(config, custom_objects=custom_objects)

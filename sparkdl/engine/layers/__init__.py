@@ -1,10 +1,17 @@
 """The layer stack: the Layer protocol and every built-in layer, by class name."""
 from sparkdl.engine.layers.activation import Activation, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from sparkdl.engine.layers.base import ActivatedLayer, Layer
+from sparkdl.engine.layers.conv import AveragePooling2D, AvgPool2D, Conv2D, MaxPool2D, MaxPooling2D
 from sparkdl.engine.layers.core import Dense, Dropout, Flatten, Input, InputLayer, Reshape
+from sparkdl.engine.layers.embedding import Embedding
+from sparkdl.engine.layers.merge import Add, Concatenate
+from sparkdl.engine.layers.norm import BatchNorm
 
-__all__ = ["Activation", "ActivatedLayer", "Dense", "Dropout", "Flatten", "Input", "InputLayer",
-           "Layer", "LeakyReLU", "ReLU", "Reshape", "Sigmoid", "Softmax", "Tanh"]
+BatchNormalization = BatchNorm  # the Keras name
+
+__all__ = ["Activation", "ActivatedLayer", "Add", "AveragePooling2D", "AvgPool2D", "BatchNorm",
+           "BatchNormalization", "Concatenate", "Conv2D", "Dense", "Dropout", "Embedding", "Flatten", "Input", "InputLayer", "Layer", "LeakyReLU",
+           "MaxPool2D", "MaxPooling2D", "ReLU", "Reshape", "Sigmoid", "Softmax", "Tanh"]
 
 
 def get(class_name: str, custom_objects: dict | None = None):

@@ -12,6 +12,7 @@ that rebinds a dict entry instead still works, at the cost of one copy.
 from __future__ import annotations
 
 import itertools
+import re
 
 import numpy as np
 
@@ -28,12 +29,9 @@ def _unique_name(prefix: str) -> str:
 
 
 def _snake(name: str) -> str:
-    out = []
-    for i, ch in enumerate(name):
-        if ch.isupper() and i and not name[i - 1].isupper():
-            out.append("_")
-        out.append(ch.lower())
-    return "".join(out)
+    """Keras' layer-name convention: Conv2D -> conv2d, MaxPool2D -> max_pool2d."""
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
 def as_shape(value, what: str) -> tuple[int, ...]:

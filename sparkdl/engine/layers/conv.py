@@ -1,0 +1,150 @@
+"""Convolution and pooling layers on NCHW inputs (channels first)."""
+from __future__ import annotations
+
+import numpy as np
+
+from sparkdl.engine import conv_ops
+from sparkdl.engine.layers.base import ActivatedLayer, Layer
+
+
+def _pair(value, what: str, who: str) -> tuple[int, int]:
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        value = (value, value)
+    try:
+        a, b = (int(v) for v in value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{who}: expected {what} as an int or a pair of ints, received {value!r}") from None
+    if a <= 0 or b <= 0:
+        raise ValueError(f"{who}: expected positive {what}, received {value!r}")
+    return a, b
+
+
+def _padding(value, who: str) -> str:
+    if not isinstance(value, str) or value.lower() not in ("valid", "same"):
+        raise ValueError(f"{who}: expected padding 'valid' or 'same', received {value!r}")
+    return value.lower()
+
+
+class _Spatial:
+    """Shared geometry of conv and pooling layers: kernel, strides, padding -> output size."""
+
+    def _geometry(self, input_shape, kernel):
+        if len(input_shape) != 3:
+            raise ValueError(f"{type(self).__name__} '{self.name}': expected inputs of shape "
+                             f"(None, channels, height, width), received {(None,) + tuple(input_shape)}")
+        _, h, w = input_shape
+        oh, top, bottom = conv_ops.out_size_and_pads(h, kernel[0], self.strides[0], self.padding)
+        ow, left, right = conv_ops.out_size_and_pads(w, kernel[1], self.strides[1], self.padding)
+        if oh <= 0 or ow <= 0 or h + top + bottom < kernel[0] or w + left + right < kernel[1]:
+            raise ValueError(f"{type(self).__name__} '{self.name}': the {kernel[0]}x{kernel[1]} kernel "
+                             f"is larger than the padded input ({h + top + bottom}x{w + left + right}) "
+                             f"of inputs of shape {(None,) + tuple(input_shape)}")
+        return (oh, ow), (top, bottom, left, right)
+
+    def _check_input(self, x):
+        if x.ndim != 4 or x.shape[1:] != tuple(self.input_shape):
+            raise ValueError(f"{type(self).__name__} '{self.name}': expected inputs of shape "
+                             f"{(None,) + tuple(self.input_shape)}, received {x.shape}")
+
+
+class Conv2D(_Spatial, ActivatedLayer):
+    """2-D cross-correlation over NCHW inputs; kernel ``(filters, in_channels, kh, kw)``."""
+
+    def __init__(self, filters, kernel_size, strides=1, padding="valid", activation=None,
+                 use_bias=True, kernel_initializer="glorot_uniform", bias_initializer="zeros", **kwargs):
+        if isinstance(filters, bool) or not isinstance(filters, (int, np.integer)) or filters <= 0:
+            raise ValueError(f"Conv2D: expected filters > 0 (an int), received filters={filters!r}")
+        super().__init__(activation=activation, **kwargs)
+        self.filters = int(filters)
+        self.kernel_size = _pair(kernel_size, "kernel_size", "Conv2D")
+        self.strides = _pair(strides, "strides", "Conv2D")
+        self.padding = _padding(padding, "Conv2D")
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer, self.bias_initializer = kernel_initializer, bias_initializer
+
+    def build(self, input_shape):
+        self._out_hw, self._pads = self._geometry(input_shape, self.kernel_size)
+        self.add_weight("kernel", (self.filters, input_shape[0]) + self.kernel_size, self.kernel_initializer)
+        if self.use_bias:
+            self.add_weight("bias", (self.filters,), self.bias_initializer)
+
+    def compute_output_shape(self, input_shape):
+        out_hw, _ = self._geometry(input_shape, self.kernel_size)
+        return (self.filters,) + out_hw
+
+    def _linear_forward(self, x, training):
+        self._check_input(x)
+        y, cache = conv_ops.conv2d_forward(x, self.params["kernel"], self.params.get("bias"),
+                                           self.strides, self._pads)
+        self._cache = cache if training else None
+        return y
+
+    def _linear_backward(self, dLdz):
+        dk, db, dx = conv_ops.conv2d_backward(dLdz, self.params["kernel"], self._cache, self.strides,
+                                              self._pads, need_dx=self.needs_input_grad)
+        self.grads["kernel"][...] = dk
+        if self.use_bias:
+            self.grads["bias"][...] = db
+        return dx
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(filters=self.filters, kernel_size=list(self.kernel_size), strides=list(self.strides),
+                      padding=self.padding, use_bias=self.use_bias,
+                      kernel_initializer=_init_config(self.kernel_initializer),
+                      bias_initializer=_init_config(self.bias_initializer))
+        return config
+
+
+def _init_config(init):
+    return init if isinstance(init, (str, dict)) else init.get_config()
+
+
+class _Pool(_Spatial, Layer):
+    def __init__(self, pool_size=2, strides=None, padding="valid", **kwargs):
+        super().__init__(**kwargs)
+        who = type(self).__name__
+        self.pool_size = _pair(pool_size, "pool_size", who)
+        self.strides = self.pool_size if strides is None else _pair(strides, "strides", who)
+        self.padding = _padding(padding, who)
+
+    def build(self, input_shape):
+        self._out_hw, self._pads = self._geometry(input_shape, self.pool_size)
+
+    def compute_output_shape(self, input_shape):
+        out_hw, _ = self._geometry(input_shape, self.pool_size)
+        return (input_shape[0],) + out_hw
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(pool_size=list(self.pool_size), strides=list(self.strides), padding=self.padding)
+        return config
+
+
+class MaxPool2D(_Pool):
+    """Maximum over each window; on ties the first maximum (row-major) gets the gradient."""
+
+    def forward(self, x, training=False):
+        self._check_input(x)
+        y, cache = conv_ops.max_pool_forward(x, self.pool_size, self.strides, self._pads)
+        self._cache = cache if training else None
+        return y
+
+    def backward(self, dLdy):
+        return conv_ops.max_pool_backward(dLdy, self._cache, self.strides, self._pads)
+
+
+class AvgPool2D(_Pool):
+    """Mean over each window's cells inside the input (padding is not counted)."""
+
+    def forward(self, x, training=False):
+        self._check_input(x)
+        y, cache = conv_ops.avg_pool_forward(x, self.pool_size, self.strides, self._pads)
+        self._cache = cache if training else None
+        return y
+
+    def backward(self, dLdy):
+        return conv_ops.avg_pool_backward(dLdy, self._cache, self.pool_size, self.strides, self._pads)
+
+
+MaxPooling2D, AveragePooling2D = MaxPool2D, AvgPool2D  # the Keras names

@@ -1,0 +1,1 @@
+"""The Spark layer: the only package of sparkdl that imports pyspark."""

@@ -1,0 +1,415 @@
+"""Optimizers and learning-rate schedules against hand-written closed forms, plus config,
+state and argument-validation behaviour.
+
+Optimizers run on float32 vectors; the expected values are computed here in float64 from the
+Keras update rules, so comparisons allow float32 rounding (rtol 1e-6, atol 1e-7).
+"""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from sparkdl import optimizers
+
+schedules = optimizers.schedules
+
+P0 = np.array([1.0, -2.0, 0.5, 0.25, -0.75])
+G1 = np.array([0.5, -1.0, 2.0, -0.125, 0.0])
+G2 = np.array([-0.25, 0.75, 1.5, 0.5, 0.0])
+RTOL, ATOL = 1e-6, 1e-7
+
+
+def run(opt, *grads, p0=P0):
+    """Apply ``grads`` in turn to a float32 copy of ``p0``; return the params after each step."""
+    p = p0.astype(np.float32)
+    out = []
+    for g in grads:
+        opt.apply(p, np.asarray(g, dtype=np.float32))
+        assert p.dtype == np.float32
+        out.append(p.astype(np.float64))
+    return out
+
+
+def close(actual, expected, **kw):
+    np.testing.assert_allclose(actual, expected, **{"rtol": RTOL, "atol": ATOL, **kw})
+
+
+# ---- update rules -----------------------------------------------------------------------------
+def test_sgd_plain():
+    p1, p2 = run(optimizers.SGD(learning_rate=0.1), G1, G2)
+    close(p1, P0 - 0.1 * G1)
+    close(p2, P0 - 0.1 * G1 - 0.1 * G2)
+    close(p1, [0.95, -1.9, 0.3, 0.2625, -0.75])  # the same, written out
+
+
+def test_sgd_momentum():
+    lr, m = 0.1, 0.9
+    p1, p2 = run(optimizers.SGD(learning_rate=lr, momentum=m), G1, G2)
+    v1 = -lr * G1
+    v2 = m * v1 - lr * G2
+    close(p1, P0 + v1)
+    close(p2, P0 + v1 + v2)
+
+
+def test_sgd_nesterov():
+    lr, m = 0.1, 0.9
+    p1, p2 = run(optimizers.SGD(learning_rate=lr, momentum=m, nesterov=True), G1, G2)
+    v1 = -lr * G1
+    v2 = m * v1 - lr * G2
+    close(p1, P0 + m * v1 - lr * G1)
+    close(p2, P0 + m * v1 - lr * G1 + m * v2 - lr * G2)
+    # Differs from plain momentum from the first step on.
+    assert not np.allclose(p1, P0 + v1)
+
+
+def test_adam():
+    lr, b1, b2, eps = 0.01, 0.9, 0.999, 1e-7
+    p1, p2 = run(optimizers.Adam(learning_rate=lr, beta_1=b1, beta_2=b2, epsilon=eps), G1, G2)
+    m1, v1 = (1 - b1) * G1, (1 - b2) * G1 ** 2
+    e1 = P0 - lr * math.sqrt(1 - b2) / (1 - b1) * m1 / (np.sqrt(v1) + eps)
+    m2, v2 = b1 * m1 + (1 - b1) * G2, b2 * v1 + (1 - b2) * G2 ** 2
+    e2 = e1 - lr * math.sqrt(1 - b2 ** 2) / (1 - b1 ** 2) * m2 / (np.sqrt(v2) + eps)
+    close(p1, e1)
+    close(p2, e2)
+    # Adam's first step is lr * sign(g) (up to epsilon); a zero gradient leaves the entry alone.
+    close(p1, P0 - lr * np.sign(G1), rtol=1e-5)
+    assert p2[4] == P0[4]
+
+
+def test_adam_epsilon_is_outside_the_square_root_and_scaled_keras_style():
+    # A huge epsilon makes its placement visible: step = alpha * m / (sqrt(v) + eps).
+    lr, b1, b2, eps = 1.0, 0.9, 0.999, 1.0
+    g = np.array([0.5, -2.0])
+    (p1,) = run(optimizers.Adam(learning_rate=lr, beta_1=b1, beta_2=b2, epsilon=eps), g,
+                p0=np.zeros(2))
+    alpha = lr * math.sqrt(1 - b2) / (1 - b1)
+    close(p1, -alpha * (1 - b1) * g / (np.sqrt((1 - b2) * g ** 2) + eps))
+
+
+def test_adagrad():
+    lr, init, eps = 0.1, 0.1, 1e-7
+    p1, p2 = run(optimizers.Adagrad(learning_rate=lr, initial_accumulator_value=init, epsilon=eps), G1, G2)
+    a1 = init + G1 ** 2
+    e1 = P0 - lr * G1 / (np.sqrt(a1) + eps)
+    a2 = a1 + G2 ** 2
+    close(p1, e1)
+    close(p2, e1 - lr * G2 / (np.sqrt(a2) + eps))
+
+
+def test_rmsprop_without_momentum():
+    lr, rho, eps = 0.01, 0.9, 1e-7
+    p1, p2 = run(optimizers.RMSprop(learning_rate=lr, rho=rho, epsilon=eps), G1, G2)
+    s1 = (1 - rho) * G1 ** 2
+    e1 = P0 - lr * G1 / (np.sqrt(s1) + eps)
+    s2 = rho * s1 + (1 - rho) * G2 ** 2
+    close(p1, e1)
+    close(p2, e1 - lr * G2 / (np.sqrt(s2) + eps))
+
+
+def test_rmsprop_with_momentum():
+    lr, rho, mom, eps = 0.01, 0.8, 0.5, 1e-7
+    p1, p2 = run(optimizers.RMSprop(learning_rate=lr, rho=rho, momentum=mom, epsilon=eps), G1, G2)
+    s1 = (1 - rho) * G1 ** 2
+    b1 = lr * G1 / (np.sqrt(s1) + eps)
+    s2 = rho * s1 + (1 - rho) * G2 ** 2
+    b2 = mom * b1 + lr * G2 / (np.sqrt(s2) + eps)
+    close(p1, P0 - b1)
+    close(p2, P0 - b1 - b2)
+
+
+def _ftrl_reference(p, grads, lr, l1=0.0, l2=0.0, init=0.1, beta=0.0):
+    n, z, out = np.full_like(p, init), np.zeros_like(p), []
+    for g in grads:
+        n_new = n + g * g
+        z = z + g - (np.sqrt(n_new) - np.sqrt(n)) / lr * p
+        n = n_new
+        p = (np.clip(z, -l1, l1) - z) / (np.sqrt(n) / lr + 2 * l2 + beta / lr)
+        out.append(p)
+    return out
+
+
+@pytest.mark.parametrize("l1,l2,beta", [(0.0, 0.0, 0.0), (0.0, 0.3, 0.0), (0.05, 0.0, 0.0),
+                                        (0.05, 0.2, 0.5)])
+def test_ftrl(l1, l2, beta):
+    lr = 0.1
+    got = run(optimizers.Ftrl(learning_rate=lr, l1=l1, l2=l2, beta=beta), G1, G2)
+    for g, e in zip(got, _ftrl_reference(P0, [G1, G2], lr, l1, l2, beta=beta)):
+        close(g, e, rtol=1e-5, atol=1e-6)  # (sqrt(n') - sqrt(n)) / lr cancels in float32
+
+
+def test_ftrl_first_step_closed_form_and_l1_zeroing():
+    lr, l1 = 0.5, 1.0
+    p0 = np.array([0.0, 0.0, 0.0, 0.0])
+    g = np.array([0.5, -0.9, 3.0, -2.0])
+    (p1,) = run(optimizers.Ftrl(learning_rate=lr, l1=l1), g, p0=p0)
+    # From p = 0 the linear term is just g; |g| <= l1 gives exactly 0, else
+    # p = -(g - sign(g) * l1) / (sqrt(0.1 + g^2) / lr).
+    assert p1[0] == 0.0 and p1[1] == 0.0
+    close(p1[2:], [-(3.0 - 1.0) / (math.sqrt(9.1) / lr), -(-2.0 + 1.0) / (math.sqrt(4.1) / lr)])
+    # Without l1 the same small gradients move the weights.
+    (q1,) = run(optimizers.Ftrl(learning_rate=lr), g, p0=p0)
+    assert np.all(q1 != 0)
+    close(q1, -g / (np.sqrt(0.1 + g ** 2) / lr))
+
+
+# ---- learning-rate schedules ------------------------------------------------------------------
+def test_learning_rate_accepts_a_schedule_and_reads_the_current_value():
+    opt = optimizers.SGD(learning_rate=schedules.StepDecay(0.1, step_size=2, gamma=0.5))
+    assert opt.learning_rate == pytest.approx(0.1)
+    p = np.zeros(3, dtype=np.float32)
+    seen = []
+    for _ in range(5):
+        seen.append(opt.learning_rate)
+        opt.apply(p, np.ones(3, dtype=np.float32))
+    assert seen == pytest.approx([0.1, 0.1, 0.05, 0.05, 0.025])
+    assert opt.learning_rate == pytest.approx(0.025)
+    assert opt.iterations == 5
+    # Each step used the rate of the step count before it.
+    close(p, np.full(3, -(0.1 + 0.1 + 0.05 + 0.05 + 0.025)))
+
+
+def test_learning_rate_can_be_set_to_a_float_or_schedule_later():
+    opt = optimizers.Adam()
+    assert opt.learning_rate == pytest.approx(0.001)
+    opt.learning_rate = 0.5
+    assert opt.learning_rate == 0.5
+    opt.learning_rate = schedules.ExponentialDecay(0.2, decay_steps=10, decay_rate=0.5)
+    assert opt.learning_rate == pytest.approx(0.2)
+
+
+def test_exponential_decay():
+    s = schedules.ExponentialDecay(0.1, decay_steps=10, decay_rate=0.5)
+    assert [s(k) for k in (0, 5, 10, 20)] == pytest.approx([0.1, 0.1 * 0.5 ** 0.5, 0.05, 0.025])
+    st = schedules.ExponentialDecay(0.1, decay_steps=10, decay_rate=0.5, staircase=True)
+    assert [st(k) for k in (0, 9, 10, 15, 20)] == pytest.approx([0.1, 0.1, 0.05, 0.05, 0.025])
+
+
+def test_step_decay():
+    s = schedules.StepDecay(0.1, step_size=3, gamma=0.5)
+    assert [s(k) for k in (0, 2, 3, 5, 6, 9)] == pytest.approx([0.1, 0.1, 0.05, 0.05, 0.025, 0.0125])
+
+
+def test_piecewise_constant_decay_boundaries_are_inclusive():
+    s = schedules.PiecewiseConstantDecay([10, 20], [1.0, 0.5, 0.1])
+    steps = [0, 9, 10, 11, 19, 20, 21, 1000]
+    assert [s(k) for k in steps] == [1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.1, 0.1]
+
+
+def test_cosine_decay_without_warmup():
+    s = schedules.CosineDecay(0.1, decay_steps=10)
+    assert [s(k) for k in (0, 5, 10, 50)] == pytest.approx([0.1, 0.05, 0.0, 0.0], abs=1e-12)
+    assert s(2) == pytest.approx(0.1 * 0.5 * (1 + math.cos(math.pi * 0.2)))
+    a = schedules.CosineDecay(0.1, decay_steps=10, alpha=0.1)
+    assert [a(k) for k in (0, 5, 10, 50)] == pytest.approx([0.1, 0.055, 0.01, 0.01])
+    # Keras ignores warmup_steps when there is no warmup_target.
+    w = schedules.CosineDecay(0.1, decay_steps=10, warmup_steps=4)
+    assert [w(k) for k in (0, 5, 10)] == pytest.approx([0.1, 0.05, 0.0], abs=1e-12)
+
+
+def test_cosine_decay_with_warmup_keras_semantics():
+    s = schedules.CosineDecay(0.0, decay_steps=10, alpha=0.2, warmup_target=0.1, warmup_steps=5)
+    # Linear from initial_learning_rate to warmup_target over warmup_steps ...
+    assert [s(k) for k in (0, 1, 2, 4)] == pytest.approx([0.0, 0.02, 0.04, 0.08])
+    # ... then a cosine from the peak down to alpha * peak over decay_steps, then flat.
+    assert s(5) == pytest.approx(0.1)
+    assert s(10) == pytest.approx(0.1 * (0.8 * 0.5 + 0.2))
+    assert s(8) == pytest.approx(0.1 * (0.8 * 0.5 * (1 + math.cos(math.pi * 0.3)) + 0.2))
+    assert [s(15), s(100)] == pytest.approx([0.02, 0.02])
+    s2 = schedules.CosineDecay(0.01, decay_steps=4, warmup_target=0.05, warmup_steps=4)
+    assert s2(2) == pytest.approx(0.03)
+
+
+def test_linear_warmup_to_a_constant():
+    s = schedules.LinearWarmup(0.1, warmup_steps=4)
+    assert [s(k) for k in (0, 1, 3, 4, 100)] == pytest.approx([0.0, 0.025, 0.075, 0.1, 0.1])
+    s = schedules.LinearWarmup(0.1, warmup_steps=4, initial_learning_rate=0.02)
+    assert s(2) == pytest.approx(0.06)
+
+
+def test_linear_warmup_wrapping_a_schedule_starts_it_after_the_warmup():
+    s = schedules.LinearWarmup(schedules.StepDecay(0.1, step_size=2, gamma=0.5), warmup_steps=4)
+    assert [s(k) for k in (0, 2, 4, 5, 6, 8)] == pytest.approx([0.0, 0.05, 0.1, 0.1, 0.05, 0.025])
+
+
+# ---- config round trips -----------------------------------------------------------------------
+def _configured_optimizers():
+    return [
+        optimizers.SGD(learning_rate=0.05, momentum=0.8, nesterov=True),
+        optimizers.Adam(learning_rate=0.002, beta_1=0.8, beta_2=0.99, epsilon=1e-6),
+        optimizers.Adagrad(learning_rate=0.03, initial_accumulator_value=0.2, epsilon=1e-5),
+        optimizers.RMSprop(learning_rate=0.004, rho=0.8, momentum=0.3, epsilon=1e-6),
+        optimizers.Ftrl(learning_rate=0.05, l1=0.01, l2=0.02, initial_accumulator_value=0.3, beta=0.1),
+        optimizers.Adam(learning_rate=schedules.CosineDecay(0.0, 10, alpha=0.1, warmup_target=0.01,
+                                                            warmup_steps=2)),
+        optimizers.SGD(learning_rate=schedules.LinearWarmup(
+            schedules.PiecewiseConstantDecay([2, 4], [0.1, 0.05, 0.01]), warmup_steps=2)),
+    ]
+
+
+@pytest.mark.parametrize("opt", _configured_optimizers(), ids=lambda o: type(o).__name__)
+def test_optimizer_config_round_trip(opt):
+    config = json.loads(json.dumps(opt.get_config()))  # configs are saved as JSON
+    clone = optimizers.get(config)
+    assert type(clone) is type(opt)
+    assert clone is not opt
+    assert clone.get_config() == opt.get_config()
+    # Same behaviour: identical updates over a few steps (schedules included).
+    fresh = optimizers.get(opt.get_config())
+    a = run(fresh, G1, G2, G1, G2)
+    b = run(clone, G1, G2, G1, G2)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a[-1], P0)
+
+
+@pytest.mark.parametrize("schedule", [
+    schedules.ExponentialDecay(0.1, 7, 0.3, staircase=True),
+    schedules.StepDecay(0.2, 3, 0.7),
+    schedules.PiecewiseConstantDecay([3, 8], [0.3, 0.2, 0.1]),
+    schedules.CosineDecay(0.01, 20, alpha=0.05, warmup_target=0.1, warmup_steps=5),
+    schedules.LinearWarmup(schedules.ExponentialDecay(0.1, 5, 0.5), 3, initial_learning_rate=0.01),
+    schedules.LinearWarmup(0.3, 6),
+], ids=lambda s: type(s).__name__)
+def test_schedule_config_round_trip(schedule):
+    config = json.loads(json.dumps(schedule.get_config()))
+    clone = schedules.deserialize(config)
+    assert type(clone) is type(schedule) and clone is not schedule
+    assert clone.get_config() == schedule.get_config()
+    steps = range(0, 30, 1)
+    assert [clone(k) for k in steps] == [schedule(k) for k in steps]
+
+
+def test_partial_dict_config_uses_defaults():
+    opt = optimizers.get({"name": "sgd", "momentum": 0.9})
+    assert isinstance(opt, optimizers.SGD)
+    assert opt.momentum == 0.9 and opt.learning_rate == pytest.approx(0.01)
+
+
+def test_numpy_scalar_hyperparameters_are_accepted():
+    opt = optimizers.SGD(learning_rate=np.float32(0.25), momentum=np.float64(0.5))
+    assert opt.learning_rate == 0.25 and opt.momentum == 0.5
+    assert type(opt.learning_rate) is float
+    json.dumps(opt.get_config())
+
+
+# ---- state round trip -------------------------------------------------------------------------
+@pytest.mark.parametrize("opt_fn", [lambda o=o: optimizers.get(o.get_config())
+                                    for o in _configured_optimizers()],
+                         ids=[type(o).__name__ for o in _configured_optimizers()])
+def test_state_round_trip_resumes_identically(opt_fn):
+    rng = np.random.default_rng(0)
+    grads = rng.normal(size=(5, P0.size)).astype(np.float32)
+    first = opt_fn()
+    p = P0.astype(np.float32)
+    for g in grads[:3]:
+        first.apply(p, g)
+    state = first.get_state()
+    saved_state = {k: np.array(v, copy=True) for k, v in state.items()}
+    p_mid = p.copy()
+    for g in grads[3:]:
+        first.apply(p, g)
+    # The snapshot does not change when the optimizer keeps training.
+    for k in saved_state:
+        np.testing.assert_array_equal(state[k], saved_state[k], err_msg=k)
+    assert int(state["iterations"]) == 3
+
+    resumed = opt_fn()
+    resumed.set_state(state)
+    assert resumed.iterations == 3
+    q = p_mid.copy()
+    for g in grads[3:]:
+        resumed.apply(q, g)
+    np.testing.assert_array_equal(q, p)
+    assert resumed.iterations == first.iterations == 5
+
+
+def test_state_holds_the_slots_by_name():
+    opt = optimizers.Adam()
+    run(opt, G1)
+    state = opt.get_state()
+    assert set(state) == {"slot/m", "slot/v", "iterations"}
+    close(state["slot/m"], 0.1 * G1)
+    close(state["slot/v"], 0.001 * G1 ** 2)
+
+
+# ---- names and validation ---------------------------------------------------------------------
+KERAS_DEFAULTS = {
+    "sgd": (optimizers.SGD, {"learning_rate": 0.01, "momentum": 0.0, "nesterov": False}),
+    "adam": (optimizers.Adam, {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7}),
+    "adagrad": (optimizers.Adagrad, {"learning_rate": 0.001, "initial_accumulator_value": 0.1,
+                                     "epsilon": 1e-7}),
+    "rmsprop": (optimizers.RMSprop, {"learning_rate": 0.001, "rho": 0.9, "momentum": 0.0,
+                                     "epsilon": 1e-7}),
+    "ftrl": (optimizers.Ftrl, {"learning_rate": 0.001, "l1": 0.0, "l2": 0.0,
+                               "initial_accumulator_value": 0.1, "beta": 0.0}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(KERAS_DEFAULTS))
+def test_string_names_resolve_with_keras_defaults(name):
+    cls, defaults = KERAS_DEFAULTS[name]
+    opt = optimizers.get(name)
+    assert type(opt) is cls
+    config = opt.get_config()
+    assert config["name"] == name
+    for k, v in defaults.items():
+        assert config[k] == pytest.approx(v), k
+    assert type(optimizers.get(name.upper())) is cls
+
+
+def test_get_passes_an_instance_through():
+    opt = optimizers.RMSprop()
+    assert optimizers.get(opt) is opt
+
+
+@pytest.mark.parametrize("bad", ["adamw", {"name": "nadam"}])
+def test_unknown_name_raises_listing_valid_names(bad):
+    with pytest.raises(ValueError) as info:
+        optimizers.get(bad)
+    for name in KERAS_DEFAULTS:
+        assert name in str(info.value)
+
+
+@pytest.mark.parametrize("make,arg", [
+    (lambda: optimizers.SGD(learning_rate=-0.1), "learning_rate"),
+    (lambda: optimizers.Adam(learning_rate=-1e-3), "learning_rate"),
+    (lambda: optimizers.Adagrad(learning_rate=float("nan")), "learning_rate"),
+    (lambda: optimizers.RMSprop(learning_rate=float("inf")), "learning_rate"),
+    (lambda: optimizers.Ftrl(learning_rate=-1), "learning_rate"),
+    (lambda: optimizers.SGD(momentum=1.5), "momentum"),
+    (lambda: optimizers.SGD(momentum=-0.1), "momentum"),
+    (lambda: optimizers.RMSprop(momentum=1.5), "momentum"),
+    (lambda: optimizers.RMSprop(rho=1.0), "rho"),
+    (lambda: optimizers.Adam(beta_1=1.0), "beta_1"),
+    (lambda: optimizers.Adam(beta_2=-0.5), "beta_2"),
+    (lambda: optimizers.Adam(epsilon=-1e-7), "epsilon"),
+    (lambda: optimizers.Adagrad(initial_accumulator_value=-0.1), "initial_accumulator_value"),
+    (lambda: optimizers.Ftrl(l1=-0.01), "l1"),
+    (lambda: optimizers.Ftrl(l2=-0.01), "l2"),
+    (lambda: optimizers.Ftrl(beta=-1.0), "beta"),
+    (lambda: optimizers.SGD(learning_rate="0.1"), "learning_rate"),
+])
+def test_invalid_hyperparameters_raise_naming_the_argument(make, arg):
+    with pytest.raises(ValueError, match=rf"\b{arg}\b"):
+        make()
+
+
+def test_setting_an_invalid_learning_rate_later_raises():
+    opt = optimizers.SGD()
+    with pytest.raises(ValueError, match="learning_rate"):
+        opt.learning_rate = -0.5
+    assert opt.learning_rate == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize("make,arg", [
+    (lambda: schedules.ExponentialDecay(0.1, decay_steps=0, decay_rate=0.5), "decay_steps"),
+    (lambda: schedules.StepDecay(-0.1, step_size=2), "initial_learning_rate"),
+    (lambda: schedules.CosineDecay(0.1, decay_steps=10, alpha=1.5), "alpha"),
+    (lambda: schedules.LinearWarmup(0.1, warmup_steps=0), "warmup_steps"),
+    (lambda: schedules.PiecewiseConstantDecay([1, 2], [0.1, 0.2]), "values"),
+])
+def test_invalid_schedule_arguments_raise(make, arg):
+    with pytest.raises(ValueError, match=arg):
+        make()
