@@ -347,7 +347,7 @@ class Model:
                 logs.update({f"val_{k}": v for k, v in self._evaluate_lists(*val, batch_size=256).items()})
             cbs.on_epoch_end(epoch, logs)
             bar.finish(logs, prefix=f"Epoch {epoch + 1}/{epochs} - ")
-            logger.info("epoch %d/%d (%.2fs): %s", epoch + 1, epochs, time.perf_counter() - start,
+            logger.debug("epoch %d/%d (%.2fs): %s", epoch + 1, epochs, time.perf_counter() - start,
                         format_logs(logs))
             if self.stop_training:
                 break

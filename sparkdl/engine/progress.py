@@ -1,7 +1,7 @@
 """A Keras-style progress bar for ``fit(verbose=...)``, written to a stream (stderr).
 
 ``verbose=0`` shows nothing, ``1`` a bar redrawn at most ten times a second, ``2`` one line
-per epoch. Epoch summaries also go to the ``sparkdl`` logger whatever the verbosity.
+per epoch. Epoch summaries also go to the ``sparkdl`` logger (DEBUG) whatever the verbosity.
 """
 from __future__ import annotations
 

@@ -104,10 +104,18 @@ class Layer:
     def ensure_built(self, input_shape) -> tuple:
         input_shape = tuple(input_shape)
         if not self.built:
+            # Marked built only once the output shape is known: a layer that rejects its
+            # input stays unbuilt and can be called again with a valid one.
             self.build(input_shape)
-            self.built = True
             self.input_shape = input_shape
-            self.output_shape = tuple(self.compute_output_shape(input_shape))
+            try:
+                self.output_shape = tuple(self.compute_output_shape(input_shape))
+            except Exception:
+                self.input_shape = None
+                for weights in (self.params, self.grads, self.state):
+                    weights.clear()
+                raise
+            self.built = True
         elif tuple(self.input_shape) != input_shape:
             raise ValueError(f"layer '{self.name}' was built for inputs of shape "
                              f"{(None,) + tuple(self.input_shape)}, received {(None,) + input_shape}")
