@@ -283,6 +283,45 @@ class Model:
                 entropy = child.generate_state(4)
                 layer.rng = np.random.default_rng(entropy if own is None else [own, *entropy])
 
+    def train_epoch(self, xs: list[np.ndarray], y: np.ndarray, batch_size: int, seed_key,
+                    shuffle: bool = True, start: int = 0, stop: int | None = None,
+                    on_batch_begin=None, on_batch=None) -> float:
+        """Optimizer steps over batches ``[start, stop)`` of one pass over checked arrays.
+
+        The pass's order and the stochastic layers' randomness come from
+        ``SeedSequence(seed_key)`` alone, so any slice of any epoch can be recomputed exactly
+        (a retried Spark task does). Metrics accumulate into ``self.metrics`` (reset first).
+        Returns the sum over examples of the batch losses.
+        """
+        n = len(y)
+        order_seq, layer_seq = np.random.SeedSequence(seed_key).spawn(2)
+        self.reseed(layer_seq)
+        bounds = list(batches(n, batch_size))[start:stop]
+        if shuffle and bounds:
+            order = np.random.default_rng(order_seq).permutation(n)
+            # Only the rows this slice of the pass visits are gathered.
+            lo, hi = bounds[0][0], bounds[-1][1]
+            rows = order[lo:hi]
+            ex, ey = [a[rows] for a in xs], y[rows]
+            bounds = [(a - lo, b - lo) for a, b in bounds]
+        else:
+            ex, ey = xs, y
+        for m in self.metrics:
+            m.reset()
+        total, seen = 0.0, 0
+        for step, (a, b) in enumerate(bounds):
+            if on_batch_begin is not None:
+                on_batch_begin(start + step)
+            yb = ey[a:b]
+            loss, out = self._train_batch([e[a:b] for e in ex], yb)
+            total += loss * (b - a)
+            seen += b - a
+            for m in self.metrics:
+                m.update(yb, out)
+            if on_batch is not None:
+                on_batch(start + step, loss, total / seen)
+        return total
+
     def fit(self, x=None, y=None, batch_size=32, epochs=1, verbose=1, callbacks=None,
             validation_split=0.0, validation_data=None, shuffle=True, seed=None,
             initial_epoch=0) -> History:
@@ -308,8 +347,10 @@ class Model:
         if n == 0:
             raise ValueError("fit: expected at least one training example, received 0")
 
-        rng = np.random.default_rng(seed)
-        self.reseed(np.random.SeedSequence(seed) if seed is not None else rng.integers(2**63))
+        # Every epoch draws its shuffle and dropout masks from (seed, epoch, 0): a worker that
+        # trains partition p in round e draws from (seed, e, p), so one-worker distributed
+        # training repeats this loop exactly.
+        base_seed = int(seed) if seed is not None else int(np.random.SeedSequence().entropy % 2**63)
         self.history = History()
         steps = -(-n // batch_size)
         # History last (as in Keras), so it records what other callbacks add to the logs.
@@ -324,23 +365,13 @@ class Model:
             bar = ProgressBar(steps, verbose)
             if verbose == 1:
                 bar.stream.write(f"Epoch {epoch + 1}/{epochs}\n")
-            if shuffle:
-                order = rng.permutation(n)
-                ex, ey = [a[order] for a in xs], y[order]
-            else:
-                ex, ey = xs, y
-            for m in self.metrics:
-                m.reset()
-            total = 0.0
-            for step, (a, b) in enumerate(batches(n, batch_size)):
-                cbs.on_batch_begin(step)
-                yb = ey[a:b]
-                loss, out = self._train_batch([e[a:b] for e in ex], yb)
-                total += loss * (b - a)
-                for m in self.metrics:
-                    m.update(yb, out)
+
+            def on_batch(step, loss, mean_loss):
                 cbs.on_batch_end(step, {"loss": loss})
-                bar.update(step + 1, {"loss": total / b})
+                bar.update(step + 1, {"loss": mean_loss})
+
+            total = self.train_epoch(xs, y, batch_size, (base_seed, epoch, 0), shuffle=shuffle,
+                                     on_batch_begin=cbs.on_batch_begin, on_batch=on_batch)
             logs = {"loss": total / n}
             logs.update({m.name: m.result() for m in self.metrics})
             if val is not None:

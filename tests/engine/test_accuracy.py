@@ -32,18 +32,31 @@ def test_digits_mlp_reaches_097():
     assert accuracy >= 0.97, accuracy
 
 
-def test_mnist_5k_mlp_reaches_093():
-    x_train, y_train, x_test, y_test = mnist_5k(seed=0)
-    assert x_train.shape == (4000, 784) and x_test.shape == (1000, 784)
-    assert 0.0 <= x_train.min() and x_train.max() <= 1.0
-    sparkdl.set_random_seed(0)
+def train_mnist_mlp(seed, data):
+    x_train, y_train, x_test, y_test = data
+    sparkdl.set_random_seed(seed)
     model = mnist_mlp()
     model.compile(optimizer=optimizers.SGD(learning_rate=0.05, momentum=0.9),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    history = model.fit(x_train, y_train, epochs=10, batch_size=64, seed=0, verbose=0,
+    history = model.fit(x_train, y_train, epochs=10, batch_size=64, seed=seed, verbose=0,
                         validation_data=(x_test, y_test))
-    accuracy = model.evaluate(x_test, y_test)["accuracy"]
-    assert accuracy >= 0.93, accuracy
-    assert history.history["val_accuracy"][-1] == pytest.approx(accuracy)
-    # Training made progress every way we can see it.
-    assert history.history["loss"][-1] < 0.1 * history.history["loss"][0]
+    return model, history
+
+
+def test_mnist_5k_mlp_reaches_093():
+    data = mnist_5k(seed=0)
+    x_train, _, x_test, y_test = data
+    assert x_train.shape == (4000, 784) and x_test.shape == (1000, 784)
+    assert 0.0 <= x_train.min() and x_train.max() <= 1.0
+    # One run's accuracy moves by about +-0.007 with the seed (initialisation and shuffling),
+    # as Keras' does: the promise is about the mean of several seeds, not a lucky one.
+    accuracies = []
+    for seed in range(5):
+        model, history = train_mnist_mlp(seed, data)
+        accuracy = model.evaluate(x_test, y_test)["accuracy"]
+        assert history.history["val_accuracy"][-1] == pytest.approx(accuracy)
+        # Training made progress every way we can see it.
+        assert history.history["loss"][-1] < 0.1 * history.history["loss"][0]
+        accuracies.append(accuracy)
+    assert np.mean(accuracies) >= 0.93, accuracies
+    assert min(accuracies) >= 0.92, accuracies

@@ -1,0 +1,64 @@
+"""Getting a SparkSession with the settings sparkdl wants, for notebooks and scripts.
+
+``get_session()`` returns the active session when there is one (``spark-submit`` or a
+notebook that already made one) and otherwise builds one with the properties of the
+project's ``spark-defaults.conf`` (no locality wait, Arrow on) plus anything passed in.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+#: What sparkdl wants from Spark; the same values ship in spark-defaults.conf.
+DEFAULTS = {
+    "spark.locality.wait": "0",
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+    "spark.sql.execution.arrow.maxRecordsPerBatch": "10000",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.python.worker.reuse": "true",
+}
+
+
+def read_properties(path) -> dict[str, str]:
+    """Parse a Spark properties file (``key value`` or ``key=value`` lines, # comments)."""
+    props = {}
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            if "=" in line and (" " not in line or line.index("=") < line.index(" ")):
+                key, value = line.split("=", 1)
+            else:
+                parts = line.split(None, 1)
+                key, value = parts[0], parts[1] if len(parts) > 1 else ""
+            props[key.strip()] = value.strip()
+    return props
+
+
+def get_session(master: str | None = None, app_name: str = "sparkdl", conf: dict | None = None,
+                properties_file: str | None = None):
+    """The active SparkSession, or a new one with sparkdl's defaults.
+
+    ``master`` defaults to ``local[*]`` when nothing else (spark-submit, ``MASTER``) sets it.
+    Executors use this interpreter unless ``PYSPARK_PYTHON`` says otherwise.
+    """
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    settings = dict(DEFAULTS)
+    if properties_file is not None:
+        settings.update(read_properties(properties_file))
+    settings.update(conf or {})
+    builder = SparkSession.builder.appName(app_name)
+    master = master or settings.pop("spark.master", None) or os.environ.get("MASTER")
+    if master:
+        builder = builder.master(master)
+    elif "spark.master" not in os.environ.get("PYSPARK_SUBMIT_ARGS", ""):
+        builder = builder.master("local[*]")
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    return builder.getOrCreate()
