@@ -55,6 +55,21 @@ class Model:
             self._graph = Graph(inputs, outputs, who=f"Model '{self.name}'")
             self._pack()
 
+    # ---- pickling (cloudpickle ships models to Spark executors) ---------------------------
+    def __getstate__(self):
+        # The flat buffers are rebuilt on arrival: pickled views would no longer share memory
+        # with their vector.
+        state = self.__dict__.copy()
+        state["_params"] = state["_state"] = None
+        state["_was_built"] = self.built
+        return state
+
+    def __setstate__(self, state):
+        was_built = state.pop("_was_built", False)
+        self.__dict__.update(state)
+        if was_built:
+            self._pack()
+
     # ---- graph hooks (Sequential overrides them with a plain chain) -------------------------
     @property
     def built(self) -> bool:

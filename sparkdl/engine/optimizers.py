@@ -97,6 +97,12 @@ class Optimizer:
         """The update rule on aligned arrays (params, grads, slot arrays, scratch)."""
         raise NotImplementedError
 
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_tmp"] = None  # scratch space, reallocated on the next build
+        state["slots"] = {}
+        return state
+
     def get_config(self) -> dict:
         lr = self._learning_rate
         return {"name": self.name,

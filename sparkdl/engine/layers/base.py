@@ -140,6 +140,16 @@ class Layer:
             self.ensure_built(x.shape[1:])
         return self.forward(x, training=training)
 
+    # ---- pickling --------------------------------------------------------------------------
+    def __getstate__(self):
+        """Everything but forward caches: private attributes holding arrays (``_x``, ``_mask``,
+        ``_cache = (cols, ...)``) are what forward kept for backward, and are not shipped."""
+        def holds_array(v):
+            return isinstance(v, np.ndarray) or (isinstance(v, (tuple, list)) and
+                                                 any(isinstance(i, np.ndarray) for i in v))
+        return {k: (None if k.startswith("_") and holds_array(v) else v)
+                for k, v in self.__dict__.items()}
+
     # ---- config --------------------------------------------------------------------------
     def get_config(self) -> dict:
         config = {"name": self.name, "trainable": self.trainable}

@@ -1,0 +1,52 @@
+"""Functions that run inside Spark's Python workers.
+
+The model arrives once per fit as a cloudpickled broadcast and is unpickled once per Python
+worker (workers are reused between tasks), then reused every round. Each task drains its
+partition iterator: Spark waits for unread input, and a drained task finishes faster.
+"""
+from __future__ import annotations
+
+import pickle
+
+from sparkdl.distributed import worker
+
+_models: dict[str, object] = {}
+
+
+class ModelBroadcast:
+    """A cloudpickled model broadcast once, with a key naming it in the workers' caches."""
+
+    def __init__(self, sc, model):
+        import uuid
+
+        import cloudpickle
+        self.key = uuid.uuid4().hex
+        self.broadcast = sc.broadcast(cloudpickle.dumps(model))
+
+    def destroy(self):
+        self.broadcast.destroy()
+
+
+def cached_model(model_bc: ModelBroadcast):
+    """The broadcast model, unpickled once per Python worker and broadcast."""
+    key = model_bc.key
+    model = _models.get(key)
+    if model is None:
+        _models.clear()  # one fit at a time per worker: drop the previous fit's model
+        model = pickle.loads(model_bc.broadcast.value)
+        _models[key] = model
+    return model
+
+
+def round_task(model_bc, weights_bc, spec: worker.RoundSpec):
+    def run(partition, iterator):
+        blocks = list(iterator)
+        if not blocks or len(blocks[0][1]) == 0:
+            yield worker.RoundResult(partitions=1, empty_partitions=[partition])
+            return
+        model = cached_model(model_bc)
+        payload = weights_bc.value
+        xs, y = blocks[0]
+        yield worker.run_round(model, xs, y, spec, partition, payload["weights"], payload["state"],
+                               payload["slots"], payload["iterations"])
+    return run

@@ -1,0 +1,432 @@
+"""DataFrames and RDDs to cached training blocks: one contiguous ``(xs, y)`` per partition.
+
+The driver checks the schema against the model before any job runs. Each partition is then
+converted once, through Arrow batches (``mapInArrow``), into float32 arrays shaped like the
+model's inputs, and the resulting RDD of blocks is cached; training rounds read those blocks
+and never see a Row object.
+"""
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+_NUMERIC = ("ByteType", "ShortType", "IntegerType", "LongType", "FloatType", "DoubleType",
+            "DecimalType", "BooleanType")
+
+
+@dataclass
+class ColumnPlan:
+    """How to turn the selected columns of a batch into one array."""
+    kind: str            # "vector", "array" or "columns"
+    names: list[str]
+    width: int | None    # expected values per row (None: read from the data)
+
+
+def _type_name(dtype) -> str:
+    return type(dtype).__name__
+
+
+def _plan(schema, cols, width, who: str, what: str) -> ColumnPlan:
+    """Check that ``cols`` exist and have usable types; describe how to read them."""
+    from pyspark.ml.linalg import VectorUDT
+    from pyspark.sql.types import ArrayType
+
+    names = [cols] if isinstance(cols, str) else list(cols)
+    if not names or not all(isinstance(c, str) for c in names):
+        raise TypeError(f"{who}: expected {what} as a column name or a list of column names, "
+                        f"received {cols!r}")
+    fields = {f.name: f.dataType for f in schema.fields}
+    for name in names:
+        if name not in fields:
+            raise ValueError(f"{who}: the DataFrame has no {what} column {name!r} "
+                             f"(columns: {sorted(fields)})")
+    if len(names) > 1 or (isinstance(cols, (list, tuple))):
+        for name in names:
+            if _type_name(fields[name]) not in _NUMERIC:
+                raise TypeError(f"{who}: {what} column {name!r} has type {fields[name].simpleString()}; "
+                                f"a list of {what} columns must all be numeric")
+        if width is not None and len(names) != width:
+            raise ValueError(f"{who}: the model expects {width} {what} values, received "
+                             f"{len(names)} columns {names}")
+        return ColumnPlan("columns", names, len(names))
+    dtype = fields[names[0]]
+    if isinstance(dtype, VectorUDT):
+        return ColumnPlan("vector", names, width)
+    if isinstance(dtype, ArrayType) and _type_name(dtype.elementType) in _NUMERIC:
+        return ColumnPlan("array", names, width)
+    if _type_name(dtype) in _NUMERIC:
+        if width not in (None, 1):
+            raise ValueError(f"{who}: {what} column {names[0]!r} holds one number per row, the model "
+                             f"expects {width} values (use a vector or array column, or a list of columns)")
+        return ColumnPlan("columns", names, 1)
+    raise TypeError(f"{who}: {what} column {names[0]!r} has type {dtype.simpleString()}; expected an "
+                    f"ml Vector, an array of numbers, or numeric columns")
+
+
+def plan_columns(df, model, features_col, label_col, who: str = "SparkModel.fit"):
+    """Validate the DataFrame against the model; return ``(features plan, label plan)``."""
+    specs = model._input_specs()
+    if len(specs) != 1:
+        raise ValueError(f"{who}: DataFrames train single-input models; model '{model.name}' has "
+                         f"{len(specs)} inputs (pass an RDD of ([x1, x2, ...], y) pairs instead)")
+    shape, _ = specs[0]
+    width = int(np.prod(shape))
+    features = _plan(df.schema, features_col, width, who, "features")
+    label = None
+    if label_col is not None:
+        out_width = int(np.prod(model.output_shape))
+        label = _plan(df.schema, label_col, None, who, "label")
+        if label.kind == "columns" and len(label.names) > 1 and len(label.names) != out_width:
+            raise ValueError(f"{who}: the model has {out_width} outputs, received {len(label.names)} label columns")
+    return features, label
+
+
+def batch_to_array(batch, plan: ColumnPlan, who: str) -> np.ndarray:
+    """One Arrow record batch's columns of ``plan`` as a float32 ``(rows, width)`` array."""
+    from sparkdl.data.arrow_blocks import columns_to_dense, list_to_dense, vector_struct_to_dense
+
+    if plan.kind == "columns":
+        return columns_to_dense([batch.column(name) for name in plan.names], who)
+    column = batch.column(plan.names[0])
+    width = plan.width
+    if width is None:
+        width = _first_width(column, plan.kind)
+    if plan.kind == "vector":
+        return vector_struct_to_dense(column, width, who)
+    return list_to_dense(column, width, who)
+
+
+def _first_width(column, kind):
+    if len(column) == 0:
+        return 0
+    first = column[0].as_py()
+    if kind == "vector":
+        return first["size"] if first["type"] == 0 else len(first["values"])
+    return len(first)
+
+
+def encode_block(x: np.ndarray, y: np.ndarray | None) -> bytes:
+    """Arrays to bytes with np.save (no pickle) for the hop from Arrow into the RDD."""
+    buf = io.BytesIO()
+    np.save(buf, x, allow_pickle=False)
+    if y is not None:
+        np.save(buf, y, allow_pickle=False)
+    return buf.getvalue()
+
+
+def decode_block(data: bytes, with_label: bool):
+    buf = io.BytesIO(data)
+    x = np.load(buf, allow_pickle=False)
+    y = np.load(buf, allow_pickle=False) if with_label else None
+    return x, y
+
+
+def check_values(x: np.ndarray, who: str, what: str) -> None:
+    if not np.isfinite(x).all():
+        bad = int(x.size - np.count_nonzero(np.isfinite(x)))
+        raise ValueError(f"{who}: {what} contain {bad} NaN or infinite values; expected finite numbers")
+
+
+# ---- training blocks -----------------------------------------------------------------------
+class Blocks:
+    """A cached RDD with one ``(xs, y)`` block per partition, and what is known about it."""
+
+    def __init__(self, rdd, rows_per_partition: list[int], batch_size_hint: int | None = None):
+        self.rdd = rdd
+        self.rows = rows_per_partition
+        self.max_rows = max(rows_per_partition) if rows_per_partition else 0
+        self.empty_partitions = [i for i, r in enumerate(rows_per_partition) if r == 0]
+        self.short_partitions: list = []
+
+    def note_batch_size(self, batch_size: int) -> None:
+        self.short_partitions = [(i, r) for i, r in enumerate(self.rows) if 0 < r < batch_size]
+
+    def release(self) -> None:
+        self.rdd.unpersist()
+
+
+def _python_error(exc: Exception) -> Exception:
+    """The ValueError/TypeError a Python task raised, recovered from Spark's wrapper."""
+    text = str(exc)
+    for kind in (ValueError, TypeError):
+        marker = f"{kind.__name__}: "
+        at = text.rfind(marker)
+        if at >= 0:
+            line = text[at + len(marker):].splitlines()[0].strip()
+            return kind(line)
+    return exc
+
+
+def _run_prep_job(fn, who):
+    try:
+        return fn()
+    except Exception as exc:  # noqa: BLE001 - Spark wraps task errors in several classes
+        mapped = _python_error(exc)
+        if mapped is exc:
+            raise
+        raise mapped from exc
+
+
+def _target_converter(model, label_plan, who):
+    loss, out_shape = model.loss, tuple(model.output_shape)
+
+    def convert(y2d):
+        y = y2d[:, 0] if y2d.ndim == 2 and y2d.shape[1] == 1 and \
+            loss.name == "sparse_categorical_crossentropy" else y2d
+        if y.ndim == 2 and y.shape[1] == 1 and out_shape != (1,):
+            y = y[:, 0]
+        return loss.validate_targets(y, out_shape)
+    return convert
+
+
+def dataframe_blocks(df, model, features_col, label_col, num_workers, who, cache=True) -> Blocks:
+    """Convert ``df`` once into cached per-partition training blocks (one job)."""
+    import pyarrow as pa
+    from pyspark import StorageLevel
+
+    if not model.built:
+        raise ValueError(f"{who}: model '{model.name}' is not built; give it an input shape")
+    features, label = plan_columns(df, model, features_col, label_col, who)
+    (shape, dtype), = model._input_specs()
+    to_targets = _target_converter(model, label, who) if label is not None else None
+    sc = df.sparkSession.sparkContext
+    parts = num_workers or sc.defaultParallelism
+    selected = df.select(*(features.names + (label.names if label else [])))
+    if selected.rdd.getNumPartitions() != parts:
+        selected = selected.repartition(parts)
+
+    def convert(batches):
+        xs, ys = [], []
+        for batch in batches:
+            if batch.num_rows == 0:
+                continue
+            x = batch_to_array(batch, features, who)
+            check_values(x, who, f"features column {features.names}")
+            xs.append(x)
+            if label is not None:
+                ys.append(batch_to_array(batch, label, who))
+        width = int(np.prod(shape))
+        x = np.concatenate(xs) if xs else np.zeros((0, width), np.float32)
+        if x.shape[1] != width:
+            raise ValueError(f"{who}: the model expects {width} feature values per row "
+                             f"(input shape {tuple(shape)}), received rows of {x.shape[1]}")
+        x = x.reshape((-1,) + tuple(shape)).astype(dtype, copy=False)
+        y = None
+        if label is not None:
+            y2d = np.concatenate(ys) if ys else np.zeros((0, 1), np.float32)
+            check_values(y2d, who, f"label column {label.names}")
+            y = to_targets(y2d)
+        yield pa.RecordBatch.from_pydict({"rows": [len(x)], "block": [encode_block(x, y)]})
+
+    with_label = label is not None
+    rdd = selected.mapInArrow(convert, "rows long, block binary").rdd.map(
+        lambda row: decode_block(row.block, with_label))
+    rdd = rdd.map(lambda b: ([b[0]], b[1]))
+    if cache:
+        rdd.persist(StorageLevel.MEMORY_AND_DISK)
+    rows = _run_prep_job(lambda: rdd.map(lambda b: len(b[0][0])).collect(), who)
+    total = sum(rows)
+    if total == 0:
+        rdd.unpersist()
+        raise ValueError(f"{who}: the DataFrame is empty; expected at least one row")
+    if total < parts:
+        rdd.unpersist()
+        raise ValueError(f"{who}: {parts} workers but only {total} rows; expected at least one row "
+                         f"per worker (lower num_workers)")
+    return Blocks(rdd, rows)
+
+
+def to_simple_rdd(sc, x, y, num_slices=None):
+    """Elephas' shape: an RDD of ``(x_row, y_row)`` NumPy pairs from two arrays."""
+    x, y = np.asarray(x), np.asarray(y)
+    if len(x) != len(y):
+        raise ValueError(f"to_simple_rdd: expected len(x) == len(y), received {len(x)} and {len(y)}")
+    return sc.parallelize(list(zip(x, y)), num_slices)
+
+
+def rdd_blocks(rdd, model, num_workers, who, cache=True) -> Blocks:
+    """Stack an RDD of ``(x, y)`` pairs (x an array or a list of arrays, one per model input)
+    into cached per-partition blocks."""
+    from pyspark import StorageLevel
+
+    if not model.built:
+        raise ValueError(f"{who}: model '{model.name}' is not built; give it an input shape")
+    specs = model._input_specs()
+    loss, out_shape = model.loss, tuple(model.output_shape)
+    parts = num_workers or rdd.context.defaultParallelism
+    if rdd.getNumPartitions() != parts:
+        rdd = rdd.repartition(parts)
+
+    def stack(index, pairs):
+        xs_rows, ys = [], []
+        for pair in pairs:
+            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+                raise TypeError(f"{who}: expected an RDD of (x, y) pairs, received {type(pair).__name__}")
+            xs_rows.append(pair[0] if len(specs) > 1 else [pair[0]])
+            ys.append(pair[1])
+        xs = []
+        for i, (shape, dtype) in enumerate(specs):
+            arr = np.asarray([r[i] for r in xs_rows], dtype=dtype) if xs_rows else \
+                np.zeros((0,) + tuple(shape), dtype)
+            if arr.shape[1:] != tuple(shape):
+                raise ValueError(f"{who}: expected x of shape {(None,) + tuple(shape)}, received rows "
+                                 f"of shape {arr.shape[1:]}")
+            if np.issubdtype(arr.dtype, np.floating):
+                check_values(arr, who, "features")
+            xs.append(arr)
+        y = loss.validate_targets(np.asarray(ys), out_shape) if ys else \
+            loss.validate_targets(np.zeros((0,) + (out_shape if out_shape != (1,) else ())), out_shape)
+        yield xs, y
+
+    blocks = rdd.mapPartitionsWithIndex(stack)
+    if cache:
+        blocks.persist(StorageLevel.MEMORY_AND_DISK)
+    rows = _run_prep_job(lambda: blocks.map(lambda b: len(b[1])).collect(), who)
+    if sum(rows) == 0:
+        blocks.unpersist()
+        raise ValueError(f"{who}: the RDD is empty; expected at least one (x, y) pair")
+    if sum(rows) < parts:
+        blocks.unpersist()
+        raise ValueError(f"{who}: {parts} workers but only {sum(rows)} rows; expected at least one "
+                         f"row per worker (lower num_workers)")
+    return Blocks(blocks, rows)
+
+
+# ---- inference on the executors --------------------------------------------------------------
+def is_classifier(model) -> bool:
+    return model.loss is not None and model.loss.name.endswith("crossentropy")
+
+
+def predict_frame(df, model, features_col, prediction_col, probability_col, batch_size):
+    """``df`` plus a ``prediction`` column (and ``probability`` for classifiers), computed on
+    the executors from Arrow batches with the model broadcast once."""
+    import pyarrow as pa
+    from pyspark.ml.linalg import VectorUDT
+    from pyspark.sql.types import ArrayType, DoubleType, StructField, StructType
+
+    from sparkdl.spark import executor
+
+    who = "SparkModel.predict"
+    features, _ = plan_columns(df, model, features_col, None, who)
+    existing = set(df.columns)
+    for col in (prediction_col, probability_col):
+        if col and col in existing:
+            raise ValueError(f"{who}: the DataFrame already has a column {col!r}")
+    (shape, dtype), = model._input_specs()
+    out_units = int(np.prod(model.output_shape))
+    classifier = is_classifier(model)
+    with_probability = classifier and bool(probability_col)
+    fields = list(df.schema.fields)
+    if classifier or out_units == 1:
+        fields.append(StructField(prediction_col, DoubleType(), True))
+    else:
+        fields.append(StructField(prediction_col, ArrayType(DoubleType(), False), True))
+    if with_probability:
+        fields.append(StructField(probability_col, VectorUDT(), True))
+    schema = StructType(fields)
+    sc = df.sparkSession.sparkContext
+    model_bc = executor.ModelBroadcast(sc, model)
+
+    def run(batches):
+        m = executor.cached_model(model_bc)
+        for batch in batches:
+            x = batch_to_array(batch, features, who).reshape((-1,) + tuple(shape)).astype(dtype, copy=False)
+            out = m.predict(x, batch_size=batch_size).reshape(len(x), -1) if len(x) else \
+                np.zeros((0, out_units), np.float32)
+            columns = list(batch.columns)
+            names = list(batch.schema.names)
+            if classifier:
+                if out_units == 1:
+                    p1 = out[:, 0].astype(np.float64)
+                    pred = (p1 > 0.5).astype(np.float64)
+                    prob = np.stack([1 - p1, p1], axis=1)
+                else:
+                    pred = out.argmax(axis=1).astype(np.float64)
+                    prob = out.astype(np.float64)
+                columns.append(pa.array(pred, pa.float64()))
+                names.append(prediction_col)
+                if with_probability:
+                    columns.append(_dense_vectors(prob))
+                    names.append(probability_col)
+            elif out_units == 1:
+                columns.append(pa.array(out[:, 0].astype(np.float64), pa.float64()))
+                names.append(prediction_col)
+            else:
+                columns.append(pa.FixedSizeListArray.from_arrays(
+                    pa.array(out.reshape(-1).astype(np.float64)), out_units).cast(pa.list_(pa.float64())))
+                names.append(prediction_col)
+            yield pa.RecordBatch.from_arrays(columns, names=names)
+
+    return df.mapInArrow(run, schema)
+
+
+def _dense_vectors(values: np.ndarray):
+    """An Arrow array of dense ml Vectors (the struct Spark's VectorUDT uses)."""
+    import pyarrow as pa
+    n, width = values.shape
+    offsets = pa.array(np.arange(0, (n + 1) * width, width, dtype=np.int32))
+    vals = pa.ListArray.from_arrays(offsets, pa.array(values.reshape(-1), pa.float64()))
+    return pa.StructArray.from_arrays(
+        [pa.array(np.ones(n, np.int8)), pa.nulls(n, pa.int32()), pa.nulls(n, pa.list_(pa.int32())), vals],
+        names=["type", "size", "indices", "values"])
+
+
+def evaluate_frame(df, model, features_col, label_col, batch_size) -> dict:
+    """Loss and compiled metrics over ``df``, computed per partition on the executors; the
+    driver adds up one small state per partition."""
+    import pickle
+
+    from sparkdl.engine import metrics as metrics_mod
+    from sparkdl.spark import executor
+
+    who = "SparkModel.evaluate"
+    if model.loss is None:
+        raise ValueError(f"{who}: the model has no loss; compile it first")
+    features, label = plan_columns(df, model, features_col, label_col, who)
+    to_targets = _target_converter(model, label, who)
+    (shape, dtype), = model._input_specs()
+    sc = df.sparkSession.sparkContext
+    model_bc = executor.ModelBroadcast(sc, model)
+
+    def run(batches):
+        import pyarrow as pa
+        m = executor.cached_model(model_bc)
+        mets = [metrics_mod.get(x.get_config()) for x in m.metrics]
+        loss_sum, count = 0.0, 0
+        for batch in batches:
+            if batch.num_rows == 0:
+                continue
+            x = batch_to_array(batch, features, who)
+            check_values(x, who, "features")
+            x = x.reshape((-1,) + tuple(shape)).astype(dtype, copy=False)
+            y = to_targets(batch_to_array(batch, label, who))
+            for a in range(0, len(x), batch_size):
+                out = m.predict(x[a:a + batch_size], batch_size=batch_size)
+                loss_sum += float(np.sum(m.loss.per_sample(y[a:a + batch_size], out)))
+                for met in mets:
+                    met.update(y[a:a + batch_size], out)
+            count += len(x)
+        state = pickle.dumps((loss_sum, count, [met.state for met in mets]))
+        yield pa.RecordBatch.from_pydict({"state": [state]})
+
+    selected = df.select(*(features.names + label.names))
+    rows = _run_prep_job(lambda: selected.mapInArrow(run, "state binary").collect(), who)
+    loss_sum, count = 0.0, 0
+    mets = [metrics_mod.get(x.get_config()) for x in model.metrics]
+    for row in rows:
+        part_loss, part_count, states = pickle.loads(row.state)
+        loss_sum += part_loss
+        count += part_count
+        for met, st in zip(mets, states):
+            met.merge_state(st)
+    model_bc.destroy()
+    if count == 0:
+        raise ValueError(f"{who}: the DataFrame is empty; expected at least one row")
+    result = {"loss": loss_sum / count}
+    result.update({met.name: met.result() for met in mets})
+    return result

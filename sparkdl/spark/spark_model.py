@@ -1,0 +1,241 @@
+"""SparkModel: train a compiled sparkdl model on a DataFrame or RDD, predict and evaluate on
+the executors.
+
+Synchronous training (SparkNet): one Spark job per round. The driver broadcasts the flat
+weights (raw float32 buffers), every partition trains its cached block for ``frequency``
+steps (``worker.run_round``), and ``treeReduce`` combines the results on the executors so the
+driver receives one vector per round.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+import numpy as np
+
+from sparkdl.distributed import worker
+from sparkdl.distributed.strategies import get_strategy
+from sparkdl.engine import metrics as metrics_mod
+from sparkdl.engine.callbacks import CallbackList, History
+from sparkdl.engine.model import NotCompiledError
+from sparkdl.engine.progress import ProgressBar, format_logs
+from sparkdl.spark import executor, frames
+
+logger = logging.getLogger(__name__)
+
+
+def _check_frequency(frequency):
+    if frequency in ("epoch", "batch"):
+        return frequency
+    if isinstance(frequency, (int, np.integer)) and not isinstance(frequency, bool) and frequency > 0:
+        return int(frequency)
+    raise ValueError(f"SparkModel: expected frequency 'epoch', 'batch' or an int tau > 0, "
+                     f"received frequency={frequency!r}")
+
+
+class SparkModel:
+    """Distributed training of a compiled sparkdl model (Elephas' names).
+
+    ``mode``: ``"sync"`` (alias ``"synchronous"``). ``frequency``: ``"epoch"`` (one pass over
+    each partition per round), ``"batch"`` (one step per round) or an int tau. ``aggregate``:
+    ``"weights"`` (average the models, weighted by samples; optimizer slots are averaged with
+    them) or ``"gradients"`` (average the gradients at the broadcast weights; the driver's
+    optimizer steps). ``num_workers``: partitions that train (default: Spark's default
+    parallelism).
+    """
+
+    def __init__(self, model, mode="sync", frequency="epoch", num_workers=None,
+                 aggregate="weights", seed=0, **mode_options):
+        if getattr(model, "loss", None) is None or getattr(model, "optimizer", None) is None:
+            raise NotCompiledError("SparkModel: expected a compiled model; call "
+                                   "model.compile(optimizer=..., loss=...) first")
+        self.model = model
+        self.strategy = get_strategy(mode, **mode_options)
+        self.mode = self.strategy.name
+        self.frequency = _check_frequency(frequency)
+        if aggregate not in ("weights", "gradients"):
+            raise ValueError(f"SparkModel: expected aggregate 'weights' or 'gradients', "
+                             f"received aggregate={aggregate!r}")
+        self.aggregate = aggregate
+        if num_workers is not None and (isinstance(num_workers, bool) or
+                                        not isinstance(num_workers, (int, np.integer)) or num_workers < 1):
+            raise ValueError(f"SparkModel: expected num_workers >= 1 (an int) or None, "
+                             f"received num_workers={num_workers!r}")
+        self.num_workers = num_workers
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"SparkModel: expected seed >= 0 (an int), received seed={seed!r}")
+        self.seed = int(seed)
+        self.history: History | None = None
+
+    # ---- data --------------------------------------------------------------------------------
+    def _blocks(self, data, features_col, label_col, who):
+        from pyspark import RDD
+        from pyspark.sql import DataFrame
+
+        if isinstance(data, DataFrame):
+            return frames.dataframe_blocks(data, self.model, features_col, label_col,
+                                           self.num_workers, who)
+        if isinstance(data, RDD):
+            return frames.rdd_blocks(data, self.model, self.num_workers, who)
+        raise TypeError(f"{who}: expected a DataFrame or an RDD of (x, y) pairs, "
+                        f"received {type(data).__name__}")
+
+    # ---- fit ---------------------------------------------------------------------------------
+    def fit(self, data, epochs=10, batch_size=64, features_col="features", label_col="label",
+            validation_data=None, callbacks=None, verbose=1) -> History:
+        who = "SparkModel.fit"
+        if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
+            raise ValueError(f"{who}: expected epochs >= 0 (an int), received epochs={epochs!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"{who}: expected batch_size >= 1 (an int), received batch_size={batch_size!r}")
+        model = self.model
+        prep_start = time.perf_counter()
+        blocks = self._blocks(data, features_col, label_col, who)
+        blocks.note_batch_size(int(batch_size))
+        val = None
+        if validation_data is not None:
+            val = self._validation(validation_data, features_col, label_col)
+        prep_seconds = time.perf_counter() - prep_start
+        try:
+            return self._fit_rounds(blocks, epochs, int(batch_size), val, callbacks, verbose,
+                                    prep_seconds)
+        finally:
+            blocks.release()
+
+    def _validation(self, validation_data, features_col, label_col):
+        from pyspark.sql import DataFrame
+        if isinstance(validation_data, DataFrame):
+            return ("frame", validation_data, features_col, label_col)
+        if isinstance(validation_data, (tuple, list)) and len(validation_data) == 2:
+            xs, y = self.model._prepare(*validation_data, "SparkModel.fit(validation_data)")
+            return ("arrays", xs, y)
+        raise TypeError("SparkModel.fit: expected validation_data as a DataFrame or (x_val, y_val)")
+
+    def _evaluate_validation(self, val) -> dict:
+        if val[0] == "arrays":
+            return self.model._evaluate_lists(val[1], val[2], batch_size=256)
+        return self.evaluate(val[1], features_col=val[2], label_col=val[3])
+
+    def _fit_rounds(self, blocks, epochs, batch_size, val, callbacks, verbose, prep_seconds):
+        model = self.model
+        sc = blocks.rdd.context
+        steps_per_epoch = -(-blocks.max_rows // batch_size)
+        if self.frequency == "epoch":
+            rounds_per_epoch = 1
+        else:
+            tau = 1 if self.frequency == "batch" else self.frequency
+            rounds_per_epoch = -(-steps_per_epoch // tau)
+        total_rounds = epochs * rounds_per_epoch
+        fit_id = uuid.uuid4().hex[:12]
+        model_bc = executor.ModelBroadcast(sc, model)
+        self.history = History()
+        cbs = CallbackList(list(callbacks or []) + [self.history], model,
+                           {"epochs": epochs, "steps": rounds_per_epoch, "batch_size": batch_size,
+                            "verbose": verbose, "rounds": total_rounds})
+        model.stop_training = False
+        group = f"sparkdl-{fit_id}"
+        self.history.rounds = []
+        self.history.data_seconds = prep_seconds
+        if blocks.short_partitions or blocks.empty_partitions:
+            logger.warning("SparkModel.fit: %d partition(s) hold fewer rows than batch_size=%d "
+                           "and train on what they have: %s; empty partitions: %s",
+                           len(blocks.short_partitions), batch_size, blocks.short_partitions,
+                           blocks.empty_partitions)
+        cbs.on_train_begin()
+        round_index = 0
+        try:
+            for epoch in range(epochs):
+                cbs.on_epoch_begin(epoch)
+                bar = ProgressBar(rounds_per_epoch, verbose, unit="round")
+                if verbose == 1:
+                    bar.stream.write(f"Epoch {epoch + 1}/{epochs}\n")
+                loss_sum, samples = 0.0, 0
+                metric_objs = [metrics_mod.get(m.get_config()) for m in model.metrics]
+                for r in range(rounds_per_epoch):
+                    sc.setJobGroup(group, f"sparkdl round {round_index + 1}/{total_rounds}", True)
+                    info = self._run_round(blocks, model_bc, round_index, batch_size, steps_per_epoch)
+                    loss_sum += info["loss_sum"]
+                    samples += info["samples"]
+                    for m, state in zip(metric_objs, info["metric_states"]):
+                        m.merge_state(state)
+                    self.history.rounds.append({k: v for k, v in info.items()
+                                                if k not in ("loss_sum", "metric_states")})
+                    round_index += 1
+                    bar.update(r + 1, {"loss": loss_sum / max(samples, 1)})
+                logs = {"loss": loss_sum / max(samples, 1)}
+                logs.update({m.name: m.result() for m in metric_objs})
+                if val is not None:
+                    logs.update({f"val_{k}": v for k, v in self._evaluate_validation(val).items()})
+                cbs.on_epoch_end(epoch, logs)
+                bar.finish(logs, prefix=f"Epoch {epoch + 1}/{epochs} - ")
+                logger.info("epoch %d/%d: %s", epoch + 1, epochs, format_logs(logs))
+                if model.stop_training:
+                    break
+        finally:
+            sc.setLocalProperty("spark.jobGroup.id", None)
+            sc.setLocalProperty("spark.job.description", None)
+            model_bc.destroy()
+        cbs.on_train_end()
+        return self.history
+
+    def _run_round(self, blocks, model_bc, round_index, batch_size, steps_per_epoch) -> dict:
+        model = self.model
+        start = time.perf_counter()
+        spec = worker.RoundSpec(round=round_index, seed=self.seed, batch_size=batch_size,
+                                frequency=self.frequency, aggregate=self.aggregate,
+                                epoch_steps=steps_per_epoch)
+        opt = model.optimizer
+        opt.build(model.flat_weights.size)
+        payload = {"weights": model.get_flat_weights(), "state": model.flat_state.copy(),
+                   "slots": {k: v.copy() for k, v in opt.slots.items()} if self.aggregate == "weights" else {},
+                   "iterations": opt.iterations}
+        weights_bc = blocks.rdd.context.broadcast(payload)
+        aggregate = self.aggregate
+        try:
+            task = executor.round_task(model_bc, weights_bc, spec)
+            result = blocks.rdd.mapPartitionsWithIndex(task).treeReduce(
+                lambda a, b: worker.combine(a, b, aggregate), depth=2)
+        finally:
+            weights_bc.destroy()
+        if result.samples == 0:
+            raise ValueError("SparkModel.fit: no partition holds any rows")
+        if not np.isfinite(result.loss_sum):
+            raise FloatingPointError(f"SparkModel.fit: the loss became {result.loss_sum} in round "
+                                     f"{round_index + 1}; the model keeps the weights it had before "
+                                     f"that round")
+        if self.aggregate == "gradients":
+            grads = result.vector / np.float32(result.samples)
+            opt.apply(model.flat_weights, grads)
+        else:
+            model.set_flat_weights(result.vector)
+            for k, v in result.slots.items():
+                opt.slots[k][...] = v
+            opt.iterations += result.steps
+        if result.state is not None:
+            model.flat_state[...] = result.state
+        seconds = time.perf_counter() - start
+        return {"round": round_index + 1, "samples": result.samples, "steps": result.steps,
+                "loss_sum": result.loss_sum, "metric_states": result.metric_states,
+                "seconds": seconds, "compute_seconds": result.compute_seconds,
+                "overhead_seconds": max(seconds - result.compute_seconds, 0.0),
+                "samples_per_second": result.samples / seconds if seconds > 0 else float("nan"),
+                "partitions": result.partitions}
+
+    # ---- inference ---------------------------------------------------------------------------
+    def predict(self, data, features_col="features", prediction_col="prediction",
+                probability_col="probability", batch_size=256):
+        """NumPy in, NumPy out (locally); a DataFrame in, the DataFrame plus predictions out
+        (computed on the executors)."""
+        from pyspark.sql import DataFrame
+        if isinstance(data, DataFrame):
+            return frames.predict_frame(data, self.model, features_col, prediction_col,
+                                        probability_col, batch_size)
+        return self.model.predict(data, batch_size=batch_size)
+
+    def evaluate(self, data, features_col="features", label_col="label", batch_size=256) -> dict:
+        """Loss and compiled metrics computed on the executors and combined on the driver."""
+        from pyspark.sql import DataFrame
+        if not isinstance(data, DataFrame):
+            raise TypeError(f"SparkModel.evaluate: expected a DataFrame, received {type(data).__name__}")
+        return frames.evaluate_frame(data, self.model, features_col, label_col, batch_size)

@@ -1,0 +1,81 @@
+"""Synchronous training on local[2]: accuracy, equivalence with the engine, inference."""
+import numpy as np
+import pytest
+
+import sparkdl
+from sparkdl.engine import optimizers, zoo
+from sparkdl.spark import SparkModel
+
+
+def compiled_mlp(seed=0, lr=0.05):
+    sparkdl.set_random_seed(seed)
+    model = zoo.mlp()
+    model.compile(optimizers.SGD(lr, momentum=0.9), "sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    return model
+
+
+def test_sync_mnist_reaches_093_and_history_is_complete(mnist):
+    model = compiled_mlp()
+    spark_model = SparkModel(model, mode="sync", frequency="epoch", num_workers=2, seed=0)
+    history = spark_model.fit(mnist["train"], epochs=10, batch_size=64, verbose=0)
+    accuracy = model.evaluate(mnist["x_test"], mnist["y_test"])["accuracy"]
+    assert accuracy >= 0.93, accuracy
+    assert len(history.history["loss"]) == 10 and history.history["loss"][-1] < history.history["loss"][0]
+    assert len(history.rounds) == 10
+    last = history.rounds[-1]
+    assert last["samples"] == 4000 and last["partitions"] == 2
+    assert last["compute_seconds"] > 0 and last["overhead_seconds"] >= 0
+    # Evaluation on the executors agrees with the engine on the driver.
+    remote = spark_model.evaluate(mnist["test"])
+    assert remote["accuracy"] == pytest.approx(accuracy, abs=1e-9)
+
+
+def test_one_worker_equals_single_process_fit(spark, mnist):
+    x, y = mnist["x_train"][:600], mnist["y_train"][:600]
+    from pyspark.ml.linalg import Vectors
+    df = spark.createDataFrame([(Vectors.dense(r.astype(float)), float(l)) for r, l in zip(x, y)],
+                               ["features", "label"]).coalesce(1)
+    local = compiled_mlp(seed=3)
+    distributed = compiled_mlp(seed=3)
+    np.testing.assert_array_equal(local.get_flat_weights(), distributed.get_flat_weights())
+    local.fit(x, y, epochs=3, batch_size=32, seed=11, verbose=0)
+    SparkModel(distributed, frequency="epoch", num_workers=1, seed=11).fit(df, epochs=3, batch_size=32, verbose=0)
+    # Same batches, same dropout masks, same optimizer state: equal up to float32 rounding
+    # (the executor's buffers sit at other addresses, which changes SIMD summation order).
+    np.testing.assert_allclose(distributed.get_flat_weights(), local.get_flat_weights(), rtol=1e-5, atol=1e-6)
+    # A different seed gives a different run, so the comparison above has teeth.
+    other = compiled_mlp(seed=3)
+    other.fit(x, y, epochs=3, batch_size=32, seed=12, verbose=0)
+    assert np.abs(other.get_flat_weights() - local.get_flat_weights()).max() > 1e-3
+
+
+def test_gradients_with_full_batches_equal_one_engine_step(spark, mnist):
+    x, y = mnist["x_train"][:300], mnist["y_train"][:300]
+    from pyspark.ml.linalg import Vectors
+    df = spark.createDataFrame([(Vectors.dense(r.astype(float)), float(l)) for r, l in zip(x, y)],
+                               ["features", "label"]).repartition(2)
+    local = compiled_mlp(seed=5, lr=0.1)
+    distributed = compiled_mlp(seed=5, lr=0.1)
+    local.train_on_batch(x, y)
+    SparkModel(distributed, frequency="epoch", aggregate="gradients", num_workers=2).fit(
+        df, epochs=1, batch_size=1000, verbose=0)
+    np.testing.assert_allclose(distributed.get_flat_weights(), local.get_flat_weights(), rtol=1e-5, atol=1e-6)
+
+
+def test_predict_adds_prediction_and_probability_columns(mnist):
+    model = compiled_mlp()
+    model.fit(mnist["x_train"], mnist["y_train"], epochs=1, verbose=0, seed=0)
+    out = SparkModel(model).predict(mnist["test"]).collect()
+    probs = np.array([row.probability.toArray() for row in out])
+    preds = np.array([row.prediction for row in out])
+    local = model.predict(mnist["x_test"])
+    np.testing.assert_allclose(probs, local, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(preds, local.argmax(axis=1))
+    assert np.allclose(SparkModel(model).predict(mnist["x_test"]), local)
+
+
+def test_unknown_mode_lists_valid_ones():
+    model = compiled_mlp()
+    with pytest.raises(ValueError, match=r"unknown mode 'bogus'.*sync"):
+        SparkModel(model, mode="bogus")
