@@ -28,7 +28,8 @@ $(VENV)/.test-installed: $(PY) setup.cfg pyproject.toml
 	@touch $@
 
 demo: check-java $(VENV)/.examples-installed
-	$(PY) examples/mnist_app.py --epochs 10 --verbose 2
+	PYSPARK_PYTHON=$(CURDIR)/$(PY) PYSPARK_DRIVER_PYTHON=$(CURDIR)/$(PY) $(VENV)/bin/spark-submit \
+	    --master "local[2]" --properties-file spark-defaults.conf examples/mnist_app.py --workers 2 --epochs 10
 
 test: check-java $(VENV)/.test-installed
 	$(PY) -m pytest

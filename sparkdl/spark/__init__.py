@@ -1,10 +1,11 @@
 """The Spark layer: the only package of sparkdl that imports pyspark.
 
 ``SparkModel`` trains, predicts and evaluates on a cluster; ``get_session`` makes a
-SparkSession with sparkdl's settings; ``to_simple_rdd`` turns arrays into Elephas' RDD shape.
+SparkSession with sparkdl's settings; ``from_arrays`` and ``to_simple_rdd`` turn NumPy arrays
+into a DataFrame or Elephas' RDD shape.
 """
-from sparkdl.spark.frames import to_simple_rdd
+from sparkdl.spark.frames import from_arrays, to_simple_rdd
 from sparkdl.spark.session import get_session
 from sparkdl.spark.spark_model import SparkModel
 
-__all__ = ["SparkModel", "get_session", "to_simple_rdd"]
+__all__ = ["SparkModel", "from_arrays", "get_session", "to_simple_rdd"]

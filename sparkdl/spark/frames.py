@@ -430,3 +430,26 @@ def evaluate_frame(df, model, features_col, label_col, batch_size) -> dict:
     result = {"loss": loss_sum / count}
     result.update({met.name: met.result() for met in mets})
     return result
+
+
+def from_arrays(spark, x, y=None, features_col="features", label_col="label", num_partitions=None):
+    """A DataFrame with an ``array<float>`` features column (rows flattened) and a numeric or
+    array label column, built through one Arrow table (fast: no per-row Python objects)."""
+    import pyarrow as pa
+
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    width = int(np.prod(x.shape[1:]))
+    columns = {features_col: pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), width)
+               .cast(pa.list_(pa.float32()))}
+    if y is not None:
+        y = np.asarray(y)
+        if len(y) != len(x):
+            raise ValueError(f"from_arrays: expected len(y) == len(x), received {len(y)} and {len(x)}")
+        if y.ndim == 1:
+            columns[label_col] = pa.array(y.astype(np.float64))
+        else:
+            k = int(np.prod(y.shape[1:]))
+            columns[label_col] = pa.FixedSizeListArray.from_arrays(
+                pa.array(y.reshape(-1).astype(np.float64)), k).cast(pa.list_(pa.float64()))
+    df = spark.createDataFrame(pa.table(columns))
+    return df.repartition(num_partitions) if num_partitions else df
