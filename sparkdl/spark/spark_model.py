@@ -137,6 +137,9 @@ class SparkModel:
         group = f"sparkdl-{fit_id}"
         self.history.rounds = []
         self.history.data_seconds = prep_seconds
+        self.history.rows_per_partition = list(blocks.rows)
+        self.history.short_partitions = list(blocks.short_partitions)
+        self.history.empty_partitions = list(blocks.empty_partitions)
         if blocks.short_partitions or blocks.empty_partitions:
             logger.warning("SparkModel.fit: %d partition(s) hold fewer rows than batch_size=%d "
                            "and train on what they have: %s; empty partitions: %s",

@@ -1,0 +1,83 @@
+"""Bad input to SparkModel: a clear ValueError/TypeError before any training job runs, or a
+documented behaviour (short partitions train on what they have and the history says so)."""
+import numpy as np
+import pytest
+from pyspark.ml.linalg import Vectors
+
+import sparkdl
+from sparkdl.engine import optimizers, zoo
+from sparkdl.spark import SparkModel, from_arrays
+
+
+@pytest.fixture(scope="module")
+def model():
+    sparkdl.set_random_seed(0)
+    m = zoo.mlp(input_dim=4, hidden=(8,), num_classes=3)
+    m.compile(optimizers.SGD(0.1), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    return m
+
+
+@pytest.fixture(scope="module")
+def good(spark):
+    rng = np.random.default_rng(0)
+    return from_arrays(spark, rng.random((40, 4), dtype=np.float32), rng.integers(0, 3, 40), num_partitions=2)
+
+
+def test_missing_columns_are_named(model, good):
+    with pytest.raises(ValueError, match=r"no features column 'pixels'.*columns: \['features', 'label'\]"):
+        SparkModel(model).fit(good, features_col="pixels", epochs=1, verbose=0)
+    with pytest.raises(ValueError, match=r"no label column 'target'"):
+        SparkModel(model).fit(good, label_col="target", epochs=1, verbose=0)
+
+
+def test_column_of_the_wrong_type(spark, model):
+    df = spark.createDataFrame([("a", 1.0), ("b", 0.0)], ["features", "label"])
+    with pytest.raises(TypeError, match=r"features column 'features' has type string; expected an ml Vector"):
+        SparkModel(model).fit(df, epochs=1, verbose=0)
+
+
+def test_column_of_the_wrong_width(spark, model):
+    df = spark.createDataFrame([(Vectors.dense([1.0, 2.0, 3.0]), 1.0)] * 4, ["features", "label"])
+    with pytest.raises(ValueError, match=r"expected vectors of size 4, received a dense vector of size 3"):
+        SparkModel(model, num_workers=1).fit(df, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match=r"model expects 4 features values, received 2 columns"):
+        SparkModel(model).fit(spark.createDataFrame([(1.0, 2.0, 0.0)], ["a", "b", "label"]),
+                              features_col=["a", "b"], epochs=1, verbose=0)
+
+
+def test_non_finite_features(spark, model):
+    df = spark.createDataFrame([(Vectors.dense([1.0, float("nan"), 0.0, 1.0]), 1.0)] * 4, ["features", "label"])
+    with pytest.raises(ValueError, match=r"contain 4 NaN or infinite values"):
+        SparkModel(model, num_workers=1).fit(df, epochs=1, verbose=0)
+
+
+def test_labels_outside_the_models_classes(spark, model):
+    df = spark.createDataFrame([(Vectors.dense([1.0, 0.0, 0.0, 1.0]), 7.0)] * 4, ["features", "label"])
+    with pytest.raises(ValueError, match=r"class ids in \[0, 2\].*received values in \[7, 7\]"):
+        SparkModel(model, num_workers=1).fit(df, epochs=1, verbose=0)
+
+
+def test_empty_dataframe_and_too_many_workers(spark, model, good):
+    with pytest.raises(ValueError, match="DataFrame is empty"):
+        SparkModel(model, num_workers=1).fit(good.limit(0), epochs=1, verbose=0)
+    with pytest.raises(ValueError, match=r"8 workers but only 3 rows"):
+        SparkModel(model, num_workers=8).fit(good.limit(3), epochs=1, verbose=0)
+
+
+def test_arguments_are_checked_before_any_job(model):
+    with pytest.raises(ValueError, match="frequency"):
+        SparkModel(model, frequency="sometimes")
+    with pytest.raises(ValueError, match="aggregate"):
+        SparkModel(model, aggregate="median")
+    with pytest.raises(ValueError, match="num_workers"):
+        SparkModel(model, num_workers=0)
+    uncompiled = zoo.mlp(input_dim=4, hidden=(8,), num_classes=3)
+    with pytest.raises(ValueError, match="compiled model"):
+        SparkModel(uncompiled)
+
+
+def test_short_partitions_train_on_what_they_have_and_history_says_so(model, good):
+    history = SparkModel(model, num_workers=2).fit(good, epochs=1, batch_size=32, verbose=0)
+    assert sorted(history.rows_per_partition) == [20, 20]
+    assert sorted(r for _, r in history.short_partitions) == [20, 20]
+    assert history.rounds[0]["samples"] == 40
