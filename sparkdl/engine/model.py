@@ -7,6 +7,8 @@ callbacks, progress, save — lives here once.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import time
 
@@ -15,6 +17,7 @@ import numpy as np
 from sparkdl.engine import losses as losses_mod
 from sparkdl.engine import metrics as metrics_mod
 from sparkdl.engine import optimizers as optimizers_mod
+from sparkdl.engine import threads
 from sparkdl.engine.callbacks import CallbackList, History
 from sparkdl.engine.data_adapter import batches, check_batch_size, check_lengths, to_input_list
 from sparkdl.engine.functional import Graph
@@ -22,6 +25,15 @@ from sparkdl.engine.params import FlatBuffer
 from sparkdl.engine.progress import ProgressBar, format_logs
 
 logger = logging.getLogger("sparkdl")
+
+
+def _engine_threads(method):
+    """Run a public compute method under the model's BLAS threading (``Model._threading``)."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self._threading():
+            return method(self, *args, **kwargs)
+    return wrapper
 
 
 class NotCompiledError(RuntimeError, ValueError):
@@ -103,6 +115,14 @@ class Model:
     @property
     def output_shape(self) -> tuple:
         return self._output_layer().output_shape
+
+    def _threading(self):
+        """Layers with their own compute threads (conv, pooling) run BLAS single-threaded under
+        them; set once for a whole call, as switching OpenBLAS's thread count between layers is
+        slow. Other models leave BLAS at the thread budget (sparkdl.engine.threads)."""
+        if any(layer.own_threads for layer in self._all_layers()):
+            return threads.blas_limit(1)
+        return contextlib.nullcontext()
 
     # ---- flat weights ---------------------------------------------------------------------
     def _pack(self) -> None:
@@ -272,6 +292,7 @@ class Model:
         check_lengths(xs, y, who)
         return xs, y
 
+    @_engine_threads
     def train_on_batch(self, x, y) -> float:
         """One optimizer step on ``(x, y)``; returns the batch loss before the step."""
         self._require_compiled("train_on_batch")
@@ -279,6 +300,7 @@ class Model:
         loss, _ = self._train_batch(xs, y)
         return loss
 
+    @_engine_threads
     def compute_gradients(self, x, y) -> tuple[float, list[np.ndarray]]:
         """Loss and gradients (copies, aligned with ``trainable_weights``); no step taken."""
         self._require_compiled("compute_gradients")
@@ -298,6 +320,7 @@ class Model:
                 entropy = child.generate_state(4)
                 layer.rng = np.random.default_rng(entropy if own is None else [own, *entropy])
 
+    @_engine_threads
     def train_epoch(self, xs: list[np.ndarray], y: np.ndarray, batch_size: int, seed_key,
                     shuffle: bool = True, start: int = 0, stop: int | None = None,
                     on_batch_begin=None, on_batch=None) -> float:
@@ -337,6 +360,7 @@ class Model:
                 on_batch(start + step, loss, total / seen)
         return total
 
+    @_engine_threads
     def fit(self, x=None, y=None, batch_size=32, epochs=1, verbose=1, callbacks=None,
             validation_split=0.0, validation_data=None, shuffle=True, seed=None,
             initial_epoch=0) -> History:
@@ -408,6 +432,7 @@ class Model:
             out[a:b] = self._forward([x[a:b] for x in xs], training=False)
         return out
 
+    @_engine_threads
     def predict(self, x, batch_size=256, verbose=0) -> np.ndarray:
         batch_size = check_batch_size(batch_size, "predict")
         if not self.built:
@@ -427,6 +452,7 @@ class Model:
         result.update({m.name: m.result() for m in metrics})
         return result
 
+    @_engine_threads
     def evaluate(self, x=None, y=None, batch_size=256, verbose=0) -> dict:
         """Loss and compiled metrics over ``(x, y)`` in inference mode, as a dict."""
         self._require_compiled("evaluate")

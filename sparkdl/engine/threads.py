@@ -1,14 +1,14 @@
 """The engine's compute-thread budget, and the thread count of the BLAS library under NumPy.
 
 ``set_num_threads(n)`` sets how many CPU threads one engine call may keep busy (default: the
-CPUs this process may run on; a Spark task sets ``spark.task.cpus``). Convolution and pooling
-split each batch over that many Python threads (NumPy releases the GIL in its copies, ufuncs
-and matrix products), with BLAS single-threaded under them; Dense-only models leave the
-threading to BLAS, which ``set_num_threads`` sets to the same budget. A model holding layers
-that run their own threads pins BLAS to one thread for a whole fit / predict / evaluate call
-(``blas_limit``) rather than around each layer: a switch of OpenBLAS's thread count inside a
-step was measured to make the step 1.7-2.3x slower, because OpenBLAS's idle workers keep
-spinning on the cores the Python threads need.
+CPUs this process may run on; a Spark task should set ``spark.task.cpus``). Convolution and
+pooling split each batch over that many Python threads (NumPy releases the GIL in its copies,
+ufuncs and matrix products), with BLAS single-threaded under them; Dense-only models leave
+the threading to BLAS, which ``set_num_threads`` sets to the same budget. A model holding
+layers that run their own threads pins BLAS to one thread for a whole fit / predict /
+evaluate call (``blas_limit``) rather than around each layer: switching OpenBLAS's thread
+count inside a step was measured to make the step 1.7-2.3x slower, because OpenBLAS's idle
+workers keep spinning on the cores the Python threads need.
 
 BLAS threads are set through threadpoolctl when it is importable, otherwise through
 OpenBLAS's own ``*_set_num_threads`` entry point, looked up with ctypes in the OpenBLAS found
@@ -42,13 +42,16 @@ def get_num_threads() -> int:
     return _default_threads() if _budget is None else _budget
 
 
-def set_num_threads(n: int) -> None:
-    """Let engine calls use ``n`` threads: the conv/pool worker threads and BLAS's."""
+def set_num_threads(n: int | None) -> None:
+    """Let engine calls use ``n`` threads (None: the default), for the conv/pool worker
+    threads and for BLAS."""
     global _budget
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"set_num_threads: expected an int >= 1, received {n!r}")
-    _budget = int(n)
-    set_blas_threads(_budget)
+    if n is not None:
+        if isinstance(n, bool) or not hasattr(n, "__index__") or n < 1:
+            raise ValueError(f"set_num_threads: expected an int >= 1 or None, received {n!r}")
+        n = int(n)
+    _budget = n
+    set_blas_threads(get_num_threads())
 
 
 # ---- the worker pool ---------------------------------------------------------------------------

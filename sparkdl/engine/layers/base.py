@@ -52,6 +52,9 @@ class Layer:
 
     #: True for layers whose forward pass draws random numbers in training (e.g. Dropout).
     stochastic = False
+    #: True for layers that split their work over the engine's compute threads themselves
+    #: (conv, pooling): a model holding one keeps BLAS single-threaded (sparkdl.engine.threads).
+    own_threads = False
 
     def __init__(self, name: str | None = None, input_shape=None, dtype: str | None = None,
                  trainable: bool = True):

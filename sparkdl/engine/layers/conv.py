@@ -26,7 +26,23 @@ def _padding(value, who: str) -> str:
 
 
 class _Spatial:
-    """Shared geometry of conv and pooling layers: kernel, strides, padding -> output size."""
+    """Shared geometry of conv and pooling layers: kernel, strides, padding -> output size;
+    and the workspace of reusable buffers their training passes run in (see conv_ops)."""
+
+    own_threads = True
+    _ws = None
+
+    def _workspace(self, training) -> dict | None:
+        if not training:
+            return None
+        if self._ws is None:
+            self._ws = {}
+        return self._ws
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_ws", None)  # scratch buffers: rebuilt by the next training pass
+        return state
 
     def _geometry(self, input_shape, kernel):
         if len(input_shape) != 3:
@@ -74,14 +90,12 @@ class Conv2D(_Spatial, ActivatedLayer):
 
     def _linear_forward(self, x, training):
         self._check_input(x)
-        y, cache = conv_ops.conv2d_forward(x, self.params["kernel"], self.params.get("bias"),
-                                           self.strides, self._pads)
-        self._cache = cache if training else None
-        return y
+        return conv_ops.conv2d_forward(x, self.params["kernel"], self.params.get("bias"), self.strides,
+                                       self._pads, self._workspace(training))
 
     def _linear_backward(self, dLdz):
-        dk, db, dx = conv_ops.conv2d_backward(dLdz, self.params["kernel"], self._cache, self.strides,
-                                              self._pads, need_dx=self.needs_input_grad)
+        dk, db, dx = conv_ops.conv2d_backward(dLdz, self.params["kernel"], self._ws,
+                                              need_dx=self.needs_input_grad)
         self.grads["kernel"][...] = dk
         if self.use_bias:
             self.grads["bias"][...] = db
@@ -126,12 +140,11 @@ class MaxPool2D(_Pool):
 
     def forward(self, x, training=False):
         self._check_input(x)
-        y, cache = conv_ops.max_pool_forward(x, self.pool_size, self.strides, self._pads)
-        self._cache = cache if training else None
-        return y
+        return conv_ops.max_pool_forward(x, self.pool_size, self.strides, self._pads,
+                                         self._workspace(training))
 
     def backward(self, dLdy):
-        return conv_ops.max_pool_backward(dLdy, self._cache, self.strides, self._pads)
+        return conv_ops.max_pool_backward(dLdy, self._ws)
 
 
 class AvgPool2D(_Pool):
@@ -139,12 +152,11 @@ class AvgPool2D(_Pool):
 
     def forward(self, x, training=False):
         self._check_input(x)
-        y, cache = conv_ops.avg_pool_forward(x, self.pool_size, self.strides, self._pads)
-        self._cache = cache if training else None
-        return y
+        return conv_ops.avg_pool_forward(x, self.pool_size, self.strides, self._pads,
+                                         self._workspace(training))
 
     def backward(self, dLdy):
-        return conv_ops.avg_pool_backward(dLdy, self._cache, self.pool_size, self.strides, self._pads)
+        return conv_ops.avg_pool_backward(dLdy, self._ws)
 
 
 MaxPooling2D, AveragePooling2D = MaxPool2D, AvgPool2D  # the Keras names
