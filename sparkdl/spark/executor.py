@@ -9,6 +9,15 @@ from __future__ import annotations
 import pickle
 
 from sparkdl.distributed import worker
+from sparkdl.engine import threads
+
+
+def use_task_cpus() -> None:
+    """Give the engine (conv threads and BLAS) the task's ``spark.task.cpus``, so two tasks on
+    two cores do not fight over four threads."""
+    from pyspark import TaskContext
+    context = TaskContext.get()
+    threads.set_num_threads(int(context.cpus()) if context is not None else 1)
 
 _models: dict[str, object] = {}
 
@@ -44,6 +53,7 @@ def round_task(model_bc, weights_bc, spec: worker.RoundSpec):
         if not blocks or len(blocks[0][1]) == 0:
             yield worker.RoundResult(partitions=1, empty_partitions=[partition])
             return
+        use_task_cpus()
         model = cached_model(model_bc)
         payload = weights_bc.value
         xs, y = blocks[0]

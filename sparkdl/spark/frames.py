@@ -333,6 +333,7 @@ def predict_frame(df, model, features_col, prediction_col, probability_col, batc
     model_bc = executor.ModelBroadcast(sc, model)
 
     def run(batches):
+        executor.use_task_cpus()
         m = executor.cached_model(model_bc)
         for batch in batches:
             x = batch_to_array(batch, features, who).reshape((-1,) + tuple(shape)).astype(dtype, copy=False)
@@ -395,6 +396,7 @@ def evaluate_frame(df, model, features_col, label_col, batch_size) -> dict:
 
     def run(batches):
         import pyarrow as pa
+        executor.use_task_cpus()
         m = executor.cached_model(model_bc)
         mets = [metrics_mod.get(x.get_config()) for x in m.metrics]
         loss_sum, count = 0.0, 0
