@@ -11,6 +11,7 @@ they check the geometry independently of the library's implementation.
 from __future__ import annotations
 
 import numpy as np
+from gradcheck import numeric_grad
 import pytest
 
 from sparkdl import layers
@@ -21,20 +22,6 @@ ATOL = 1e-6
 
 
 # ---- helpers --------------------------------------------------------------------------------
-def numeric_grad(f, a: np.ndarray, eps: float = EPS) -> np.ndarray:
-    """Central difference of the scalar ``f()`` w.r.t. every entry of ``a`` (perturbed in place)."""
-    assert a.flags.c_contiguous and a.dtype == np.float64
-    flat = a.reshape(-1)
-    grad = np.zeros(a.size, dtype=np.float64)
-    for i in range(a.size):
-        orig = flat[i]
-        flat[i] = orig + eps
-        fp = f()
-        flat[i] = orig - eps
-        fm = f()
-        flat[i] = orig
-        grad[i] = (fp - fm) / (2 * eps)
-    return grad.reshape(a.shape)
 
 
 def build_float64(layer, input_shape, rng, scale=0.5):

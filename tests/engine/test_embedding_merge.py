@@ -6,6 +6,7 @@ against the same computation written by hand in NumPy from its weights.
 from __future__ import annotations
 
 import numpy as np
+from gradcheck import numeric_grad
 import pytest
 
 from sparkdl import layers, optimizers, set_random_seed
@@ -20,19 +21,6 @@ def _seeded():
     set_random_seed(1234)
 
 
-def numeric_grad(f, a: np.ndarray, eps: float = EPS) -> np.ndarray:
-    assert a.flags.c_contiguous and a.dtype == np.float64
-    flat = a.reshape(-1)
-    grad = np.zeros(a.size, dtype=np.float64)
-    for i in range(a.size):
-        orig = flat[i]
-        flat[i] = orig + eps
-        fp = f()
-        flat[i] = orig - eps
-        fm = f()
-        flat[i] = orig
-        grad[i] = (fp - fm) / (2 * eps)
-    return grad.reshape(a.shape)
 
 
 def float64_embedding(input_dim, output_dim, rng):

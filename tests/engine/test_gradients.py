@@ -9,6 +9,7 @@ equal ``df/dx`` and fill ``grads`` with ``df/dparam``.
 from __future__ import annotations
 
 import numpy as np
+from gradcheck import numeric_grad
 import pytest
 
 from sparkdl import layers, losses
@@ -21,20 +22,6 @@ KINK = 1e-3  # keep pre-activations at least this far from the ReLU kink at 0
 
 
 # ---- helpers --------------------------------------------------------------------------------
-def numeric_grad(f, a: np.ndarray, eps: float = EPS) -> np.ndarray:
-    """Central difference of the scalar ``f()`` w.r.t. every entry of ``a`` (perturbed in place)."""
-    assert a.flags.c_contiguous and a.dtype == np.float64
-    flat = a.reshape(-1)
-    grad = np.zeros(a.size, dtype=np.float64)
-    for i in range(a.size):
-        orig = flat[i]
-        flat[i] = orig + eps
-        fp = f()
-        flat[i] = orig - eps
-        fm = f()
-        flat[i] = orig
-        grad[i] = (fp - fm) / (2 * eps)
-    return grad.reshape(a.shape)
 
 
 def to_float64(layer, rng=None):
