@@ -23,7 +23,6 @@ class RoundSpec:
     batch_size: int
     frequency: object          # "epoch", "batch" or an int tau
     aggregate: str             # "weights" or "gradients"
-    epoch_steps: int = 0       # steps of one pass over the largest partition (for "epoch")
 
 
 @dataclass
@@ -114,7 +113,6 @@ def run_round(model, xs: list[np.ndarray], y: np.ndarray, spec: RoundSpec, parti
     short = [(partition, n)] if n < spec.batch_size else []
     per_epoch = -(-n // spec.batch_size)
     steps = steps_in_round(spec.frequency, n, spec.batch_size)
-    metric_states = []
     if spec.aggregate == "gradients":
         loss_sum, grad_sum = _gradient_pass(model, xs, y, spec, partition, steps, per_epoch)
         vector = grad_sum

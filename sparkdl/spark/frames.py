@@ -136,7 +136,7 @@ def check_values(x: np.ndarray, who: str, what: str) -> None:
 class Blocks:
     """A cached RDD with one ``(xs, y)`` block per partition, and what is known about it."""
 
-    def __init__(self, rdd, rows_per_partition: list[int], batch_size_hint: int | None = None):
+    def __init__(self, rdd, rows_per_partition: list[int]):
         self.rdd = rdd
         self.rows = rows_per_partition
         self.max_rows = max(rows_per_partition) if rows_per_partition else 0

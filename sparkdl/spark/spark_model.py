@@ -89,7 +89,6 @@ class SparkModel:
             raise ValueError(f"{who}: expected epochs >= 0 (an int), received epochs={epochs!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"{who}: expected batch_size >= 1 (an int), received batch_size={batch_size!r}")
-        model = self.model
         prep_start = time.perf_counter()
         blocks = self._blocks(data, features_col, label_col, who)
         blocks.note_batch_size(int(batch_size))
@@ -157,7 +156,7 @@ class SparkModel:
                 metric_objs = [metrics_mod.get(m.get_config()) for m in model.metrics]
                 for r in range(rounds_per_epoch):
                     sc.setJobGroup(group, f"sparkdl round {round_index + 1}/{total_rounds}", True)
-                    info = self._run_round(blocks, model_bc, round_index, batch_size, steps_per_epoch)
+                    info = self._run_round(blocks, model_bc, round_index, batch_size)
                     loss_sum += info["loss_sum"]
                     samples += info["samples"]
                     for m, state in zip(metric_objs, info["metric_states"]):
@@ -182,12 +181,11 @@ class SparkModel:
         cbs.on_train_end()
         return self.history
 
-    def _run_round(self, blocks, model_bc, round_index, batch_size, steps_per_epoch) -> dict:
+    def _run_round(self, blocks, model_bc, round_index, batch_size) -> dict:
         model = self.model
         start = time.perf_counter()
         spec = worker.RoundSpec(round=round_index, seed=self.seed, batch_size=batch_size,
-                                frequency=self.frequency, aggregate=self.aggregate,
-                                epoch_steps=steps_per_epoch)
+                                frequency=self.frequency, aggregate=self.aggregate)
         opt = model.optimizer
         opt.build(model.flat_weights.size)
         payload = {"weights": model.get_flat_weights(), "state": model.flat_state.copy(),
