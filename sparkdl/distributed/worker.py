@@ -28,7 +28,7 @@ class RoundSpec:
 @dataclass
 class RoundResult:
     """A partition's (or several partitions' combined) contribution to a round."""
-    samples: int = 0
+    samples: int = 0        # examples trained on in the round (the averaging weight)
     steps: int = 0
     loss_sum: float = 0.0
     vector: np.ndarray | None = None       # weights averaged by samples, or summed gradients
@@ -64,7 +64,7 @@ def combine(a: RoundResult, b: RoundResult, aggregate: str) -> RoundResult:
         return combine(b, a, aggregate)
     na, nb = a.samples, b.samples
     if aggregate == "gradients":
-        vector = a.vector + b.vector
+        vector = None if a.vector is None or b.vector is None else a.vector + b.vector
     else:
         vector = _weighted_mean(a.vector, na, b.vector, nb)
     return RoundResult(
@@ -120,8 +120,10 @@ def run_round(model, xs: list[np.ndarray], y: np.ndarray, spec: RoundSpec, parti
         loss_sum = _local_steps(model, xs, y, spec, partition, steps, per_epoch)
         vector = model.get_flat_weights()
     metric_states = [m.state.copy() for m in model.metrics]
+    seen = sum(min(b * spec.batch_size, n) - a * spec.batch_size
+               for _, a, b in _pass_slices(spec, partition, steps, per_epoch))
     return RoundResult(
-        samples=n, steps=steps, loss_sum=loss_sum, vector=vector,
+        samples=seen, steps=steps, loss_sum=loss_sum, vector=vector,
         state=model.flat_state.copy() if model.flat_state.size else None,
         slots={k: v.copy() for k, v in opt.slots.items()} if spec.aggregate == "weights" else {},
         metric_states=metric_states, compute_seconds=time.perf_counter() - start, partitions=1,

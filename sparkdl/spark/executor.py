@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pickle
 
-from sparkdl.distributed import worker
+from sparkdl.distributed import exchange, worker
 from sparkdl.engine import threads
 
 
@@ -59,4 +59,31 @@ def round_task(model_bc, weights_bc, spec: worker.RoundSpec):
         xs, y = blocks[0]
         yield worker.run_round(model, xs, y, spec, partition, payload["weights"], payload["state"],
                                payload["slots"], payload["iterations"])
+    return run
+
+
+def socket_round_task(model_bc, end: exchange.Endpoint, spec: worker.RoundSpec):
+    """A round over the data plane: pull the weights from the driver, train, push the result;
+    the task returns only the small part of its result (counts, loss, metric states)."""
+    def run(partition, iterator):
+        from pyspark import TaskContext
+
+        blocks = list(iterator)
+        if not blocks or len(blocks[0][1]) == 0:
+            yield worker.RoundResult(partitions=1, empty_partitions=[partition])
+            return
+        use_task_cpus()
+        model = cached_model(model_bc)
+        parts, meta = exchange.pull(end, spec.round)
+        slots = {name[5:]: v for name, v in parts.items() if name.startswith("slot:")}
+        xs, y = blocks[0]
+        result = worker.run_round(model, xs, y, spec, partition, parts["weights"], parts.get("state"),
+                                  slots, int(meta["iterations"]))
+        out = {end.push.names[0]: result.vector, "state": result.state}
+        out.update({f"slot:{k}": v for k, v in result.slots.items()})
+        context = TaskContext.get()
+        exchange.push(end, spec.round, partition, context.attemptNumber() if context else 0,
+                      result.samples, out)
+        result.vector, result.state, result.slots = None, None, {}
+        yield result
     return run

@@ -16,6 +16,9 @@ DEFAULTS = {
     "spark.sql.execution.arrow.maxRecordsPerBatch": "10000",
     "spark.ui.showConsoleProgress": "false",
     "spark.python.worker.reuse": "true",
+    # Python workers talk to the JVM over Unix domain sockets: on TCP loopback, delayed ACKs
+    # made every task wait ~40 ms for its first input (a round's floor drops from ~0.1 s to ~0.05 s)
+    "spark.python.unix.domain.socket.enabled": "true",
 }
 
 

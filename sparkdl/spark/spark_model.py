@@ -8,13 +8,16 @@ driver receives one vector per round.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
+from dataclasses import dataclass
 
 import numpy as np
 
-from sparkdl.distributed import worker
+from sparkdl.distributed import exchange, protocol, worker
+from sparkdl.distributed.server import FrameServer
 from sparkdl.distributed.strategies import get_strategy
 from sparkdl.engine import metrics as metrics_mod
 from sparkdl.engine.callbacks import CallbackList, History
@@ -43,10 +46,18 @@ class SparkModel:
     them) or ``"gradients"`` (average the gradients at the broadcast weights; the driver's
     optimizer steps). ``num_workers``: partitions that train (default: Spark's default
     parallelism).
+
+    ``transport``: how weights and results travel each round. ``"socket"`` (default): tasks
+    pull the weights from, and push their results to, a server on the driver that lives for
+    one ``fit`` (bound to ``spark.driver.host``, on ``port`` or an ephemeral one; HMAC-checked
+    binary frames), and the driver sums the pushes into one buffer as they arrive.
+    ``"spark"``: Spark's broadcast and ``treeReduce`` (for clusters whose executors cannot
+    open connections to the driver). ``timeout``: seconds any socket wait may take.
     """
 
     def __init__(self, model, mode="sync", frequency="epoch", num_workers=None,
-                 aggregate="weights", seed=0, **mode_options):
+                 aggregate="weights", seed=0, transport="socket", port=None, timeout=120.0,
+                 **mode_options):
         if getattr(model, "loss", None) is None or getattr(model, "optimizer", None) is None:
             raise NotCompiledError("SparkModel: expected a compiled model; call "
                                    "model.compile(optimizer=..., loss=...) first")
@@ -66,6 +77,18 @@ class SparkModel:
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"SparkModel: expected seed >= 0 (an int), received seed={seed!r}")
         self.seed = int(seed)
+        if transport not in ("socket", "spark"):
+            raise ValueError(f"SparkModel: expected transport 'socket' or 'spark', "
+                             f"received transport={transport!r}")
+        self.transport = transport
+        if port is not None and (isinstance(port, bool) or not isinstance(port, (int, np.integer))
+                                 or not 0 <= port <= 65535):
+            raise ValueError(f"SparkModel: expected port None or an int in [0, 65535], "
+                             f"received port={port!r}")
+        self.port = port
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+            raise ValueError(f"SparkModel: expected timeout > 0 (seconds), received timeout={timeout!r}")
+        self.timeout = float(timeout)
         self.history: History | None = None
 
     # ---- data --------------------------------------------------------------------------------
@@ -146,6 +169,7 @@ class SparkModel:
                            blocks.empty_partitions)
         cbs.on_train_begin()
         round_index = 0
+        plane = self._data_plane(sc) if self.transport == "socket" else None
         try:
             for epoch in range(epochs):
                 cbs.on_epoch_begin(epoch)
@@ -156,7 +180,7 @@ class SparkModel:
                 metric_objs = [metrics_mod.get(m.get_config()) for m in model.metrics]
                 for r in range(rounds_per_epoch):
                     sc.setJobGroup(group, f"sparkdl round {round_index + 1}/{total_rounds}", True)
-                    info = self._run_round(blocks, model_bc, round_index, batch_size)
+                    info = self._run_round(blocks, model_bc, round_index, batch_size, plane)
                     loss_sum += info["loss_sum"]
                     samples += info["samples"]
                     for m, state in zip(metric_objs, info["metric_states"]):
@@ -175,41 +199,47 @@ class SparkModel:
                 if model.stop_training:
                     break
         finally:
+            if plane is not None:
+                plane.server.close()
             sc.setLocalProperty("spark.jobGroup.id", None)
             sc.setLocalProperty("spark.job.description", None)
             model_bc.destroy()
         cbs.on_train_end()
         return self.history
 
-    def _run_round(self, blocks, model_bc, round_index, batch_size) -> dict:
+    def _data_plane(self, sc):
+        """The driver's exchange for this fit, served on a socket until the fit ends."""
+        conf = sc.getConf()
+        host = conf.get("spark.driver.host", "127.0.0.1")
+        bind = conf.get("spark.driver.bindAddress", host)
+        port = self.port if self.port is not None else int(conf.get("spark.sparkdl.server.port", "0"))
+        pull, push = exchange.round_layouts(self.model, self.aggregate)
+        rounds = exchange.RoundExchange(push, timeout=self.timeout)
+        token = protocol.new_token()
+        server = FrameServer(rounds, token, host=bind, port=port, timeout=self.timeout,
+                             name="sparkdl-sync")
+        end = exchange.Endpoint((host, server.address[1]), token, self.timeout, pull, push)
+        return _Plane(server, rounds, end)
+
+    def _run_round(self, blocks, model_bc, round_index, batch_size, plane) -> dict:
         model = self.model
         start = time.perf_counter()
         spec = worker.RoundSpec(round=round_index, seed=self.seed, batch_size=batch_size,
                                 frequency=self.frequency, aggregate=self.aggregate)
         opt = model.optimizer
         opt.build(model.flat_weights.size)
-        payload = {"weights": model.get_flat_weights(), "state": model.flat_state.copy(),
-                   "slots": {k: v.copy() for k, v in opt.slots.items()} if self.aggregate == "weights" else {},
-                   "iterations": opt.iterations}
-        weights_bc = blocks.rdd.context.broadcast(payload)
-        aggregate = self.aggregate
-        try:
-            task = executor.round_task(model_bc, weights_bc, spec)
-            result = blocks.rdd.mapPartitionsWithIndex(task).treeReduce(
-                lambda a, b: worker.combine(a, b, aggregate), depth=2)
-        finally:
-            weights_bc.destroy()
-        if result.samples == 0:
-            raise ValueError("SparkModel.fit: no partition holds any rows")
+        if plane is None:
+            result, vector = self._round_via_spark(blocks, model_bc, spec)
+        else:
+            result, vector = self._round_via_socket(blocks, model_bc, spec, plane)
         if not np.isfinite(result.loss_sum):
             raise FloatingPointError(f"SparkModel.fit: the loss became {result.loss_sum} in round "
                                      f"{round_index + 1}; the model keeps the weights it had before "
                                      f"that round")
         if self.aggregate == "gradients":
-            grads = result.vector / np.float32(result.samples)
-            opt.apply(model.flat_weights, grads)
+            opt.apply(model.flat_weights, vector)
         else:
-            model.set_flat_weights(result.vector)
+            model.set_flat_weights(vector)
             for k, v in result.slots.items():
                 opt.slots[k][...] = v
             opt.iterations += result.steps
@@ -222,6 +252,52 @@ class SparkModel:
                 "overhead_seconds": max(seconds - result.compute_seconds, 0.0),
                 "samples_per_second": result.samples / seconds if seconds > 0 else float("nan"),
                 "partitions": result.partitions}
+
+    def _round_via_spark(self, blocks, model_bc, spec):
+        """Broadcast the weights, tree-reduce the results: ``(result, mean weights or mean
+        gradient)``."""
+        model, opt = self.model, self.model.optimizer
+        payload = {"weights": model.get_flat_weights(), "state": model.flat_state.copy(),
+                   "slots": {k: v.copy() for k, v in opt.slots.items()} if self.aggregate == "weights" else {},
+                   "iterations": opt.iterations}
+        weights_bc = blocks.rdd.context.broadcast(payload)
+        aggregate = self.aggregate
+        try:
+            task = executor.round_task(model_bc, weights_bc, spec)
+            result = blocks.rdd.mapPartitionsWithIndex(task).treeReduce(
+                lambda a, b: worker.combine(a, b, aggregate), depth=2)
+        finally:
+            weights_bc.destroy()
+        _check_samples(result)
+        if aggregate == "gradients":
+            return result, result.vector / np.float32(result.samples)
+        return result, result.vector
+
+    def _round_via_socket(self, blocks, model_bc, spec, plane):
+        """Publish the weights on the driver's exchange, run the tasks, read the summed
+        pushes: ``(result, mean weights or mean gradient)``."""
+        model, opt = self.model, self.model.optimizer
+        parts = {"weights": model.flat_weights, "state": model.flat_state}
+        parts.update({f"slot:{k}": v for k, v in opt.slots.items()})
+        payload = plane.end.pull.pack(parts)
+        plane.rounds.open_round(spec.round, payload, {"iterations": int(opt.iterations)})
+        aggregate = self.aggregate
+        try:
+            task = executor.socket_round_task(model_bc, plane.end, spec)
+            results = blocks.rdd.mapPartitionsWithIndex(task).collect()
+        finally:
+            total, received = plane.rounds.close_round()
+        result = functools.reduce(lambda a, b: worker.combine(a, b, aggregate), results)
+        _check_samples(result)
+        trained = result.partitions - len(result.empty_partitions)
+        if len(received) != trained or sum(received.values()) != result.samples:
+            raise RuntimeError(f"SparkModel.fit: round {spec.round + 1}: {trained} partitions trained "
+                               f"on {result.samples} rows, but the driver received pushes from "
+                               f"{len(received)} partitions with {sum(received.values())} rows")
+        mean = plane.end.push.split((total / result.samples).astype(np.float32))
+        result.state = mean.get("state")
+        result.slots = {name[5:]: v for name, v in mean.items() if name.startswith("slot:")}
+        return result, mean[plane.end.push.names[0]]
 
     # ---- inference ---------------------------------------------------------------------------
     def predict(self, data, features_col="features", prediction_col="prediction",
@@ -240,3 +316,16 @@ class SparkModel:
         if not isinstance(data, DataFrame):
             raise TypeError(f"SparkModel.evaluate: expected a DataFrame, received {type(data).__name__}")
         return frames.evaluate_frame(data, self.model, features_col, label_col, batch_size)
+
+
+def _check_samples(result) -> None:
+    if result.samples == 0:
+        raise ValueError("SparkModel.fit: no partition holds any rows")
+
+
+@dataclass
+class _Plane:
+    """The data plane of one fit: server, exchange and the endpoint tasks connect to."""
+    server: FrameServer
+    rounds: exchange.RoundExchange
+    end: exchange.Endpoint

@@ -31,7 +31,8 @@ def test_sync_mnist_reaches_093_and_history_is_complete(mnist):
     assert remote["accuracy"] == pytest.approx(accuracy, abs=1e-9)
 
 
-def test_one_worker_equals_single_process_fit(spark, mnist):
+@pytest.mark.parametrize("transport", ["socket", "spark"])
+def test_one_worker_equals_single_process_fit(spark, mnist, transport):
     x, y = mnist["x_train"][:600], mnist["y_train"][:600]
     from pyspark.ml.linalg import Vectors
     df = spark.createDataFrame([(Vectors.dense(r.astype(float)), float(l)) for r, l in zip(x, y)],
@@ -40,7 +41,8 @@ def test_one_worker_equals_single_process_fit(spark, mnist):
     distributed = compiled_mlp(seed=3)
     np.testing.assert_array_equal(local.get_flat_weights(), distributed.get_flat_weights())
     local.fit(x, y, epochs=3, batch_size=32, seed=11, verbose=0)
-    SparkModel(distributed, frequency="epoch", num_workers=1, seed=11).fit(df, epochs=3, batch_size=32, verbose=0)
+    SparkModel(distributed, frequency="epoch", num_workers=1, seed=11, transport=transport).fit(
+        df, epochs=3, batch_size=32, verbose=0)
     # Same batches, same dropout masks, same optimizer state: equal up to float32 rounding
     # (the executor's buffers sit at other addresses, which changes SIMD summation order).
     np.testing.assert_allclose(distributed.get_flat_weights(), local.get_flat_weights(), rtol=1e-5, atol=1e-6)
@@ -50,7 +52,8 @@ def test_one_worker_equals_single_process_fit(spark, mnist):
     assert np.abs(other.get_flat_weights() - local.get_flat_weights()).max() > 1e-3
 
 
-def test_gradients_with_full_batches_equal_one_engine_step(spark, mnist):
+@pytest.mark.parametrize("transport", ["socket", "spark"])
+def test_gradients_with_full_batches_equal_one_engine_step(spark, mnist, transport):
     x, y = mnist["x_train"][:300], mnist["y_train"][:300]
     from pyspark.ml.linalg import Vectors
     df = spark.createDataFrame([(Vectors.dense(r.astype(float)), float(l)) for r, l in zip(x, y)],
@@ -58,9 +61,32 @@ def test_gradients_with_full_batches_equal_one_engine_step(spark, mnist):
     local = compiled_mlp(seed=5, lr=0.1)
     distributed = compiled_mlp(seed=5, lr=0.1)
     local.train_on_batch(x, y)
-    SparkModel(distributed, frequency="epoch", aggregate="gradients", num_workers=2).fit(
+    SparkModel(distributed, frequency="epoch", aggregate="gradients", num_workers=2,
+               transport=transport).fit(
         df, epochs=1, batch_size=1000, verbose=0)
     np.testing.assert_allclose(distributed.get_flat_weights(), local.get_flat_weights(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("aggregate", ["weights", "gradients"])
+def test_socket_and_spark_transports_train_alike(spark, mnist, aggregate):
+    """Two workers, tau = 5 with Adam (slots averaged with the weights): both transports
+    average the same partition results; they differ only in float rounding (the socket
+    plane sums in float64, Spark's reduce in float32)."""
+    x, y = mnist["x_train"][:800], mnist["y_train"][:800]
+    from sparkdl.spark import from_arrays
+    df = from_arrays(spark, x, y, num_partitions=2)
+    weights = {}
+    for transport in ("socket", "spark"):
+        sparkdl.set_random_seed(1)
+        model = zoo.mlp()
+        model.compile(optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+        history = SparkModel(model, frequency=5, num_workers=2, aggregate=aggregate, seed=2,
+                             transport=transport).fit(df, epochs=2, batch_size=32, verbose=0)
+        assert [r["samples"] for r in history.rounds][:2] == [320, 320]  # 2 x 5 steps x 32
+        weights[transport] = model.get_flat_weights()
+    start = compiled_mlp(seed=1).get_flat_weights()
+    assert np.abs(weights["socket"] - start).max() > 1e-3
+    np.testing.assert_allclose(weights["socket"], weights["spark"], rtol=1e-4, atol=1e-5)
 
 
 def test_predict_adds_prediction_and_probability_columns(mnist):

@@ -1,0 +1,216 @@
+"""Synchronous rounds over sparkdl's own data plane instead of Spark's broadcast and reduce.
+
+Each round the driver publishes one float32 vector (weights, moving statistics and, when
+models are averaged, optimizer slots, back to back). Every task pulls it over an
+authenticated socket, trains, and pushes one vector back; the driver adds each push into a
+single float64 buffer as it arrives, so it never holds a copy per worker, and at most
+``max_inflight`` pushes are being received at once. A push is tagged ``(round, partition,
+attempt)``; the first push of a partition in a round is applied, later ones (a retried or
+speculative task recomputes the same thing) are acknowledged and dropped, and pushes for a
+round that is not open are refused.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from sparkdl.distributed.protocol import Connection, Frame, Op
+from sparkdl.distributed.server import Refused
+
+logger = logging.getLogger(__name__)
+
+_CHUNK = 1 << 20   # elements added per step, so the float64 temporaries stay small
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Named segments of one flat float32 vector; ``weighted`` segments are multiplied by the
+    pushing partition's sample count before they are summed (weights, statistics, slots);
+    the others are sums already (gradients)."""
+    names: tuple
+    sizes: tuple
+    weighted: tuple
+
+    @property
+    def size(self) -> int:
+        return int(sum(self.sizes))
+
+    def bounds(self):
+        start = 0
+        for name, size, weighted in zip(self.names, self.sizes, self.weighted):
+            yield name, start, start + size, weighted
+            start += size
+
+    def split(self, vector: np.ndarray) -> dict:
+        return {name: vector[a:b] for name, a, b, _ in self.bounds()}
+
+    def pack(self, parts: dict, out: np.ndarray | None = None) -> np.ndarray:
+        out = np.empty(self.size, np.float32) if out is None else out
+        for name, a, b, _ in self.bounds():
+            out[a:b] = parts[name].reshape(-1)
+        return out
+
+
+def round_layouts(model, aggregate: str) -> tuple[Layout, Layout]:
+    """``(pull, push)`` layouts of a sync round for a compiled model."""
+    opt = model.optimizer
+    opt.build(model.flat_weights.size)
+    slots = sorted(opt.slots) if aggregate == "weights" else []
+    state = model.flat_state.size
+    names = ["weights"] + (["state"] if state else []) + [f"slot:{k}" for k in slots]
+    sizes = [model.flat_weights.size] + ([state] if state else []) + [opt.slots[k].size for k in slots]
+    pull = Layout(tuple(names), tuple(sizes), tuple(True for _ in names))
+    if aggregate == "gradients":
+        names[0] = "gradients"
+        push = Layout(tuple(names), tuple(sizes), (False,) + tuple(True for _ in names[1:]))
+    else:
+        push = pull
+    return pull, push
+
+
+class RoundExchange:
+    """The driver's side of the data plane for sync rounds (a ``FrameServer`` service)."""
+
+    def __init__(self, push: Layout, max_inflight: int = 2, timeout: float = 120.0):
+        self.push = push
+        self.max_data = push.size * 4
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._round: int | None = None
+        self._payload: np.ndarray | None = None
+        self._payload_meta: dict = {}
+        self._sum = np.zeros(push.size, np.float64)
+        self._received: dict[int, int] = {}
+        self.duplicates = 0
+        self._pool: queue.Queue = queue.Queue()
+        for _ in range(max(1, max_inflight)):
+            self._pool.put(np.empty(push.size, np.float32))
+        self._held = threading.local()
+
+    # ---- driver side ----------------------------------------------------------------------------
+    def open_round(self, round_index: int, payload: np.ndarray, meta: dict) -> None:
+        with self._lock:
+            self._round = int(round_index)
+            self._payload = payload
+            self._payload_meta = dict(meta, round=int(round_index))
+            self._sum[...] = 0.0
+            self._received = {}
+
+    def close_round(self) -> tuple[np.ndarray, dict[int, int]]:
+        """The summed pushes (float64) and the samples each partition reported."""
+        with self._lock:
+            self._round = None
+            self._payload = None
+            return self._sum, dict(self._received)
+
+    # ---- served requests ------------------------------------------------------------------------
+    def receive_buffer(self, op, meta, shape, dtype):
+        if op != Op.PUSH or shape != (self.push.size,) or dtype != np.float32:
+            return None
+        try:
+            buf = self._pool.get(timeout=self.timeout)
+        except queue.Empty:
+            raise TimeoutError(f"no receive buffer freed within {self.timeout} s") from None
+        self._held.buffer = buf
+        return buf
+
+    def release(self) -> None:
+        buf = getattr(self._held, "buffer", None)
+        if buf is not None:
+            self._held.buffer = None
+            self._pool.put(buf)
+
+    def handle(self, frame: Frame) -> Frame:
+        meta = frame.meta
+        round_index = _int(meta, "round")
+        if frame.op == Op.PULL:
+            with self._lock:
+                if round_index != self._round:
+                    raise Refused(f"round {round_index} is not open (open: {self._round})")
+                return Frame(Op.OK, self._payload_meta, self._payload)
+        if frame.op == Op.PUSH:
+            return self._push(frame, round_index)
+        raise Refused(f"op {frame.op} is not served here")
+
+    def _push(self, frame: Frame, round_index: int) -> Frame:
+        partition, attempt, samples = (_int(frame.meta, k) for k in ("partition", "attempt", "samples"))
+        vector = frame.array
+        if vector is None or vector.shape != (self.push.size,) or vector.dtype != np.float32:
+            got = None if vector is None else (vector.dtype.name, vector.shape)
+            raise Refused(f"expected a float32 vector of {self.push.size} values, received {got}")
+        if samples < 1:
+            raise Refused(f"expected samples >= 1, received {samples}")
+        with self._lock:
+            if round_index != self._round:
+                raise Refused(f"round {round_index} is not open (open: {self._round})")
+            if partition in self._received:
+                self.duplicates += 1
+                logger.debug("round %d: dropped a second push of partition %d (attempt %d)",
+                             round_index, partition, attempt)
+                return Frame(Op.OK, {"applied": False})
+            for _, a, b, weighted in self.push.bounds():
+                for lo in range(a, b, _CHUNK):
+                    hi = min(lo + _CHUNK, b)
+                    part = vector[lo:hi].astype(np.float64)
+                    if weighted:
+                        part *= samples
+                    self._sum[lo:hi] += part
+            self._received[partition] = samples
+        return Frame(Op.OK, {"applied": True})
+
+
+def _int(meta: dict, key: str) -> int:
+    value = meta.get(key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise Refused(f"expected an int {key!r} in the request, received {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """What a task needs to reach the driver's exchange (shipped in the task closure)."""
+    address: tuple
+    token: bytes
+    timeout: float
+    pull: Layout
+    push: Layout
+
+
+# ---- task side ------------------------------------------------------------------------------------
+_local = threading.local()
+
+
+def _buffer(name: str, size: int) -> np.ndarray:
+    """A float32 buffer reused across rounds by this thread of a Python worker."""
+    buffers = _local.__dict__.setdefault("buffers", {})
+    buf = buffers.get(name)
+    if buf is None or buf.size != size:
+        buf = buffers[name] = np.empty(size, np.float32)
+    return buf
+
+
+def pull(end: Endpoint, round_index: int) -> tuple[dict, dict]:
+    """The round's payload as ``(segments, meta)``; the segments are views of a buffer this
+    worker reuses, valid until its next pull."""
+    layout = end.pull
+    with Connection(end.address, end.token, end.timeout) as conn:
+        frame = conn.request(Op.PULL, {"round": round_index}, out=_buffer("pull", layout.size),
+                             what=f"the weights of round {round_index}")
+    if frame.array is None or frame.array.shape != (layout.size,):
+        got = None if frame.array is None else frame.array.shape
+        raise ValueError(f"round {round_index}: the driver sent {got}, expected {layout.size} values")
+    return layout.split(frame.array), frame.meta
+
+
+def push(end: Endpoint, round_index: int, partition: int, attempt: int, samples: int,
+         parts: dict) -> bool:
+    """Send this partition's result; True when the driver applied it (False: a duplicate)."""
+    vector = end.push.pack(parts, out=_buffer("push", end.push.size))
+    meta = {"round": round_index, "partition": partition, "attempt": attempt, "samples": samples}
+    with Connection(end.address, end.token, end.timeout) as conn:
+        reply = conn.request(Op.PUSH, meta, vector, what=f"the driver's receipt for round {round_index}")
+    return bool(reply.meta.get("applied"))
