@@ -23,6 +23,7 @@ class RoundSpec:
     batch_size: int
     frequency: object          # "epoch", "batch" or an int tau
     aggregate: str             # "weights" or "gradients"
+    optimizer: dict | None = None   # the driver's optimizer config (a callback may change it)
 
 
 @dataclass
@@ -110,6 +111,8 @@ def run_round(model, xs: list[np.ndarray], y: np.ndarray, spec: RoundSpec, parti
     for k, v in slots.items():
         opt.slots[k][...] = v
     opt.iterations = iterations
+    if spec.optimizer is not None:
+        opt.apply_config(spec.optimizer)
     short = [(partition, n)] if n < spec.batch_size else []
     per_epoch = -(-n // spec.batch_size)
     steps = steps_in_round(spec.frequency, n, spec.batch_size)

@@ -108,6 +108,18 @@ class Optimizer:
         return {"name": self.name,
                 "learning_rate": lr.get_config() if isinstance(lr, LearningRateSchedule) else lr}
 
+    def apply_config(self, config: dict) -> None:
+        """Take the hyperparameters of ``config`` (``get_config()`` of an optimizer of the same
+        kind, e.g. after a callback changed its learning rate), keeping slots and iterations."""
+        config = dict(config)
+        if config.pop("name", self.name) != self.name:
+            raise ValueError(f"{type(self).__name__}.apply_config: expected a config of "
+                             f"{self.name!r}, received one of {config.get('name')!r}")
+        if "learning_rate" in config:
+            self.learning_rate = schedules.deserialize(config.pop("learning_rate"))
+        for key, value in config.items():
+            setattr(self, key, value)
+
     @classmethod
     def from_config(cls, config):
         config = dict(config)

@@ -224,9 +224,10 @@ class SparkModel:
     def _run_round(self, blocks, model_bc, round_index, batch_size, plane) -> dict:
         model = self.model
         start = time.perf_counter()
-        spec = worker.RoundSpec(round=round_index, seed=self.seed, batch_size=batch_size,
-                                frequency=self.frequency, aggregate=self.aggregate)
         opt = model.optimizer
+        spec = worker.RoundSpec(round=round_index, seed=self.seed, batch_size=batch_size,
+                                frequency=self.frequency, aggregate=self.aggregate,
+                                optimizer=opt.get_config())
         opt.build(model.flat_weights.size)
         if plane is None:
             result, vector = self._round_via_spark(blocks, model_bc, spec)

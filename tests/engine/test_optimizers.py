@@ -281,6 +281,22 @@ def test_schedule_config_round_trip(schedule):
     assert [clone(k) for k in steps] == [schedule(k) for k in steps]
 
 
+@pytest.mark.parametrize("opt", _configured_optimizers(), ids=lambda o: type(o).__name__)
+def test_apply_config_takes_hyperparameters_and_keeps_state(opt):
+    """A worker's optimizer takes the driver's hyperparameters (possibly changed by a
+    callback) and then steps exactly like the driver's, from its own slots."""
+    default = type(opt)()
+    run(default, G1, G2)                               # slots and iterations of its own
+    iterations, slots = default.iterations, {k: v.copy() for k, v in default.slots.items()}
+    default.apply_config(json.loads(json.dumps(opt.get_config())))
+    assert default.get_config() == opt.get_config()
+    assert default.iterations == iterations
+    for k, v in slots.items():
+        np.testing.assert_array_equal(default.slots[k], v)
+    with pytest.raises(ValueError, match="expected a config of"):
+        default.apply_config({"name": "not-" + default.name})
+
+
 def test_partial_dict_config_uses_defaults():
     opt = optimizers.get({"name": "sgd", "momentum": 0.9})
     assert isinstance(opt, optimizers.SGD)
