@@ -11,10 +11,10 @@ import numpy as np
 import pyarrow as pa
 
 
-def _list_parts(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+def _list_parts(arr: pa.Array, who: str) -> tuple[np.ndarray, np.ndarray]:
     """``(flat values as float64-or-native ndarray, offsets)`` of a list array (nulls rejected)."""
     if arr.null_count:
-        raise ValueError(f"expected no null rows, received {arr.null_count}")
+        raise ValueError(f"{who}: expected no null rows, received {arr.null_count}")
     offsets = np.asarray(arr.offsets)
     values = arr.values.to_numpy(zero_copy_only=False)[offsets[0]:offsets[-1]]
     return values, offsets - offsets[0]
@@ -28,7 +28,7 @@ def vector_struct_to_dense(arr: pa.StructArray, width: int, who: str = "features
     if arr.null_count:
         raise ValueError(f"{who}: expected no null vectors, received {arr.null_count}")
     kind = arr.field("type").to_numpy(zero_copy_only=False)
-    values, voff = _list_parts(arr.field("values"))
+    values, voff = _list_parts(arr.field("values"), who)
     lengths = np.diff(voff)
     out = np.zeros((n, width), dtype=np.float32)
     dense = kind == 1
@@ -53,7 +53,7 @@ def vector_struct_to_dense(arr: pa.StructArray, width: int, who: str = "features
         idx_arr = arr.field("indices")
         if idx_arr.null_count:
             idx_arr = idx_arr.fill_null(pa.scalar([], idx_arr.type))
-        indices, ioff = _list_parts(idx_arr)
+        indices, ioff = _list_parts(idx_arr, who)
         cols[np.repeat(sparse, lengths)] = indices[np.repeat(sparse, np.diff(ioff))]
         if len(cols) and (cols.max() >= width or cols.min() < 0):
             raise ValueError(f"{who}: a sparse vector has an index outside [0, {width})")
@@ -65,7 +65,7 @@ def list_to_dense(arr: pa.Array, width: int, who: str = "features") -> np.ndarra
     """Dense ``(n, width)`` float32 from a list<number> column whose rows all have ``width`` items."""
     if isinstance(arr, pa.ChunkedArray):
         arr = pa.concat_arrays(arr.chunks) if arr.num_chunks != 1 else arr.chunk(0)
-    values, offsets = _list_parts(arr)
+    values, offsets = _list_parts(arr, who)
     lengths = np.diff(offsets)
     if len(lengths) and (lengths != width).any():
         raise ValueError(f"{who}: expected arrays of length {width}, received one of length "

@@ -172,15 +172,25 @@ def _run_prep_job(fn, who):
         raise mapped from exc
 
 
+def _label_who(who, label_plan) -> str:
+    """The prefix of errors about labels: the operation and the label column(s)."""
+    names = label_plan.names
+    return f"{who} (label column{'s' if len(names) > 1 else ''} {', '.join(map(repr, names))})"
+
+
 def _target_converter(model, label_plan, who):
     loss, out_shape = model.loss, tuple(model.output_shape)
+    where = _label_who(who, label_plan)
 
     def convert(y2d):
         y = y2d[:, 0] if y2d.ndim == 2 and y2d.shape[1] == 1 and \
             loss.name == "sparse_categorical_crossentropy" else y2d
         if y.ndim == 2 and y.shape[1] == 1 and out_shape != (1,):
             y = y[:, 0]
-        return loss.validate_targets(y, out_shape)
+        try:
+            return loss.validate_targets(y, out_shape)
+        except (ValueError, TypeError) as exc:
+            raise type(exc)(f"{where}: {exc}") from None
     return convert
 
 
@@ -209,7 +219,7 @@ def dataframe_blocks(df, model, features_col, label_col, num_workers, who, cache
             check_values(x, who, f"features column {features.names}")
             xs.append(x)
             if label is not None:
-                ys.append(batch_to_array(batch, label, who))
+                ys.append(batch_to_array(batch, label, _label_who(who, label)))
         width = int(np.prod(shape))
         x = np.concatenate(xs) if xs else np.zeros((0, width), np.float32)
         if x.shape[1] != width:
@@ -406,7 +416,7 @@ def evaluate_frame(df, model, features_col, label_col, batch_size) -> dict:
             x = batch_to_array(batch, features, who)
             check_values(x, who, "features")
             x = x.reshape((-1,) + tuple(shape)).astype(dtype, copy=False)
-            y = to_targets(batch_to_array(batch, label, who))
+            y = to_targets(batch_to_array(batch, label, _label_who(who, label)))
             for a in range(0, len(x), batch_size):
                 out = m.predict(x[a:a + batch_size], batch_size=batch_size)
                 loss_sum += float(np.sum(m.loss.per_sample(y[a:a + batch_size], out)))

@@ -150,7 +150,6 @@ class SparkModel:
             rounds_per_epoch = -(-steps_per_epoch // tau)
         total_rounds = epochs * rounds_per_epoch
         fit_id = uuid.uuid4().hex[:12]
-        model_bc = executor.ModelBroadcast(sc, model)
         self.history = History()
         cbs = CallbackList(list(callbacks or []) + [self.history], model,
                            {"epochs": epochs, "steps": rounds_per_epoch, "batch_size": batch_size,
@@ -167,10 +166,13 @@ class SparkModel:
                            "and train on what they have: %s; empty partitions: %s",
                            len(blocks.short_partitions), batch_size, blocks.short_partitions,
                            blocks.empty_partitions)
-        cbs.on_train_begin()
         round_index = 0
-        plane = self._data_plane(sc) if self.transport == "socket" else None
+        plane = None
+        model_bc = executor.ModelBroadcast(sc, model)
         try:
+            cbs.on_train_begin()
+            if self.transport == "socket":
+                plane = self._data_plane(sc)
             for epoch in range(epochs):
                 cbs.on_epoch_begin(epoch)
                 bar = ProgressBar(rounds_per_epoch, verbose, unit="round")

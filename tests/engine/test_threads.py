@@ -69,15 +69,16 @@ def test_ctypes_fallback_drives_the_openblas_numpy_loaded():
     libs = threads._openblas_via_ctypes()
     if not libs:
         pytest.skip("no OpenBLAS mapped into this process (NumPy built against another BLAS)")
-    lib = libs[0]
-    old = lib.get()
+    old = [lib.get() for lib in libs]      # NumPy's OpenBLAS, and SciPy's once sklearn is in
     try:
-        lib.set(1)
-        assert lib.get() == 1
-        if threads.get_blas_threads() is not None:  # the same library seen through threadpoolctl
+        for lib in libs:
+            lib.set(1)
+        assert [lib.get() for lib in libs] == [1] * len(libs)
+        if threads.get_blas_threads() is not None:  # the same libraries seen through threadpoolctl
             assert threads.get_blas_threads() == 1
     finally:
-        lib.set(old)
+        for lib, n in zip(libs, old):
+            lib.set(n)
 
 
 def test_without_threadpoolctl_the_fallback_is_used(monkeypatch):
