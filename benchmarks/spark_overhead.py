@@ -11,7 +11,7 @@
 (c) LeNet throughput: samples/s of SparkModel.fit rounds on local[2] (2 workers, 1 thread
     each, frequency "epoch") against the engine's fit in one process with 2 threads.
 
-    python benchmarks/spark_overhead.py [--parts a,b,c] [--rounds 8]
+    python benchmarks/spark_overhead.py [--parts a,b,c] [--rounds 8] [--repeats 5]
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def session():
     return spark
 
 
-def overhead_factor(spark):
+def overhead_factor(spark, repeats):
     import sparkdl
     from sparkdl.data.samples import mnist_5k
     from sparkdl.engine import optimizers, zoo
@@ -49,24 +49,33 @@ def overhead_factor(spark):
         m.compile(optimizers.SGD(0.05, momentum=0.9), "sparse_categorical_crossentropy")
         return m
 
-    print("(a) overhead factor, MNIST 5k MLP, 10 epochs, 2 workers, frequency 'epoch'")
-    for label in ("first fit of the application", "second fit, same session"):
+    def measure():
         local = model()
         start = time.perf_counter()
         local.fit(x, y, epochs=10, batch_size=64, verbose=0, seed=0)
         local_seconds = time.perf_counter() - start
-        spark_model = SparkModel(model(), frequency="epoch", num_workers=2)
         start = time.perf_counter()
-        history = spark_model.fit(df, epochs=10, batch_size=64, verbose=0)
-        spark_seconds = time.perf_counter() - start
-        rounds = history.rounds
+        history = SparkModel(model(), frequency="epoch", num_workers=2).fit(
+            df, epochs=10, batch_size=64, verbose=0)
+        return local_seconds, time.perf_counter() - start, history
+
+    def report(label, runs):
+        local_seconds = statistics.median(r[0] for r in runs)
+        spark_seconds = statistics.median(r[1] for r in runs)
+        rounds = [r for run in runs for r in run[2].rounds]
+        n = len(runs)
         print(f"  {label}")
         print(f"    single process fit      {local_seconds:8.3f} s")
         print(f"    SparkModel.fit          {spark_seconds:8.3f} s   factor {spark_seconds / local_seconds:.2f}")
-        print(f"      data preparation      {history.data_seconds:8.3f} s")
-        print(f"      rounds (sum)          {sum(r['seconds'] for r in rounds):8.3f} s over {len(rounds)} rounds")
-        print(f"      compute (max worker)  {sum(r['compute_seconds'] for r in rounds):8.3f} s")
+        print(f"      data preparation      {statistics.median(r[2].data_seconds for r in runs):8.3f} s")
+        print(f"      rounds (sum)          {sum(r['seconds'] for r in rounds) / n:8.3f} s over "
+              f"{len(rounds) // n} rounds")
+        print(f"      compute (max worker)  {sum(r['compute_seconds'] for r in rounds) / n:8.3f} s")
         print(f"      overhead per round    {statistics.median(r['overhead_seconds'] for r in rounds):8.3f} s (median)")
+
+    print("(a) overhead factor, MNIST 5k MLP, 10 epochs, 2 workers, frequency 'epoch'")
+    report("first fit of the application (starts Python workers and the JVM's Arrow code)", [measure()])
+    report(f"later fits, same session (median of {repeats})", [measure() for _ in range(repeats)])
 
 
 def fixed_cost(spark, rounds):
@@ -135,12 +144,13 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--parts", default="a,b,c")
     parser.add_argument("--lenet-epochs", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5, help="warm runs of (a)")
     parser.add_argument("--rounds", type=int, default=8)
     args = parser.parse_args()
     print(f"# spark_overhead: {platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}")
     spark = session()
     if "a" in args.parts:
-        overhead_factor(spark)
+        overhead_factor(spark, args.repeats)
     if "b" in args.parts:
         fixed_cost(spark, args.rounds)
     if "c" in args.parts:
