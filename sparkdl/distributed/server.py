@@ -14,13 +14,45 @@ the same thread once the request is answered or has failed.
 from __future__ import annotations
 
 import logging
+import queue
 import socket
 import threading
+
+import numpy as np
 
 from sparkdl.distributed import protocol
 from sparkdl.distributed.protocol import Frame, Op
 
 logger = logging.getLogger(__name__)
+
+
+class PushBuffers:
+    """Mixin for services: PUSH frames of ``size`` float32 values land in one of ``count``
+    reusable buffers, so concurrent pushes hold at most ``count`` vectors in memory (a push
+    waits up to ``timeout`` for a free one)."""
+
+    def _setup_push_buffers(self, size: int, count: int, timeout: float) -> None:
+        self._push_size, self._push_timeout = int(size), float(timeout)
+        self._pool: queue.Queue = queue.Queue()
+        for _ in range(max(1, count)):
+            self._pool.put(np.empty(self._push_size, np.float32))
+        self._held = threading.local()
+
+    def receive_buffer(self, op, meta, shape, dtype):
+        if op != Op.PUSH or shape != (self._push_size,) or dtype != np.float32:
+            return None
+        try:
+            buf = self._pool.get(timeout=self._push_timeout)
+        except queue.Empty:
+            raise TimeoutError(f"no receive buffer freed within {self._push_timeout} s") from None
+        self._held.buffer = buf
+        return buf
+
+    def release(self) -> None:
+        buf = getattr(self._held, "buffer", None)
+        if buf is not None:
+            self._held.buffer = None
+            self._pool.put(buf)
 
 
 class Refused(Exception):
@@ -98,9 +130,10 @@ class FrameServer:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             try:
                 protocol.server_handshake(conn, self.token)
-            except protocol.AuthenticationError:
+            except protocol.AuthenticationError as exc:
                 self._count("refused")
                 logger.warning("%s: refused a connection from %s (wrong token)", self.name, peer)
+                self._try_error(conn, str(exc))
                 return
             while True:
                 try:

@@ -5,9 +5,13 @@ are added here and nowhere else.
 """
 from __future__ import annotations
 
+import numpy as np
+
 
 class Strategy:
     name = "strategy"
+    #: trains against a parameter server (one Spark job per epoch) instead of in rounds
+    asynchronous = False
 
     def __repr__(self):
         return f"{type(self).__name__}()"
@@ -19,8 +23,40 @@ class SyncStrategy(Strategy):
     name = "sync"
 
 
-_MODES = {"sync": SyncStrategy}
-_ALIASES = {"synchronous": "sync"}
+class AsyncStrategy(Strategy):
+    """Elephas' async: workers pull, train tau steps, push; the server applies pushes one at
+    a time (one Spark job per epoch)."""
+
+    name = "async"
+    asynchronous = True
+    staleness = None
+
+
+class HogwildStrategy(AsyncStrategy):
+    """As async, but the server adds deltas without a lock."""
+
+    name = "hogwild"
+
+
+class SSPStrategy(AsyncStrategy):
+    """Stale synchronous parallel: as async, and a worker more than ``staleness`` pushes ahead
+    of the slowest running worker waits before its next pull."""
+
+    name = "ssp"
+
+    def __init__(self, staleness=None):
+        if staleness is None or isinstance(staleness, bool) or \
+                not isinstance(staleness, (int, np.integer)) or staleness < 0:
+            raise ValueError(f"mode 'ssp' needs staleness >= 0 (an int), received staleness={staleness!r}")
+        self.staleness = int(staleness)
+
+    def __repr__(self):
+        return f"SSPStrategy(staleness={self.staleness})"
+
+
+_MODES = {"sync": SyncStrategy, "async": AsyncStrategy, "hogwild": HogwildStrategy,
+          "ssp": SSPStrategy}
+_ALIASES = {"synchronous": "sync", "asynchronous": "async"}
 
 
 def modes() -> list[str]:
@@ -33,6 +69,11 @@ def get_strategy(mode, **options) -> Strategy:
     key = _ALIASES.get(mode, mode) if isinstance(mode, str) else None
     if key not in _MODES:
         raise ValueError(f"unknown mode {mode!r}; expected one of {modes()}")
+    if key == "ssp":
+        unknown = sorted(set(options) - {"staleness"})
+        if unknown:
+            raise TypeError(f"mode 'ssp' takes only staleness=..., received {unknown}")
+        return SSPStrategy(**options)
     if options:
         raise TypeError(f"mode {key!r} takes no options, received {sorted(options)}")
     return _MODES[key]()

@@ -116,15 +116,16 @@ def run_round(model, xs: list[np.ndarray], y: np.ndarray, spec: RoundSpec, parti
     short = [(partition, n)] if n < spec.batch_size else []
     per_epoch = -(-n // spec.batch_size)
     steps = steps_in_round(spec.frequency, n, spec.batch_size)
+    slices = _pass_slices(spec, partition, steps, per_epoch)
     if spec.aggregate == "gradients":
-        loss_sum, grad_sum = _gradient_pass(model, xs, y, spec, partition, steps, per_epoch)
+        grad_sum = np.zeros(model.flat_weights.size, dtype=np.float32)
+        loss_sum = _gradient_sum(model, xs, y, spec.batch_size, slices, grad_sum)
         vector = grad_sum
     else:
-        loss_sum = _local_steps(model, xs, y, spec, partition, steps, per_epoch)
+        loss_sum = _local_steps(model, xs, y, spec.batch_size, slices)
         vector = model.get_flat_weights()
     metric_states = [m.state.copy() for m in model.metrics]
-    seen = sum(min(b * spec.batch_size, n) - a * spec.batch_size
-               for _, a, b in _pass_slices(spec, partition, steps, per_epoch))
+    seen = sum(_rows(n, spec.batch_size, a, b) for _, a, b in slices)
     return RoundResult(
         samples=seen, steps=steps, loss_sum=loss_sum, vector=vector,
         state=model.flat_state.copy() if model.flat_state.size else None,
@@ -149,12 +150,18 @@ def _pass_slices(spec, partition, steps, per_epoch):
     return out
 
 
-def _local_steps(model, xs, y, spec, partition, steps, per_epoch) -> float:
-    """τ optimizer steps on the partition; returns the summed loss over seen examples."""
+def _rows(n: int, batch_size: int, start: int, stop: int) -> int:
+    """Examples in batches ``[start, stop)`` of a pass over ``n`` rows."""
+    return min(stop * batch_size, n) - start * batch_size
+
+
+def _local_steps(model, xs, y, batch_size, slices) -> float:
+    """Optimizer steps over the ``(seed_key, start, stop)`` slices; returns the summed loss
+    over seen examples, and leaves the metrics holding all the slices' states."""
     total = 0.0
     states = None
-    for key, a, b in _pass_slices(spec, partition, steps, per_epoch):
-        total += model.train_epoch(xs, y, spec.batch_size, key, start=a, stop=b)
+    for key, a, b in slices:
+        total += model.train_epoch(xs, y, batch_size, key, start=a, stop=b)
         # train_epoch resets metrics per call; keep a running sum across slices.
         part = [m.state.copy() for m in model.metrics]
         states = part if states is None else [s + p for s, p in zip(states, part)]
@@ -164,28 +171,75 @@ def _local_steps(model, xs, y, spec, partition, steps, per_epoch) -> float:
     return total
 
 
-def _gradient_pass(model, xs, y, spec, partition, steps, per_epoch):
-    """Sum of per-batch gradients (each weighted by its batch's size) at fixed weights."""
-    grad_sum = np.zeros(model.flat_weights.size, dtype=np.float32)
+def _gradient_sum(model, xs, y, batch_size, slices, out) -> float:
+    """Adds into ``out`` the per-batch gradients at fixed weights (each weighted by its batch's
+    size) over the slices; returns the summed loss. Metrics restart and cover the slices."""
     total = 0.0
     for m in model.metrics:
         m.reset()
-    for key, a, b in _pass_slices(spec, partition, steps, per_epoch):
-        for xb, yb in _batches_of(model, xs, y, spec.batch_size, key, a, b):
-            loss, out = model._loss_and_backward(xb, yb)
-            grad_sum += model._params.grads * np.float32(len(yb))
+    for key, a, b in slices:
+        for xb, yb in _batches_of(model, xs, y, batch_size, key, a, b):
+            loss, output = model._loss_and_backward(xb, yb)
+            out += model._params.grads * np.float32(len(yb))
             total += loss * len(yb)
             for m in model.metrics:
-                m.update(yb, out)
-    return total, grad_sum
+                m.update(yb, output)
+    return total
+
+
+def run_async_epoch(model, xs: list[np.ndarray], y: np.ndarray, spec: RoundSpec, partition: int,
+                    client) -> RoundResult:
+    """One pass over a partition against a parameter server: repeatedly pull the weights,
+    train ``frequency`` steps (or sum their gradients) and push the change (or the gradient
+    sum). ``client`` has ``start() / pull(clock) / push(sequence, samples, update) / done()``.
+    Batches and dropout draw from ``(seed, epoch, partition)`` as in sync mode."""
+    n = len(y)
+    if n == 0:
+        return RoundResult(partitions=1, empty_partitions=[partition])
+    opt = model.optimizer
+    w, s = model.flat_weights.size, model.flat_state.size
+    opt.build(w)
+    if spec.optimizer is not None:
+        opt.apply_config(spec.optimizer)
+    per_epoch = -(-n // spec.batch_size)
+    tau = per_epoch if spec.frequency == "epoch" else 1 if spec.frequency == "batch" else int(spec.frequency)
+    key = (spec.seed, spec.round, partition)
+    update = np.empty(w + s, np.float32)
+    loss_sum, seen, compute, states = 0.0, 0, 0.0, None
+    client.start()
+    for sequence, a in enumerate(range(0, per_epoch, tau)):
+        b = min(a + tau, per_epoch)
+        pulled = client.pull(sequence)
+        start = time.perf_counter()
+        model.set_flat_weights(pulled[:w])
+        if s:
+            model.flat_state[...] = pulled[w:]
+        if spec.aggregate == "gradients":
+            update[:w] = 0.0
+            loss_sum += _gradient_sum(model, xs, y, spec.batch_size, [(key, a, b)], update[:w])
+        else:
+            loss_sum += model.train_epoch(xs, y, spec.batch_size, key, start=a, stop=b)
+            np.subtract(model.flat_weights, pulled[:w], out=update[:w])
+        if s:
+            np.subtract(model.flat_state, pulled[w:], out=update[w:])
+        part = [m.state.copy() for m in model.metrics]
+        states = part if states is None else [x + p for x, p in zip(states, part)]
+        rows = _rows(n, spec.batch_size, a, b)
+        seen += rows
+        compute += time.perf_counter() - start
+        client.push(sequence, rows, update)
+    client.done()
+    return RoundResult(samples=seen, steps=per_epoch, loss_sum=loss_sum, metric_states=states or [],
+                       compute_seconds=compute, partitions=1,
+                       short_partitions=[(partition, n)] if n < spec.batch_size else [])
 
 
 def _batches_of(model, xs, y, batch_size, seed_key, start, stop):
     """The batches ``train_epoch`` would visit for the same arguments, without training."""
     n = len(y)
     order_seq, layer_seq = np.random.SeedSequence(seed_key).spawn(2)
-    model.reseed(layer_seq)
     order = np.random.default_rng(order_seq).permutation(n)
     for i in range(start, stop):
+        model.reseed_batch(layer_seq, i)
         rows = order[i * batch_size:min((i + 1) * batch_size, n)]
         yield [a[rows] for a in xs], y[rows]

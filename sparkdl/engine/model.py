@@ -320,6 +320,12 @@ class Model:
                 entropy = child.generate_state(4)
                 layer.rng = np.random.default_rng(entropy if own is None else [own, *entropy])
 
+    def reseed_batch(self, layer_seq: np.random.SeedSequence, index: int) -> None:
+        """Reseed the stochastic layers for batch ``index`` of a pass: the child ``index`` of
+        ``layer_seq``, so a slice of a pass draws what the whole pass would have drawn there."""
+        self.reseed(np.random.SeedSequence(layer_seq.entropy,
+                                           spawn_key=tuple(layer_seq.spawn_key) + (int(index),)))
+
     @_engine_threads
     def train_epoch(self, xs: list[np.ndarray], y: np.ndarray, batch_size: int, seed_key,
                     shuffle: bool = True, start: int = 0, stop: int | None = None,
@@ -333,7 +339,7 @@ class Model:
         """
         n = len(y)
         order_seq, layer_seq = np.random.SeedSequence(seed_key).spawn(2)
-        self.reseed(layer_seq)
+        stochastic = any(layer.stochastic for layer in self._all_layers())
         bounds = list(batches(n, batch_size))[start:stop]
         if shuffle and bounds:
             order = np.random.default_rng(order_seq).permutation(n)
@@ -350,6 +356,8 @@ class Model:
         for step, (a, b) in enumerate(bounds):
             if on_batch_begin is not None:
                 on_batch_begin(start + step)
+            if stochastic:
+                self.reseed_batch(layer_seq, start + step)
             yb = ey[a:b]
             loss, out = self._train_batch([e[a:b] for e in ex], yb)
             total += loss * (b - a)

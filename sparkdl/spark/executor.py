@@ -47,24 +47,10 @@ def cached_model(model_bc: ModelBroadcast):
     return model
 
 
-def round_task(model_bc, weights_bc, spec: worker.RoundSpec):
-    def run(partition, iterator):
-        blocks = list(iterator)
-        if not blocks or len(blocks[0][1]) == 0:
-            yield worker.RoundResult(partitions=1, empty_partitions=[partition])
-            return
-        use_task_cpus()
-        model = cached_model(model_bc)
-        payload = weights_bc.value
-        xs, y = blocks[0]
-        yield worker.run_round(model, xs, y, spec, partition, payload["weights"], payload["state"],
-                               payload["slots"], payload["iterations"])
-    return run
-
-
-def socket_round_task(model_bc, end: exchange.Endpoint, spec: worker.RoundSpec):
-    """A round over the data plane: pull the weights from the driver, train, push the result;
-    the task returns only the small part of its result (counts, loss, metric states)."""
+def _partition_task(model_bc, train):
+    """A ``mapPartitionsWithIndex`` function: drain the partition's cached block; an empty
+    partition reports itself, otherwise ``train(model, xs, y, partition, attempt)`` runs on the
+    worker's copy of the model with the task's CPUs."""
     def run(partition, iterator):
         from pyspark import TaskContext
 
@@ -73,17 +59,47 @@ def socket_round_task(model_bc, end: exchange.Endpoint, spec: worker.RoundSpec):
             yield worker.RoundResult(partitions=1, empty_partitions=[partition])
             return
         use_task_cpus()
-        model = cached_model(model_bc)
+        context = TaskContext.get()
+        xs, y = blocks[0]
+        yield train(cached_model(model_bc), xs, y, partition,
+                    context.attemptNumber() if context else 0)
+    return run
+
+
+def round_task(model_bc, weights_bc, spec: worker.RoundSpec):
+    """A sync round on Spark's transport: weights from a broadcast, the full result returned."""
+    def train(model, xs, y, partition, attempt):
+        payload = weights_bc.value
+        return worker.run_round(model, xs, y, spec, partition, payload["weights"], payload["state"],
+                                payload["slots"], payload["iterations"])
+    return _partition_task(model_bc, train)
+
+
+def socket_round_task(model_bc, end: exchange.Endpoint, spec: worker.RoundSpec):
+    """A sync round over the data plane: pull the weights from the driver, train, push the
+    result; the task returns only the small part of its result (counts, loss, metric states)."""
+    def train(model, xs, y, partition, attempt):
         parts, meta = exchange.pull(end, spec.round)
         slots = {name[5:]: v for name, v in parts.items() if name.startswith("slot:")}
-        xs, y = blocks[0]
         result = worker.run_round(model, xs, y, spec, partition, parts["weights"], parts.get("state"),
                                   slots, int(meta["iterations"]))
         out = {end.push.names[0]: result.vector, "state": result.state}
         out.update({f"slot:{k}": v for k, v in result.slots.items()})
-        context = TaskContext.get()
-        exchange.push(end, spec.round, partition, context.attemptNumber() if context else 0,
-                      result.samples, out)
+        exchange.push(end, spec.round, partition, attempt, result.samples, out)
         result.vector, result.state, result.slots = None, None, {}
-        yield result
-    return run
+        return result
+    return _partition_task(model_bc, train)
+
+
+def async_epoch_task(model_bc, end, spec: worker.RoundSpec):
+    """One epoch of a partition against the driver's parameter server (async modes)."""
+    def train(model, xs, y, partition, attempt):
+        from sparkdl.distributed import parameter_server
+
+        client = parameter_server.Client(end.address, end.token, end.timeout, spec.round, partition,
+                                         attempt, end.size)
+        try:
+            return worker.run_async_epoch(model, xs, y, spec, partition, client)
+        finally:
+            client.close()
+    return _partition_task(model_bc, train)

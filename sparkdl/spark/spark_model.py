@@ -40,14 +40,18 @@ def _check_frequency(frequency):
 class SparkModel:
     """Distributed training of a compiled sparkdl model (Elephas' names).
 
-    ``mode``: ``"sync"`` (alias ``"synchronous"``). ``frequency``: ``"epoch"`` (one pass over
-    each partition per round), ``"batch"`` (one step per round) or an int tau. ``aggregate``:
+    ``mode``: ``"sync"`` (alias ``"synchronous"``): rounds, one Spark job each. ``"async"``
+    (alias ``"asynchronous"``), ``"hogwild"`` and ``"ssp"`` (with ``staleness=s``): a
+    parameter server on the driver, one Spark job per epoch; each worker pulls the weights,
+    trains ``frequency`` steps and pushes its change (see
+    ``sparkdl.distributed.parameter_server``). ``frequency``: ``"epoch"`` (one pass over each
+    partition per round or push), ``"batch"`` (one step) or an int tau. ``aggregate``:
     ``"weights"`` (average the models, weighted by samples; optimizer slots are averaged with
     them) or ``"gradients"`` (average the gradients at the broadcast weights; the driver's
-    optimizer steps). ``num_workers``: partitions that train (default: Spark's default
-    parallelism).
+    optimizer steps; in the async modes the server's optimizer steps on each pushed
+    gradient). ``num_workers``: partitions that train (default: Spark's default parallelism).
 
-    ``transport``: how weights and results travel each round. ``"socket"`` (default): tasks
+    ``transport`` (sync): how weights and results travel each round. ``"socket"`` (default): tasks
     pull the weights from, and push their results to, a server on the driver that lives for
     one ``fit`` (bound to ``spark.driver.host``, on ``port`` or an ephemeral one; HMAC-checked
     binary frames), and the driver sums the pushes into one buffer as they arrive.
@@ -69,6 +73,9 @@ class SparkModel:
             raise ValueError(f"SparkModel: expected aggregate 'weights' or 'gradients', "
                              f"received aggregate={aggregate!r}")
         self.aggregate = aggregate
+        if self.mode == "hogwild" and aggregate == "gradients":
+            raise ValueError("SparkModel: hogwild adds weight deltas without a lock; a server-side "
+                             "optimizer (aggregate='gradients') needs mode 'async' or 'ssp'")
         if num_workers is not None and (isinstance(num_workers, bool) or
                                         not isinstance(num_workers, (int, np.integer)) or num_workers < 1):
             raise ValueError(f"SparkModel: expected num_workers >= 1 (an int) or None, "
@@ -143,7 +150,7 @@ class SparkModel:
         model = self.model
         sc = blocks.rdd.context
         steps_per_epoch = -(-blocks.max_rows // batch_size)
-        if self.frequency == "epoch":
+        if self.frequency == "epoch" or self.strategy.asynchronous:
             rounds_per_epoch = 1
         else:
             tau = 1 if self.frequency == "batch" else self.frequency
@@ -171,7 +178,9 @@ class SparkModel:
         model_bc = executor.ModelBroadcast(sc, model)
         try:
             cbs.on_train_begin()
-            if self.transport == "socket":
+            if self.strategy.asynchronous:
+                plane = self._parameter_server(sc)
+            elif self.transport == "socket":
                 plane = self._data_plane(sc)
             for epoch in range(epochs):
                 cbs.on_epoch_begin(epoch)
@@ -181,7 +190,9 @@ class SparkModel:
                 loss_sum, samples = 0.0, 0
                 metric_objs = [metrics_mod.get(m.get_config()) for m in model.metrics]
                 for r in range(rounds_per_epoch):
-                    sc.setJobGroup(group, f"sparkdl round {round_index + 1}/{total_rounds}", True)
+                    what = f"{self.mode} epoch {epoch + 1}/{epochs}" if self.strategy.asynchronous \
+                        else f"round {round_index + 1}/{total_rounds}"
+                    sc.setJobGroup(group, f"sparkdl {what}", True)
                     info = self._run_round(blocks, model_bc, round_index, batch_size, plane)
                     loss_sum += info["loss_sum"]
                     samples += info["samples"]
@@ -209,19 +220,33 @@ class SparkModel:
         cbs.on_train_end()
         return self.history
 
-    def _data_plane(self, sc):
-        """The driver's exchange for this fit, served on a socket until the fit ends."""
+    def _serve(self, sc, service, name):
+        """``(server, advertised address, token)``: ``service`` on the driver for this fit."""
         conf = sc.getConf()
         host = conf.get("spark.driver.host", "127.0.0.1")
         bind = conf.get("spark.driver.bindAddress", host)
         port = self.port if self.port is not None else int(conf.get("spark.sparkdl.server.port", "0"))
+        token = protocol.new_token()
+        server = FrameServer(service, token, host=bind, port=port, timeout=self.timeout, name=name)
+        return server, (host, server.address[1]), token
+
+    def _data_plane(self, sc):
+        """The driver's exchange for this fit, served on a socket until the fit ends."""
         pull, push = exchange.round_layouts(self.model, self.aggregate)
         rounds = exchange.RoundExchange(push, timeout=self.timeout)
-        token = protocol.new_token()
-        server = FrameServer(rounds, token, host=bind, port=port, timeout=self.timeout,
-                             name="sparkdl-sync")
-        end = exchange.Endpoint((host, server.address[1]), token, self.timeout, pull, push)
-        return _Plane(server, rounds, end)
+        server, address, token = self._serve(sc, rounds, "sparkdl-sync")
+        return _Plane(server, rounds, exchange.Endpoint(address, token, self.timeout, pull, push))
+
+    def _parameter_server(self, sc):
+        """The parameter server of the async modes, holding the model's weights and state."""
+        from sparkdl.distributed.parameter_server import ParameterServer
+        model = self.model
+        vector = np.concatenate([model.flat_weights, model.flat_state])
+        service = ParameterServer(vector, mode=self.mode, staleness=self.strategy.staleness,
+                                  optimizer=model.optimizer if self.aggregate == "gradients" else None,
+                                  weights_size=model.flat_weights.size, timeout=self.timeout)
+        server, address, token = self._serve(sc, service, f"sparkdl-{self.mode}")
+        return _Plane(server, service, _PSEndpoint(address, token, self.timeout, vector.size))
 
     def _run_round(self, blocks, model_bc, round_index, batch_size, plane) -> dict:
         model = self.model
@@ -231,6 +256,9 @@ class SparkModel:
                                 frequency=self.frequency, aggregate=self.aggregate,
                                 optimizer=opt.get_config())
         opt.build(model.flat_weights.size)
+        if self.strategy.asynchronous:
+            result = self._epoch_via_ps(blocks, model_bc, spec, plane)
+            return self._round_info(round_index, start, result)
         if plane is None:
             result, vector = self._round_via_spark(blocks, model_bc, spec)
         else:
@@ -248,6 +276,10 @@ class SparkModel:
             opt.iterations += result.steps
         if result.state is not None:
             model.flat_state[...] = result.state
+        return self._round_info(round_index, start, result)
+
+    @staticmethod
+    def _round_info(round_index, start, result) -> dict:
         seconds = time.perf_counter() - start
         return {"round": round_index + 1, "samples": result.samples, "steps": result.steps,
                 "loss_sum": result.loss_sum, "metric_states": result.metric_states,
@@ -255,6 +287,30 @@ class SparkModel:
                 "overhead_seconds": max(seconds - result.compute_seconds, 0.0),
                 "samples_per_second": result.samples / seconds if seconds > 0 else float("nan"),
                 "partitions": result.partitions}
+
+    def _epoch_via_ps(self, blocks, model_bc, spec, plane):
+        """One job: every partition trains an epoch against the parameter server; the driver's
+        model then takes the server's weights."""
+        model, ps = self.model, plane.rounds
+        ps.begin_epoch(spec.round)
+        pushes, duplicates = ps.stats["pushes"], ps.stats["duplicates"]
+        task = executor.async_epoch_task(model_bc, plane.end, spec)
+        results = blocks.rdd.mapPartitionsWithIndex(task).collect()
+        aggregate = self.aggregate
+        result = functools.reduce(lambda a, b: worker.combine(a, b, aggregate), results)
+        _check_samples(result)
+        if not np.isfinite(result.loss_sum):
+            raise FloatingPointError(f"SparkModel.fit: the loss became {result.loss_sum} in epoch "
+                                     f"{spec.round + 1}; the model keeps the weights it had before "
+                                     f"that epoch")
+        vector = ps.snapshot()
+        w = model.flat_weights.size
+        model.set_flat_weights(vector[:w])
+        if model.flat_state.size:
+            model.flat_state[...] = vector[w:]
+        logger.debug("epoch %d: %d pushes applied, %d duplicates dropped", spec.round + 1,
+                     ps.stats["pushes"] - pushes, ps.stats["duplicates"] - duplicates)
+        return result
 
     def _round_via_spark(self, blocks, model_bc, spec):
         """Broadcast the weights, tree-reduce the results: ``(result, mean weights or mean
@@ -328,7 +384,17 @@ def _check_samples(result) -> None:
 
 @dataclass
 class _Plane:
-    """The data plane of one fit: server, exchange and the endpoint tasks connect to."""
+    """The data plane of one fit: server, its service (the sync exchange or the parameter
+    server) and the endpoint tasks connect to."""
     server: FrameServer
-    rounds: exchange.RoundExchange
-    end: exchange.Endpoint
+    rounds: object
+    end: object
+
+
+@dataclass(frozen=True)
+class _PSEndpoint:
+    """What a task needs to reach the parameter server (shipped in the task closure)."""
+    address: tuple
+    token: bytes
+    timeout: float
+    size: int

@@ -29,6 +29,18 @@ def test_mnist_app_trains_on_local_cluster():
     assert float(found.group(1)) >= 0.88
 
 
+def test_async_modes_train_on_local_cluster():
+    """The parameter server on the driver, workers in two other JVMs' Python processes."""
+    run = spark_submit(["--master", "local-cluster[2,1,1024]", "examples/mnist_app.py",
+                        "--mode", "async,hogwild,ssp", "--staleness", "1", "--tau", "batch",
+                        "--workers", "2", "--epochs", "3", "--verbose", "0"])
+    assert run.returncode == 0, run.stderr[-3000:]
+    found = dict(re.findall(r"(\w+): test accuracy: ([0-9.]+).*?3 epochs, 2 workers", run.stdout))
+    assert set(found) == {"async", "hogwild", "ssp"}, run.stdout[-2000:]
+    for mode, accuracy in found.items():
+        assert float(accuracy) >= 0.88, (mode, accuracy)
+
+
 def write_fake_cifar(folder, train_per_file=24, test_rows=30, seed=0):
     """Small files in the exact CIFAR-10 binary layout, with a learnable signal: the class
     sets the mean brightness of one colour channel."""

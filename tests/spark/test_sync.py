@@ -5,14 +5,7 @@ import pytest
 import sparkdl
 from sparkdl.engine import optimizers, zoo
 from sparkdl.spark import SparkModel
-
-
-def compiled_mlp(seed=0, lr=0.05):
-    sparkdl.set_random_seed(seed)
-    model = zoo.mlp()
-    model.compile(optimizers.SGD(lr, momentum=0.9), "sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
-    return model
+from spark_models import compiled_mlp
 
 
 def test_sync_mnist_reaches_093_and_history_is_complete(mnist):

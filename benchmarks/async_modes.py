@@ -1,0 +1,123 @@
+"""Sync against the parameter-server modes on one job, and what one push costs the server.
+
+(a) The MNIST 5k MLP (784-256-128-10, SGD 0.05 momentum 0.9, batch 64), 2 workers on
+    local[2], 10 epochs: sync with frequency "epoch" (its usual setting), async, hogwild and
+    ssp (staleness 2) pushing after every step (frequency "batch"). For each: samples/s over
+    the training jobs, the time until the test accuracy (checked after each epoch) first
+    reaches 0.92 (data preparation plus the jobs up to that epoch), and the final accuracy.
+(b) The parameter server's cost per push for models of 1 M and 10 M parameters: clients in
+    threads of this process push float32 deltas over loopback; per push, the round trip seen
+    by a client and the server's time to apply it (async: under the lock; hogwild: without).
+
+    python benchmarks/async_modes.py [--parts a,b] [--pushes 20]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import threading
+import time
+
+import numpy as np
+
+
+def modes_on_one_job(epochs):
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    import sparkdl
+    from sparkdl.data.samples import mnist_5k
+    from sparkdl.engine import optimizers, zoo
+    from sparkdl.spark import SparkModel, from_arrays, get_session
+
+    spark = get_session("local[2]", app_name="sparkdl-bench-async", conf={"spark.ui.enabled": "false"})
+    spark.sparkContext.setLogLevel("ERROR")
+    x, y, x_test, y_test = mnist_5k(0)
+    df = from_arrays(spark, x, y, num_partitions=2).cache()
+    df.count()
+
+    def model():
+        sparkdl.set_random_seed(0)
+        m = zoo.mlp()
+        m.compile(optimizers.SGD(0.05, momentum=0.9), "sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+        return m
+
+    runs = [("sync", "epoch", {}), ("async", "batch", {}), ("hogwild", "batch", {}),
+            ("ssp", "batch", {"staleness": 2})]
+    # Warm the application up (Python workers, Arrow) so that no mode pays for it.
+    SparkModel(model(), frequency="epoch", num_workers=2).fit(df, epochs=1, verbose=0)
+    print(f"(a) MNIST 5k MLP, 2 workers, local[2], {epochs} epochs, batch 64")
+    print("    mode     frequency  samples/s  time to 0.92  final accuracy  fit time")
+    for mode, frequency, options in runs:
+        m = model()
+        start = time.perf_counter()
+        history = SparkModel(m, mode=mode, frequency=frequency, num_workers=2, **options).fit(
+            df, epochs=epochs, batch_size=64, verbose=0, validation_data=(x_test, y_test))
+        fit_seconds = time.perf_counter() - start
+        rounds = history.rounds
+        rate = sum(r["samples"] for r in rounds) / sum(r["seconds"] for r in rounds)
+        per_epoch = len(rounds) // epochs
+        reach = "not reached"
+        elapsed = history.data_seconds
+        for epoch, accuracy in enumerate(history.history["val_accuracy"]):
+            elapsed += sum(r["seconds"] for r in rounds[epoch * per_epoch:(epoch + 1) * per_epoch])
+            if accuracy >= 0.92:
+                reach = f"{elapsed:6.2f} s (ep {epoch + 1})"
+                break
+        final = history.history["val_accuracy"][-1]
+        print(f"    {mode:8s} {frequency:9s} {rate:10.0f}  {reach:>16s}  {final:14.4f}  {fit_seconds:7.2f} s")
+    spark.stop()
+
+
+def push_cost(pushes):
+    from sparkdl.distributed import parameter_server, protocol
+    from sparkdl.distributed.server import FrameServer
+
+    print(f"(b) parameter server cost per push, 2 clients in threads, {pushes} pushes each, loopback")
+    print("    model  mode      round trip per push (median)  server apply per push")
+    for label, size in (("1M", 1_000_000), ("10M", 10_000_000)):
+        for mode in ("async", "hogwild"):
+            ps = parameter_server.ParameterServer(np.zeros(size, np.float32), mode=mode)
+            token = protocol.new_token()
+            with FrameServer(ps, token) as server:
+                times = []
+                lock = threading.Lock()
+
+                def client(partition):
+                    c = parameter_server.Client(server.address, token, 60, 0, partition, 0, size)
+                    update = np.full(size, 1e-3, np.float32)
+                    c.start()
+                    for k in range(pushes):
+                        t = time.perf_counter()
+                        c.push(k, 64, update)
+                        with lock:
+                            times.append(time.perf_counter() - t)
+                    c.done()
+                    c.close()
+                threads = [threading.Thread(target=client, args=(p,)) for p in range(2)]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+                apply = ps.stats["apply_seconds"] / ps.stats["pushes"]
+            print(f"    {label:5s}  {mode:8s}  {statistics.median(times) * 1000:10.1f} ms"
+                  f"                  {apply * 1000:8.1f} ms")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--parts", default="a,b")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--pushes", type=int, default=20)
+    args = parser.parse_args()
+    print(f"# async_modes: {platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}")
+    if "a" in args.parts:
+        modes_on_one_job(args.epochs)
+    if "b" in args.parts:
+        push_cost(args.pushes)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,226 @@
+"""The parameter server of the asynchronous modes (a ``FrameServer`` service on the driver).
+
+The server holds the model as one float32 vector (weights, then moving statistics). Workers
+``PULL`` it, train ``frequency`` steps on their own copy and ``PUSH`` back either the change
+they made (``aggregate="weights"``: the server adds the delta) or the summed gradient of those
+steps (``aggregate="gradients"``: the server's optimizer steps, as in DOWNPOUR).
+
+- ``async``: pushes are applied one at a time under a lock and pulls read a consistent copy.
+- ``hogwild``: deltas are added without a lock and pulls read the live vector.
+- ``ssp`` (stale synchronous parallel, bound ``staleness``): as ``async``, and a worker whose
+  clock (pushes made this epoch) is more than ``staleness`` ahead of the slowest running
+  worker waits, on a condition variable, before its next pull.
+
+Every push is tagged ``(epoch, partition, attempt, sequence)`` and applied at most once: a
+retried task recomputes the same sequence of pushes, and those already applied are
+acknowledged and dropped. Waits end after ``timeout`` seconds with an error that says what
+was waited for.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import numpy as np
+
+from sparkdl.distributed.protocol import Frame, Op
+from sparkdl.distributed.server import PushBuffers, Refused
+
+logger = logging.getLogger(__name__)
+
+MODES = ("async", "hogwild", "ssp")
+
+
+class ParameterServer(PushBuffers):
+    def __init__(self, vector: np.ndarray, mode: str = "async", staleness: int | None = None,
+                 optimizer=None, weights_size: int | None = None, timeout: float = 120.0,
+                 max_inflight: int = 2):
+        if mode not in MODES:
+            raise ValueError(f"ParameterServer: expected mode in {MODES}, received {mode!r}")
+        if mode == "ssp" and (staleness is None or isinstance(staleness, bool) or
+                              not isinstance(staleness, (int, np.integer)) or staleness < 0):
+            raise ValueError(f"ParameterServer: mode 'ssp' needs staleness >= 0 (an int), "
+                             f"received staleness={staleness!r}")
+        if optimizer is not None and mode == "hogwild":
+            raise ValueError("ParameterServer: hogwild adds deltas without a lock; a server-side "
+                             "optimizer (aggregate='gradients') needs mode 'async' or 'ssp'")
+        self.vector = np.array(vector, dtype=np.float32).reshape(-1)
+        self.mode = mode
+        self.staleness = int(staleness) if mode == "ssp" else None
+        self.optimizer = optimizer
+        self.weights_size = self.vector.size if weights_size is None else int(weights_size)
+        if optimizer is not None:
+            optimizer.build(self.weights_size)
+        self.timeout = float(timeout)
+        self.max_data = self.vector.nbytes
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._epoch = 0
+        self._applied: set[tuple[int, int]] = set()       # (partition, sequence) this epoch
+        self._clocks: dict[int, int] = {}                  # running partitions -> pushes made
+        self.stats = {"pushes": 0, "duplicates": 0, "pulls": 0, "apply_seconds": 0.0,
+                      "waits": 0, "wait_seconds": 0.0}
+        self._setup_push_buffers(self.vector.size, max_inflight, timeout)
+
+    # ---- driver side ----------------------------------------------------------------------------
+    def begin_epoch(self, epoch: int) -> None:
+        """A new job: forget the previous epoch's tags and clocks."""
+        with self._lock:
+            self._epoch = int(epoch)
+            self._applied = set()
+            self._clocks = {}
+
+    def snapshot(self) -> np.ndarray:
+        with self._lock:
+            return self.vector.copy()
+
+    # ---- served requests ------------------------------------------------------------------------
+    def handle(self, frame: Frame) -> Frame:
+        meta = frame.meta
+        epoch, partition = _int(meta, "epoch"), _int(meta, "partition")
+        if epoch != self._epoch:
+            raise Refused(f"epoch {epoch} is not running (running: {self._epoch})")
+        if frame.op == Op.PULL:
+            return self._pull(partition, _int(meta, "clock"))
+        if frame.op == Op.PUSH:
+            return self._push(frame, partition)
+        if frame.op == Op.CLOCK:
+            return self._clock(partition, meta.get("event"))
+        raise Refused(f"op {frame.op} is not served here")
+
+    def _clock(self, partition: int, event) -> Frame:
+        with self._changed:
+            if event == "start":
+                self._clocks[partition] = 0
+            elif event == "done":
+                self._clocks.pop(partition, None)
+            else:
+                raise Refused(f"expected event 'start' or 'done', received {event!r}")
+            self._changed.notify_all()
+        return Frame(Op.OK, {})
+
+    def _pull(self, partition: int, clock: int) -> Frame:
+        if self.mode == "hogwild":
+            self.stats["pulls"] += 1
+            return Frame(Op.OK, {}, self.vector)
+        with self._changed:
+            if self.mode == "ssp":
+                self._wait_for_slowest(partition, clock)
+            self.stats["pulls"] += 1
+            return Frame(Op.OK, {}, self.vector.copy())
+
+    def _wait_for_slowest(self, partition: int, clock: int) -> None:
+        def near():
+            return not self._clocks or clock - min(self._clocks.values()) <= self.staleness
+        if near():
+            return
+        start = time.perf_counter()
+        self.stats["waits"] += 1
+        if not self._changed.wait_for(near, timeout=self.timeout):
+            slowest = min(self._clocks, key=self._clocks.get)
+            raise Refused(f"ssp: partition {partition} at clock {clock} waited {self.timeout} s for "
+                          f"partition {slowest} (clock {self._clocks[slowest]}) to come within "
+                          f"staleness {self.staleness}")
+        self.stats["wait_seconds"] += time.perf_counter() - start
+
+    def _push(self, frame: Frame, partition: int) -> Frame:
+        meta = frame.meta
+        sequence, samples = _int(meta, "sequence"), _int(meta, "samples")
+        _int(meta, "attempt")
+        update = frame.array
+        if update is None or update.shape != self.vector.shape or update.dtype != np.float32:
+            got = None if update is None else (update.dtype.name, update.shape)
+            raise Refused(f"expected a float32 vector of {self.vector.size} values, received {got}")
+        if samples < 1:
+            raise Refused(f"expected samples >= 1, received {samples}")
+        tag = (partition, sequence)
+        with self._changed:
+            if tag in self._applied:
+                self.stats["duplicates"] += 1
+                return Frame(Op.OK, {"applied": False})
+            self._applied.add(tag)
+            self.stats["pushes"] += 1
+            if self.mode != "hogwild":
+                self._apply(update, samples)
+            if partition in self._clocks:
+                self._clocks[partition] = max(self._clocks[partition], sequence + 1)
+                self._changed.notify_all()
+        if self.mode == "hogwild":
+            self._apply(update, samples)
+        return Frame(Op.OK, {"applied": True})
+
+    def _apply(self, update: np.ndarray, samples: int) -> None:
+        start = time.perf_counter()
+        w = self.weights_size
+        if self.optimizer is None:
+            np.add(self.vector, update, out=self.vector)
+        else:
+            grads = update[:w]
+            grads *= np.float32(1.0 / samples)
+            self.optimizer.apply(self.vector[:w], grads)
+            np.add(self.vector[w:], update[w:], out=self.vector[w:])
+        self.stats["apply_seconds"] += time.perf_counter() - start   # approximate in hogwild
+
+
+class Client:
+    """A worker's connection to the parameter server for one epoch of one partition.
+
+    The connection is kept between requests; one that broke (the server's idle timeout during
+    a long stretch of training, a network blip) is reopened once and the request sent again,
+    which is safe: pulls change nothing and pushes are applied at most once.
+    """
+
+    def __init__(self, address, token: bytes, timeout: float, epoch: int, partition: int,
+                 attempt: int, size: int):
+        self.address, self.token, self.timeout = tuple(address), token, timeout
+        self.epoch, self.partition, self.attempt = epoch, partition, attempt
+        self.size = size
+        self._conn = None
+        self._pull_buffer = np.empty(size, np.float32)
+
+    def _request(self, op, meta, array=None, out=None, what="the parameter server"):
+        from sparkdl.distributed.protocol import Connection
+        meta = dict(meta, epoch=self.epoch, partition=self.partition)
+        for attempt in (0, 1):
+            try:
+                if self._conn is None:
+                    self._conn = Connection(self.address, self.token, self.timeout)
+                return self._conn.request(op, meta, array, out=out, what=what)
+            except (ConnectionError, BrokenPipeError) as exc:
+                self.close()
+                if attempt:
+                    raise ConnectionError(f"lost the parameter server at {self.address[0]}:"
+                                          f"{self.address[1]} twice: {exc}") from exc
+
+    def start(self) -> None:
+        self._request(Op.CLOCK, {"event": "start"})
+
+    def done(self) -> None:
+        self._request(Op.CLOCK, {"event": "done"})
+
+    def pull(self, clock: int) -> np.ndarray:
+        frame = self._request(Op.PULL, {"clock": clock}, out=self._pull_buffer,
+                              what=f"the weights (partition {self.partition}, clock {clock})")
+        if frame.array is None or frame.array.shape != (self.size,):
+            raise ValueError(f"the parameter server sent {None if frame.array is None else frame.array.shape}, "
+                             f"expected {self.size} values")
+        return frame.array
+
+    def push(self, sequence: int, samples: int, update: np.ndarray) -> bool:
+        reply = self._request(Op.PUSH, {"attempt": self.attempt, "sequence": sequence,
+                                        "samples": samples}, update,
+                              what=f"the receipt of push {sequence} (partition {self.partition})")
+        return bool(reply.meta.get("applied"))
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+def _int(meta: dict, key: str) -> int:
+    value = meta.get(key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise Refused(f"expected an int {key!r} in the request, received {value!r}")
+    return value

@@ -1,0 +1,82 @@
+"""Asynchronous modes on local[2]: a parameter server on the driver, workers pushing after
+every step (frequency "batch"). Accuracy against sync on the same set-up, and what the
+parameter server does about epochs, callbacks and bad options."""
+import numpy as np
+import pytest
+
+from sparkdl.spark import SparkModel
+from spark_models import compiled_mlp
+
+
+@pytest.fixture(scope="module")
+def sync_accuracy(mnist):
+    model = compiled_mlp()
+    SparkModel(model, mode="sync", frequency="epoch", num_workers=2).fit(
+        mnist["train"], epochs=10, batch_size=64, verbose=0)
+    return model.evaluate(mnist["x_test"], mnist["y_test"])["accuracy"]
+
+
+@pytest.mark.parametrize("mode, options", [("async", {}), ("hogwild", {}), ("ssp", {"staleness": 2})])
+def test_async_modes_reach_092_within_a_point_of_sync(mnist, sync_accuracy, mode, options):
+    model = compiled_mlp()
+    spark_model = SparkModel(model, mode=mode, frequency="batch", num_workers=2, **options)
+    history = spark_model.fit(mnist["train"], epochs=10, batch_size=64, verbose=0)
+    accuracy = model.evaluate(mnist["x_test"], mnist["y_test"])["accuracy"]
+    assert accuracy >= 0.92, (mode, accuracy)
+    assert accuracy >= sync_accuracy - 0.01, (mode, accuracy, sync_accuracy)
+    # One job per epoch; every example of every partition was trained on once per epoch.
+    assert len(history.rounds) == 10 and all(r["samples"] == 4000 for r in history.rounds)
+    assert history.history["loss"][-1] < history.history["loss"][0] / 3
+    # The driver's model holds the server's weights: executors evaluate it alike.
+    assert spark_model.evaluate(mnist["test"])["accuracy"] == pytest.approx(accuracy, abs=1e-9)
+
+
+def test_async_gradients_are_stepped_by_the_servers_optimizer(spark, mnist):
+    """DOWNPOUR: workers push gradient sums, the server's optimizer (the driver model's) steps.
+    With one worker and one step per push this is plain sequential SGD."""
+    x, y = mnist["x_train"][:256], mnist["y_train"][:256]
+    from sparkdl.spark import from_arrays
+    df = from_arrays(spark, x, y, num_partitions=1)
+    local, remote = compiled_mlp(seed=4, lr=0.1), compiled_mlp(seed=4, lr=0.1)
+    SparkModel(remote, mode="async", frequency="batch", aggregate="gradients", num_workers=1,
+               seed=9).fit(df, epochs=2, batch_size=32, verbose=0)
+    # The same steps by hand: each batch of the worker's shuffled pass, gradient at the
+    # current weights, one optimizer step.
+    from sparkdl.distributed import worker
+    xs, yy = local._prepare(x, y, "test")
+    for epoch in range(2):
+        for xb, yb in worker._batches_of(local, xs, yy, 32, (9, epoch, 0), 0, 8):
+            local._loss_and_backward(xb, yb)
+            local.optimizer.apply(local.flat_weights, local._params.grads.copy())
+    np.testing.assert_allclose(remote.get_flat_weights(), local.get_flat_weights(), rtol=1e-5, atol=1e-6)
+    assert remote.optimizer.iterations == 16
+
+
+def test_two_async_fits_in_a_row_on_one_fixed_port(spark, mnist):
+    """Each fit's server frees its port when the fit ends: no "address already in use"."""
+    import socket
+
+    from sparkdl.spark import from_arrays
+    df = from_arrays(spark, mnist["x_train"][:200], mnist["y_train"][:200], num_partitions=2)
+    with socket.socket() as probe:
+        probe.bind(("", 0))
+        port = probe.getsockname()[1]
+    for mode in ("hogwild", "async"):
+        SparkModel(compiled_mlp(), mode=mode, frequency=4, num_workers=2, port=port).fit(
+            df, epochs=1, batch_size=32, verbose=0)
+    with socket.socket() as again:
+        again.bind(("", port))
+
+
+def test_async_mode_options_are_checked(mnist):
+    model = compiled_mlp()
+    with pytest.raises(ValueError, match="staleness >= 0"):
+        SparkModel(model, mode="ssp")
+    with pytest.raises(ValueError, match="staleness >= 0"):
+        SparkModel(model, mode="ssp", staleness=-1)
+    with pytest.raises(TypeError, match="takes no options"):
+        SparkModel(model, mode="async", staleness=1)
+    with pytest.raises(ValueError, match=r"unknown mode 'asink'.*hogwild.*ssp"):
+        SparkModel(model, mode="asink")
+    with pytest.raises(ValueError, match="without a lock"):
+        SparkModel(model, mode="hogwild", aggregate="gradients")
