@@ -138,17 +138,22 @@ class ParameterServer(PushBuffers):
         with self._changed:
             if tag in self._applied:
                 self.stats["duplicates"] += 1
+                self._advance_clock(partition, sequence)   # a retry replaying its pushes
                 return Frame(Op.OK, {"applied": False})
             self._applied.add(tag)
             self.stats["pushes"] += 1
             if self.mode != "hogwild":
                 self._apply(update, samples)
-            if partition in self._clocks:
-                self._clocks[partition] = max(self._clocks[partition], sequence + 1)
-                self._changed.notify_all()
+            self._advance_clock(partition, sequence)
         if self.mode == "hogwild":
             self._apply(update, samples)
         return Frame(Op.OK, {"applied": True})
+
+    def _advance_clock(self, partition: int, sequence: int) -> None:
+        """Push ``sequence`` of ``partition`` is in (call with the lock held)."""
+        if partition in self._clocks:
+            self._clocks[partition] = max(self._clocks[partition], sequence + 1)
+            self._changed.notify_all()
 
     def _apply(self, update: np.ndarray, samples: int) -> None:
         start = time.perf_counter()
@@ -157,7 +162,7 @@ class ParameterServer(PushBuffers):
             np.add(self.vector, update, out=self.vector)
         else:
             grads = update[:w]
-            grads *= np.float32(1.0 / samples)
+            np.divide(grads, np.float32(samples), out=grads)
             self.optimizer.apply(self.vector[:w], grads)
             np.add(self.vector[w:], update[w:], out=self.vector[w:])
         self.stats["apply_seconds"] += time.perf_counter() - start   # approximate in hogwild
@@ -180,18 +185,25 @@ class Client:
         self._pull_buffer = np.empty(size, np.float32)
 
     def _request(self, op, meta, array=None, out=None, what="the parameter server"):
-        from sparkdl.distributed.protocol import Connection
+        from sparkdl.distributed.protocol import Connection, RemoteError
         meta = dict(meta, epoch=self.epoch, partition=self.partition)
         for attempt in (0, 1):
             try:
                 if self._conn is None:
-                    self._conn = Connection(self.address, self.token, self.timeout)
+                    # A margin over the server's own waits (ssp), so its explanation arrives
+                    # before this side gives up.
+                    self._conn = Connection(self.address, self.token, self.timeout + 5)
                 return self._conn.request(op, meta, array, out=out, what=what)
+            except RemoteError:
+                raise
             except (ConnectionError, BrokenPipeError) as exc:
                 self.close()
                 if attempt:
                     raise ConnectionError(f"lost the parameter server at {self.address[0]}:"
                                           f"{self.address[1]} twice: {exc}") from exc
+            except BaseException:
+                self.close()          # a late reply must not be read as the next one's
+                raise
 
     def start(self) -> None:
         self._request(Op.CLOCK, {"event": "start"})

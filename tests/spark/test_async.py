@@ -80,3 +80,24 @@ def test_async_mode_options_are_checked(mnist):
         SparkModel(model, mode="asink")
     with pytest.raises(ValueError, match="without a lock"):
         SparkModel(model, mode="hogwild", aggregate="gradients")
+
+
+def test_a_failing_fit_shuts_its_server_down_and_frees_the_port(spark, mnist):
+    import socket
+
+    from sparkdl import callbacks
+    from sparkdl.spark import from_arrays
+
+    class Boom(callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            raise RuntimeError("stop here")
+
+    df = from_arrays(spark, mnist["x_train"][:200], mnist["y_train"][:200], num_partitions=2)
+    with socket.socket() as probe:
+        probe.bind(("", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(RuntimeError, match="stop here"):
+        SparkModel(compiled_mlp(), mode="async", frequency=4, num_workers=2, port=port).fit(
+            df, epochs=3, batch_size=32, verbose=0, callbacks=[Boom()])
+    with socket.socket() as again:
+        again.bind(("", port))
