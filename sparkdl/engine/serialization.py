@@ -63,11 +63,17 @@ def _document(model, weights_bytes: bytes) -> dict:
                         "sha256": hashlib.sha256(weights_bytes).hexdigest()}}
 
 
-def save_model(model, path) -> None:
+def model_to_bytes(model) -> tuple[bytes, bytes]:
+    """``(model.json, weights.npz)`` contents: what ``save_model`` writes, for callers that
+    store them elsewhere (a Hadoop file system, a Pipeline's folder)."""
     model._require_built("save")
-    path = os.fspath(path)
     weights = _npz_bytes(_model_arrays(model, with_optimizer=True))
-    doc = json.dumps(_document(model, weights), indent=1).encode()
+    return json.dumps(_document(model, weights), indent=1).encode(), weights
+
+
+def save_model(model, path) -> None:
+    path = os.fspath(path)
+    doc, weights = model_to_bytes(model)
     if os.path.isdir(path):
         # Weights first: a crash between the two renames leaves a checksum mismatch, not a
         # silently mixed model.
@@ -96,6 +102,11 @@ def _read(path: str) -> tuple[dict, bytes]:
     except (zipfile.BadZipFile, KeyError, FileNotFoundError, EOFError, zipfile.LargeZipFile) as exc:
         raise ValueError(f"load_model: {path!r} is not a complete sparkdl model (expected a zip file "
                          f"or directory holding {_CONFIG} and {_WEIGHTS}): {exc}") from None
+    return _check(raw_doc, weights, path), weights
+
+
+def _check(raw_doc: bytes, weights: bytes, path: str) -> dict:
+    """The parsed model.json, after checking its format, version and the weights' checksum."""
     try:
         doc = json.loads(raw_doc)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -113,7 +124,7 @@ def _read(path: str) -> tuple[dict, bytes]:
     if hashlib.sha256(weights).hexdigest() != recorded:
         raise ValueError(f"load_model: {_WEIGHTS} in {path!r} is corrupted or truncated "
                          f"(its SHA-256 does not match the one recorded at save time)")
-    return doc, weights
+    return doc
 
 
 def _load_arrays(weights: bytes, path: str) -> dict[str, np.ndarray]:
@@ -156,6 +167,17 @@ def load_model(path, custom_objects: dict | None = None, compile: bool = True):
     compiled and ``compile=True``) its optimizer with its state, loss and metrics."""
     path = os.fspath(path)
     doc, weights = _read(path)
+    return _build(doc, weights, path, custom_objects, compile)
+
+
+def model_from_bytes(raw_doc: bytes, weights: bytes, where: str, custom_objects: dict | None = None,
+                     compile: bool = True):
+    """The model whose ``model_to_bytes`` were ``(raw_doc, weights)``; ``where`` names their
+    origin in error messages. Checked like ``load_model``."""
+    return _build(_check(raw_doc, weights, where), weights, where, custom_objects, compile)
+
+
+def _build(doc: dict, weights: bytes, path: str, custom_objects, compile: bool):
     arrays = _load_arrays(weights, path)
     try:
         model = model_from_config(doc["class_name"], doc["config"], custom_objects)

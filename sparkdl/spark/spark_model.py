@@ -164,6 +164,11 @@ class SparkModel:
         model.stop_training = False
         group = f"sparkdl-{fit_id}"
         self.history.rounds = []
+        self.history.settings = {"mode": self.mode, "staleness": getattr(self.strategy, "staleness", None),
+                                 "frequency": self.frequency, "aggregate": self.aggregate,
+                                 "partitions": len(blocks.rows), "seed": self.seed,
+                                 "transport": "parameter server" if self.strategy.asynchronous
+                                 else self.transport, "batch_size": batch_size, "epochs": epochs}
         self.history.data_seconds = prep_seconds
         self.history.rows_per_partition = list(blocks.rows)
         self.history.short_partitions = list(blocks.short_partitions)

@@ -1,0 +1,284 @@
+"""pyspark.ml stages: Params, Pipelines, persistence, CrossValidator, evaluators, bad input."""
+import os
+
+import numpy as np
+import pytest
+from pyspark.ml import Pipeline, PipelineModel
+from pyspark.ml.evaluation import BinaryClassificationEvaluator, MulticlassClassificationEvaluator
+from pyspark.ml.feature import StandardScaler, VectorAssembler
+from pyspark.ml.tuning import CrossValidator, ParamGridBuilder
+
+import sparkdl
+from sparkdl.engine import optimizers, zoo
+from sparkdl.ml import NNClassifier, NNClassifierModel, NNEstimator, NNModel
+from sparkdl.models import Input, Sequential
+from sparkdl import layers
+
+PIXELS = [f"p{i}" for i in range(64)]
+
+
+@pytest.fixture(scope="module")
+def digits_df(spark):
+    """load_digits as 64 pixel columns and a label, split 80/20 (ordered by an id column)."""
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    rows = [tuple(float(v) for v in x) + (float(t), i) for i, (x, t) in enumerate(zip(d.data, d.target))]
+    df = spark.createDataFrame(rows, PIXELS + ["label", "id"]).repartition(2).cache()
+    train = df.filter("id % 5 != 0").cache()
+    test = df.filter("id % 5 = 0").cache()
+    return train, test
+
+
+def digits_mlp(seed=0, lr=0.05, hidden=(64,)):
+    sparkdl.set_random_seed(seed)
+    model = zoo.mlp(input_dim=64, hidden=hidden, num_classes=10)
+    model.compile(optimizers.SGD(lr, momentum=0.9), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def assembled(df):
+    return VectorAssembler(inputCols=PIXELS, outputCol="features").transform(df)
+
+
+def pipeline(clf):
+    return Pipeline(stages=[VectorAssembler(inputCols=PIXELS, outputCol="raw"),
+                            StandardScaler(inputCol="raw", outputCol="features"), clf])
+
+
+def probabilities(df, col="probability"):
+    return np.array([r[col].toArray() for r in df.orderBy("id").collect()])
+
+
+# ---- the whole story -----------------------------------------------------------------------------
+def test_pipeline_reaches_095_and_the_saved_pipeline_predicts_the_same(digits_df, tmp_path):
+    train, test = digits_df
+    fitted = pipeline(NNClassifier(model=digits_mlp(), epochs=20, batchSize=32, numWorkers=2)).fit(train)
+    out = fitted.transform(test)
+    accuracy = MulticlassClassificationEvaluator(metricName="accuracy").evaluate(out)
+    assert accuracy >= 0.95, accuracy
+    assert dict(out.dtypes)["prediction"] == "double"
+    path = str(tmp_path / "pipeline")
+    fitted.write().overwrite().save(path)
+    assert os.path.exists(os.path.join(path, "stages"))
+    loaded = PipelineModel.load(path)
+    assert isinstance(loaded.stages[-1], NNClassifierModel)
+    np.testing.assert_array_equal(probabilities(loaded.transform(test)), probabilities(out))
+    # The saved weights are a binary array file beside a JSON architecture, not JSON lists.
+    stage_dir = next(p for p in os.listdir(os.path.join(path, "stages")) if "NNClassifierModel" in p)
+    files = set(os.listdir(os.path.join(path, "stages", stage_dir, "model")))
+    assert {"model.json", "weights.npz"} <= files
+
+
+def test_the_template_model_is_never_trained_in_place(digits_df):
+    train, _ = digits_df
+    template = digits_mlp()
+    before = template.get_flat_weights().copy()
+    clf = NNClassifier(model=template, featuresCol="features", epochs=1, numWorkers=2)
+    first = clf.fit(assembled(train))
+    second = clf.fit(assembled(train))
+    np.testing.assert_array_equal(template.get_flat_weights(), before)
+    np.testing.assert_array_equal(first.getModel().get_flat_weights(), second.getModel().get_flat_weights())
+
+
+def test_cross_validator_over_learning_rate_and_epochs(digits_df):
+    train, test = digits_df
+    clf = NNClassifier(model=digits_mlp(), batchSize=32, numWorkers=2)
+    grid = ParamGridBuilder().addGrid(clf.learningRate, [0.001, 0.05]).addGrid(clf.epochs, [1, 4]).build()
+    cv = CrossValidator(estimator=pipeline(clf), estimatorParamMaps=grid, numFolds=2, seed=3,
+                        evaluator=MulticlassClassificationEvaluator(metricName="accuracy"))
+    model = cv.fit(train)
+    metrics = dict(zip([(m[clf.learningRate], m[clf.epochs]) for m in grid], model.avgMetrics))
+    # More epochs at the larger rate win, and the tiny rate for one epoch is the worst.
+    assert max(metrics, key=metrics.get) == (0.05, 4), metrics
+    assert min(metrics, key=metrics.get) == (0.001, 1), metrics
+    best = model.bestModel.stages[-1]
+    assert best.getLearningRate() == 0.05 and best.getEpochs() == 4
+    assert best.getModel().optimizer.learning_rate == pytest.approx(0.05)
+    accuracy = MulticlassClassificationEvaluator(metricName="accuracy").evaluate(model.transform(test))
+    assert accuracy > 0.9
+
+
+def test_binary_classification_evaluator_reads_raw_prediction(digits_df):
+    """One sigmoid output: probability and rawPrediction are [1 - p, p]; the evaluator's AUC
+    equals the AUC computed by hand from p."""
+    train, test = digits_df
+    sparkdl.set_random_seed(1)
+    model = zoo.mlp(input_dim=64, hidden=(16,), num_classes=1)
+    model.compile(optimizers.SGD(0.05, momentum=0.9), "binary_crossentropy")
+    frame = lambda df: assembled(df).selectExpr("features", "id", "CAST(label >= 5 AS DOUBLE) AS label")
+    out = NNClassifier(model=model, epochs=3, numWorkers=2).fit(frame(train)).transform(frame(test))
+    auc = BinaryClassificationEvaluator().evaluate(out)
+    rows = out.orderBy("id").collect()
+    p = np.array([r.rawPrediction[1] for r in rows])
+    np.testing.assert_allclose(np.array([r.probability[0] for r in rows]), 1 - p, rtol=1e-12)
+    y = np.array([r.label for r in rows])
+    pos, neg = p[y == 1], p[y == 0]
+    by_hand = ((pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()) / (len(pos) * len(neg))
+    assert auc == pytest.approx(by_hand, abs=1e-9)
+    assert auc > 0.8
+
+
+# ---- every Param reaches SparkModel -----------------------------------------------------------------
+@pytest.fixture
+def spy(monkeypatch):
+    """Records what the stage hands to SparkModel (constructor and fit) and to predict_frame."""
+    import sparkdl.spark as spark_pkg
+    from sparkdl.spark import frames
+    calls = {}
+    real_model, real_predict = spark_pkg.SparkModel, frames.predict_frame
+
+    class Recording(real_model):
+        def __init__(self, model, **kwargs):
+            calls["init"] = kwargs
+            super().__init__(model, **kwargs)
+
+        def fit(self, data, **kwargs):
+            calls["fit"] = kwargs
+            return super().fit(data, **kwargs)
+
+    def predict(*args, **kwargs):
+        calls["predict"] = (args, kwargs)
+        return real_predict(*args, **kwargs)
+    monkeypatch.setattr(spark_pkg, "SparkModel", Recording)
+    monkeypatch.setattr(frames, "predict_frame", predict)
+    return calls
+
+
+@pytest.mark.parametrize("param, value, where, key, expected", [
+    ("epochs", 2, "fit", "epochs", 2),
+    ("batchSize", 16, "fit", "batch_size", 16),
+    ("mode", "hogwild", "init", "mode", "hogwild"),
+    ("frequency", "3", "init", "frequency", 3),
+    ("frequency", "batch", "init", "frequency", "batch"),
+    ("aggregate", "gradients", "init", "aggregate", "gradients"),
+    ("numWorkers", 1, "init", "num_workers", 1),
+    ("seed", 7, "init", "seed", 7),
+    ("labelCol", "target", "fit", "label_col", "target"),
+    ("featuresCol", "pixels", "fit", "features_col", "pixels"),
+])
+def test_each_training_param_reaches_spark_model(digits_df, spy, param, value, where, key, expected):
+    train, _ = digits_df
+    df = assembled(train).withColumnRenamed("label", "target" if param == "labelCol" else "label")
+    if param == "featuresCol":
+        df = df.withColumnRenamed("features", "pixels")
+    clf = NNClassifier(model=digits_mlp(), **{"epochs": 1, param: value})
+    fitted = clf.fit(df)
+    assert spy[where][key] == expected
+    assert fitted.getOrDefault(getattr(fitted, param)) == value    # copied onto the fitted model
+
+
+def test_ssp_staleness_and_learning_rate_params(digits_df, spy):
+    train, _ = digits_df
+    template = digits_mlp(lr=0.05)
+    fitted = NNClassifier(model=template, mode="ssp", staleness=1, frequency="batch", epochs=1,
+                          learningRate=0.02).fit(assembled(train))
+    assert spy["init"]["mode"] == "ssp" and spy["init"]["staleness"] == 1
+    assert fitted.history.settings["staleness"] == 1
+    assert fitted.getModel().optimizer.learning_rate == pytest.approx(0.02)
+    assert template.optimizer.learning_rate == pytest.approx(0.05)
+    kept = NNClassifier(model=template, epochs=0).fit(assembled(train))       # learningRate 0: keep
+    assert kept.getModel().optimizer.learning_rate == pytest.approx(0.05)
+
+
+def test_output_params_and_predict_batch_size(digits_df, spy):
+    train, test = digits_df
+    fitted = NNClassifier(model=digits_mlp(), epochs=1, predictionCol="cls", probabilityCol="p",
+                          rawPredictionCol="raw", predictBatchSize=7).fit(assembled(train))
+    out = fitted.transform(assembled(test))
+    assert {"cls", "p", "raw"} <= set(out.columns) and "prediction" not in out.columns
+    assert spy["predict"][1]["batch_size"] == 7
+    small = probabilities(out, "p")
+    big = probabilities(fitted.copy({fitted.predictBatchSize: 1000}).transform(assembled(test)), "p")
+    np.testing.assert_allclose(small, big, rtol=1e-6, atol=1e-7)
+
+
+def test_epochs_and_seed_change_the_model(digits_df):
+    train, _ = digits_df
+    df = assembled(train)
+    fit = lambda **kw: NNClassifier(model=digits_mlp(), numWorkers=2, **kw).fit(df).getModel().get_flat_weights()
+    np.testing.assert_array_equal(fit(epochs=0), digits_mlp().get_flat_weights())
+    a, b, c = fit(epochs=1, seed=1), fit(epochs=1, seed=1), fit(epochs=1, seed=2)
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - c).max() > 1e-4
+
+
+# ---- regression ------------------------------------------------------------------------------------
+def test_nn_estimator_regression_and_save_load(digits_df, tmp_path):
+    train, test = digits_df
+    sparkdl.set_random_seed(2)
+    model = Sequential([Input((64,)), layers.Dense(16, activation="relu"), layers.Dense(1)])
+    model.compile(optimizers.Adam(0.01), "mse")
+    fitted = NNEstimator(model=model, epochs=5, numWorkers=2).fit(assembled(train))
+    out = fitted.transform(assembled(test))
+    assert dict(out.dtypes)["prediction"] == "double" and "probability" not in out.columns
+    fitted.write().overwrite().save(str(tmp_path / "reg"))
+    loaded = NNModel.load(str(tmp_path / "reg"))
+    assert loaded.getEpochs() == 5
+    a = [r.prediction for r in out.orderBy("id").collect()]
+    b = [r.prediction for r in loaded.transform(assembled(test)).orderBy("id").collect()]
+    assert a == b
+
+
+def test_unfitted_estimator_saves_and_loads(tmp_path):
+    clf = NNClassifier(model=digits_mlp(seed=4), epochs=3, learningRate=0.01, frequency="2")
+    clf.save(str(tmp_path / "clf"))
+    back = NNClassifier.load(str(tmp_path / "clf"))
+    assert (back.getEpochs(), back.getLearningRate(), back.getFrequency()) == (3, 0.01, "2")
+    assert back.uid == clf.uid
+    np.testing.assert_array_equal(back.getModel().get_flat_weights(), clf.getModel().get_flat_weights())
+
+
+# ---- bad input ---------------------------------------------------------------------------------------
+def test_a_model_without_a_loss_is_refused():
+    model = Sequential([Input((64,)), layers.Dense(10, activation="softmax")])
+    with pytest.raises(ValueError, match="no loss; compile it first"):
+        NNClassifier(model=model)
+    with pytest.raises(TypeError, match="expected model=<a compiled sparkdl model>, received str"):
+        NNEstimator(model="mlp")
+
+
+def test_probability_columns_belong_to_classifiers():
+    sparkdl.set_random_seed(0)
+    regressor = Sequential([Input((64,)), layers.Dense(1)])
+    regressor.compile("sgd", "mse")
+    with pytest.raises(ValueError, match="expected a classifier .* loss 'mse'; use NNEstimator"):
+        NNClassifier(model=regressor)
+    with pytest.raises(TypeError, match="probabilityCol"):
+        NNEstimator(model=regressor, probabilityCol="p")
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"epochs": -1}, "epochs >= 0"), ({"batchSize": 0}, "batchSize >= 1"),
+    ({"mode": "fast"}, "unknown mode 'fast'"), ({"frequency": "often"}, "frequency 'epoch', 'batch'"),
+    ({"aggregate": "mean"}, "aggregate 'weights' or 'gradients'"), ({"learningRate": -0.1}, "learningRate >= 0"),
+])
+def test_bad_param_values(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        NNClassifier(model=digits_mlp(), **kwargs)
+
+
+def test_features_of_the_wrong_width(spark, digits_df):
+    train, _ = digits_df
+    narrow = VectorAssembler(inputCols=PIXELS[:10], outputCol="features").transform(train)
+    clf = NNClassifier(model=digits_mlp(), epochs=1)
+    with pytest.raises(ValueError, match="expects 64 feature values.*received rows of 10|expected vectors of size 64"):
+        clf.fit(narrow)
+
+
+def test_loading_with_missing_or_corrupted_weights(tmp_path, digits_df):
+    train, _ = digits_df
+    fitted = NNClassifier(model=digits_mlp(), epochs=0).fit(assembled(train))
+    path = str(tmp_path / "m")
+    fitted.save(path)
+    weights = os.path.join(path, "model", "weights.npz")
+    data = open(weights, "rb").read()
+    with open(weights, "wb") as f:
+        f.write(data[: len(data) // 2])
+    crc = os.path.join(path, "model", ".weights.npz.crc")
+    if os.path.exists(crc):
+        os.remove(crc)            # Hadoop's own checksum would otherwise object first
+    with pytest.raises(ValueError, match="weights.npz .* corrupted or truncated"):
+        NNClassifierModel.load(path)
+    os.remove(weights)
+    with pytest.raises(ValueError, match="missing file .*weights.npz"):
+        NNClassifierModel.load(path)
