@@ -312,30 +312,34 @@ def is_classifier(model) -> bool:
     return model.loss is not None and model.loss.name.endswith("crossentropy")
 
 
-def predict_frame(df, model, features_col, prediction_col, probability_col, batch_size):
-    """``df`` plus a ``prediction`` column (and ``probability`` for classifiers), computed on
-    the executors from Arrow batches with the model broadcast once."""
+def predict_frame(df, model, features_col, prediction_col, probability_col, batch_size,
+                  raw_prediction_col=None, who="SparkModel.predict"):
+    """``df`` plus a ``prediction`` column (and ``probability`` for classifiers, and
+    ``rawPrediction`` when asked: the same class scores, which Spark's evaluators read),
+    computed on the executors from Arrow batches with the model broadcast once."""
     import pyarrow as pa
     from pyspark.ml.linalg import VectorUDT
     from pyspark.sql.types import ArrayType, DoubleType, StructField, StructType
 
     from sparkdl.spark import executor
 
-    who = "SparkModel.predict"
     features, _ = plan_columns(df, model, features_col, None, who)
     existing = set(df.columns)
-    for col in (prediction_col, probability_col):
+    for col in (prediction_col, probability_col, raw_prediction_col):
         if col and col in existing:
             raise ValueError(f"{who}: the DataFrame already has a column {col!r}")
     (shape, dtype), = model._input_specs()
     out_units = int(np.prod(model.output_shape))
     classifier = is_classifier(model)
     with_probability = classifier and bool(probability_col)
+    with_raw = classifier and bool(raw_prediction_col)
     fields = list(df.schema.fields)
     if classifier or out_units == 1:
         fields.append(StructField(prediction_col, DoubleType(), True))
     else:
         fields.append(StructField(prediction_col, ArrayType(DoubleType(), False), True))
+    if with_raw:
+        fields.append(StructField(raw_prediction_col, VectorUDT(), True))
     if with_probability:
         fields.append(StructField(probability_col, VectorUDT(), True))
     schema = StructType(fields)
@@ -361,6 +365,9 @@ def predict_frame(df, model, features_col, prediction_col, probability_col, batc
                     prob = out.astype(np.float64)
                 columns.append(pa.array(pred, pa.float64()))
                 names.append(prediction_col)
+                if with_raw:
+                    columns.append(_dense_vectors(prob))
+                    names.append(raw_prediction_col)
                 if with_probability:
                     columns.append(_dense_vectors(prob))
                     names.append(probability_col)
