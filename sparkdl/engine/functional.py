@@ -69,6 +69,17 @@ class Graph:
                 node.layer.needs_input_grad = any(upstream_params[id(p)] for p in node.inputs)
         self._upstream_params = upstream_params
 
+    # ``_upstream_params`` is keyed by object ids, which a copy (pickle, cloudpickle, deepcopy)
+    # does not keep: leave it out and rebuild it from the copied nodes.
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("_upstream_params", None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._consumers_need_grad()
+
     @property
     def layers(self):
         return [n.layer for n in self.compute_nodes]

@@ -4,6 +4,12 @@ The driver checks the schema against the model before any job runs. Each partiti
 converted once, through Arrow batches (``mapInArrow``), into float32 arrays shaped like the
 model's inputs, and the resulting RDD of blocks is cached; training rounds read those blocks
 and never see a Row object.
+
+A model whose input has an integer dtype (ids for an ``Embedding``) reads int64 instead: an
+array or numeric columns give their values, and an ml Vector gives each row's active indices
+(a sparse row's ``indices``, a dense row's non-zero positions), exactly ``prod(input shape)``
+of them per row, in increasing order — so ``spark.read.format("libsvm")`` output, one active
+index per field, feeds a Wide & Deep model without a UDF.
 """
 from __future__ import annotations
 
@@ -25,6 +31,7 @@ class ColumnPlan:
     kind: str            # "vector", "array" or "columns"
     names: list[str]
     width: int | None    # expected values per row (None: read from the data)
+    ids: bool = False    # integer model input: read int64 ids (a vector's active indices)
 
 
 def _type_name(dtype) -> str:
@@ -68,15 +75,21 @@ def _plan(schema, cols, width, who: str, what: str) -> ColumnPlan:
                     f"ml Vector, an array of numbers, or numeric columns")
 
 
+def is_integer_input(dtype) -> bool:
+    """Whether a model input of ``dtype`` takes integer ids."""
+    return np.issubdtype(np.dtype(dtype), np.integer)
+
+
 def plan_columns(df, model, features_col, label_col, who: str = "SparkModel.fit"):
     """Validate the DataFrame against the model; return ``(features plan, label plan)``."""
     specs = model._input_specs()
     if len(specs) != 1:
         raise ValueError(f"{who}: DataFrames train single-input models; model '{model.name}' has "
                          f"{len(specs)} inputs (pass an RDD of ([x1, x2, ...], y) pairs instead)")
-    shape, _ = specs[0]
+    shape, dtype = specs[0]
     width = int(np.prod(shape))
     features = _plan(df.schema, features_col, width, who, "features")
+    features.ids = is_integer_input(dtype)
     label = None
     if label_col is not None:
         out_width = int(np.prod(model.output_shape))
@@ -87,18 +100,24 @@ def plan_columns(df, model, features_col, label_col, who: str = "SparkModel.fit"
 
 
 def batch_to_array(batch, plan: ColumnPlan, who: str) -> np.ndarray:
-    """One Arrow record batch's columns of ``plan`` as a float32 ``(rows, width)`` array."""
-    from sparkdl.data.arrow_blocks import columns_to_dense, list_to_dense, vector_struct_to_dense
+    """One Arrow record batch's columns of ``plan`` as a float32 ``(rows, width)`` array
+    (int64 ids for ``plan.ids``)."""
+    from sparkdl.data.arrow_blocks import (columns_to_dense, list_to_dense, vector_struct_to_dense,
+                                           vector_struct_to_ids)
 
     if plan.kind == "columns":
-        return columns_to_dense([batch.column(name) for name in plan.names], who)
+        return columns_to_dense([batch.column(name) for name in plan.names], who, ids=plan.ids)
     column = batch.column(plan.names[0])
     width = plan.width
     if width is None:
         width = _first_width(column, plan.kind)
+    if plan.ids:
+        who = f"{who} (features column {plan.names[0]!r})"
     if plan.kind == "vector":
+        if plan.ids:
+            return vector_struct_to_ids(column, width, who)
         return vector_struct_to_dense(column, width, who)
-    return list_to_dense(column, width, who)
+    return list_to_dense(column, width, who, ids=plan.ids)
 
 
 def _first_width(column, kind):
@@ -221,7 +240,7 @@ def dataframe_blocks(df, model, features_col, label_col, num_workers, who, cache
             if label is not None:
                 ys.append(batch_to_array(batch, label, _label_who(who, label)))
         width = int(np.prod(shape))
-        x = np.concatenate(xs) if xs else np.zeros((0, width), np.float32)
+        x = np.concatenate(xs) if xs else np.zeros((0, width), dtype)
         if x.shape[1] != width:
             raise ValueError(f"{who}: the model expects {width} feature values per row "
                              f"(input shape {tuple(shape)}), received rows of {x.shape[1]}")
@@ -452,14 +471,17 @@ def evaluate_frame(df, model, features_col, label_col, batch_size) -> dict:
 
 
 def from_arrays(spark, x, y=None, features_col="features", label_col="label", num_partitions=None):
-    """A DataFrame with an ``array<float>`` features column (rows flattened) and a numeric or
-    array label column, built through one Arrow table (fast: no per-row Python objects)."""
+    """A DataFrame with an ``array<float>`` features column (rows flattened; ``array<bigint>``
+    for integer ``x``, such as an Embedding's ids) and a numeric or array label column, built
+    through one Arrow table (fast: no per-row Python objects)."""
     import pyarrow as pa
 
-    x = np.ascontiguousarray(x, dtype=np.float32)
+    x = np.asarray(x)
+    kind = np.int64 if np.issubdtype(x.dtype, np.integer) else np.float32
+    x = np.ascontiguousarray(x, dtype=kind)
     width = int(np.prod(x.shape[1:]))
     columns = {features_col: pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), width)
-               .cast(pa.list_(pa.float32()))}
+               .cast(pa.list_(pa.from_numpy_dtype(kind)))}
     if y is not None:
         y = np.asarray(y)
         if len(y) != len(x):

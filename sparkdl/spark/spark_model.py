@@ -262,8 +262,10 @@ class SparkModel:
                                 optimizer=opt.get_config())
         opt.build(model.flat_weights.size)
         if self.strategy.asynchronous:
-            result = self._epoch_via_ps(blocks, model_bc, spec, plane)
-            return self._round_info(round_index, start, result)
+            result, pushes, duplicates = self._epoch_via_ps(blocks, model_bc, spec, plane)
+            info = self._round_info(round_index, start, result)
+            info.update(pushes=pushes, duplicate_pushes=duplicates)
+            return info
         if plane is None:
             result, vector = self._round_via_spark(blocks, model_bc, spec)
         else:
@@ -295,7 +297,8 @@ class SparkModel:
 
     def _epoch_via_ps(self, blocks, model_bc, spec, plane):
         """One job: every partition trains an epoch against the parameter server; the driver's
-        model then takes the server's weights."""
+        model then takes the server's weights. Returns ``(result, pushes applied, duplicate
+        pushes dropped)``."""
         model, ps = self.model, plane.rounds
         ps.begin_epoch(spec.round)
         pushes, duplicates = ps.stats["pushes"], ps.stats["duplicates"]
@@ -313,9 +316,10 @@ class SparkModel:
         model.set_flat_weights(vector[:w])
         if model.flat_state.size:
             model.flat_state[...] = vector[w:]
+        pushes, duplicates = ps.stats["pushes"] - pushes, ps.stats["duplicates"] - duplicates
         logger.debug("epoch %d: %d pushes applied, %d duplicates dropped", spec.round + 1,
-                     ps.stats["pushes"] - pushes, ps.stats["duplicates"] - duplicates)
-        return result
+                     pushes, duplicates)
+        return result, pushes, duplicates
 
     def _round_via_spark(self, blocks, model_bc, spec):
         """Broadcast the weights, tree-reduce the results: ``(result, mean weights or mean

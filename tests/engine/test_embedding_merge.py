@@ -315,6 +315,29 @@ def test_two_input_model_save_load_identical_predictions(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("copier", ["pickle", "cloudpickle", "deepcopy"])
+def test_two_input_model_copy_trains_like_the_original(copier):
+    """Copies (how Spark ships a model to executors) train exactly like the original.
+    (Copied before any step: optimizer slots are not pickled, they travel on their own.)"""
+    import copy
+    import pickle
+
+    import cloudpickle
+
+    model = two_input_model()
+    x_dense, ids, y = batch()
+    model.predict([x_dense, ids])
+    copied = {"pickle": lambda m: pickle.loads(pickle.dumps(m)),
+              "cloudpickle": lambda m: cloudpickle.loads(cloudpickle.dumps(m)),
+              "deepcopy": copy.deepcopy}[copier](model)
+    for _ in range(2):
+        loss_a = model.train_on_batch([x_dense, ids], y)
+        loss_b = copied.train_on_batch([x_dense, ids], y)
+        np.testing.assert_array_equal(loss_a, loss_b)
+    for a, b in zip(model.get_weights(), copied.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_two_input_model_input_order_follows_inputs_list():
     model = two_input_model()
     x_dense, ids, _ = batch()

@@ -26,6 +26,9 @@ def test_async_modes_reach_092_within_a_point_of_sync(mnist, sync_accuracy, mode
     assert accuracy >= sync_accuracy - 0.01, (mode, accuracy, sync_accuracy)
     # One job per epoch; every example of every partition was trained on once per epoch.
     assert len(history.rounds) == 10 and all(r["samples"] == 4000 for r in history.rounds)
+    # frequency "batch": one push per step (32 per partition), each applied once.
+    assert all(r["pushes"] == 2 * r["steps"] == 64 and r["duplicate_pushes"] == 0 for r in history.rounds), \
+        [(r["pushes"], r["steps"], r["duplicate_pushes"]) for r in history.rounds]
     assert history.history["loss"][-1] < history.history["loss"][0] / 3
     # The driver's model holds the server's weights: executors evaluate it alike.
     assert spark_model.evaluate(mnist["test"])["accuracy"] == pytest.approx(accuracy, abs=1e-9)
