@@ -2,12 +2,16 @@
 
 Each round the driver publishes one float32 vector (weights, moving statistics and, when
 models are averaged, optimizer slots, back to back). Every task pulls it over an
-authenticated socket, trains, and pushes one vector back; the driver adds each push into a
-single float64 buffer as it arrives, so it never holds a copy per worker, and at most
-``max_inflight`` pushes are being received at once. A push is tagged ``(round, partition,
-attempt)``; the first push of a partition in a round is applied, later ones (a retried or
-speculative task recomputes the same thing) are acknowledged and dropped, and pushes for a
-round that is not open are refused.
+authenticated socket, trains, and pushes one vector back; the driver adds the pushes into a
+single float64 buffer in partition order, whatever order they arrive in, so the sum — and
+the model — is the same bit for bit however tasks are scheduled, retried or killed. A push
+that arrives before those of lower partitions is held (a float32 copy) until they are in;
+Spark starts tasks in partition order, so few wait, and the driver never holds a copy per
+worker. At most ``max_inflight`` pushes are being received at once. A push is tagged
+``(round, partition, attempt)``; the first push of a partition in a round is applied, later
+ones (a retried or speculative task recomputes the same thing) are acknowledged and dropped,
+and pushes for a round that is not open, or from a partition the round does not expect, are
+refused.
 """
 from __future__ import annotations
 
@@ -84,23 +88,33 @@ class RoundExchange(PushBuffers):
         self._payload_meta: dict = {}
         self._sum = np.zeros(push.size, np.float64)
         self._received: dict[int, int] = {}
+        self._order: list[int] = []        # the partitions expected to push, ascending
+        self._next = 0                     # index into _order of the next one to add
+        self._waiting: dict[int, tuple[np.ndarray, int]] = {}
         self.duplicates = 0
+        self.waiting_most = 0                 # the most pushes held at once (memory check)
         self._setup_push_buffers(push.size, max_inflight, timeout)
 
     # ---- driver side ----------------------------------------------------------------------------
-    def open_round(self, round_index: int, payload: np.ndarray, meta: dict) -> None:
+    def open_round(self, round_index: int, payload: np.ndarray, meta: dict, partitions) -> None:
+        """Serve ``payload`` for ``round_index`` and expect one push from each of ``partitions``."""
         with self._lock:
             self._round = int(round_index)
             self._payload = payload
             self._payload_meta = dict(meta, round=int(round_index))
             self._sum[...] = 0.0
             self._received = {}
+            self._order = sorted(int(p) for p in partitions)
+            self._next = 0
+            self._waiting = {}
 
     def close_round(self) -> tuple[np.ndarray, dict[int, int]]:
-        """The summed pushes (float64) and the samples each partition reported."""
+        """The summed pushes (float64) and the samples each partition reported (a partition
+        whose push still waits for a lower one's is not in the sum, nor in the counts)."""
         with self._lock:
             self._round = None
             self._payload = None
+            self._waiting = {}
             return self._sum, dict(self._received)
 
     # ---- served requests ------------------------------------------------------------------------
@@ -127,20 +141,37 @@ class RoundExchange(PushBuffers):
         with self._lock:
             if round_index != self._round:
                 raise Refused(f"round {round_index} is not open (open: {self._round})")
-            if partition in self._received:
+            if partition in self._received or partition in self._waiting:
                 self.duplicates += 1
                 logger.debug("round %d: dropped a second push of partition %d (attempt %d)",
                              round_index, partition, attempt)
                 return Frame(Op.OK, {"applied": False})
-            for _, a, b, weighted in self.push.bounds():
-                for lo in range(a, b, _CHUNK):
-                    hi = min(lo + _CHUNK, b)
-                    part = vector[lo:hi].astype(np.float64)
-                    if weighted:
-                        part *= samples
-                    self._sum[lo:hi] += part
+            if self._next >= len(self._order) or partition not in self._order[self._next:]:
+                raise Refused(f"round {round_index} expects no push from partition {partition} "
+                              f"(expected: {self._order})")
+            if partition != self._order[self._next]:
+                self._waiting[partition] = (vector.copy(), samples)   # the frame's buffer is reused
+                self.waiting_most = max(self.waiting_most, len(self._waiting))
+                return Frame(Op.OK, {"applied": True})
+            self._add(vector, samples)
             self._received[partition] = samples
+            self._next += 1
+            while self._next < len(self._order) and self._order[self._next] in self._waiting:
+                ready = self._order[self._next]
+                held, held_samples = self._waiting.pop(ready)
+                self._add(held, held_samples)
+                self._received[ready] = held_samples
+                self._next += 1
         return Frame(Op.OK, {"applied": True})
+
+    def _add(self, vector: np.ndarray, samples: int) -> None:
+        for _, a, b, weighted in self.push.bounds():
+            for lo in range(a, b, _CHUNK):
+                hi = min(lo + _CHUNK, b)
+                part = vector[lo:hi].astype(np.float64)
+                if weighted:
+                    part *= samples
+                self._sum[lo:hi] += part
 
 
 def _int(meta: dict, key: str) -> int:

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from sparkdl.engine.model import TrainingDivergedError
+
 
 @dataclass
 class RoundSpec:
@@ -40,6 +42,19 @@ class RoundResult:
     partitions: int = 0
     short_partitions: list = field(default_factory=list)   # (partition, rows) below batch_size
     empty_partitions: list = field(default_factory=list)
+    diverged: list = field(default_factory=list)   # (partition, what became non-finite)
+
+
+def non_finite(loss_sum: float, arrays: dict) -> str | None:
+    """What became NaN or infinite, or None when nothing did. A float64 sum is finite exactly
+    when every float32 value in it is (no float32 values can overflow it)."""
+    if not np.isfinite(loss_sum):
+        return f"the loss became {loss_sum}"
+    for name, a in arrays.items():
+        if a is not None and a.size and not np.isfinite(np.sum(a, dtype=np.float64)):
+            bad = int(np.count_nonzero(~np.isfinite(a)))
+            return f"{bad} of the {a.size} values of the {name} became NaN or infinite"
+    return None
 
 
 def _weighted_mean(a, na, b, nb):
@@ -55,6 +70,12 @@ def _weighted_mean(a, na, b, nb):
 
 def combine(a: RoundResult, b: RoundResult, aggregate: str) -> RoundResult:
     """Merge two results; associative and commutative up to float rounding."""
+    if a.diverged or b.diverged:
+        return RoundResult(samples=a.samples + b.samples, steps=max(a.steps, b.steps),
+                           loss_sum=a.loss_sum + b.loss_sum, partitions=a.partitions + b.partitions,
+                           diverged=a.diverged + b.diverged,
+                           empty_partitions=a.empty_partitions + b.empty_partitions,
+                           short_partitions=a.short_partitions + b.short_partitions)
     if a.samples == 0 and a.vector is None:
         merged = b
         merged.empty_partitions = a.empty_partitions + b.empty_partitions
@@ -117,15 +138,26 @@ def run_round(model, xs: list[np.ndarray], y: np.ndarray, spec: RoundSpec, parti
     per_epoch = -(-n // spec.batch_size)
     steps = steps_in_round(spec.frequency, n, spec.batch_size)
     slices = _pass_slices(spec, partition, steps, per_epoch)
-    if spec.aggregate == "gradients":
-        grad_sum = np.zeros(model.flat_weights.size, dtype=np.float32)
-        loss_sum = _gradient_sum(model, xs, y, spec.batch_size, slices, grad_sum)
-        vector = grad_sum
-    else:
-        loss_sum = _local_steps(model, xs, y, spec.batch_size, slices)
-        vector = model.get_flat_weights()
-    metric_states = [m.state.copy() for m in model.metrics]
     seen = sum(_rows(n, spec.batch_size, a, b) for _, a, b in slices)
+    try:
+        if spec.aggregate == "gradients":
+            grad_sum = np.zeros(model.flat_weights.size, dtype=np.float32)
+            loss_sum = _gradient_sum(model, xs, y, spec.batch_size, slices, grad_sum)
+            vector = grad_sum
+        else:
+            loss_sum = _local_steps(model, xs, y, spec.batch_size, slices)
+            vector = model.get_flat_weights()
+    except TrainingDivergedError as error:
+        return RoundResult(samples=seen, steps=steps, loss_sum=float("nan"), partitions=1,
+                           diverged=[(partition, str(error))], short_partitions=short,
+                           compute_seconds=time.perf_counter() - start)
+    what = non_finite(loss_sum, {"gradients" if spec.aggregate == "gradients" else "weights": vector,
+                                 "moving statistics": model.flat_state})
+    if what is not None:
+        return RoundResult(samples=seen, steps=steps, loss_sum=loss_sum, partitions=1,
+                           diverged=[(partition, what)], short_partitions=short,
+                           compute_seconds=time.perf_counter() - start)
+    metric_states = [m.state.copy() for m in model.metrics]
     return RoundResult(
         samples=seen, steps=steps, loss_sum=loss_sum, vector=vector,
         state=model.flat_state.copy() if model.flat_state.size else None,
@@ -214,12 +246,18 @@ def run_async_epoch(model, xs: list[np.ndarray], y: np.ndarray, spec: RoundSpec,
         model.set_flat_weights(pulled[:w])
         if s:
             model.flat_state[...] = pulled[w:]
-        if spec.aggregate == "gradients":
-            update[:w] = 0.0
-            loss_sum += _gradient_sum(model, xs, y, spec.batch_size, [(key, a, b)], update[:w])
-        else:
-            loss_sum += model.train_epoch(xs, y, spec.batch_size, key, start=a, stop=b)
-            np.subtract(model.flat_weights, pulled[:w], out=update[:w])
+        try:
+            if spec.aggregate == "gradients":
+                update[:w] = 0.0
+                loss_sum += _gradient_sum(model, xs, y, spec.batch_size, [(key, a, b)], update[:w])
+            else:
+                loss_sum += model.train_epoch(xs, y, spec.batch_size, key, start=a, stop=b)
+                np.subtract(model.flat_weights, pulled[:w], out=update[:w])
+        except TrainingDivergedError as error:
+            client.done()
+            return RoundResult(samples=seen, steps=per_epoch, loss_sum=float("nan"), partitions=1,
+                               diverged=[(partition, f"{error} (push {sequence + 1})")],
+                               compute_seconds=compute)
         if s:
             np.subtract(model.flat_state, pulled[w:], out=update[w:])
         part = [m.state.copy() for m in model.metrics]
@@ -227,6 +265,12 @@ def run_async_epoch(model, xs: list[np.ndarray], y: np.ndarray, spec: RoundSpec,
         rows = _rows(n, spec.batch_size, a, b)
         seen += rows
         compute += time.perf_counter() - start
+        what = non_finite(loss_sum, {"gradients" if spec.aggregate == "gradients" else "update": update})
+        if what is not None:        # nothing non-finite reaches the server
+            client.done()
+            return RoundResult(samples=seen, steps=per_epoch, loss_sum=loss_sum, partitions=1,
+                               diverged=[(partition, f"{what} (push {sequence + 1})")],
+                               compute_seconds=compute)
         client.push(sequence, rows, update)
     client.done()
     return RoundResult(samples=seen, steps=per_epoch, loss_sum=loss_sum, metric_states=states or [],

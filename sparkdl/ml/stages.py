@@ -52,11 +52,22 @@ class _NNParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, HasSeed):
                              "rows per forward pass when predicting (>= 1)",
                              typeConverter=TypeConverters.toInt)
 
+    checkpointDir = Param(Params._dummy(), "checkpointDir",
+                          "a local directory for training checkpoints ('': none); see SparkModel.fit",
+                          typeConverter=TypeConverters.toString)
+    checkpointInterval = Param(Params._dummy(), "checkpointInterval",
+                               "rounds (epochs in the async modes) between checkpoints (>= 1)",
+                               typeConverter=TypeConverters.toInt)
+    resume = Param(Params._dummy(), "resume",
+                   "continue from the newest checkpoint in checkpointDir, if there is one",
+                   typeConverter=TypeConverters.toBoolean)
+
     def __init__(self):
         super().__init__()
         self._setDefault(epochs=10, batchSize=64, mode="sync", frequency="epoch", staleness=2,
                          aggregate="weights", numWorkers=0, learningRate=0.0,
-                         predictBatchSize=1024, seed=0)
+                         predictBatchSize=1024, seed=0, checkpointDir="", checkpointInterval=1,
+                         resume=False)
 
     def getEpochs(self) -> int:
         return self.getOrDefault(self.epochs)
@@ -85,6 +96,15 @@ class _NNParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, HasSeed):
     def getPredictBatchSize(self) -> int:
         return self.getOrDefault(self.predictBatchSize)
 
+    def getCheckpointDir(self) -> str:
+        return self.getOrDefault(self.checkpointDir)
+
+    def getCheckpointInterval(self) -> int:
+        return self.getOrDefault(self.checkpointInterval)
+
+    def getResume(self) -> bool:
+        return self.getOrDefault(self.resume)
+
     # ---- checks ------------------------------------------------------------------------------
     def _frequency_value(self):
         value = self.getFrequency()
@@ -99,7 +119,7 @@ class _NNParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, HasSeed):
         """Clear errors for out-of-range values, whether set at construction or by a grid."""
         name = type(self).__name__
         for param, low in ((self.epochs, 0), (self.batchSize, 1), (self.numWorkers, 0),
-                           (self.predictBatchSize, 1), (self.staleness, 0)):
+                           (self.predictBatchSize, 1), (self.staleness, 0), (self.checkpointInterval, 1)):
             value = self.getOrDefault(param)
             if value < low:
                 raise ValueError(f"{name}: expected {param.name} >= {low}, received {param.name}={value}")
@@ -112,6 +132,8 @@ class _NNParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, HasSeed):
         if self.getMode() not in modes():
             raise ValueError(f"{name}: unknown mode {self.getMode()!r}; expected one of {modes()}")
         self._frequency_value()
+        if self.getResume() and not self.getCheckpointDir():
+            raise ValueError(f"{name}: resume=True needs checkpointDir (the directory to resume from)")
 
 
 def _check_model(model, who: str, classifier: bool):
@@ -173,7 +195,8 @@ class _NNEstimatorBase(Estimator, _NNParams, NNWritable, NNReadable):
                                  **self._spark_options())
         history = spark_model.fit(dataset, epochs=self.getEpochs(), batch_size=self.getBatchSize(),
                                   features_col=self.getFeaturesCol(), label_col=self.getLabelCol(),
-                                  verbose=0)
+                                  verbose=0, checkpoint_dir=self.getCheckpointDir() or None,
+                                  checkpoint_every=self.getCheckpointInterval(), resume=self.getResume())
         logger.info("%s: trained %d epochs, final loss %s", name, len(history.history.get("loss", [])),
                     history.history.get("loss", [None])[-1] if history.history.get("loss") else None)
         fitted = self._model_class(model=model)
@@ -214,7 +237,8 @@ class NNModel(_NNModelBase):
     def __init__(self, *, model=None, featuresCol="features", labelCol="label",
                  predictionCol="prediction", epochs=10, batchSize=64, mode="sync",
                  frequency="epoch", staleness=2, aggregate="weights", numWorkers=0,
-                 learningRate=0.0, predictBatchSize=1024, seed=0):
+                 learningRate=0.0, predictBatchSize=1024, seed=0, checkpointDir="",
+                 checkpointInterval=1, resume=False):
         super().__init__(model)
         kwargs = dict(self._input_kwargs)
         kwargs.pop("model", None)
@@ -233,7 +257,8 @@ class NNClassifierModel(_NNModelBase, HasProbabilityCol, HasRawPredictionCol):
                  predictionCol="prediction", probabilityCol="probability",
                  rawPredictionCol="rawPrediction", epochs=10, batchSize=64, mode="sync",
                  frequency="epoch", staleness=2, aggregate="weights", numWorkers=0,
-                 learningRate=0.0, predictBatchSize=1024, seed=0):
+                 learningRate=0.0, predictBatchSize=1024, seed=0, checkpointDir="",
+                 checkpointInterval=1, resume=False):
         super().__init__(model)
         kwargs = dict(self._input_kwargs)
         kwargs.pop("model", None)
@@ -254,7 +279,8 @@ class NNEstimator(_NNEstimatorBase):
     def __init__(self, *, model=None, featuresCol="features", labelCol="label",
                  predictionCol="prediction", epochs=10, batchSize=64, mode="sync",
                  frequency="epoch", staleness=2, aggregate="weights", numWorkers=0,
-                 learningRate=0.0, predictBatchSize=1024, seed=0):
+                 learningRate=0.0, predictBatchSize=1024, seed=0, checkpointDir="",
+                 checkpointInterval=1, resume=False):
         super().__init__(model)
         kwargs = dict(self._input_kwargs)
         kwargs.pop("model", None)
@@ -264,7 +290,8 @@ class NNEstimator(_NNEstimatorBase):
     @keyword_only
     def setParams(self, *, featuresCol=None, labelCol=None, predictionCol=None, epochs=None,
                   batchSize=None, mode=None, frequency=None, staleness=None, aggregate=None,
-                  numWorkers=None, learningRate=None, predictBatchSize=None, seed=None):
+                  numWorkers=None, learningRate=None, predictBatchSize=None, seed=None, checkpointDir=None,
+                  checkpointInterval=None, resume=None):
         self._set(**{k: v for k, v in self._input_kwargs.items() if v is not None})
         self._check_params()
         return self
@@ -283,7 +310,8 @@ class NNClassifier(_NNEstimatorBase, HasProbabilityCol, HasRawPredictionCol):
                  predictionCol="prediction", probabilityCol="probability",
                  rawPredictionCol="rawPrediction", epochs=10, batchSize=64, mode="sync",
                  frequency="epoch", staleness=2, aggregate="weights", numWorkers=0,
-                 learningRate=0.0, predictBatchSize=1024, seed=0):
+                 learningRate=0.0, predictBatchSize=1024, seed=0, checkpointDir="",
+                 checkpointInterval=1, resume=False):
         super().__init__(model)
         kwargs = dict(self._input_kwargs)
         kwargs.pop("model", None)
@@ -294,7 +322,8 @@ class NNClassifier(_NNEstimatorBase, HasProbabilityCol, HasRawPredictionCol):
     def setParams(self, *, featuresCol=None, labelCol=None, predictionCol=None, probabilityCol=None,
                   rawPredictionCol=None, epochs=None, batchSize=None, mode=None, frequency=None,
                   staleness=None, aggregate=None, numWorkers=None, learningRate=None,
-                  predictBatchSize=None, seed=None):
+                  predictBatchSize=None, seed=None, checkpointDir=None,
+                  checkpointInterval=None, resume=None):
         self._set(**{k: v for k, v in self._input_kwargs.items() if v is not None})
         self._check_params()
         return self

@@ -83,6 +83,8 @@ def socket_round_task(model_bc, end: exchange.Endpoint, spec: worker.RoundSpec):
         slots = {name[5:]: v for name, v in parts.items() if name.startswith("slot:")}
         result = worker.run_round(model, xs, y, spec, partition, parts["weights"], parts.get("state"),
                                   slots, int(meta["iterations"]))
+        if result.diverged:         # nothing non-finite reaches the driver
+            return result
         out = {end.push.names[0]: result.vector, "state": result.state}
         out.update({f"slot:{k}": v for k, v in result.slots.items()})
         exchange.push(end, spec.round, partition, attempt, result.samples, out)

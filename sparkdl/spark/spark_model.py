@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -56,12 +57,16 @@ class SparkModel:
     one ``fit`` (bound to ``spark.driver.host``, on ``port`` or an ephemeral one; HMAC-checked
     binary frames), and the driver sums the pushes into one buffer as they arrive.
     ``"spark"``: Spark's broadcast and ``treeReduce`` (for clusters whose executors cannot
-    open connections to the driver). ``timeout``: seconds any socket wait may take.
+    open connections to the driver). ``timeout``: seconds any socket wait may take (a task
+    waiting for the weights or a receipt, the driver waiting for a request, an ssp worker
+    waiting for the slowest). ``round_timeout``: seconds one round's (or, in the async modes,
+    one epoch's) Spark job may take before it is cancelled and ``fit`` raises TimeoutError
+    (default None: no limit, as a round's length grows with the data).
     """
 
     def __init__(self, model, mode="sync", frequency="epoch", num_workers=None,
                  aggregate="weights", seed=0, transport="socket", port=None, timeout=120.0,
-                 **mode_options):
+                 round_timeout=None, **mode_options):
         if getattr(model, "loss", None) is None or getattr(model, "optimizer", None) is None:
             raise NotCompiledError("SparkModel: expected a compiled model; call "
                                    "model.compile(optimizer=..., loss=...) first")
@@ -96,6 +101,11 @@ class SparkModel:
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
             raise ValueError(f"SparkModel: expected timeout > 0 (seconds), received timeout={timeout!r}")
         self.timeout = float(timeout)
+        if round_timeout is not None and (isinstance(round_timeout, bool) or
+                                          not isinstance(round_timeout, (int, float)) or not round_timeout > 0):
+            raise ValueError(f"SparkModel: expected round_timeout None or > 0 (seconds), "
+                             f"received round_timeout={round_timeout!r}")
+        self.round_timeout = None if round_timeout is None else float(round_timeout)
         self.history: History | None = None
 
     # ---- data --------------------------------------------------------------------------------
@@ -113,12 +123,25 @@ class SparkModel:
 
     # ---- fit ---------------------------------------------------------------------------------
     def fit(self, data, epochs=10, batch_size=64, features_col="features", label_col="label",
-            validation_data=None, callbacks=None, verbose=1) -> History:
+            validation_data=None, callbacks=None, verbose=1, checkpoint_dir=None,
+            checkpoint_every=1, resume=False, checkpoint_keep=3) -> History:
+        """Train for ``epochs`` on ``data``; returns the History (``history.rounds`` per round).
+
+        ``checkpoint_dir``: a local directory (or ``file:`` URI) where every
+        ``checkpoint_every``-th round (epoch, in the async modes) leaves a checkpoint — weights,
+        optimizer state, the round counter, the seed and the history so far — written
+        atomically; the newest ``checkpoint_keep`` are kept. ``resume=True`` continues from the
+        newest readable one (a truncated or corrupted newest file is skipped with a warning),
+        reproducing the weights an uninterrupted fit would reach; with none there, the fit
+        starts afresh. The checkpoint must come from the same model, data partitioning and
+        settings; ``epochs`` may be larger than the interrupted fit's.
+        """
         who = "SparkModel.fit"
         if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
             raise ValueError(f"{who}: expected epochs >= 0 (an int), received epochs={epochs!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"{who}: expected batch_size >= 1 (an int), received batch_size={batch_size!r}")
+        store = _checkpoint_store(checkpoint_dir, checkpoint_every, resume, checkpoint_keep, who)
         prep_start = time.perf_counter()
         blocks = self._blocks(data, features_col, label_col, who)
         blocks.note_batch_size(int(batch_size))
@@ -128,7 +151,7 @@ class SparkModel:
         prep_seconds = time.perf_counter() - prep_start
         try:
             return self._fit_rounds(blocks, epochs, int(batch_size), val, callbacks, verbose,
-                                    prep_seconds)
+                                    prep_seconds, store, int(checkpoint_every), resume)
         finally:
             blocks.release()
 
@@ -146,7 +169,8 @@ class SparkModel:
             return self.model._evaluate_lists(val[1], val[2], batch_size=256)
         return self.evaluate(val[1], features_col=val[2], label_col=val[3])
 
-    def _fit_rounds(self, blocks, epochs, batch_size, val, callbacks, verbose, prep_seconds):
+    def _fit_rounds(self, blocks, epochs, batch_size, val, callbacks, verbose, prep_seconds,
+                    store=None, checkpoint_every=1, resume=False):
         model = self.model
         sc = blocks.rdd.context
         steps_per_epoch = -(-blocks.max_rows // batch_size)
@@ -180,24 +204,63 @@ class SparkModel:
                            blocks.empty_partitions)
         round_index = 0
         plane = None
-        model_bc = executor.ModelBroadcast(sc, model)
+        # What a checkpoint must match to be resumed: the same rounds over the same partitions.
+        settings = {k: self.history.settings[k] for k in ("mode", "staleness", "aggregate", "seed",
+                                                          "batch_size")}
+        settings.update(frequency=str(self.frequency), rows_per_partition=list(blocks.rows))
+        start_epoch, start_round, partial = 0, 0, None
+        self.history.resumed_from = None
+        model_bc = None
         try:
             cbs.on_train_begin()
+            if store is not None and resume:
+                restored = store.restore_latest(model, check=functools.partial(
+                    _check_resumable, settings=settings, store=store))
+                if restored is not None:
+                    meta = restored.meta
+                    round_index = int(meta["round"])
+                    start_epoch, start_round = divmod(round_index, rounds_per_epoch)
+                    if start_round:     # resumed inside an epoch: its sums so far
+                        partial = (meta["loss_sum"], meta["samples"],
+                                   [restored.arrays[f"metric_{i}"] for i in range(len(model.metrics))])
+                    self.history.history = {k: list(v) for k, v in meta["history"].items()}
+                    self.history.epoch = list(meta["epochs_done"])
+                    self.history.rounds = list(meta["rounds"])
+                    self.history.resumed_from = round_index
+                    logger.info("SparkModel.fit: resuming from %s after round %d (epoch %d, round "
+                                "%d of %d in it)", restored.path, round_index, start_epoch + 1,
+                                start_round, rounds_per_epoch)
+
+            def checkpoint(epoch, r, loss_sum, samples, metric_objs):
+                meta = _plain({"round": round_index, "epoch": epoch, "settings": settings,
+                               "loss_sum": loss_sum, "samples": samples,
+                               "history": self.history.history, "epochs_done": self.history.epoch,
+                               "rounds": self.history.rounds})
+                arrays = {f"metric_{i}": m.state for i, m in enumerate(metric_objs)} if r else {}
+                store.save(model, round_index, meta, arrays)
+
+            model_bc = executor.ModelBroadcast(sc, model)
             if self.strategy.asynchronous:
                 plane = self._parameter_server(sc)
             elif self.transport == "socket":
                 plane = self._data_plane(sc)
-            for epoch in range(epochs):
+            for epoch in range(start_epoch, epochs):
                 cbs.on_epoch_begin(epoch)
                 bar = ProgressBar(rounds_per_epoch, verbose, unit="round")
                 if verbose == 1:
                     bar.stream.write(f"Epoch {epoch + 1}/{epochs}\n")
                 loss_sum, samples = 0.0, 0
                 metric_objs = [metrics_mod.get(m.get_config()) for m in model.metrics]
-                for r in range(rounds_per_epoch):
+                first = 0
+                if epoch == start_epoch and partial is not None:
+                    first, (loss_sum, samples, states) = start_round, partial
+                    for m, state in zip(metric_objs, states):
+                        m.state = np.array(state, copy=True)
+                for r in range(first, rounds_per_epoch):
                     what = f"{self.mode} epoch {epoch + 1}/{epochs}" if self.strategy.asynchronous \
                         else f"round {round_index + 1}/{total_rounds}"
                     sc.setJobGroup(group, f"sparkdl {what}", True)
+                    self._running = (sc, group, what)
                     info = self._run_round(blocks, model_bc, round_index, batch_size, plane)
                     loss_sum += info["loss_sum"]
                     samples += info["samples"]
@@ -207,6 +270,8 @@ class SparkModel:
                                                 if k not in ("loss_sum", "metric_states")})
                     round_index += 1
                     bar.update(r + 1, {"loss": loss_sum / max(samples, 1)})
+                    if store is not None and r + 1 < rounds_per_epoch and round_index % checkpoint_every == 0:
+                        checkpoint(epoch, r + 1, loss_sum, samples, metric_objs)
                 logs = {"loss": loss_sum / max(samples, 1)}
                 logs.update({m.name: m.result() for m in metric_objs})
                 if val is not None:
@@ -214,6 +279,9 @@ class SparkModel:
                 cbs.on_epoch_end(epoch, logs)
                 bar.finish(logs, prefix=f"Epoch {epoch + 1}/{epochs} - ")
                 logger.info("epoch %d/%d: %s", epoch + 1, epochs, format_logs(logs))
+                if store is not None and (round_index % checkpoint_every == 0 or epoch + 1 == epochs
+                                          or model.stop_training):
+                    checkpoint(epoch + 1, 0, 0.0, 0, [])
                 if model.stop_training:
                     break
         finally:
@@ -221,7 +289,8 @@ class SparkModel:
                 plane.server.close()
             sc.setLocalProperty("spark.jobGroup.id", None)
             sc.setLocalProperty("spark.job.description", None)
-            model_bc.destroy()
+            if model_bc is not None:
+                model_bc.destroy()
         cbs.on_train_end()
         return self.history
 
@@ -270,12 +339,19 @@ class SparkModel:
             result, vector = self._round_via_spark(blocks, model_bc, spec)
         else:
             result, vector = self._round_via_socket(blocks, model_bc, spec, plane)
-        if not np.isfinite(result.loss_sum):
-            raise FloatingPointError(f"SparkModel.fit: the loss became {result.loss_sum} in round "
-                                     f"{round_index + 1}; the model keeps the weights it had before "
-                                     f"that round")
         if self.aggregate == "gradients":
+            before = (model.get_flat_weights(), {k: v.copy() for k, v in opt.slots.items()}, opt.iterations)
             opt.apply(model.flat_weights, vector)
+            what = worker.non_finite(0.0, {"weights": model.flat_weights})
+            if what is not None:
+                model.set_flat_weights(before[0])
+                for k, v in before[1].items():
+                    opt.slots[k][...] = v
+                opt.iterations = before[2]
+                raise FloatingPointError(
+                    f"SparkModel.fit: in round {round_index + 1}, {what} after the driver's optimizer "
+                    f"step on the mean gradient (finite in every partition); the model keeps the "
+                    f"weights it had before that round")
         else:
             model.set_flat_weights(vector)
             for k, v in result.slots.items():
@@ -284,6 +360,25 @@ class SparkModel:
         if result.state is not None:
             model.flat_state[...] = result.state
         return self._round_info(round_index, start, result)
+
+    def _job(self, run):
+        """Run the round's Spark job; with ``round_timeout``, cancel it (its tasks are
+        interrupted) once that many seconds have passed and raise TimeoutError."""
+        if self.round_timeout is None:
+            return run()
+        sc, group, what = self._running
+        timer = threading.Timer(self.round_timeout, sc.cancelJobGroup, args=(group,))
+        timer.daemon = True
+        timer.start()
+        try:
+            return run()
+        except Exception as error:
+            if not timer.is_alive():        # it fired: the failure is the cancellation
+                raise TimeoutError(f"SparkModel.fit: {what} did not finish within round_timeout="
+                                   f"{self.round_timeout} s; its Spark job was cancelled") from error
+            raise
+        finally:
+            timer.cancel()
 
     @staticmethod
     def _round_info(round_index, start, result) -> dict:
@@ -303,14 +398,11 @@ class SparkModel:
         ps.begin_epoch(spec.round)
         pushes, duplicates = ps.stats["pushes"], ps.stats["duplicates"]
         task = executor.async_epoch_task(model_bc, plane.end, spec)
-        results = blocks.rdd.mapPartitionsWithIndex(task).collect()
+        results = self._job(lambda: blocks.rdd.mapPartitionsWithIndex(task).collect())
         aggregate = self.aggregate
         result = functools.reduce(lambda a, b: worker.combine(a, b, aggregate), results)
+        _check_diverged(result, f"epoch {spec.round + 1}", "epoch")
         _check_samples(result)
-        if not np.isfinite(result.loss_sum):
-            raise FloatingPointError(f"SparkModel.fit: the loss became {result.loss_sum} in epoch "
-                                     f"{spec.round + 1}; the model keeps the weights it had before "
-                                     f"that epoch")
         vector = ps.snapshot()
         w = model.flat_weights.size
         model.set_flat_weights(vector[:w])
@@ -332,10 +424,11 @@ class SparkModel:
         aggregate = self.aggregate
         try:
             task = executor.round_task(model_bc, weights_bc, spec)
-            result = blocks.rdd.mapPartitionsWithIndex(task).treeReduce(
-                lambda a, b: worker.combine(a, b, aggregate), depth=2)
+            result = self._job(lambda: blocks.rdd.mapPartitionsWithIndex(task).treeReduce(
+                lambda a, b: worker.combine(a, b, aggregate), depth=2))
         finally:
             weights_bc.destroy()
+        _check_diverged(result, f"round {spec.round + 1}", "round")
         _check_samples(result)
         if aggregate == "gradients":
             return result, result.vector / np.float32(result.samples)
@@ -348,14 +441,16 @@ class SparkModel:
         parts = {"weights": model.flat_weights, "state": model.flat_state}
         parts.update({f"slot:{k}": v for k, v in opt.slots.items()})
         payload = plane.end.pull.pack(parts)
-        plane.rounds.open_round(spec.round, payload, {"iterations": int(opt.iterations)})
+        plane.rounds.open_round(spec.round, payload, {"iterations": int(opt.iterations)},
+                                partitions=[p for p, rows in enumerate(blocks.rows) if rows])
         aggregate = self.aggregate
         try:
             task = executor.socket_round_task(model_bc, plane.end, spec)
-            results = blocks.rdd.mapPartitionsWithIndex(task).collect()
+            results = self._job(lambda: blocks.rdd.mapPartitionsWithIndex(task).collect())
         finally:
             total, received = plane.rounds.close_round()
         result = functools.reduce(lambda a, b: worker.combine(a, b, aggregate), results)
+        _check_diverged(result, f"round {spec.round + 1}", "round")
         _check_samples(result)
         trained = result.partitions - len(result.empty_partitions)
         if len(received) != trained or sum(received.values()) != result.samples:
@@ -384,6 +479,53 @@ class SparkModel:
         if not isinstance(data, DataFrame):
             raise TypeError(f"SparkModel.evaluate: expected a DataFrame, received {type(data).__name__}")
         return frames.evaluate_frame(data, self.model, features_col, label_col, batch_size)
+
+
+def _checkpoint_store(directory, every, resume, keep, who):
+    """The fit's CheckpointStore (None without ``directory``), options checked first."""
+    if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
+        raise ValueError(f"{who}: expected checkpoint_every >= 1 (an int, in rounds), "
+                         f"received checkpoint_every={every!r}")
+    if not isinstance(resume, bool):
+        raise TypeError(f"{who}: expected resume as a bool, received {type(resume).__name__}: {resume!r}")
+    if directory is None:
+        if resume:
+            raise ValueError(f"{who}: resume=True needs checkpoint_dir (the directory to resume from)")
+        return None
+    from sparkdl.distributed.checkpoint import CheckpointStore
+    if isinstance(keep, bool) or not isinstance(keep, (int, np.integer)) or keep < 1:
+        raise ValueError(f"{who}: expected checkpoint_keep >= 1 (an int), received checkpoint_keep={keep!r}")
+    if not isinstance(directory, (str, bytes)) and not hasattr(directory, "__fspath__"):
+        raise TypeError(f"{who}: expected checkpoint_dir as a path, received "
+                        f"{type(directory).__name__}: {directory!r}")
+    return CheckpointStore(directory, keep=int(keep))
+
+
+def _plain(value):
+    """``value`` with NumPy scalars and arrays as Python numbers and lists (JSON-able)."""
+    import json
+    return json.loads(json.dumps(value, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))
+
+
+def _check_resumable(meta: dict, settings: dict, store) -> None:
+    """A checkpoint resumes this fit only if it trained the same rounds on the same partitions."""
+    saved = meta.get("settings", {})
+    different = [f"{k}: checkpoint {saved.get(k)!r}, this fit {v!r}" for k, v in settings.items()
+                 if saved.get(k) != v]
+    if different:
+        raise ValueError(f"SparkModel.fit: the checkpoints in {store.directory!r} come from another "
+                         f"run and cannot be resumed here ({'; '.join(different)}); use another "
+                         f"checkpoint_dir or resume=False")
+
+
+def _check_diverged(result, where: str, unit: str) -> None:
+    """The divergence guard: a partition whose loss, weights or update became NaN or infinite
+    stops the fit before anything of the round or epoch reaches the driver's model."""
+    if result.diverged:
+        parts = "; ".join(f"partition {p}: {what}" for p, what in sorted(result.diverged))
+        raise FloatingPointError(f"SparkModel.fit: training diverged in {where} ({parts}); the model "
+                                 f"keeps the weights it had before that {unit}. Lower the learning "
+                                 f"rate, clip gradients or check the data for extreme values")
 
 
 def _check_samples(result) -> None:

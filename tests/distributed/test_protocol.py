@@ -251,7 +251,7 @@ def exchange_server(sizes=(5, 3), weighted=(True, True), max_inflight=2):
 def test_concurrent_pushes_sum_exactly_and_duplicates_count_once():
     rounds, server, end = exchange_server(max_inflight=1)
     try:
-        rounds.open_round(4, np.arange(8, dtype=np.float32), {"iterations": 9})
+        rounds.open_round(4, np.arange(8, dtype=np.float32), {"iterations": 9}, partitions=range(4))
         parts, meta = exchange.pull(end, 4)
         assert meta == {"iterations": 9, "round": 4}
         np.testing.assert_array_equal(parts["state"], [5, 6, 7])
@@ -278,10 +278,37 @@ def test_concurrent_pushes_sum_exactly_and_duplicates_count_once():
         server.close()
 
 
+def test_pushes_are_summed_in_partition_order_whatever_order_they_arrive_in():
+    """Float addition is not associative: 1 + 3e30 - 3e30 is 0 in partition order and 1 in
+    the order 1, 2, 0. Pushes arriving last-first are held and added in partition order, so
+    the sum (and the model) does not depend on scheduling."""
+    rounds, server, end = exchange_server(sizes=(1,), weighted=(False,))
+    values = {0: 1.0, 1: 3e30, 2: -3e30}
+    try:
+        for arrival in ([0, 1, 2], [2, 1, 0], [1, 2, 0]):
+            rounds.open_round(0, np.zeros(1, np.float32), {"iterations": 0}, partitions=[0, 1, 2])
+            for p in arrival:
+                assert exchange.push(end, 0, p, 0, 1, {"weights": np.array([values[p]], np.float32)})
+            assert exchange.push(end, 0, arrival[0], 1, 1, {"weights": np.ones(1, np.float32)}) is False
+            total, received = rounds.close_round()
+            assert total.tolist() == [0.0], arrival
+            assert received == {0: 1, 1: 1, 2: 1}
+        assert rounds.waiting_most == 2
+        # A partition the round does not expect is refused; one still held is not summed.
+        rounds.open_round(1, np.zeros(1, np.float32), {"iterations": 0}, partitions=[0, 2])
+        with pytest.raises(protocol.RemoteError, match="expects no push from partition 1"):
+            exchange.push(end, 1, 1, 0, 1, {"weights": np.ones(1, np.float32)})
+        exchange.push(end, 1, 2, 0, 5, {"weights": np.ones(1, np.float32)})
+        total, received = rounds.close_round()
+        assert total.tolist() == [0.0] and received == {}
+    finally:
+        server.close()
+
+
 def test_gradient_segments_are_not_weighted_and_stale_rounds_are_refused():
     rounds, server, end = exchange_server(sizes=(2, 1), weighted=(False, True))
     try:
-        rounds.open_round(0, np.zeros(3, np.float32), {"iterations": 0})
+        rounds.open_round(0, np.zeros(3, np.float32), {"iterations": 0}, partitions=[0, 1, 2])
         exchange.push(end, 0, 0, 0, 10, {"weights": np.array([1, 2], np.float32), "state": np.ones(1, np.float32)})
         with pytest.raises(protocol.RemoteError, match="round 1 is not open"):
             exchange.push(end, 1, 1, 0, 10, {"weights": np.ones(2, np.float32), "state": np.ones(1, np.float32)})
@@ -315,7 +342,7 @@ def test_gradient_segments_are_not_weighted_and_stale_rounds_are_refused():
 def test_a_push_cut_off_mid_frame_applies_nothing_and_frees_its_buffer():
     rounds, server, end = exchange_server(max_inflight=1)
     try:
-        rounds.open_round(0, np.zeros(8, np.float32), {"iterations": 0})
+        rounds.open_round(0, np.zeros(8, np.float32), {"iterations": 0}, partitions=[0])
         conn = protocol.Connection(end.address, end.token, 5)
         head = protocol.encode_header(Op.PUSH, {"round": 0, "partition": 0, "attempt": 0, "samples": 3},
                                       np.ones(8, np.float32))
@@ -329,3 +356,38 @@ def test_a_push_cut_off_mid_frame_applies_nothing_and_frees_its_buffer():
         assert received == {0: 2}
     finally:
         server.close()
+
+
+# ---- every wait ends, naming what it waited for -------------------------------------------------
+def test_client_waits_end_with_errors_naming_what_was_awaited():
+    # Nobody listening: refused at once, naming the address.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        free_port = s.getsockname()[1]
+    with pytest.raises(ConnectionError, match=rf"could not reach the sparkdl server at 127.0.0.1:{free_port}"):
+        protocol.Connection(("127.0.0.1", free_port), protocol.new_token(), timeout=1)
+    # A listener that never speaks: the handshake wait times out.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        with pytest.raises(TimeoutError, match=r"timed out after 0.1 s waiting for the server's HELLO"):
+            protocol.Connection(silent.getsockname(), protocol.new_token(), timeout=0.1)
+
+
+def test_server_closes_a_connection_silent_for_longer_than_its_timeout():
+    token = protocol.new_token()
+    with FrameServer(Echo(), token, timeout=0.2) as server:
+        conn = protocol.Connection(server.address, token, timeout=5)
+        conn.sock.settimeout(5)
+        assert conn.sock.recv(1) == b""            # closed by the server after 0.2 s of silence
+        conn.close()
+        with protocol.Connection(server.address, token, timeout=5) as again:   # still serving
+            assert again.request(Op.PUSH, {}).op == Op.OK
+
+
+def test_a_push_waiting_for_a_receive_buffer_times_out():
+    rounds = exchange.RoundExchange(exchange.Layout(("weights",), (4,), (True,)), max_inflight=1,
+                                    timeout=0.1)
+    assert rounds.receive_buffer(Op.PUSH, {}, (4,), np.float32) is not None
+    with pytest.raises(TimeoutError, match=r"no receive buffer freed within 0.1 s"):
+        rounds.receive_buffer(Op.PUSH, {}, (4,), np.float32)

@@ -20,17 +20,9 @@ def spark_submit(args, timeout=600):
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def test_mnist_app_trains_on_local_cluster():
-    run = spark_submit(["--master", "local-cluster[2,1,1024]", "examples/mnist_app.py",
-                        "--workers", "2", "--epochs", "3", "--verbose", "0"])
-    assert run.returncode == 0, run.stderr[-3000:]
-    found = re.search(r"test accuracy: ([0-9.]+)", run.stdout)
-    assert found, run.stdout[-2000:]
-    assert float(found.group(1)) >= 0.88
-
-
 def test_async_modes_train_on_local_cluster():
-    """The parameter server on the driver, workers in two other JVMs' Python processes."""
+    """The parameter server on the driver, workers in two other JVMs' Python processes. (Sync
+    rounds on local-cluster run in test_faults.py, with and without a killed Python worker.)"""
     run = spark_submit(["--master", "local-cluster[2,1,1024]", "examples/mnist_app.py",
                         "--mode", "async,hogwild,ssp", "--staleness", "1", "--tau", "batch",
                         "--workers", "2", "--epochs", "3", "--verbose", "0"])

@@ -180,6 +180,25 @@ def test_ssp_staleness_and_learning_rate_params(digits_df, spy):
     assert kept.getModel().optimizer.learning_rate == pytest.approx(0.05)
 
 
+def test_checkpoint_params_checkpoint_and_resume_the_fit(digits_df, spy, tmp_path):
+    """checkpointDir, checkpointInterval and resume reach SparkModel.fit; a stage resuming a
+    3-epoch fit from the checkpoints of a 2-epoch one ends with the weights of a 3-epoch fit."""
+    train, _ = digits_df
+    df = assembled(train)
+    folder = str(tmp_path / "checkpoints")
+    stage = lambda **kw: NNClassifier(model=digits_mlp(), numWorkers=2, frequency="4", **kw)
+    stage(epochs=2, checkpointDir=folder, checkpointInterval=3).fit(df)
+    assert spy["fit"]["checkpoint_dir"] == folder and spy["fit"]["checkpoint_every"] == 3
+    assert spy["fit"]["resume"] is False
+    assert sorted(os.listdir(folder))[-1].startswith("ckpt-")
+    resumed = stage(epochs=3, checkpointDir=folder, checkpointInterval=3, resume=True).fit(df)
+    assert spy["fit"]["resume"] is True and resumed.history.resumed_from > 0
+    straight = stage(epochs=3).fit(df)
+    assert spy["fit"]["checkpoint_dir"] is None
+    np.testing.assert_array_equal(resumed.getModel().get_flat_weights(), straight.getModel().get_flat_weights())
+    assert resumed.history.history == straight.history.history
+
+
 def test_output_params_and_predict_batch_size(digits_df, spy):
     train, test = digits_df
     fitted = NNClassifier(model=digits_mlp(), epochs=1, predictionCol="cls", probabilityCol="p",
@@ -251,6 +270,7 @@ def test_probability_columns_belong_to_classifiers():
     ({"epochs": -1}, "epochs >= 0"), ({"batchSize": 0}, "batchSize >= 1"),
     ({"mode": "fast"}, "unknown mode 'fast'"), ({"frequency": "often"}, "frequency 'epoch', 'batch'"),
     ({"aggregate": "mean"}, "aggregate 'weights' or 'gradients'"), ({"learningRate": -0.1}, "learningRate >= 0"),
+    ({"checkpointInterval": 0}, "checkpointInterval >= 1"), ({"resume": True}, "resume=True needs checkpointDir"),
 ])
 def test_bad_param_values(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -81,3 +81,26 @@ def test_short_partitions_train_on_what_they_have_and_history_says_so(model, goo
     assert sorted(history.rows_per_partition) == [20, 20]
     assert sorted(r for _, r in history.short_partitions) == [20, 20]
     assert history.rounds[0]["samples"] == 40
+
+
+def test_bad_checkpoint_options_and_checkpoints_of_another_run(model, good, tmp_path):
+    fit = lambda m, **kw: SparkModel(m, num_workers=2).fit(good, epochs=1, batch_size=8, verbose=0, **kw)
+    with pytest.raises(ValueError, match=r"checkpoint_every >= 1 .* received checkpoint_every=0"):
+        fit(model, checkpoint_dir=str(tmp_path), checkpoint_every=0)
+    with pytest.raises(ValueError, match="resume=True needs checkpoint_dir"):
+        fit(model, resume=True)
+    with pytest.raises(TypeError, match="resume as a bool"):
+        fit(model, checkpoint_dir=str(tmp_path), resume="yes")
+    with pytest.raises(ValueError, match="hdfs"):
+        fit(model, checkpoint_dir="hdfs://namenode/checkpoints")
+    assert list(tmp_path.iterdir()) == []                 # nothing written by the refused fits
+    # Checkpoints written with batch size 8 cannot resume a fit with batch size 4.
+    sparkdl.set_random_seed(1)
+    other = zoo.mlp(input_dim=4, hidden=(8,), num_classes=3)
+    other.compile(optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+    fit(other, checkpoint_dir=str(tmp_path))
+    before = model.get_flat_weights()
+    with pytest.raises(ValueError, match=r"come from another run .*batch_size: checkpoint 8, this fit 4"):
+        SparkModel(model, num_workers=2).fit(good, epochs=1, batch_size=4, verbose=0,
+                                             checkpoint_dir=str(tmp_path), resume=True)
+    np.testing.assert_array_equal(model.get_flat_weights(), before)

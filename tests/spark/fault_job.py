@@ -1,0 +1,89 @@
+"""Fault jobs run through spark-submit by test_faults.py (on masters that retry failed tasks).
+
+    spark-submit tests/spark/fault_job.py --scenario NAME[,NAME...] --marker-dir DIR --out FILE.json
+
+Each scenario's report goes into FILE.json under its name; its fault markers into DIR/NAME.
+
+Scenarios:
+  sync-raise   a sync fit whose task (round 3, partition 0, attempt 0) raises, and the same fit
+               without the fault; reports whether the final weights are bit-identical
+  sync-kill    the same with that task's Python worker killed (SIGKILL) mid-round
+  async-kill   an async fit (a push per step) whose task (epoch 2, partition 0, attempt 0) is
+               killed after 5 steps; reports the pushes applied and dropped per epoch
+  checkpoint   a sync fit writing a checkpoint every round, printing "epoch N done" after each
+               epoch (the test kills the whole job there); with --resume it resumes
+"""
+import argparse
+import json
+import os
+import sys
+
+import cloudpickle
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import faults  # noqa: E402
+
+cloudpickle.register_pickle_by_value(faults)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--scenario", required=True, help="sync-raise, sync-kill, async-kill or checkpoint")
+    parser.add_argument("--marker-dir")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--checkpoint-dir")
+    parser.add_argument("--resume", action="store_true")
+    args = parser.parse_args()
+
+    from sparkdl.spark import get_session
+    spark = get_session(app_name=f"sparkdl-fault-{args.scenario}")
+    spark.sparkContext.setLogLevel("ERROR")
+    reports = {}
+    for scenario in args.scenario.split(","):
+        markers = os.path.join(args.marker_dir, scenario) if args.marker_dir else None
+        if markers:
+            os.makedirs(markers, exist_ok=True)
+        reports[scenario] = run(spark, scenario, markers, args)
+    with open(args.out, "w") as f:
+        json.dump(reports, f)
+    spark.stop()
+
+
+def run(spark, scenario, markers, args) -> dict:
+    report = {"master": spark.sparkContext.master}
+    if scenario in ("sync-raise", "sync-kill"):
+        fault = scenario.split("-")[1]
+        clean, _ = faults.train(spark)
+        faulty, history = faults.train(spark, fault=fault, job="sparkdl round 3/", partition=0,
+                                       after=2, marker_dir=markers)
+        report.update(identical=all(np.array_equal(a, b) for a, b in
+                                    zip(clean.get_weights(), faulty.get_weights())),
+                      max_abs_diff=float(np.abs(clean.get_flat_weights() - faulty.get_flat_weights()).max()),
+                      rounds=len(history.rounds))
+    elif scenario == "async-kill":
+        _, history = faults.train(spark, mode="async", frequency="batch", fault="kill",
+                                  job="sparkdl async epoch 2/", partition=0, after=5, marker_dir=markers)
+        report.update(pushes=[r["pushes"] for r in history.rounds],
+                      duplicates=[r["duplicate_pushes"] for r in history.rounds],
+                      steps=[r["steps"] for r in history.rounds],
+                      loss=history.history["loss"])
+    elif scenario == "checkpoint":
+        from sparkdl.engine.callbacks import Callback
+
+        class Announce(Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                print(f"epoch {epoch + 1} done", flush=True)
+
+        net, history = faults.train(spark, epochs=6, fit_options={
+            "checkpoint_dir": args.checkpoint_dir, "checkpoint_every": 1, "resume": args.resume,
+            "callbacks": [Announce()]})
+        report.update(weights=net.get_flat_weights().tolist(), resumed_from=history.resumed_from,
+                      rounds=[r["round"] for r in history.rounds])
+    else:
+        raise SystemExit(f"fault_job: no scenario {scenario!r}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

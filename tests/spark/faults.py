@@ -1,0 +1,97 @@
+"""Fault injection for the reliability tests: a layer that fails on demand inside one chosen
+Spark task, the small model and data the fault jobs train, and the jobs themselves (run
+in-process on the tests' session, or through spark-submit by ``fault_job.py``).
+
+``FaultyLayer`` is the identity until it finds itself in the chosen task: the job's
+description names the round (``"sparkdl round 3/6"``, ``"sparkdl async epoch 2/3"``), and
+``pyspark.TaskContext`` gives the partition and attempt. There, after ``after`` training
+steps, it raises, kills its own Python worker (SIGKILL), turns its output into NaN, or hangs
+(waits on an event nobody sets, for up to ten minutes) — and
+first leaves a marker file, so a test knows the fault really happened.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+import numpy as np
+
+import sparkdl
+from sparkdl import layers, optimizers
+from sparkdl.engine.layers.base import Layer
+from sparkdl.models import Sequential
+
+FAULTS = ("raise", "kill", "nan", "hang")
+
+
+class FaultyLayer(Layer):
+    def __init__(self, fault=None, job=None, partition=0, attempt=0, after=0, marker_dir=None, **kwargs):
+        super().__init__(**kwargs)
+        assert fault is None or fault in FAULTS, fault
+        self.fault, self.job, self.partition, self.attempt = fault, job, partition, attempt
+        self.after, self.marker_dir = after, marker_dir
+        self.task, self.calls = None, 0
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def forward(self, x, training=False):
+        if training and self.fault is not None and self._chosen_step():
+            if self.marker_dir:
+                with open(os.path.join(self.marker_dir, f"{self.fault}-{os.getpid()}"), "w") as f:
+                    f.write(self.job)
+            if self.fault == "raise":
+                raise RuntimeError(f"injected fault in {self.job}, partition {self.partition}")
+            if self.fault == "kill":
+                os.kill(os.getpid(), signal.SIGKILL)
+            if self.fault == "hang":
+                threading.Event().wait(600)
+            return x * np.float32("nan")
+        return x
+
+    def backward(self, dLdy):
+        return dLdy
+
+    def _chosen_step(self) -> bool:
+        from pyspark import TaskContext
+        context = TaskContext.get()
+        if context is None:
+            return False
+        if context.taskAttemptId() != self.task:
+            self.task, self.calls = context.taskAttemptId(), 0
+        self.calls += 1
+        description = context.getLocalProperty("spark.job.description") or ""
+        return (description.startswith(self.job) and context.partitionId() == self.partition
+                and context.attemptNumber() == self.attempt and self.calls == self.after + 1)
+
+
+def digits_frame(spark, rows=1200):
+    """The first ``rows`` of scikit-learn's digits (pixels / 16) in two partitions, built the
+    same way in every process, so every run sees the same partitions."""
+    from sklearn.datasets import load_digits
+
+    from sparkdl.spark import from_arrays
+    digits = load_digits()
+    x = (digits.data[:rows] / 16.0).astype(np.float32)
+    return from_arrays(spark, x, digits.target[:rows], num_partitions=2).cache()
+
+
+def model(seed=0, optimizer="sgd", **fault):
+    """64-32-10 with the faulty identity between the layers."""
+    sparkdl.set_random_seed(seed)
+    net = Sequential([layers.Dense(32, activation="relu", input_shape=(64,)), FaultyLayer(**fault),
+                      layers.Dense(10, activation="softmax")])
+    opt = optimizers.Adam(0.01) if optimizer == "adam" else optimizers.SGD(0.1, momentum=0.9)
+    net.compile(opt, "sparse_categorical_crossentropy", metrics=["accuracy"])
+    return net
+
+
+def train(spark, epochs=3, mode="sync", frequency=4, seed=0, optimizer="sgd", fit_options=None, **fault):
+    """Fit the faulty model on the digits; returns ``(model, history)``."""
+    from sparkdl.spark import SparkModel
+    net = model(seed=seed, optimizer=optimizer, **fault)
+    spark_model = SparkModel(net, mode=mode, frequency=frequency, num_workers=2, seed=seed)
+    history = spark_model.fit(digits_frame(spark), epochs=epochs, batch_size=32, verbose=0,
+                              **(fit_options or {}))
+    return net, history

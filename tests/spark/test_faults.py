@@ -1,0 +1,134 @@
+"""Faults during training: failed and killed tasks are retried and give the model a run without
+the fault gives (sync), or apply every push once (async); a diverging model stops with the
+round and partition named and keeps its last good weights; a driver killed mid-fit resumes
+from its newest checkpoint to the same weights.
+
+Retries need a master that retries tasks (plain local[2] fails a job on the first task
+failure), so those jobs run through spark-submit (``fault_job.py``) on ``local[2,4]`` and on
+``local-cluster[2,1,1024]``; the divergence guard needs no retry and runs on the tests' session.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import cloudpickle
+import numpy as np
+import pytest
+
+import faults
+from test_cluster import ROOT, spark_submit
+
+cloudpickle.register_pickle_by_value(faults)
+JOB = "tests/spark/fault_job.py"
+
+
+def run_job(tmp_path, master, scenarios):
+    """``{scenario: (report, names of the fault markers it left)}`` of one spark-submit."""
+    out = tmp_path / "reports.json"
+    markers = tmp_path / "markers"
+    run = spark_submit(["--master", master, JOB, "--scenario", ",".join(scenarios), "--marker-dir",
+                        str(markers), "--out", str(out)], timeout=600)
+    assert run.returncode == 0, run.stderr[-4000:]
+    reports = json.loads(out.read_text())
+    return {s: (reports[s], sorted(p.name for p in (markers / s).iterdir())) for s in scenarios}
+
+
+def test_failed_tasks_are_retried_sync_to_bit_identical_weights_async_applying_every_push_once(tmp_path):
+    """On local[2,4] (four attempts per task). Sync: the task of round 3, partition 0 raises in
+    attempt 0; the retry recomputes the same result, so the weights equal those of a fit without
+    the fault bit for bit. Async: the Python worker of epoch 2, partition 0 is killed after 5
+    pushes; the retry replays them and the parameter server drops the replays."""
+    jobs = run_job(tmp_path, "local[2,4]", ["sync-raise", "async-kill"])
+    report, markers = jobs["sync-raise"]
+    assert len(markers) == 1 and markers[0].startswith("raise-"), markers   # the fault happened, once
+    assert report["identical"], report["max_abs_diff"]
+    # 600 rows per partition at batch 32 are 19 steps; tau 4 makes 5 rounds per epoch.
+    assert report["rounds"] == 15
+
+    report, markers = jobs["async-kill"]
+    assert len(markers) == 1 and markers[0].startswith("kill-"), markers
+    # One push per step, two partitions; the killed attempt had pushed 5 updates.
+    assert report["steps"] == [19, 19, 19]
+    assert report["pushes"] == [38, 38, 38], report
+    assert report["duplicates"] == [0, 5, 0], report
+    assert report["loss"][-1] < report["loss"][0]
+
+
+def test_sync_python_worker_killed_mid_round_on_a_cluster_gives_bit_identical_weights(tmp_path):
+    """On local-cluster[2,1,1024]: the executor's Python worker running round 3, partition 0 is
+    killed (SIGKILL) mid-round; Spark reruns the task in a new worker, which pulls the same
+    weights and recomputes the same result."""
+    (report, markers), = run_job(tmp_path, "local-cluster[2,1,1024]", ["sync-kill"]).values()
+    assert len(markers) == 1 and markers[0].startswith("kill-"), markers
+    assert report["identical"], report["max_abs_diff"]
+
+
+def test_divergence_stops_fit_naming_round_and_partition_and_keeps_last_good_weights(spark):
+    good, _ = faults.train(spark, epochs=1)          # rounds 1-5 of a fit that would go on
+    from sparkdl.spark import SparkModel
+    net = faults.model(fault="nan", job="sparkdl round 6/", partition=1, after=1)
+    spark_model = SparkModel(net, frequency=4, num_workers=2, seed=0)
+    with pytest.raises(FloatingPointError, match=r"round 6.*partition 1"):
+        spark_model.fit(faults.digits_frame(spark), epochs=3, batch_size=32, verbose=0)
+    np.testing.assert_array_equal(net.get_flat_weights(), good.get_flat_weights())
+    assert len(spark_model.history.rounds) == 5
+
+
+def test_driver_killed_mid_fit_resumes_from_its_checkpoints_to_identical_weights(spark, tmp_path):
+    """spark-submit a 6-epoch fit that checkpoints every round, SIGKILL the whole job (driver
+    JVM, driver Python, workers) once epoch 3 has ended, truncate the newest checkpoint as a
+    crash mid-write on a file system without atomic rename would, resume: the fit warns,
+    falls back to the previous checkpoint, and ends with the weights of an uninterrupted fit."""
+    checkpoints = tmp_path / "checkpoints"
+    out = tmp_path / "reports.json"
+    submit = [str(Path(sys.executable).with_name("spark-submit")), "--properties-file",
+              str(ROOT / "spark-defaults.conf"), "--master", "local[2]", JOB, "--scenario", "checkpoint",
+              "--checkpoint-dir", str(checkpoints), "--out", str(out)]
+    env = dict(os.environ, PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable)
+    with open(tmp_path / "killed.err", "w") as err:
+        job = subprocess.Popen(submit, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=err, text=True,
+                               start_new_session=True)
+        seen = []
+        for line in job.stdout:
+            seen.append(line.strip())
+            if line.strip() == "epoch 3 done":
+                os.killpg(job.pid, signal.SIGKILL)
+                break
+        job.stdout.close()
+        job.wait(timeout=60)
+    assert "epoch 3 done" in seen, (seen, (tmp_path / "killed.err").read_text()[-3000:])
+    assert job.returncode == -signal.SIGKILL and not out.exists()
+    files = sorted(p.name for p in checkpoints.iterdir())
+    assert len(files) == 3 and all(f.endswith(".sdlckpt") for f in files), files   # the newest 3 kept
+    newest = checkpoints / files[-1]
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
+
+    run = subprocess.run(submit + ["--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-4000:]
+    printed = run.stdout + run.stderr      # spark-submit merges the Python driver's stderr into stdout
+    assert f"checkpoint {files[-1]} is unreadable" in printed and f"using {files[-2]}" in printed, printed
+    report = json.loads(out.read_text())["checkpoint"]
+    resumed_from = int(files[-2][5:13])
+    assert report["resumed_from"] == resumed_from and 10 <= resumed_from < 30   # mid-run (epoch 3 ended)
+    assert report["rounds"] == list(range(1, 31))                            # the history is whole
+
+    uninterrupted, _ = faults.train(spark, epochs=6)
+    np.testing.assert_array_equal(np.asarray(report["weights"], np.float32), uninterrupted.get_flat_weights())
+
+
+def test_a_round_that_hangs_is_cancelled_after_round_timeout(spark):
+    """A task that never finishes: with round_timeout the driver cancels the round's job and
+    raises TimeoutError naming the round; the model keeps the weights of the rounds before."""
+    from sparkdl.spark import SparkModel
+    good, _ = faults.train(spark, epochs=1)          # rounds 1-5
+    net = faults.model(fault="hang", job="sparkdl round 6/", partition=0, after=0)
+    spark_model = SparkModel(net, frequency=4, num_workers=2, seed=0, round_timeout=5)
+    with pytest.raises(TimeoutError, match=r"round 6/15 did not finish within round_timeout=5.0 s"):
+        spark_model.fit(faults.digits_frame(spark), epochs=3, batch_size=32, verbose=0)
+    np.testing.assert_array_equal(net.get_flat_weights(), good.get_flat_weights())
+    # The session is still usable: the next fit runs.
+    again, _ = faults.train(spark, epochs=1)
+    np.testing.assert_array_equal(again.get_flat_weights(), good.get_flat_weights())
