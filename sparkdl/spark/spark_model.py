@@ -208,37 +208,14 @@ class SparkModel:
         settings = {k: self.history.settings[k] for k in ("mode", "staleness", "aggregate", "seed",
                                                           "batch_size")}
         settings.update(frequency=str(self.frequency), rows_per_partition=list(blocks.rows))
-        start_epoch, start_round, partial = 0, 0, None
+        partial = None
         self.history.resumed_from = None
         model_bc = None
         try:
             cbs.on_train_begin()
             if store is not None and resume:
-                restored = store.restore_latest(model, check=functools.partial(
-                    _check_resumable, settings=settings, store=store))
-                if restored is not None:
-                    meta = restored.meta
-                    round_index = int(meta["round"])
-                    start_epoch, start_round = divmod(round_index, rounds_per_epoch)
-                    if start_round:     # resumed inside an epoch: its sums so far
-                        partial = (meta["loss_sum"], meta["samples"],
-                                   [restored.arrays[f"metric_{i}"] for i in range(len(model.metrics))])
-                    self.history.history = {k: list(v) for k, v in meta["history"].items()}
-                    self.history.epoch = list(meta["epochs_done"])
-                    self.history.rounds = list(meta["rounds"])
-                    self.history.resumed_from = round_index
-                    logger.info("SparkModel.fit: resuming from %s after round %d (epoch %d, round "
-                                "%d of %d in it)", restored.path, round_index, start_epoch + 1,
-                                start_round, rounds_per_epoch)
-
-            def checkpoint(epoch, r, loss_sum, samples, metric_objs):
-                meta = _plain({"round": round_index, "epoch": epoch, "settings": settings,
-                               "loss_sum": loss_sum, "samples": samples,
-                               "history": self.history.history, "epochs_done": self.history.epoch,
-                               "rounds": self.history.rounds})
-                arrays = {f"metric_{i}": m.state for i, m in enumerate(metric_objs)} if r else {}
-                store.save(model, round_index, meta, arrays)
-
+                round_index, partial = self._resume(store, settings, rounds_per_epoch)
+            start_epoch, start_round = divmod(round_index, rounds_per_epoch)
             model_bc = executor.ModelBroadcast(sc, model)
             if self.strategy.asynchronous:
                 plane = self._parameter_server(sc)
@@ -271,7 +248,7 @@ class SparkModel:
                     round_index += 1
                     bar.update(r + 1, {"loss": loss_sum / max(samples, 1)})
                     if store is not None and r + 1 < rounds_per_epoch and round_index % checkpoint_every == 0:
-                        checkpoint(epoch, r + 1, loss_sum, samples, metric_objs)
+                        self._checkpoint(store, round_index, settings, epoch, (loss_sum, samples, metric_objs))
                 logs = {"loss": loss_sum / max(samples, 1)}
                 logs.update({m.name: m.result() for m in metric_objs})
                 if val is not None:
@@ -281,7 +258,7 @@ class SparkModel:
                 logger.info("epoch %d/%d: %s", epoch + 1, epochs, format_logs(logs))
                 if store is not None and (round_index % checkpoint_every == 0 or epoch + 1 == epochs
                                           or model.stop_training):
-                    checkpoint(epoch + 1, 0, 0.0, 0, [])
+                    self._checkpoint(store, round_index, settings, epoch + 1)
                 if model.stop_training:
                     break
         finally:
@@ -293,6 +270,39 @@ class SparkModel:
                 model_bc.destroy()
         cbs.on_train_end()
         return self.history
+
+    # ---- checkpoints ----------------------------------------------------------------------------
+    def _resume(self, store, settings, rounds_per_epoch):
+        """Restore the newest readable checkpoint into the model and the history. Returns
+        ``(rounds done, (loss sum, samples, metric states) of the unfinished epoch or None)``."""
+        restored = store.restore_latest(self.model, check=functools.partial(
+            _check_resumable, settings=settings, store=store))
+        if restored is None:
+            return 0, None
+        meta = restored.meta
+        done = int(meta["round"])
+        epoch, in_epoch = divmod(done, rounds_per_epoch)
+        partial = None
+        if in_epoch:
+            partial = (meta["loss_sum"], meta["samples"],
+                       [restored.arrays[f"metric_{i}"] for i in range(len(self.model.metrics))])
+        self.history.history = {k: list(v) for k, v in meta["history"].items()}
+        self.history.epoch = list(meta["epochs_done"])
+        self.history.rounds = list(meta["rounds"])
+        self.history.resumed_from = done
+        logger.info("SparkModel.fit: resuming from %s after round %d (epoch %d, round %d of %d in it)",
+                    restored.path, done, epoch + 1, in_epoch, rounds_per_epoch)
+        return done, partial
+
+    def _checkpoint(self, store, round_index, settings, epoch, sums=None):
+        """Save the state after ``round_index`` rounds; ``sums`` — ``(loss sum, samples, metric
+        objects)`` — when the checkpoint falls inside ``epoch``, None at an epoch's end."""
+        loss_sum, samples, metric_objs = sums or (0.0, 0, [])
+        meta = _plain({"round": round_index, "epoch": epoch, "settings": settings,
+                       "loss_sum": loss_sum, "samples": samples, "history": self.history.history,
+                       "epochs_done": self.history.epoch, "rounds": self.history.rounds})
+        store.save(self.model, round_index, meta,
+                   {f"metric_{i}": m.state for i, m in enumerate(metric_objs)})
 
     def _serve(self, sc, service, name):
         """``(server, advertised address, token)``: ``service`` on the driver for this fit."""

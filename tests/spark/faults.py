@@ -82,7 +82,8 @@ def model(seed=0, optimizer="sgd", **fault):
     sparkdl.set_random_seed(seed)
     net = Sequential([layers.Dense(32, activation="relu", input_shape=(64,)), FaultyLayer(**fault),
                       layers.Dense(10, activation="softmax")])
-    opt = optimizers.Adam(0.01) if optimizer == "adam" else optimizers.SGD(0.1, momentum=0.9)
+    opt = {"adam": lambda: optimizers.Adam(0.01), "sgd": lambda: optimizers.SGD(0.1, momentum=0.9),
+           "plain-sgd": lambda: optimizers.SGD(0.1)}[optimizer]()
     net.compile(opt, "sparse_categorical_crossentropy", metrics=["accuracy"])
     return net
 
