@@ -147,12 +147,10 @@ def run_round(model, xs: list[np.ndarray], y: np.ndarray, spec: RoundSpec, parti
         else:
             loss_sum = _local_steps(model, xs, y, spec.batch_size, slices)
             vector = model.get_flat_weights()
+        what = non_finite(loss_sum, {"gradients" if spec.aggregate == "gradients" else "weights": vector,
+                                     "moving statistics": model.flat_state})
     except TrainingDivergedError as error:
-        return RoundResult(samples=seen, steps=steps, loss_sum=float("nan"), partitions=1,
-                           diverged=[(partition, str(error))], short_partitions=short,
-                           compute_seconds=time.perf_counter() - start)
-    what = non_finite(loss_sum, {"gradients" if spec.aggregate == "gradients" else "weights": vector,
-                                 "moving statistics": model.flat_state})
+        loss_sum, what = float("nan"), str(error)
     if what is not None:
         return RoundResult(samples=seen, steps=steps, loss_sum=loss_sum, partitions=1,
                            diverged=[(partition, what)], short_partitions=short,
@@ -246,6 +244,8 @@ def run_async_epoch(model, xs: list[np.ndarray], y: np.ndarray, spec: RoundSpec,
         model.set_flat_weights(pulled[:w])
         if s:
             model.flat_state[...] = pulled[w:]
+        rows = _rows(n, spec.batch_size, a, b)
+        seen += rows
         try:
             if spec.aggregate == "gradients":
                 update[:w] = 0.0
@@ -253,24 +253,19 @@ def run_async_epoch(model, xs: list[np.ndarray], y: np.ndarray, spec: RoundSpec,
             else:
                 loss_sum += model.train_epoch(xs, y, spec.batch_size, key, start=a, stop=b)
                 np.subtract(model.flat_weights, pulled[:w], out=update[:w])
+            if s:
+                np.subtract(model.flat_state, pulled[w:], out=update[w:])
+            what = non_finite(loss_sum, {"gradients" if spec.aggregate == "gradients" else "update": update})
         except TrainingDivergedError as error:
-            client.done()
-            return RoundResult(samples=seen, steps=per_epoch, loss_sum=float("nan"), partitions=1,
-                               diverged=[(partition, f"{error} (push {sequence + 1})")],
-                               compute_seconds=compute)
-        if s:
-            np.subtract(model.flat_state, pulled[w:], out=update[w:])
-        part = [m.state.copy() for m in model.metrics]
-        states = part if states is None else [x + p for x, p in zip(states, part)]
-        rows = _rows(n, spec.batch_size, a, b)
-        seen += rows
+            loss_sum, what = float("nan"), str(error)
         compute += time.perf_counter() - start
-        what = non_finite(loss_sum, {"gradients" if spec.aggregate == "gradients" else "update": update})
         if what is not None:        # nothing non-finite reaches the server
             client.done()
             return RoundResult(samples=seen, steps=per_epoch, loss_sum=loss_sum, partitions=1,
                                diverged=[(partition, f"{what} (push {sequence + 1})")],
                                compute_seconds=compute)
+        part = [m.state.copy() for m in model.metrics]
+        states = part if states is None else [x + p for x, p in zip(states, part)]
         client.push(sequence, rows, update)
     client.done()
     return RoundResult(samples=seen, steps=per_epoch, loss_sum=loss_sum, metric_states=states or [],

@@ -158,3 +158,22 @@ def test_async_fit_resumes_from_its_epoch_checkpoints(spark, tmp_path):
     assert history.resumed_from == 2 and [r["round"] for r in history.rounds] == [1, 2, 3]
     assert history.history == expected.history
     np.testing.assert_array_equal(resumed.get_flat_weights(), straight.get_flat_weights())
+
+
+def test_async_divergence_names_epoch_and_partition_and_keeps_the_last_epochs_weights(spark):
+    """A worker whose update turns NaN pushes nothing more; fit stops after that epoch's job
+    naming the epoch and partition, and the model keeps the weights of the epoch before."""
+    from sparkdl.engine.callbacks import Callback
+    from sparkdl.spark import SparkModel
+
+    class Keep(Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            self.weights = self.model.get_flat_weights()
+
+    keep = Keep()
+    net = faults.model(optimizer="plain-sgd", fault="nan", job="sparkdl async epoch 2/", partition=1, after=3)
+    spark_model = SparkModel(net, mode="async", frequency="batch", num_workers=2, seed=0)
+    with pytest.raises(FloatingPointError, match=r"diverged in epoch 2 \(partition 1: .*\(push 4\)\)"):
+        spark_model.fit(faults.digits_frame(spark), epochs=3, batch_size=32, verbose=0, callbacks=[keep])
+    assert len(spark_model.history.rounds) == 1
+    np.testing.assert_array_equal(net.get_flat_weights(), keep.weights)
