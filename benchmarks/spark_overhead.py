@@ -1,24 +1,30 @@
-"""What distribution costs: SparkModel.fit on local[2] against the engine in one process.
+"""What distribution costs: SparkModel.fit on local[2] against the engine in one process,
+with the fit as one Spark job (the default) and with one job per round side by side.
 
 (a) Overhead factor: the MNIST 5k MLP, 10 epochs, batch 64, frequency "epoch", 2 workers,
     from a cached DataFrame (data preparation included) / single-process model.fit on the
-    same data, with the breakdown into data preparation, rounds, compute and overhead.
-    The first fit of a Spark application also starts the Python workers and the JVM's
-    Arrow machinery; (a) reports that first fit and a second one on the same session.
+    same data, with the breakdown into data preparation, rounds, compute and overhead. The
+    first fit of an application is measured in fresh processes, next to the cost of Spark's
+    own first Arrow job (a trivial mapInArrow) in another fresh process.
 (b) Fixed cost S of one round: frequency "batch" (one step of 8 rows per partition), for
-    models of ~10k, ~1M and ~10M parameters; S = round time - compute time, median; for
-    both transports (sparkdl's socket data plane, Spark's broadcast + treeReduce).
-(c) LeNet throughput: samples/s of SparkModel.fit rounds on local[2] (2 workers, 1 thread
-    each, frequency "epoch") against the engine's fit in one process with 2 threads.
+    models of ~10k, ~1M and ~10M parameters; S = round time - compute time, median; in one
+    job, one job per round over the socket, and Spark's broadcast + treeReduce.
+(c) Sync with frequency "batch" (tau = 1), MNIST 5k MLP, 10 epochs: fit time against the
+    single-process fit, and test accuracy.
+(d) LeNet throughput: samples/s of the whole SparkModel.fit on local[2] (2 workers, 1 thread
+    each, frequency "epoch"), data preparation included, against the engine's fit in one
+    process with 2 threads.
 
-    python benchmarks/spark_overhead.py [--parts a,b,c] [--rounds 8] [--repeats 5]
+    python benchmarks/spark_overhead.py [--parts a,b,c,d] [--rounds 8] [--repeats 5]
 """
 from __future__ import annotations
 
 import argparse
 import os
 import platform
+import json
 import statistics
+import subprocess
 import sys
 import time
 
@@ -33,49 +39,96 @@ def session():
     return spark
 
 
-def overhead_factor(spark, repeats):
-    import sparkdl
+def mnist_frame(spark):
     from sparkdl.data.samples import mnist_5k
-    from sparkdl.engine import optimizers, zoo
-    from sparkdl.spark import SparkModel, from_arrays
-
-    x, y, _, _ = mnist_5k(0)
+    from sparkdl.spark import from_arrays
+    x, y, xt, yt = mnist_5k(0)
     df = from_arrays(spark, x, y, num_partitions=2).cache()
     df.count()
+    return df, x, y, xt, yt
 
-    def model():
-        sparkdl.set_random_seed(0)
-        m = zoo.mlp()
-        m.compile(optimizers.SGD(0.05, momentum=0.9), "sparse_categorical_crossentropy")
-        return m
 
-    def measure():
-        local = model()
-        start = time.perf_counter()
-        local.fit(x, y, epochs=10, batch_size=64, verbose=0, seed=0)
-        local_seconds = time.perf_counter() - start
-        start = time.perf_counter()
-        history = SparkModel(model(), frequency="epoch", num_workers=2).fit(
-            df, epochs=10, batch_size=64, verbose=0)
-        return local_seconds, time.perf_counter() - start, history
+def mlp(seed=0):
+    import sparkdl
+    from sparkdl.engine import optimizers, zoo
+    sparkdl.set_random_seed(seed)
+    m = zoo.mlp()
+    m.compile(optimizers.SGD(0.05, momentum=0.9), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    return m
 
-    def report(label, runs):
-        local_seconds = statistics.median(r[0] for r in runs)
-        spark_seconds = statistics.median(r[1] for r in runs)
-        rounds = [r for run in runs for r in run[2].rounds]
-        n = len(runs)
-        print(f"  {label}")
-        print(f"    single process fit      {local_seconds:8.3f} s")
-        print(f"    SparkModel.fit          {spark_seconds:8.3f} s   factor {spark_seconds / local_seconds:.2f}")
-        print(f"      data preparation      {statistics.median(r[2].data_seconds for r in runs):8.3f} s")
-        print(f"      rounds (sum)          {sum(r['seconds'] for r in rounds) / n:8.3f} s over "
-              f"{len(rounds) // n} rounds")
-        print(f"      compute (max worker)  {sum(r['compute_seconds'] for r in rounds) / n:8.3f} s")
-        print(f"      overhead per round    {statistics.median(r['overhead_seconds'] for r in rounds):8.3f} s (median)")
 
+def fit_once(spark, df, x, y, execution, frequency="epoch"):
+    """``(single-process seconds, SparkModel.fit seconds, history, model)``."""
+    from sparkdl.spark import SparkModel
+    local = mlp()
+    start = time.perf_counter()
+    local.fit(x, y, epochs=10, batch_size=64, verbose=0, seed=0)
+    local_seconds = time.perf_counter() - start
+    model = mlp()
+    start = time.perf_counter()
+    history = SparkModel(model, frequency=frequency, num_workers=2, execution=execution).fit(
+        df, epochs=10, batch_size=64, verbose=0)
+    return local_seconds, time.perf_counter() - start, history, model
+
+
+def first_in_fresh_process(what):
+    """Seconds of the first fit (or the first trivial mapInArrow job) of a new application."""
+    out = subprocess.run([sys.executable, __file__, "--child", what], capture_output=True, text=True,
+                         check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def child(what):
+    spark = session()
+    if what == "arrow":
+        df = spark.range(100).repartition(2).cache()
+        df.count()
+        times = []
+        for _ in range(2):
+            start = time.perf_counter()
+            df.mapInArrow(lambda batches: (b for b in batches), df.schema).count()
+            times.append(time.perf_counter() - start)
+        print(json.dumps({"first": times[0], "second": times[1]}))
+    else:
+        df, x, y, _, _ = mnist_frame(spark)
+        local_seconds, seconds, history, _ = fit_once(spark, df, x, y, what)
+        print(json.dumps({"local": local_seconds, "fit": seconds, "data": history.data_seconds}))
+    spark.stop()
+
+
+def overhead_factor(spark, repeats):
+    df, x, y, _, _ = mnist_frame(spark)
     print("(a) overhead factor, MNIST 5k MLP, 10 epochs, 2 workers, frequency 'epoch'")
-    report("first fit of the application (starts Python workers and the JVM's Arrow code)", [measure()])
-    report(f"later fits, same session (median of {repeats})", [measure() for _ in range(repeats)])
+    print("                              one job per fit          one job per round")
+    rows = {}
+    for execution in ("auto", "rounds"):
+        runs = [fit_once(spark, df, x, y, execution) for _ in range(repeats)]
+        local = statistics.median(r[0] for r in runs)
+        fit = statistics.median(r[1] for r in runs)
+        rounds = [r for run in runs for r in run[2].rounds]
+        rows.setdefault("single process fit", []).append(f"{local:8.3f} s")
+        rows.setdefault("SparkModel.fit", []).append(f"{fit:8.3f} s  factor {fit / local:4.2f}")
+        rows.setdefault("  data preparation", []).append(
+            f"{statistics.median(r[2].data_seconds for r in runs):8.3f} s")
+        rows.setdefault("  rounds (sum)", []).append(f"{sum(r['seconds'] for r in rounds) / repeats:8.3f} s")
+        rows.setdefault("  compute (max worker)", []).append(
+            f"{sum(r['compute_seconds'] for r in rounds) / repeats:8.3f} s")
+        rows.setdefault("  overhead per round", []).append(
+            f"{statistics.median(r['overhead_seconds'] for r in rounds):8.4f} s")
+    print(f"  warm fits, same session (median of {repeats})")
+    for label, cells in rows.items():
+        print(f"    {label:<24}{cells[0]:<25}{cells[1]}")
+    arrow = [first_in_fresh_process("arrow") for _ in range(3)]
+    firsts = [first_in_fresh_process("auto") for _ in range(3)]
+    first_arrow = statistics.median(a["first"] for a in arrow)
+    first_fit = statistics.median(f["fit"] for f in firsts)
+    local = statistics.median(f["local"] for f in firsts)
+    print("  first fit of an application (fresh processes, median of 3)")
+    print(f"    Spark's first trivial mapInArrow job {first_arrow:6.3f} s (the next one "
+          f"{statistics.median(a['second'] for a in arrow):.3f} s)")
+    print(f"    first SparkModel.fit (one job)       {first_fit:6.3f} s  (data preparation "
+          f"{statistics.median(f['data'] for f in firsts):.3f} s; single process {local:.3f} s); "
+          f"above the first Arrow job: {first_fit - first_arrow:+.3f} s")
 
 
 def fixed_cost(spark, rounds):
@@ -84,25 +137,35 @@ def fixed_cost(spark, rounds):
     from sparkdl.spark import SparkModel, from_arrays
 
     print("(b) fixed cost S of one round (frequency='batch', 8-row batches), median over rounds")
-    print("                                   socket data plane         Spark broadcast + treeReduce")
+    print("                             one job per fit      job per round, socket   job per round, Spark")
     for name, width, hidden in (("10k", 100, 96), ("1M", 1000, 1000), ("10M", 3000, 3300)):
         rng = np.random.default_rng(0)
         df = from_arrays(spark, rng.random((64, width), dtype=np.float32), rng.integers(0, 10, 64),
                          num_partitions=2).cache()
         df.count()
         cells = []
-        for transport in ("socket", "spark"):
+        for execution, transport in (("auto", "socket"), ("rounds", "socket"), ("rounds", "spark")):
             model = Sequential([layers.Input((width,)), layers.Dense(hidden, activation="relu"),
                                 layers.Dense(10, activation="softmax")])
             model.compile("sgd", "sparse_categorical_crossentropy")
-            history = SparkModel(model, frequency="batch", num_workers=2, transport=transport).fit(
-                df, epochs=3, batch_size=8, verbose=0)
+            history = SparkModel(model, frequency="batch", num_workers=2, transport=transport,
+                                 execution=execution).fit(df, epochs=3, batch_size=8, verbose=0)
             runs = history.rounds[1:rounds + 1] or history.rounds
             s = statistics.median(r["overhead_seconds"] for r in runs)
-            total = statistics.median(r["seconds"] for r in runs)
-            cells.append(f"S = {s:.3f} s (round {total:.3f} s)")
+            cells.append(f"S = {s * 1e3:8.2f} ms")
         df.unpersist()
-        print(f"    {name:>4} ({model.count_params():>10,} params): {cells[0]}   {cells[1]}")
+        print(f"    {name:>4} ({model.count_params():>10,} params): {cells[0]:<21}{cells[1]:<24}{cells[2]}")
+
+
+def tau_one(spark):
+    df, x, y, xt, yt = mnist_frame(spark)
+    print("(c) sync, frequency 'batch' (tau = 1), MNIST 5k MLP, 10 epochs, 2 workers")
+    for execution in ("auto", "rounds"):
+        local_seconds, seconds, history, model = fit_once(spark, df, x, y, execution, frequency="batch")
+        accuracy = model.evaluate(xt, yt)["accuracy"]
+        label = "one job per fit" if execution == "auto" else "one job per round"
+        print(f"    {label:<18} {len(history.rounds)} rounds in {seconds:6.2f} s, single process "
+              f"{local_seconds:.2f} s: factor {seconds / local_seconds:5.2f}; test accuracy {accuracy:.4f}")
 
 
 def lenet_throughput(spark, epochs):
@@ -134,7 +197,7 @@ def lenet_throughput(spark, epochs):
     rounds = history.rounds[1:]          # the first round also warms the workers' model up
     spark_rate = sum(r["samples"] for r in rounds) / sum(r["seconds"] for r in rounds)
     whole = sum(r["samples"] for r in history.rounds) / fit_seconds
-    print(f"(c) LeNet throughput, MNIST 5k, batch 64, {epochs} epochs")
+    print(f"(d) LeNet throughput, MNIST 5k, batch 64, {epochs} epochs (+1 in the Spark fit)")
     print(f"    engine, one process, 2 threads   {local_rate:8.0f} samples/s")
     print(f"    SparkModel rounds, 2 workers     {spark_rate:8.0f} samples/s   ratio {spark_rate / local_rate:.2f}")
     print(f"    whole fit incl. data preparation {whole:8.0f} samples/s   ratio {whole / local_rate:.2f}")
@@ -142,11 +205,14 @@ def lenet_throughput(spark, epochs):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--parts", default="a,b,c")
+    parser.add_argument("--parts", default="a,b,c,d")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--lenet-epochs", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5, help="warm runs of (a)")
     parser.add_argument("--rounds", type=int, default=8)
     args = parser.parse_args()
+    if args.child:
+        return child(args.child)
     print(f"# spark_overhead: {platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}")
     spark = session()
     if "a" in args.parts:
@@ -154,6 +220,8 @@ def main():
     if "b" in args.parts:
         fixed_cost(spark, args.rounds)
     if "c" in args.parts:
+        tau_one(spark)
+    if "d" in args.parts:
         lenet_throughput(spark, args.lenet_epochs)
     spark.stop()
 

@@ -45,6 +45,9 @@ class Op:
     PUSH = 17
     CLOCK = 18
     STATS = 19
+    REGISTER = 20
+    NEXT = 21
+    REPORT = 22
 
 
 _DTYPES = {0: None, 1: np.dtype("<f4"), 2: np.dtype("<f8"), 3: np.dtype("<i4"),

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sparkdl.engine.model import TrainingDivergedError
+from sparkdl.engine.training import BatchPlan
 
 
 @dataclass
@@ -208,7 +209,7 @@ def _gradient_sum(model, xs, y, batch_size, slices, out) -> float:
     for m in model.metrics:
         m.reset()
     for key, a, b in slices:
-        for xb, yb in _batches_of(model, xs, y, batch_size, key, a, b):
+        for _, xb, yb in BatchPlan(len(y), batch_size, key, a, b).iterate(model, xs, y):
             loss, output = model._loss_and_backward(xb, yb)
             out += model._params.grads * np.float32(len(yb))
             total += loss * len(yb)
@@ -271,14 +272,3 @@ def run_async_epoch(model, xs: list[np.ndarray], y: np.ndarray, spec: RoundSpec,
     return RoundResult(samples=seen, steps=per_epoch, loss_sum=loss_sum, metric_states=states or [],
                        compute_seconds=compute, partitions=1,
                        short_partitions=[(partition, n)] if n < spec.batch_size else [])
-
-
-def _batches_of(model, xs, y, batch_size, seed_key, start, stop):
-    """The batches ``train_epoch`` would visit for the same arguments, without training."""
-    n = len(y)
-    order_seq, layer_seq = np.random.SeedSequence(seed_key).spawn(2)
-    order = np.random.default_rng(order_seq).permutation(n)
-    for i in range(start, stop):
-        model.reseed_batch(layer_seq, i)
-        rows = order[i * batch_size:min((i + 1) * batch_size, n)]
-        yield [a[rows] for a in xs], y[rows]

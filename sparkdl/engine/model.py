@@ -23,6 +23,7 @@ from sparkdl.engine.data_adapter import batches, check_batch_size, check_lengths
 from sparkdl.engine.functional import Graph
 from sparkdl.engine.params import FlatBuffer
 from sparkdl.engine.progress import ProgressBar, format_logs
+from sparkdl.engine.training import BatchPlan
 
 logger = logging.getLogger("sparkdl")
 
@@ -337,35 +338,19 @@ class Model:
         (a retried Spark task does). Metrics accumulate into ``self.metrics`` (reset first).
         Returns the sum over examples of the batch losses.
         """
-        n = len(y)
-        order_seq, layer_seq = np.random.SeedSequence(seed_key).spawn(2)
-        stochastic = any(layer.stochastic for layer in self._all_layers())
-        bounds = list(batches(n, batch_size))[start:stop]
-        if shuffle and bounds:
-            order = np.random.default_rng(order_seq).permutation(n)
-            # Only the rows this slice of the pass visits are gathered.
-            lo, hi = bounds[0][0], bounds[-1][1]
-            rows = order[lo:hi]
-            ex, ey = [a[rows] for a in xs], y[rows]
-            bounds = [(a - lo, b - lo) for a, b in bounds]
-        else:
-            ex, ey = xs, y
         for m in self.metrics:
             m.reset()
         total, seen = 0.0, 0
-        for step, (a, b) in enumerate(bounds):
+        for index, xb, yb in BatchPlan(len(y), batch_size, seed_key, start, stop, shuffle).iterate(self, xs, y):
             if on_batch_begin is not None:
-                on_batch_begin(start + step)
-            if stochastic:
-                self.reseed_batch(layer_seq, start + step)
-            yb = ey[a:b]
-            loss, out = self._train_batch([e[a:b] for e in ex], yb)
-            total += loss * (b - a)
-            seen += b - a
+                on_batch_begin(index)
+            loss, out = self._train_batch(xb, yb)
+            total += loss * len(yb)
+            seen += len(yb)
             for m in self.metrics:
                 m.update(yb, out)
             if on_batch is not None:
-                on_batch(start + step, loss, total / seen)
+                on_batch(index, loss, total / seen)
         return total
 
     @_engine_threads

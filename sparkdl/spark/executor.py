@@ -7,8 +7,9 @@ partition iterator: Spark waits for unread input, and a drained task finishes fa
 from __future__ import annotations
 
 import pickle
+from dataclasses import dataclass
 
-from sparkdl.distributed import exchange, worker
+from sparkdl.distributed import exchange, fit_task, worker
 from sparkdl.engine import threads
 
 
@@ -105,3 +106,25 @@ def async_epoch_task(model_bc, end, spec: worker.RoundSpec):
         finally:
             client.close()
     return _partition_task(model_bc, train)
+
+
+@dataclass(frozen=True)
+class PSEndpoint:
+    """What a task needs to reach the parameter server (shipped in the task closure)."""
+    address: tuple
+    token: bytes
+    timeout: float
+    size: int
+
+
+def persistent_task(model_bc, end: fit_task.FitEndpoint, with_validation: bool = False):
+    """The task of a one-job fit: hold the partition's block (and validation rows, zipped in
+    as a second block) and the model, and carry out the driver's orders until it says stop."""
+    def run(partition, iterator):
+        items = list(iterator)
+        block, val_block = (items[0] if with_validation else (items[0], None)) if items else (None, None)
+        if block is None or len(block[1]) == 0:
+            block = ([], [])
+        use_task_cpus()
+        yield fit_task.run_fit_task(cached_model(model_bc), block, val_block, partition, end)
+    return run

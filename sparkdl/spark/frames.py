@@ -169,6 +169,28 @@ class Blocks:
         self.rdd.unpersist()
 
 
+def barrier_ready(rdd) -> bool:
+    """Whether a barrier stage may run over ``rdd``: Spark refuses one whose narrow ancestors
+    (those in the same stage) have another number of partitions, e.g. after ``coalesce`` or
+    ``union``; the blocks are then built after a shuffle."""
+    top = rdd._jrdd.rdd()
+    count = top.getNumPartitions()
+    pending, seen = [top], set()
+    while pending:
+        node = pending.pop()
+        if node.id() in seen:
+            continue
+        seen.add(node.id())
+        if node.getNumPartitions() != count:
+            return False
+        deps = node.dependencies().iterator()
+        while deps.hasNext():
+            dep = deps.next()
+            if dep.getClass().getName() != "org.apache.spark.ShuffleDependency":
+                pending.append(dep.rdd())
+    return True
+
+
 def _python_error(exc: Exception) -> Exception:
     """The ValueError/TypeError a Python task raised, recovered from Spark's wrapper."""
     text = str(exc)
@@ -226,7 +248,7 @@ def dataframe_blocks(df, model, features_col, label_col, num_workers, who, cache
     sc = df.sparkSession.sparkContext
     parts = num_workers or sc.defaultParallelism
     selected = df.select(*(features.names + (label.names if label else [])))
-    if selected.rdd.getNumPartitions() != parts:
+    if selected.rdd.getNumPartitions() != parts or not barrier_ready(selected.rdd):
         selected = selected.repartition(parts)
 
     def convert(batches):
@@ -288,7 +310,7 @@ def rdd_blocks(rdd, model, num_workers, who, cache=True) -> Blocks:
     specs = model._input_specs()
     loss, out_shape = model.loss, tuple(model.output_shape)
     parts = num_workers or rdd.context.defaultParallelism
-    if rdd.getNumPartitions() != parts:
+    if rdd.getNumPartitions() != parts or not barrier_ready(rdd):
         rdd = rdd.repartition(parts)
 
     def stack(index, pairs):

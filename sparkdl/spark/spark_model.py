@@ -1,30 +1,29 @@
 """SparkModel: train a compiled sparkdl model on a DataFrame or RDD, predict and evaluate on
 the executors.
 
-Synchronous training (SparkNet): one Spark job per round. The driver broadcasts the flat
-weights (raw float32 buffers), every partition trains its cached block for ``frequency``
-steps (``worker.run_round``), and ``treeReduce`` combines the results on the executors so the
-driver receives one vector per round.
+``fit`` is one loop over epochs and rounds (callbacks, history, progress, checkpoints) that
+hands each round to a transport (``sparkdl.spark.transports``): by default the whole fit is
+one Spark barrier job whose tasks keep their partition and model and carry out the driver's
+rounds (SparkNet's synchronous averaging, or epochs against a parameter server in the async
+modes); where that cannot run, one Spark job per round.
 """
 from __future__ import annotations
 
 import functools
 import logging
-import threading
 import time
 import uuid
 from dataclasses import dataclass
 
 import numpy as np
 
-from sparkdl.distributed import exchange, protocol, worker
-from sparkdl.distributed.server import FrameServer
+from sparkdl.distributed import worker
 from sparkdl.distributed.strategies import get_strategy
 from sparkdl.engine import metrics as metrics_mod
 from sparkdl.engine.callbacks import CallbackList, History
 from sparkdl.engine.model import NotCompiledError
 from sparkdl.engine.progress import ProgressBar, format_logs
-from sparkdl.spark import executor, frames
+from sparkdl.spark import executor, frames, job, transports
 
 logger = logging.getLogger(__name__)
 
@@ -41,9 +40,9 @@ def _check_frequency(frequency):
 class SparkModel:
     """Distributed training of a compiled sparkdl model (Elephas' names).
 
-    ``mode``: ``"sync"`` (alias ``"synchronous"``): rounds, one Spark job each. ``"async"``
+    ``mode``: ``"sync"`` (alias ``"synchronous"``): rounds of model averaging. ``"async"``
     (alias ``"asynchronous"``), ``"hogwild"`` and ``"ssp"`` (with ``staleness=s``): a
-    parameter server on the driver, one Spark job per epoch; each worker pulls the weights,
+    parameter server on the driver; each worker pulls the weights,
     trains ``frequency`` steps and pushes its change (see
     ``sparkdl.distributed.parameter_server``). ``frequency``: ``"epoch"`` (one pass over each
     partition per round or push), ``"batch"`` (one step) or an int tau. ``aggregate``:
@@ -62,11 +61,15 @@ class SparkModel:
     waiting for the slowest). ``round_timeout``: seconds one round's (or, in the async modes,
     one epoch's) Spark job may take before it is cancelled and ``fit`` raises TimeoutError
     (default None: no limit, as a round's length grows with the data).
+
+    ``execution``: ``"auto"`` (default) runs each fit as one Spark barrier job whose tasks keep
+    their partition and model between rounds, unless that cannot run; ``"rounds"`` runs one
+    job per round (per epoch in the async modes), as on clusters without barrier scheduling.
     """
 
     def __init__(self, model, mode="sync", frequency="epoch", num_workers=None,
                  aggregate="weights", seed=0, transport="socket", port=None, timeout=120.0,
-                 round_timeout=None, **mode_options):
+                 round_timeout=None, execution="auto", **mode_options):
         if getattr(model, "loss", None) is None or getattr(model, "optimizer", None) is None:
             raise NotCompiledError("SparkModel: expected a compiled model; call "
                                    "model.compile(optimizer=..., loss=...) first")
@@ -106,18 +109,30 @@ class SparkModel:
             raise ValueError(f"SparkModel: expected round_timeout None or > 0 (seconds), "
                              f"received round_timeout={round_timeout!r}")
         self.round_timeout = None if round_timeout is None else float(round_timeout)
+        if execution not in ("auto", "rounds"):
+            raise ValueError(f"SparkModel: expected execution 'auto' (one Spark job per fit where "
+                             f"possible) or 'rounds' (a job per round), received execution={execution!r}")
+        self.execution = execution
         self.history: History | None = None
 
-    # ---- data --------------------------------------------------------------------------------
+    # ---- data ------------------------------------------------------------------------------
+    def _workers(self, sc) -> int:
+        """The partitions that train: ``num_workers``, or Spark's default parallelism cut to
+        the slots the cluster has (so the fit can run as one barrier job)."""
+        if self.num_workers is not None:
+            return int(self.num_workers)
+        slots = job.task_slots(sc)
+        return min(sc.defaultParallelism, slots) if slots else sc.defaultParallelism
+
     def _blocks(self, data, features_col, label_col, who):
         from pyspark import RDD
         from pyspark.sql import DataFrame
 
         if isinstance(data, DataFrame):
-            return frames.dataframe_blocks(data, self.model, features_col, label_col,
-                                           self.num_workers, who)
+            parts = self._workers(data.sparkSession.sparkContext)
+            return frames.dataframe_blocks(data, self.model, features_col, label_col, parts, who)
         if isinstance(data, RDD):
-            return frames.rdd_blocks(data, self.model, self.num_workers, who)
+            return frames.rdd_blocks(data, self.model, self._workers(data.context), who)
         raise TypeError(f"{who}: expected a DataFrame or an RDD of (x, y) pairs, "
                         f"received {type(data).__name__}")
 
@@ -126,6 +141,11 @@ class SparkModel:
             validation_data=None, callbacks=None, verbose=1, checkpoint_dir=None,
             checkpoint_every=1, resume=False, checkpoint_keep=3) -> History:
         """Train for ``epochs`` on ``data``; returns the History (``history.rounds`` per round).
+
+        The whole fit runs as one Spark barrier job whose tasks keep their partition and model
+        in memory between rounds; where that cannot run (more partitions than task slots,
+        dynamic allocation, ``transport="spark"``) it runs one job per round (per epoch in the
+        async modes) and says why in the log and in ``history.settings["execution"]``.
 
         ``checkpoint_dir``: a local directory (or ``file:`` URI) where every
         ``checkpoint_every``-th round (epoch, in the async modes) leaves a checkpoint — weights,
@@ -142,134 +162,197 @@ class SparkModel:
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"{who}: expected batch_size >= 1 (an int), received batch_size={batch_size!r}")
         store = _checkpoint_store(checkpoint_dir, checkpoint_every, resume, checkpoint_keep, who)
+        val = self._validation(validation_data, features_col, label_col) if validation_data is not None else None
         prep_start = time.perf_counter()
         blocks = self._blocks(data, features_col, label_col, who)
-        blocks.note_batch_size(int(batch_size))
-        val = None
-        if validation_data is not None:
-            val = self._validation(validation_data, features_col, label_col)
-        prep_seconds = time.perf_counter() - prep_start
+        val_blocks = None
         try:
-            return self._fit_rounds(blocks, epochs, int(batch_size), val, callbacks, verbose,
-                                    prep_seconds, store, int(checkpoint_every), resume)
+            blocks.note_batch_size(int(batch_size))
+            reason = "execution='rounds' was asked for" if self.execution == "rounds" else \
+                job.fallback_reason(blocks.rdd.context, len(blocks.rows), self.transport)
+            if reason is None and val is not None and val[0] == "frame":
+                val_blocks = frames.dataframe_blocks(val[1], self.model, features_col, label_col,
+                                                     len(blocks.rows), f"{who}(validation_data)")
+            prep_seconds = time.perf_counter() - prep_start
+            run = _FitRun(epochs, int(batch_size), verbose, store, int(checkpoint_every), resume)
+            return self._fit_rounds(blocks, val, val_blocks, callbacks, prep_seconds, run, reason)
         finally:
             blocks.release()
+            if val_blocks is not None:
+                val_blocks.release()
 
     def _validation(self, validation_data, features_col, label_col):
         from pyspark.sql import DataFrame
         if isinstance(validation_data, DataFrame):
+            frames.plan_columns(validation_data, self.model, features_col, label_col,
+                                "SparkModel.fit(validation_data)")
             return ("frame", validation_data, features_col, label_col)
         if isinstance(validation_data, (tuple, list)) and len(validation_data) == 2:
             xs, y = self.model._prepare(*validation_data, "SparkModel.fit(validation_data)")
             return ("arrays", xs, y)
         raise TypeError("SparkModel.fit: expected validation_data as a DataFrame or (x_val, y_val)")
 
-    def _evaluate_validation(self, val) -> dict:
+    def _evaluate_validation(self, val, transport) -> dict:
         if val[0] == "arrays":
             return self.model._evaluate_lists(val[1], val[2], batch_size=256)
+        held = transport.evaluate_validation()
+        if held is not None:
+            return held
         return self.evaluate(val[1], features_col=val[2], label_col=val[3])
 
-    def _fit_rounds(self, blocks, epochs, batch_size, val, callbacks, verbose, prep_seconds,
-                    store=None, checkpoint_every=1, resume=False):
-        model = self.model
-        sc = blocks.rdd.context
-        steps_per_epoch = -(-blocks.max_rows // batch_size)
-        if self.frequency == "epoch" or self.strategy.asynchronous:
-            rounds_per_epoch = 1
-        else:
-            tau = 1 if self.frequency == "batch" else self.frequency
-            rounds_per_epoch = -(-steps_per_epoch // tau)
-        total_rounds = epochs * rounds_per_epoch
-        fit_id = uuid.uuid4().hex[:12]
-        self.history = History()
-        cbs = CallbackList(list(callbacks or []) + [self.history], model,
-                           {"epochs": epochs, "steps": rounds_per_epoch, "batch_size": batch_size,
-                            "verbose": verbose, "rounds": total_rounds})
-        model.stop_training = False
-        group = f"sparkdl-{fit_id}"
-        self.history.rounds = []
-        self.history.settings = {"mode": self.mode, "staleness": getattr(self.strategy, "staleness", None),
-                                 "frequency": self.frequency, "aggregate": self.aggregate,
-                                 "partitions": len(blocks.rows), "seed": self.seed,
-                                 "transport": "parameter server" if self.strategy.asynchronous
-                                 else self.transport, "batch_size": batch_size, "epochs": epochs}
-        self.history.data_seconds = prep_seconds
-        self.history.rows_per_partition = list(blocks.rows)
-        self.history.short_partitions = list(blocks.short_partitions)
-        self.history.empty_partitions = list(blocks.empty_partitions)
+    def _start_history(self, blocks, run, reason) -> History:
+        self.history = history = History()
+        history.rounds = []
+        execution = job.IN_JOB if reason is None else \
+            ("one job per epoch" if self.strategy.asynchronous else "one job per round") + f" ({reason})"
+        history.settings = {"mode": self.mode, "staleness": getattr(self.strategy, "staleness", None),
+                            "frequency": self.frequency, "aggregate": self.aggregate,
+                            "partitions": len(blocks.rows), "seed": self.seed,
+                            "transport": "parameter server" if self.strategy.asynchronous
+                            else self.transport, "batch_size": run.batch_size, "epochs": run.epochs,
+                            "execution": execution}
+        if reason is not None:
+            chosen = self.transport == "spark" or self.execution == "rounds"
+            (logger.info if chosen else logger.warning)(
+                "SparkModel.fit runs %s", execution)
+        history.rows_per_partition = list(blocks.rows)
+        history.short_partitions = list(blocks.short_partitions)
+        history.empty_partitions = list(blocks.empty_partitions)
+        history.resumed_from = None
         if blocks.short_partitions or blocks.empty_partitions:
             logger.warning("SparkModel.fit: %d partition(s) hold fewer rows than batch_size=%d "
                            "and train on what they have: %s; empty partitions: %s",
-                           len(blocks.short_partitions), batch_size, blocks.short_partitions,
+                           len(blocks.short_partitions), run.batch_size, blocks.short_partitions,
                            blocks.empty_partitions)
-        round_index = 0
-        plane = None
+        return history
+
+    def _open_transport(self, blocks, model_bc, val_blocks, reason, run):
+        group = self.history.settings["job_group"] = f"sparkdl-{uuid.uuid4().hex[:12]}"
+        if reason is not None:
+            return transports.RoundJobs(self, blocks, model_bc, group)
+        description = f"sparkdl fit: {self.mode}, {run.epochs} epochs"
+        return transports.InJob(self, blocks, model_bc, val_blocks, group, description)
+
+    def _fit_rounds(self, blocks, val, val_blocks, callbacks, prep_seconds, run, reason):
+        model = self.model
+        rounds_per_epoch = self._rounds_per_epoch(blocks, run.batch_size)
+        history = self._start_history(blocks, run, reason)
+        history.data_seconds = prep_seconds
+        cbs = CallbackList(list(callbacks or []) + [history], model,
+                           {"epochs": run.epochs, "steps": rounds_per_epoch, "batch_size": run.batch_size,
+                            "verbose": run.verbose, "rounds": run.epochs * rounds_per_epoch})
+        model.stop_training = False
         # What a checkpoint must match to be resumed: the same rounds over the same partitions.
-        settings = {k: self.history.settings[k] for k in ("mode", "staleness", "aggregate", "seed",
-                                                          "batch_size")}
+        settings = {k: history.settings[k] for k in ("mode", "staleness", "aggregate", "seed", "batch_size")}
         settings.update(frequency=str(self.frequency), rows_per_partition=list(blocks.rows))
-        partial = None
-        self.history.resumed_from = None
-        model_bc = None
+        cbs.on_train_begin()
+        round_index, partial = 0, None
+        if run.store is not None and run.resume:
+            round_index, partial = self._resume(run.store, settings, rounds_per_epoch)
+        model_bc = executor.ModelBroadcast(blocks.rdd.context, model)
+        transport, failed = None, True
         try:
-            cbs.on_train_begin()
-            if store is not None and resume:
-                round_index, partial = self._resume(store, settings, rounds_per_epoch)
-            start_epoch, start_round = divmod(round_index, rounds_per_epoch)
-            model_bc = executor.ModelBroadcast(sc, model)
-            if self.strategy.asynchronous:
-                plane = self._parameter_server(sc)
-            elif self.transport == "socket":
-                plane = self._data_plane(sc)
-            for epoch in range(start_epoch, epochs):
-                cbs.on_epoch_begin(epoch)
-                bar = ProgressBar(rounds_per_epoch, verbose, unit="round")
-                if verbose == 1:
-                    bar.stream.write(f"Epoch {epoch + 1}/{epochs}\n")
-                loss_sum, samples = 0.0, 0
-                metric_objs = [metrics_mod.get(m.get_config()) for m in model.metrics]
-                first = 0
-                if epoch == start_epoch and partial is not None:
-                    first, (loss_sum, samples, states) = start_round, partial
-                    for m, state in zip(metric_objs, states):
-                        m.state = np.array(state, copy=True)
-                for r in range(first, rounds_per_epoch):
-                    what = f"{self.mode} epoch {epoch + 1}/{epochs}" if self.strategy.asynchronous \
-                        else f"round {round_index + 1}/{total_rounds}"
-                    sc.setJobGroup(group, f"sparkdl {what}", True)
-                    self._running = (sc, group, what)
-                    info = self._run_round(blocks, model_bc, round_index, batch_size, plane)
-                    loss_sum += info["loss_sum"]
-                    samples += info["samples"]
-                    for m, state in zip(metric_objs, info["metric_states"]):
-                        m.merge_state(state)
-                    self.history.rounds.append({k: v for k, v in info.items()
-                                                if k not in ("loss_sum", "metric_states")})
-                    round_index += 1
-                    bar.update(r + 1, {"loss": loss_sum / max(samples, 1)})
-                    if store is not None and r + 1 < rounds_per_epoch and round_index % checkpoint_every == 0:
-                        self._checkpoint(store, round_index, settings, epoch, (loss_sum, samples, metric_objs))
-                logs = {"loss": loss_sum / max(samples, 1)}
-                logs.update({m.name: m.result() for m in metric_objs})
-                if val is not None:
-                    logs.update({f"val_{k}": v for k, v in self._evaluate_validation(val).items()})
-                cbs.on_epoch_end(epoch, logs)
-                bar.finish(logs, prefix=f"Epoch {epoch + 1}/{epochs} - ")
-                logger.info("epoch %d/%d: %s", epoch + 1, epochs, format_logs(logs))
-                if store is not None and (round_index % checkpoint_every == 0 or epoch + 1 == epochs
-                                          or model.stop_training):
-                    self._checkpoint(store, round_index, settings, epoch + 1)
+            transport = self._open_transport(blocks, model_bc, val_blocks, reason, run)
+            start_epoch = round_index // rounds_per_epoch
+            for epoch in range(start_epoch, run.epochs):
+                round_index = self._epoch(transport, epoch, round_index, rounds_per_epoch, run, cbs,
+                                          val, settings, partial if epoch == start_epoch else None)
                 if model.stop_training:
                     break
+            failed = False
         finally:
-            if plane is not None:
-                plane.server.close()
-            sc.setLocalProperty("spark.jobGroup.id", None)
-            sc.setLocalProperty("spark.job.description", None)
-            if model_bc is not None:
-                model_bc.destroy()
+            if transport is not None:
+                transport.close(failed)
+            model_bc.destroy()
         cbs.on_train_end()
         return self.history
+
+    def _rounds_per_epoch(self, blocks, batch_size) -> int:
+        if self.frequency == "epoch" or self.strategy.asynchronous:
+            return 1
+        tau = 1 if self.frequency == "batch" else self.frequency
+        steps_per_epoch = -(-blocks.max_rows // batch_size)
+        return -(-steps_per_epoch // tau)
+
+    def _epoch(self, transport, epoch, round_index, rounds_per_epoch, run, cbs, val, settings, partial):
+        """One epoch's rounds, validation, callbacks and checkpoints; returns the rounds done."""
+        model, epochs = self.model, run.epochs
+        cbs.on_epoch_begin(epoch)
+        bar = ProgressBar(rounds_per_epoch, run.verbose, unit="round")
+        if run.verbose == 1:
+            bar.stream.write(f"Epoch {epoch + 1}/{epochs}\n")
+        loss_sum, samples = 0.0, 0
+        metric_objs = [metrics_mod.get(m.get_config()) for m in model.metrics]
+        first = 0
+        if partial is not None:
+            first, (loss_sum, samples, states) = round_index % rounds_per_epoch, partial
+            for m, state in zip(metric_objs, states):
+                m.state = np.array(state, copy=True)
+        for r in range(first, rounds_per_epoch):
+            what = f"{self.mode} epoch {epoch + 1}/{epochs}" if self.strategy.asynchronous \
+                else f"round {round_index + 1}/{epochs * rounds_per_epoch}"
+            info = self._run_round(transport, round_index, run.batch_size, what)
+            loss_sum += info["loss_sum"]
+            samples += info["samples"]
+            for m, state in zip(metric_objs, info["metric_states"]):
+                m.merge_state(state)
+            self.history.rounds.append({k: v for k, v in info.items() if k not in ("loss_sum", "metric_states")})
+            round_index += 1
+            bar.update(r + 1, {"loss": loss_sum / max(samples, 1)})
+            if run.store is not None and r + 1 < rounds_per_epoch and round_index % run.every == 0:
+                self._checkpoint(run.store, round_index, settings, epoch, (loss_sum, samples, metric_objs))
+        logs = {"loss": loss_sum / max(samples, 1)}
+        logs.update({m.name: m.result() for m in metric_objs})
+        if val is not None:
+            logs.update({f"val_{k}": v for k, v in self._evaluate_validation(val, transport).items()})
+        cbs.on_epoch_end(epoch, logs)
+        bar.finish(logs, prefix=f"Epoch {epoch + 1}/{epochs} - ")
+        logger.info("epoch %d/%d: %s", epoch + 1, epochs, format_logs(logs))
+        if run.store is not None and (round_index % run.every == 0 or epoch + 1 == epochs or model.stop_training):
+            self._checkpoint(run.store, round_index, settings, epoch + 1)
+        return round_index
+
+    def _run_round(self, transport, round_index, batch_size, what) -> dict:
+        model = self.model
+        start = time.perf_counter()
+        opt = model.optimizer
+        spec = worker.RoundSpec(round=round_index, seed=self.seed, batch_size=batch_size,
+                                frequency=self.frequency, aggregate=self.aggregate,
+                                optimizer=opt.get_config())
+        opt.build(model.flat_weights.size)
+        if self.strategy.asynchronous:
+            result, pushes, duplicates = transport.async_epoch(spec, what)
+            info = self._round_info(round_index, start, result)
+            info.update(pushes=pushes, duplicate_pushes=duplicates)
+            return info
+        result, vector = transport.sync_round(spec, what)
+        if self.aggregate == "gradients":
+            self._driver_step(vector, round_index)
+        else:
+            model.set_flat_weights(vector)
+            for k, v in result.slots.items():
+                opt.slots[k][...] = v
+            opt.iterations += result.steps
+        if result.state is not None:
+            model.flat_state[...] = result.state
+        return self._round_info(round_index, start, result)
+
+    def _driver_step(self, mean_gradient, round_index) -> None:
+        """The driver's optimizer steps on the round's mean gradient; a step that makes the
+        weights non-finite is undone."""
+        model, opt = self.model, self.model.optimizer
+        before = (model.get_flat_weights(), {k: v.copy() for k, v in opt.slots.items()}, opt.iterations)
+        opt.apply(model.flat_weights, mean_gradient)
+        what = worker.non_finite(0.0, {"weights": model.flat_weights})
+        if what is not None:
+            model.set_flat_weights(before[0])
+            for k, v in before[1].items():
+                opt.slots[k][...] = v
+            opt.iterations = before[2]
+            raise FloatingPointError(
+                f"SparkModel.fit: in round {round_index + 1}, {what} after the driver's optimizer "
+                f"step on the mean gradient (finite in every partition); the model keeps the "
+                f"weights it had before that round")
 
     # ---- checkpoints ----------------------------------------------------------------------------
     def _resume(self, store, settings, rounds_per_epoch):
@@ -304,92 +387,6 @@ class SparkModel:
         store.save(self.model, round_index, meta,
                    {f"metric_{i}": m.state for i, m in enumerate(metric_objs)})
 
-    def _serve(self, sc, service, name):
-        """``(server, advertised address, token)``: ``service`` on the driver for this fit."""
-        conf = sc.getConf()
-        host = conf.get("spark.driver.host", "127.0.0.1")
-        bind = conf.get("spark.driver.bindAddress", host)
-        port = self.port if self.port is not None else int(conf.get("spark.sparkdl.server.port", "0"))
-        token = protocol.new_token()
-        server = FrameServer(service, token, host=bind, port=port, timeout=self.timeout, name=name)
-        return server, (host, server.address[1]), token
-
-    def _data_plane(self, sc):
-        """The driver's exchange for this fit, served on a socket until the fit ends."""
-        pull, push = exchange.round_layouts(self.model, self.aggregate)
-        rounds = exchange.RoundExchange(push, timeout=self.timeout)
-        server, address, token = self._serve(sc, rounds, "sparkdl-sync")
-        return _Plane(server, rounds, exchange.Endpoint(address, token, self.timeout, pull, push))
-
-    def _parameter_server(self, sc):
-        """The parameter server of the async modes, holding the model's weights and state."""
-        from sparkdl.distributed.parameter_server import ParameterServer
-        model = self.model
-        vector = np.concatenate([model.flat_weights, model.flat_state])
-        service = ParameterServer(vector, mode=self.mode, staleness=self.strategy.staleness,
-                                  optimizer=model.optimizer if self.aggregate == "gradients" else None,
-                                  weights_size=model.flat_weights.size, timeout=self.timeout)
-        server, address, token = self._serve(sc, service, f"sparkdl-{self.mode}")
-        return _Plane(server, service, _PSEndpoint(address, token, self.timeout, vector.size))
-
-    def _run_round(self, blocks, model_bc, round_index, batch_size, plane) -> dict:
-        model = self.model
-        start = time.perf_counter()
-        opt = model.optimizer
-        spec = worker.RoundSpec(round=round_index, seed=self.seed, batch_size=batch_size,
-                                frequency=self.frequency, aggregate=self.aggregate,
-                                optimizer=opt.get_config())
-        opt.build(model.flat_weights.size)
-        if self.strategy.asynchronous:
-            result, pushes, duplicates = self._epoch_via_ps(blocks, model_bc, spec, plane)
-            info = self._round_info(round_index, start, result)
-            info.update(pushes=pushes, duplicate_pushes=duplicates)
-            return info
-        if plane is None:
-            result, vector = self._round_via_spark(blocks, model_bc, spec)
-        else:
-            result, vector = self._round_via_socket(blocks, model_bc, spec, plane)
-        if self.aggregate == "gradients":
-            before = (model.get_flat_weights(), {k: v.copy() for k, v in opt.slots.items()}, opt.iterations)
-            opt.apply(model.flat_weights, vector)
-            what = worker.non_finite(0.0, {"weights": model.flat_weights})
-            if what is not None:
-                model.set_flat_weights(before[0])
-                for k, v in before[1].items():
-                    opt.slots[k][...] = v
-                opt.iterations = before[2]
-                raise FloatingPointError(
-                    f"SparkModel.fit: in round {round_index + 1}, {what} after the driver's optimizer "
-                    f"step on the mean gradient (finite in every partition); the model keeps the "
-                    f"weights it had before that round")
-        else:
-            model.set_flat_weights(vector)
-            for k, v in result.slots.items():
-                opt.slots[k][...] = v
-            opt.iterations += result.steps
-        if result.state is not None:
-            model.flat_state[...] = result.state
-        return self._round_info(round_index, start, result)
-
-    def _job(self, run):
-        """Run the round's Spark job; with ``round_timeout``, cancel it (its tasks are
-        interrupted) once that many seconds have passed and raise TimeoutError."""
-        if self.round_timeout is None:
-            return run()
-        sc, group, what = self._running
-        timer = threading.Timer(self.round_timeout, sc.cancelJobGroup, args=(group,))
-        timer.daemon = True
-        timer.start()
-        try:
-            return run()
-        except Exception as error:
-            if not timer.is_alive():        # it fired: the failure is the cancellation
-                raise TimeoutError(f"SparkModel.fit: {what} did not finish within round_timeout="
-                                   f"{self.round_timeout} s; its Spark job was cancelled") from error
-            raise
-        finally:
-            timer.cancel()
-
     @staticmethod
     def _round_info(round_index, start, result) -> dict:
         seconds = time.perf_counter() - start
@@ -399,78 +396,6 @@ class SparkModel:
                 "overhead_seconds": max(seconds - result.compute_seconds, 0.0),
                 "samples_per_second": result.samples / seconds if seconds > 0 else float("nan"),
                 "partitions": result.partitions}
-
-    def _epoch_via_ps(self, blocks, model_bc, spec, plane):
-        """One job: every partition trains an epoch against the parameter server; the driver's
-        model then takes the server's weights. Returns ``(result, pushes applied, duplicate
-        pushes dropped)``."""
-        model, ps = self.model, plane.rounds
-        ps.begin_epoch(spec.round)
-        pushes, duplicates = ps.stats["pushes"], ps.stats["duplicates"]
-        task = executor.async_epoch_task(model_bc, plane.end, spec)
-        results = self._job(lambda: blocks.rdd.mapPartitionsWithIndex(task).collect())
-        aggregate = self.aggregate
-        result = functools.reduce(lambda a, b: worker.combine(a, b, aggregate), results)
-        _check_diverged(result, f"epoch {spec.round + 1}", "epoch")
-        _check_samples(result)
-        vector = ps.snapshot()
-        w = model.flat_weights.size
-        model.set_flat_weights(vector[:w])
-        if model.flat_state.size:
-            model.flat_state[...] = vector[w:]
-        pushes, duplicates = ps.stats["pushes"] - pushes, ps.stats["duplicates"] - duplicates
-        logger.debug("epoch %d: %d pushes applied, %d duplicates dropped", spec.round + 1,
-                     pushes, duplicates)
-        return result, pushes, duplicates
-
-    def _round_via_spark(self, blocks, model_bc, spec):
-        """Broadcast the weights, tree-reduce the results: ``(result, mean weights or mean
-        gradient)``."""
-        model, opt = self.model, self.model.optimizer
-        payload = {"weights": model.get_flat_weights(), "state": model.flat_state.copy(),
-                   "slots": {k: v.copy() for k, v in opt.slots.items()} if self.aggregate == "weights" else {},
-                   "iterations": opt.iterations}
-        weights_bc = blocks.rdd.context.broadcast(payload)
-        aggregate = self.aggregate
-        try:
-            task = executor.round_task(model_bc, weights_bc, spec)
-            result = self._job(lambda: blocks.rdd.mapPartitionsWithIndex(task).treeReduce(
-                lambda a, b: worker.combine(a, b, aggregate), depth=2))
-        finally:
-            weights_bc.destroy()
-        _check_diverged(result, f"round {spec.round + 1}", "round")
-        _check_samples(result)
-        if aggregate == "gradients":
-            return result, result.vector / np.float32(result.samples)
-        return result, result.vector
-
-    def _round_via_socket(self, blocks, model_bc, spec, plane):
-        """Publish the weights on the driver's exchange, run the tasks, read the summed
-        pushes: ``(result, mean weights or mean gradient)``."""
-        model, opt = self.model, self.model.optimizer
-        parts = {"weights": model.flat_weights, "state": model.flat_state}
-        parts.update({f"slot:{k}": v for k, v in opt.slots.items()})
-        payload = plane.end.pull.pack(parts)
-        plane.rounds.open_round(spec.round, payload, {"iterations": int(opt.iterations)},
-                                partitions=[p for p, rows in enumerate(blocks.rows) if rows])
-        aggregate = self.aggregate
-        try:
-            task = executor.socket_round_task(model_bc, plane.end, spec)
-            results = self._job(lambda: blocks.rdd.mapPartitionsWithIndex(task).collect())
-        finally:
-            total, received = plane.rounds.close_round()
-        result = functools.reduce(lambda a, b: worker.combine(a, b, aggregate), results)
-        _check_diverged(result, f"round {spec.round + 1}", "round")
-        _check_samples(result)
-        trained = result.partitions - len(result.empty_partitions)
-        if len(received) != trained or sum(received.values()) != result.samples:
-            raise RuntimeError(f"SparkModel.fit: round {spec.round + 1}: {trained} partitions trained "
-                               f"on {result.samples} rows, but the driver received pushes from "
-                               f"{len(received)} partitions with {sum(received.values())} rows")
-        mean = plane.end.push.split((total / result.samples).astype(np.float32))
-        result.state = mean.get("state")
-        result.slots = {name[5:]: v for name, v in mean.items() if name.startswith("slot:")}
-        return result, mean[plane.end.push.names[0]]
 
     # ---- inference ---------------------------------------------------------------------------
     def predict(self, data, features_col="features", prediction_col="prediction",
@@ -528,34 +453,12 @@ def _check_resumable(meta: dict, settings: dict, store) -> None:
                          f"checkpoint_dir or resume=False")
 
 
-def _check_diverged(result, where: str, unit: str) -> None:
-    """The divergence guard: a partition whose loss, weights or update became NaN or infinite
-    stops the fit before anything of the round or epoch reaches the driver's model."""
-    if result.diverged:
-        parts = "; ".join(f"partition {p}: {what}" for p, what in sorted(result.diverged))
-        raise FloatingPointError(f"SparkModel.fit: training diverged in {where} ({parts}); the model "
-                                 f"keeps the weights it had before that {unit}. Lower the learning "
-                                 f"rate, clip gradients or check the data for extreme values")
-
-
-def _check_samples(result) -> None:
-    if result.samples == 0:
-        raise ValueError("SparkModel.fit: no partition holds any rows")
-
-
-@dataclass
-class _Plane:
-    """The data plane of one fit: server, its service (the sync exchange or the parameter
-    server) and the endpoint tasks connect to."""
-    server: FrameServer
-    rounds: object
-    end: object
-
-
 @dataclass(frozen=True)
-class _PSEndpoint:
-    """What a task needs to reach the parameter server (shipped in the task closure)."""
-    address: tuple
-    token: bytes
-    timeout: float
-    size: int
+class _FitRun:
+    """What one call of ``fit`` asked for."""
+    epochs: int
+    batch_size: int
+    verbose: int
+    store: object
+    every: int
+    resume: bool

@@ -2,9 +2,10 @@
 Spark task, the small model and data the fault jobs train, and the jobs themselves (run
 in-process on the tests' session, or through spark-submit by ``fault_job.py``).
 
-``FaultyLayer`` is the identity until it finds itself in the chosen task: the job's
-description names the round (``"sparkdl round 3/6"``, ``"sparkdl async epoch 2/3"``), and
-``pyspark.TaskContext`` gives the partition and attempt. There, after ``after`` training
+``FaultyLayer`` is the identity until it finds itself in the chosen task: the order a task
+of a one-job fit carries out (or, with a job per round, the job's description) names the
+round (``"sparkdl round 3/6"``, ``"sparkdl async epoch 2/3"``) and the attempt, and
+``pyspark.TaskContext`` gives the partition. There, after ``after`` training
 steps, it raises, kills its own Python worker (SIGKILL), turns its output into NaN, or hangs
 (waits on an event nobody sets, for up to ten minutes) — and
 first leaves a marker file, so a test knows the fault really happened.
@@ -19,6 +20,7 @@ import numpy as np
 
 import sparkdl
 from sparkdl import layers, optimizers
+from sparkdl.distributed.fit_task import current_order
 from sparkdl.engine.layers.base import Layer
 from sparkdl.models import Sequential
 
@@ -58,12 +60,17 @@ class FaultyLayer(Layer):
         context = TaskContext.get()
         if context is None:
             return False
-        if context.taskAttemptId() != self.task:
-            self.task, self.calls = context.taskAttemptId(), 0
+        order = current_order()
+        task = (context.taskAttemptId(), order and order["seq"])   # steps count per task and order
+        if task != self.task:
+            self.task, self.calls = task, 0
         self.calls += 1
-        description = context.getLocalProperty("spark.job.description") or ""
-        return (description.startswith(self.job) and context.partitionId() == self.partition
-                and context.attemptNumber() == self.attempt and self.calls == self.after + 1)
+        if order is not None:       # a task of a one-job fit: the order says round and attempt
+            label, attempt = order["label"], order["attempt"]
+        else:                       # a job per round: its description names the round
+            label, attempt = context.getLocalProperty("spark.job.description") or "", context.attemptNumber()
+        return (label.startswith(self.job) and context.partitionId() == self.partition
+                and attempt == self.attempt and self.calls == self.after + 1)
 
 
 def digits_frame(spark, rows=1200):

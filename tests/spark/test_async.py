@@ -45,10 +45,10 @@ def test_async_gradients_are_stepped_by_the_servers_optimizer(spark, mnist):
                seed=9).fit(df, epochs=2, batch_size=32, verbose=0)
     # The same steps by hand: each batch of the worker's shuffled pass, gradient at the
     # current weights, one optimizer step.
-    from sparkdl.distributed import worker
+    from sparkdl.engine.training import BatchPlan
     xs, yy = local._prepare(x, y, "test")
     for epoch in range(2):
-        for xb, yb in worker._batches_of(local, xs, yy, 32, (9, epoch, 0), 0, 8):
+        for _, xb, yb in BatchPlan(len(yy), 32, (9, epoch, 0), 0, 8).iterate(local, xs, yy):
             local._loss_and_backward(xb, yb)
             local.optimizer.apply(local.flat_weights, local._params.grads.copy())
     np.testing.assert_allclose(remote.get_flat_weights(), local.get_flat_weights(), rtol=1e-5, atol=1e-6)

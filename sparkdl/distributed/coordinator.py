@@ -1,0 +1,148 @@
+"""The driver's side of a fit that runs as one Spark job: orders out, reports in.
+
+The fit's tasks live as long as the fit. Each keeps its partition's block and its model, and
+loops: ask for the next order (``NEXT``), carry it out, report (``REPORT``). An order is a
+training round (sync: the round's weights come with it; the task pushes its result to the
+round exchange), an epoch against the parameter server (async modes), an evaluation of the
+task's validation rows, or stop. Orders are numbered; a task asks for the first order after
+the last one it carried out, and the driver answers as soon as there is one (a long poll:
+after ``poll`` seconds without news it answers ``wait`` and the task asks again).
+
+Spark retries the whole barrier stage when a task fails. The new tasks register again and
+continue with the open order, so the driver never goes back: a partition that already
+reported the open order waits for the next one, the others redo it (seeded by ``(seed,
+round, partition)``, they recompute what the failed attempt would have), and the exchange
+or parameter server drops what was already applied. ``attempt`` counts a partition's
+registrations, so a task knows it is a retry.
+
+Everything else (``PULL``, ``PUSH``, ``CLOCK``) goes to the wrapped service: the sync round
+exchange or the parameter server, served on the same connections.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sparkdl.distributed.protocol import Frame, Op
+from sparkdl.distributed.server import Refused
+
+#: bytes of metric states a report may carry (AUC histograms are the largest)
+MAX_REPORT = 1 << 26
+
+
+@dataclass
+class Order:
+    seq: int
+    kind: str                    # "train", "evaluate" or "stop"
+    meta: dict = field(default_factory=dict)
+    payload: np.ndarray | None = None
+    expected: frozenset = frozenset()
+
+
+class Coordinator:
+    """A ``FrameServer`` service: the fit's orders and the tasks' reports."""
+
+    def __init__(self, inner=None, partitions=(), poll: float = 10.0):
+        self.inner = inner
+        self.max_data = max(getattr(inner, "max_data", 0), MAX_REPORT)
+        self.poll = float(poll)
+        self._cond = threading.Condition()
+        self._order: Order | None = None
+        self._seq = -1
+        self._reports: dict[int, tuple[dict, np.ndarray | None]] = {}
+        self._registrations: dict[int, int] = {}
+        self.partitions = sorted(int(p) for p in partitions)
+        if inner is not None and hasattr(inner, "receive_buffer"):
+            self.receive_buffer = inner.receive_buffer
+        if inner is not None and hasattr(inner, "release"):
+            self.release = inner.release
+
+    # ---- driver side ----------------------------------------------------------------------------
+    def order(self, kind: str, meta: dict | None = None, payload: np.ndarray | None = None,
+              expected=None) -> int:
+        """Publish the next order; ``expected``: the partitions that must report it (all by
+        default). Returns its number."""
+        with self._cond:
+            self._seq += 1
+            parts = self.partitions if expected is None else expected
+            self._order = Order(self._seq, kind, dict(meta or {}, seq=self._seq, kind=kind), payload,
+                                frozenset(int(p) for p in parts))
+            self._reports = {}
+            self._cond.notify_all()
+            return self._seq
+
+    def stop(self) -> None:
+        """Tell every task to end (their next ``NEXT`` answers stop)."""
+        self.order("stop", expected=())
+
+    def wait_reports(self, timeout: float) -> dict | None:
+        """The open order's reports ``{partition: (meta, array)}`` once every expected partition
+        has reported, or None after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                order = self._order
+                if order is not None and order.expected <= set(self._reports):
+                    return dict(self._reports)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._cond.wait(left)
+
+    # ---- served requests ------------------------------------------------------------------------
+    def handle(self, frame: Frame) -> Frame:
+        if frame.op == Op.NEXT:
+            return self._next(frame.meta)
+        if frame.op == Op.REPORT:
+            return self._report(frame)
+        if frame.op == Op.REGISTER:
+            return self._register(frame.meta)
+        if self.inner is None:
+            raise Refused(f"op {frame.op} is not served here")
+        return self.inner.handle(frame)
+
+    def _register(self, meta: dict) -> Frame:
+        partition = _int(meta, "partition")
+        if partition not in self.partitions:
+            raise Refused(f"this fit trains partitions {self.partitions}, not {partition}")
+        with self._cond:
+            attempt = self._registrations.get(partition, -1) + 1
+            self._registrations[partition] = attempt
+        return Frame(Op.OK, {"attempt": attempt})
+
+    def _next(self, meta: dict) -> Frame:
+        partition, after = _int(meta, "partition"), _int(meta, "after")
+
+        def ready():
+            order = self._order
+            return order is not None and order.seq > after and (
+                order.kind == "stop" or (partition in order.expected and partition not in self._reports))
+
+        with self._cond:
+            if not self._cond.wait_for(ready, timeout=self.poll):
+                return Frame(Op.OK, {"kind": "wait"})
+            order = self._order
+        return Frame(Op.OK, order.meta, order.payload)
+
+    def _report(self, frame: Frame) -> Frame:
+        meta = frame.meta
+        partition, seq = _int(meta, "partition"), _int(meta, "seq")
+        with self._cond:
+            order = self._order
+            if order is None or seq != order.seq or partition not in order.expected:
+                raise Refused(f"order {seq} from partition {partition} is not open")
+            if partition not in self._reports:
+                array = None if frame.array is None else frame.array.copy()
+                self._reports[partition] = (meta, array)
+                self._cond.notify_all()
+        return Frame(Op.OK, {})
+
+
+def _int(meta: dict, key: str) -> int:
+    value = meta.get(key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise Refused(f"expected an int {key!r} in the request, received {value!r}")
+    return value

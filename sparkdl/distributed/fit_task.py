@@ -1,0 +1,152 @@
+"""What a task of a one-job fit does: keep its block and model, and carry out the driver's
+orders until it says stop (see ``sparkdl.distributed.coordinator``).
+
+A training order runs exactly the code of the per-round path (``worker.run_round`` for sync,
+``worker.run_async_epoch`` against the parameter server for the async modes), so a fit gives
+the same numbers whichever way it is executed. Results travel in two parts: the big vector
+as a ``PUSH`` to the round exchange (sync), and the small rest — counts, loss, timings,
+metric states — as the order's ``REPORT``.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from sparkdl.distributed import worker
+from sparkdl.distributed.exchange import Layout
+from sparkdl.distributed.protocol import Connection, Op
+
+_current = threading.local()
+
+
+def current_order() -> dict | None:
+    """The order this thread is carrying out (its ``label`` reads like the per-round path's
+    job description, e.g. ``"sparkdl round 3/15"``), or None outside a fit's task."""
+    return getattr(_current, "order", None)
+
+
+@dataclass(frozen=True)
+class FitEndpoint:
+    """What a task needs to reach the driver's coordinator (shipped in the task closure)."""
+    address: tuple
+    token: bytes
+    timeout: float
+    pull: Layout | None = None        # sync: the layout of a round's weights
+    push: Layout | None = None        # sync: the layout of a partition's result
+    server_size: int = 0              # async: the parameter server's vector size
+
+
+def run_fit_task(model, block, val_block, partition: int, end: FitEndpoint) -> dict:
+    """Serve the fit's orders for ``partition`` until the driver says stop; returns counts."""
+    conn = Connection(end.address, end.token, end.timeout)
+    done = 0
+    try:
+        attempt = conn.request(Op.REGISTER, {"partition": partition}).meta["attempt"]
+        buffer = np.empty(max(end.pull.size if end.pull else 0, end.server_size), np.float32)
+        after = -1
+        while True:
+            frame = conn.request(Op.NEXT, {"partition": partition, "after": after}, out=buffer,
+                                 what="the driver's next order")
+            kind = frame.meta.get("kind")
+            if kind == "wait":
+                continue
+            if kind == "stop":
+                return {"partition": partition, "attempt": attempt, "orders": done}
+            _current.order = dict(frame.meta, partition=partition, attempt=attempt)
+            try:
+                meta, array = _carry_out(model, block, val_block, partition, attempt, frame, conn, end)
+            finally:
+                _current.order = None
+            conn.request(Op.REPORT, dict(meta, partition=partition, seq=frame.meta["seq"]), array)
+            after = frame.meta["seq"]
+            done += 1
+    finally:
+        conn.close()
+
+
+def _carry_out(model, block, val_block, partition, attempt, frame, conn, end):
+    order = frame.meta
+    if order["kind"] == "evaluate":
+        return _evaluate(model, val_block, frame.array, order["batch_size"])
+    spec = worker.RoundSpec(**order["spec"])
+    xs, y = block
+    if end.pull is None:
+        from sparkdl.distributed import parameter_server
+        client = parameter_server.Client(end.address, end.token, end.timeout, spec.round, partition,
+                                         attempt, end.server_size)
+        try:
+            result = worker.run_async_epoch(model, xs, y, spec, partition, client)
+        finally:
+            client.close()
+        return result_report(result)
+    parts = end.pull.split(frame.array)
+    slots = {name[5:]: v for name, v in parts.items() if name.startswith("slot:")}
+    result = worker.run_round(model, xs, y, spec, partition, parts["weights"], parts.get("state"),
+                              slots, int(order["iterations"]))
+    if not result.diverged:        # nothing non-finite reaches the driver
+        out = {end.push.names[0]: result.vector, "state": result.state}
+        out.update({f"slot:{k}": v for k, v in result.slots.items()})
+        conn.request(Op.PUSH, {"round": spec.round, "partition": partition, "attempt": attempt,
+                               "samples": result.samples}, end.push.pack(out),
+                     what=f"the driver's receipt for round {spec.round}")
+    return result_report(result)
+
+
+def _evaluate(model, val_block, payload, batch_size):
+    """Loss sum, row count and metric states of this task's validation rows at the payload's
+    weights (and moving statistics)."""
+    from sparkdl.engine import metrics as metrics_mod
+    w = model.flat_weights.size
+    model.set_flat_weights(payload[:w])
+    if model.flat_state.size:
+        model.flat_state[...] = payload[w:w + model.flat_state.size]
+    metrics = [metrics_mod.get(m.get_config()) for m in model.metrics]
+    loss_sum, count = 0.0, 0
+    if val_block is not None and len(val_block[1]):
+        xs, y = val_block
+        for a in range(0, len(y), batch_size):
+            out = model._predict_lists([x[a:a + batch_size] for x in xs], batch_size)
+            loss_sum += float(np.sum(model.loss.per_sample(y[a:a + batch_size], out)))
+            for m in metrics:
+                m.update(y[a:a + batch_size], out)
+        count = len(y)
+    states = [m.state for m in metrics]
+    meta = {"loss_sum": loss_sum, "samples": count, "metric_shapes": [list(np.shape(s)) for s in states]}
+    return meta, _flat(states)
+
+
+def _flat(states) -> np.ndarray | None:
+    if not states:
+        return None
+    return np.concatenate([np.asarray(s, np.float64).reshape(-1) for s in states])
+
+
+def result_report(result: worker.RoundResult) -> tuple[dict, np.ndarray | None]:
+    """The small part of a round result as ``(meta, metric states)`` for a REPORT frame."""
+    meta = {"samples": result.samples, "steps": result.steps, "loss_sum": result.loss_sum,
+            "compute_seconds": result.compute_seconds,
+            "short": [list(s) for s in result.short_partitions],
+            "diverged": [list(d) for d in result.diverged],
+            "metric_shapes": [list(np.shape(s)) for s in result.metric_states]}
+    return meta, _flat(result.metric_states)
+
+
+def metric_states(meta: dict, array: np.ndarray | None) -> list[np.ndarray]:
+    """The metric states a report carries, in their shapes."""
+    states, start = [], 0
+    for shape in meta.get("metric_shapes", []):
+        size = int(np.prod(shape)) if shape else 1
+        states.append(array[start:start + size].reshape(shape))
+        start += size
+    return states
+
+
+def report_result(partition: int, meta: dict, array: np.ndarray | None) -> worker.RoundResult:
+    """A REPORT of a training order back into a (vector-less) RoundResult."""
+    return worker.RoundResult(
+        samples=int(meta["samples"]), steps=int(meta["steps"]), loss_sum=float(meta["loss_sum"]),
+        metric_states=metric_states(meta, array), compute_seconds=float(meta["compute_seconds"]),
+        partitions=1, short_partitions=[tuple(s) for s in meta.get("short", [])],
+        diverged=[tuple(d) for d in meta.get("diverged", [])])

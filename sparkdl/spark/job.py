@@ -1,0 +1,88 @@
+"""The fit's Spark job: one barrier job whose tasks live as long as the fit.
+
+``execution(sc, partitions, transport)`` decides whether a fit can run as one job (barrier
+mode needs a slot for every partition at once and no dynamic allocation) and says why not.
+``FitJob`` runs the job in a driver thread while the fit loop talks to its tasks through
+the coordinator; it is cancelled (its tasks interrupted) when the fit ends in any way.
+
+The barrier stage is made a shuffle-map stage (its few result rows go through a one-partition
+shuffle): Spark retries a failed barrier shuffle-map stage as a whole, up to
+``spark.stage.maxConsecutiveAttempts`` times, but never a barrier result stage.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+
+logger = logging.getLogger(__name__)
+
+IN_JOB = "one job per fit"
+
+
+def task_slots(sc) -> int | None:
+    """How many tasks the cluster runs at once now (None when Spark does not say)."""
+    try:
+        jsc = sc._jsc.sc()
+        return int(jsc.maxNumConcurrentTasks(jsc.resourceProfileManager().defaultResourceProfile()))
+    except Exception:  # noqa: BLE001 - an internal API; without it, assume the default parallelism
+        return None
+
+
+def fallback_reason(sc, partitions: int, transport: str) -> str | None:
+    """Why the fit cannot run as one barrier job, or None when it can."""
+    if transport == "spark":
+        return "transport='spark' moves weights by Spark broadcast and treeReduce, a job per round"
+    if sc.getConf().get("spark.dynamicAllocation.enabled", "false").lower() == "true":
+        return "barrier jobs cannot run with spark.dynamicAllocation.enabled=true"
+    slots = task_slots(sc)
+    if slots is not None and partitions > slots:
+        return (f"{partitions} partitions train but the cluster runs {slots} tasks at once; a "
+                f"barrier job needs them all at once (set num_workers <= {slots})")
+    return None
+
+
+class FitJob:
+    """A barrier job running ``task`` (a ``mapPartitionsWithIndex`` function) over ``rdd`` in a
+    driver thread, named ``description`` in the Spark UI under job group ``group``."""
+
+    def __init__(self, rdd, task, group: str, description: str):
+        self.sc = rdd.context
+        self.group = group
+        self._rdd = rdd.barrier().mapPartitionsWithIndex(task).map(lambda r: (0, r)).partitionBy(1).values()
+        self.error: BaseException | None = None
+        self.results: list | None = None
+        self._thread = threading.Thread(target=self._run, args=(description,), daemon=True,
+                                        name="sparkdl-fit-job")
+        self._thread.start()
+
+    def _run(self, description: str) -> None:
+        try:
+            self.sc.setJobGroup(self.group, description, True)
+            self.results = self._rdd.collect()
+        except BaseException as error:  # noqa: BLE001 - handed to the fit loop by check()
+            self.error = error
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def check(self) -> None:
+        """Raise what ended the job early (a failure Spark gave up retrying)."""
+        if self._thread.is_alive():
+            return
+        if self.error is not None:
+            from sparkdl.spark.frames import _python_error
+            mapped = _python_error(self.error)
+            if mapped is not self.error:
+                raise mapped from self.error
+            raise RuntimeError(f"SparkModel.fit: the fit's Spark job failed: "
+                               f"{str(self.error).splitlines()[0][:2000]}") from self.error
+        raise RuntimeError("SparkModel.fit: the fit's Spark job ended before the driver said stop")
+
+    def cancel(self) -> None:
+        self.sc.cancelJobGroup(self.group)
+
+    def join(self, timeout: float) -> bool:
+        """Wait for the job to end; True when it did."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()

@@ -1,0 +1,309 @@
+"""How a fit's rounds reach the executors, behind one small protocol.
+
+A transport offers ``sync_round(spec, what)`` → ``(result, mean weights or mean gradient)``,
+``async_epoch(spec, what)`` → ``(result, pushes applied, duplicates dropped)``,
+``evaluate_validation()`` → metrics of a validation DataFrame (or None when the fit loop
+evaluates it itself), and ``close(failed)``. The fit loop (``SparkModel``) owns the model,
+callbacks, history and checkpoints; a transport owns its Spark jobs, sockets and checks.
+
+- ``InJob``: the whole fit is one barrier job; its tasks keep block and model and carry out
+  the driver's orders (``sparkdl.distributed.coordinator``). Sync rounds push to the round
+  exchange, async epochs run against the parameter server, validation rows held by the tasks
+  are evaluated by them.
+- ``RoundJobs``: the fallback, one Spark job per round (per epoch in the async modes),
+  with weights by broadcast and results by ``treeReduce`` (``transport="spark"``) or over the
+  driver's socket.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+from dataclasses import asdict
+
+import numpy as np
+
+from sparkdl.distributed import exchange, fit_task, protocol, worker
+from sparkdl.distributed.coordinator import Coordinator
+from sparkdl.distributed.server import FrameServer
+from sparkdl.spark import executor
+from sparkdl.spark.job import FitJob
+
+logger = logging.getLogger(__name__)
+
+
+def serve(sc, service, name: str, port, timeout: float):
+    """``(server, advertised address, token)``: ``service`` on the driver for one fit."""
+    conf = sc.getConf()
+    host = conf.get("spark.driver.host", "127.0.0.1")
+    bind = conf.get("spark.driver.bindAddress", host)
+    port = port if port is not None else int(conf.get("spark.sparkdl.server.port", "0"))
+    token = protocol.new_token()
+    server = FrameServer(service, token, host=bind, port=port, timeout=timeout, name=name)
+    return server, (host, server.address[1]), token
+
+
+def parameter_server(spark_model):
+    """The parameter server of the async modes, holding the model's weights and state."""
+    from sparkdl.distributed.parameter_server import ParameterServer
+    model = spark_model.model
+    vector = np.concatenate([model.flat_weights, model.flat_state])
+    return ParameterServer(vector, mode=spark_model.mode, staleness=spark_model.strategy.staleness,
+                           optimizer=model.optimizer if spark_model.aggregate == "gradients" else None,
+                           weights_size=model.flat_weights.size, timeout=spark_model.timeout)
+
+
+def round_payload(model, layout) -> np.ndarray:
+    """A sync round's pull vector: weights, moving statistics and optimizer slots."""
+    parts = {"weights": model.flat_weights, "state": model.flat_state}
+    parts.update({f"slot:{k}": v for k, v in model.optimizer.slots.items()})
+    return layout.pack(parts)
+
+
+def mean_of_pushes(result, total, received, layout, what):
+    """The exchange's float64 sum as the round's mean vector; ``result`` takes the mean state
+    and slots. Checks that every partition that trained pushed."""
+    trained = result.partitions - len(result.empty_partitions)
+    if len(received) != trained or sum(received.values()) != result.samples:
+        raise RuntimeError(f"SparkModel.fit: {what}: {trained} partitions trained on {result.samples} "
+                           f"rows, but the driver received pushes from {len(received)} partitions "
+                           f"with {sum(received.values())} rows")
+    mean = layout.split((total / result.samples).astype(np.float32))
+    result.state = mean.get("state")
+    result.slots = {name[5:]: v for name, v in mean.items() if name.startswith("slot:")}
+    return mean[layout.names[0]]
+
+
+def check_result(result, where: str, unit: str) -> None:
+    """The divergence guard, and at least one row trained: a partition whose loss, weights or
+    update became NaN or infinite stops the fit before anything of the round or epoch reaches
+    the driver's model."""
+    if result.diverged:
+        parts = "; ".join(f"partition {p}: {what}" for p, what in sorted(result.diverged))
+        raise FloatingPointError(f"SparkModel.fit: training diverged in {where} ({parts}); the model "
+                                 f"keeps the weights it had before that {unit}. Lower the learning "
+                                 f"rate, clip gradients or check the data for extreme values")
+    if result.samples == 0:
+        raise ValueError("SparkModel.fit: no partition holds any rows")
+
+
+def combine_all(results, aggregate):
+    return functools.reduce(lambda a, b: worker.combine(a, b, aggregate), results)
+
+
+class InJob:
+    """The fit as one barrier job (see the module docstring)."""
+
+    def __init__(self, spark_model, blocks, model_bc, val_blocks, group: str, description: str):
+        model = spark_model.model
+        self.model, self.aggregate = model, spark_model.aggregate
+        self.timeout, self.round_timeout = spark_model.timeout, spark_model.round_timeout
+        self.training = [p for p, rows in enumerate(blocks.rows) if rows]
+        if spark_model.strategy.asynchronous:
+            self.ps, self.exchange = parameter_server(spark_model), None
+            inner, pull, push = self.ps, None, None
+        else:
+            pull, push = exchange.round_layouts(model, spark_model.aggregate)
+            self.ps, self.exchange = None, exchange.RoundExchange(push, timeout=spark_model.timeout)
+            inner = self.exchange
+        self.coordinator = Coordinator(inner, partitions=range(len(blocks.rows)),
+                                       poll=min(10.0, spark_model.timeout / 2))
+        self.server, address, token = serve(blocks.rdd.context, self.coordinator,
+                                            f"sparkdl-{spark_model.mode}", spark_model.port, self.timeout)
+        self.end = fit_task.FitEndpoint(address, token, self.timeout, pull, push,
+                                        server_size=self.ps.vector.size if self.ps else 0)
+        self.val_blocks = val_blocks
+        rdd = blocks.rdd if val_blocks is None else blocks.rdd.zip(val_blocks.rdd)
+        task = executor.persistent_task(model_bc, self.end, with_validation=val_blocks is not None)
+        try:
+            self.job = FitJob(rdd, task, group, description)
+        except BaseException:
+            self.server.close()
+            raise
+
+    # ---- the protocol -------------------------------------------------------------------------
+    def sync_round(self, spec, what: str):
+        model = self.model
+        payload = round_payload(model, self.end.pull)
+        iterations = int(model.optimizer.iterations)
+        self.exchange.open_round(spec.round, payload, {"iterations": iterations}, partitions=self.training)
+        try:
+            self.coordinator.order("train", {"spec": asdict(spec), "iterations": iterations,
+                                             "label": f"sparkdl {what}"}, payload, self.training)
+            result = self._results(what)
+        finally:
+            total, received = self.exchange.close_round()
+        check_result(result, what.split("/")[0], "round")
+        return result, mean_of_pushes(result, total, received, self.end.push, what.split("/")[0])
+
+    def async_epoch(self, spec, what: str):
+        ps = self.ps
+        ps.begin_epoch(spec.round)
+        pushes, duplicates = ps.stats["pushes"], ps.stats["duplicates"]
+        self.coordinator.order("train", {"spec": asdict(spec), "label": f"sparkdl {what}"},
+                               expected=self.training)
+        result = self._results(what)
+        check_result(result, f"epoch {spec.round + 1}", "epoch")
+        set_from_server(self.model, ps)
+        return result, ps.stats["pushes"] - pushes, ps.stats["duplicates"] - duplicates
+
+    def evaluate_validation(self) -> dict | None:
+        """Loss and metrics of the validation rows the tasks hold, at the driver's weights."""
+        if self.val_blocks is None:
+            return None
+        from sparkdl.engine import metrics as metrics_mod
+        model = self.model
+        payload = np.concatenate([model.flat_weights, model.flat_state])
+        self.coordinator.order("evaluate", {"batch_size": 256}, payload)
+        reports = self._wait("validation")
+        metrics = [metrics_mod.get(m.get_config()) for m in model.metrics]
+        loss_sum, count = 0.0, 0
+        for partition in sorted(reports):
+            meta, array = reports[partition]
+            loss_sum += meta["loss_sum"]
+            count += meta["samples"]
+            for m, state in zip(metrics, fit_task.metric_states(meta, array)):
+                m.merge_state(state)
+        result = {"loss": loss_sum / count if count else float("nan")}
+        result.update({m.name: m.result() for m in metrics})
+        return result
+
+    def close(self, failed: bool) -> None:
+        """Stop the tasks (cancel the job when the fit failed or they do not stop), free the port."""
+        self.coordinator.stop()
+        try:
+            if failed or not self.job.join(self.timeout):
+                self.job.cancel()
+                self.job.join(self.timeout)
+        finally:
+            self.server.close()
+
+    # ---- waiting for the tasks ------------------------------------------------------------------
+    def _results(self, what: str):
+        reports = self._wait(what)
+        results = [fit_task.report_result(p, *reports[p]) for p in sorted(reports)]
+        return combine_all(results, self.aggregate)
+
+    def _wait(self, what: str) -> dict:
+        """Every expected report of the open order; the job's failure or ``round_timeout``
+        ends the wait."""
+        start = time.monotonic()
+        while True:
+            reports = self.coordinator.wait_reports(0.2)
+            if reports is not None:
+                return reports
+            self.job.check()
+            if self.round_timeout is not None and time.monotonic() - start > self.round_timeout:
+                self.job.cancel()
+                raise TimeoutError(f"SparkModel.fit: {what} did not finish within round_timeout="
+                                   f"{self.round_timeout} s; the fit's Spark job was cancelled")
+
+
+def set_from_server(model, ps) -> None:
+    """The driver's model takes the parameter server's weights and moving statistics."""
+    vector = ps.snapshot()
+    w = model.flat_weights.size
+    model.set_flat_weights(vector[:w])
+    if model.flat_state.size:
+        model.flat_state[...] = vector[w:]
+
+
+class RoundJobs:
+    """The fallback: one Spark job per sync round or async epoch."""
+
+    def __init__(self, spark_model, blocks, model_bc, group: str):
+        self.spark_model, self.model = spark_model, spark_model.model
+        self.aggregate, self.round_timeout = spark_model.aggregate, spark_model.round_timeout
+        self.blocks, self.model_bc, self.group = blocks, model_bc, group
+        self.sc = blocks.rdd.context
+        self.server = self.service = self.end = None
+        sm = spark_model
+        if sm.strategy.asynchronous:
+            self.service = parameter_server(sm)
+            self.server, address, token = serve(self.sc, self.service, f"sparkdl-{sm.mode}", sm.port, sm.timeout)
+            self.end = executor.PSEndpoint(address, token, sm.timeout, self.service.vector.size)
+        elif sm.transport == "socket":
+            pull, push = exchange.round_layouts(self.model, sm.aggregate)
+            self.service = exchange.RoundExchange(push, timeout=sm.timeout)
+            self.server, address, token = serve(self.sc, self.service, "sparkdl-sync", sm.port, sm.timeout)
+            self.end = exchange.Endpoint(address, token, sm.timeout, pull, push)
+
+    def evaluate_validation(self):
+        return None
+
+    def close(self, failed: bool) -> None:
+        if self.server is not None:
+            self.server.close()
+        self.sc.setLocalProperty("spark.jobGroup.id", None)
+        self.sc.setLocalProperty("spark.job.description", None)
+
+    def _job(self, run, what: str):
+        """Run one round's Spark job; with ``round_timeout``, cancel it (its tasks are
+        interrupted) once that many seconds have passed and raise TimeoutError."""
+        self.sc.setJobGroup(self.group, f"sparkdl {what}", True)
+        if self.round_timeout is None:
+            return run()
+        timer = threading.Timer(self.round_timeout, self.sc.cancelJobGroup, args=(self.group,))
+        timer.daemon = True
+        timer.start()
+        try:
+            return run()
+        except Exception as error:
+            if not timer.is_alive():        # it fired: the failure is the cancellation
+                raise TimeoutError(f"SparkModel.fit: {what} did not finish within round_timeout="
+                                   f"{self.round_timeout} s; its Spark job was cancelled") from error
+            raise
+        finally:
+            timer.cancel()
+
+    def sync_round(self, spec, what: str):
+        if self.server is None:
+            return self._round_via_spark(spec, what)
+        return self._round_via_socket(spec, what)
+
+    def async_epoch(self, spec, what: str):
+        """One job: every partition trains an epoch against the parameter server."""
+        ps = self.service
+        ps.begin_epoch(spec.round)
+        pushes, duplicates = ps.stats["pushes"], ps.stats["duplicates"]
+        task = executor.async_epoch_task(self.model_bc, self.end, spec)
+        results = self._job(lambda: self.blocks.rdd.mapPartitionsWithIndex(task).collect(), what)
+        result = combine_all(results, self.aggregate)
+        check_result(result, f"epoch {spec.round + 1}", "epoch")
+        set_from_server(self.model, ps)
+        return result, ps.stats["pushes"] - pushes, ps.stats["duplicates"] - duplicates
+
+    def _round_via_spark(self, spec, what):
+        """Broadcast the weights, tree-reduce the results."""
+        model, opt = self.model, self.model.optimizer
+        payload = {"weights": model.get_flat_weights(), "state": model.flat_state.copy(),
+                   "slots": {k: v.copy() for k, v in opt.slots.items()} if self.aggregate == "weights" else {},
+                   "iterations": opt.iterations}
+        weights_bc = self.sc.broadcast(payload)
+        aggregate = self.aggregate
+        try:
+            task = executor.round_task(self.model_bc, weights_bc, spec)
+            result = self._job(lambda: self.blocks.rdd.mapPartitionsWithIndex(task).treeReduce(
+                lambda a, b: worker.combine(a, b, aggregate), depth=2), what)
+        finally:
+            weights_bc.destroy()
+        check_result(result, what.split("/")[0], "round")
+        if aggregate == "gradients":
+            return result, result.vector / np.float32(result.samples)
+        return result, result.vector
+
+    def _round_via_socket(self, spec, what):
+        """Publish the weights on the driver's exchange, run the tasks, read the summed pushes."""
+        rounds, opt = self.service, self.model.optimizer
+        payload = round_payload(self.model, self.end.pull)
+        rounds.open_round(spec.round, payload, {"iterations": int(opt.iterations)},
+                          partitions=[p for p, rows in enumerate(self.blocks.rows) if rows])
+        try:
+            task = executor.socket_round_task(self.model_bc, self.end, spec)
+            results = self._job(lambda: self.blocks.rdd.mapPartitionsWithIndex(task).collect(), what)
+        finally:
+            total, received = rounds.close_round()
+        result = combine_all(results, self.aggregate)
+        check_result(result, what.split("/")[0], "round")
+        return result, mean_of_pushes(result, total, received, self.end.push, what.split("/")[0])
