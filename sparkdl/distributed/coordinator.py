@@ -102,7 +102,14 @@ class Coordinator:
             return self._register(frame.meta)
         if self.inner is None:
             raise Refused(f"op {frame.op} is not served here")
-        return self.inner.handle(frame)
+        reply = self.inner.handle(frame)
+        report = frame.meta.get("report") if frame.op == Op.PUSH else None
+        if isinstance(report, dict) and reply.op == Op.OK:     # a push that carries its report
+            values = report.get("metric_values")
+            if not isinstance(values, list) or not all(isinstance(v, (int, float)) for v in values):
+                raise Refused("expected the report's metric_values as a list of numbers")
+            self._record(report, np.array(values, np.float64))
+        return reply
 
     def _register(self, meta: dict) -> Frame:
         partition = _int(meta, "partition")
@@ -128,17 +135,19 @@ class Coordinator:
         return Frame(Op.OK, order.meta, order.payload)
 
     def _report(self, frame: Frame) -> Frame:
-        meta = frame.meta
+        self._record(frame.meta, None if frame.array is None else frame.array.copy())
+        return Frame(Op.OK, {})
+
+    def _record(self, meta: dict, array: np.ndarray | None) -> None:
+        """Keep a partition's first report of the open order."""
         partition, seq = _int(meta, "partition"), _int(meta, "seq")
         with self._cond:
             order = self._order
             if order is None or seq != order.seq or partition not in order.expected:
                 raise Refused(f"order {seq} from partition {partition} is not open")
             if partition not in self._reports:
-                array = None if frame.array is None else frame.array.copy()
                 self._reports[partition] = (meta, array)
                 self._cond.notify_all()
-        return Frame(Op.OK, {})
 
 
 def _int(meta: dict, key: str) -> int:

@@ -87,6 +87,7 @@ class RoundExchange(PushBuffers):
         self._payload: np.ndarray | None = None
         self._payload_meta: dict = {}
         self._sum = np.zeros(push.size, np.float64)
+        self._chunk = np.empty(min(push.size, _CHUNK), np.float64)
         self._received: dict[int, int] = {}
         self._order: list[int] = []        # the partitions expected to push, ascending
         self._next = 0                     # index into _order of the next one to add
@@ -165,13 +166,17 @@ class RoundExchange(PushBuffers):
         return Frame(Op.OK, {"applied": True})
 
     def _add(self, vector: np.ndarray, samples: int) -> None:
+        """``sum += vector * samples`` (weighted segments) in float64, a chunk at a time (called
+        with the lock held, so one chunk buffer serves every push)."""
         for _, a, b, weighted in self.push.bounds():
             for lo in range(a, b, _CHUNK):
                 hi = min(lo + _CHUNK, b)
-                part = vector[lo:hi].astype(np.float64)
-                if weighted:
-                    part *= samples
-                self._sum[lo:hi] += part
+                part = self._chunk[:hi - lo]
+                if weighted:     # rounded as vector.astype(float64) * samples
+                    np.multiply(vector[lo:hi], float(samples), out=part, dtype=np.float64)
+                else:
+                    part[...] = vector[lo:hi]
+                np.add(self._sum[lo:hi], part, out=self._sum[lo:hi])
 
 
 def _int(meta: dict, key: str) -> int:

@@ -20,6 +20,9 @@ from sparkdl.distributed.protocol import Connection, Op
 
 _current = threading.local()
 
+#: metric-state values a push carries in its JSON metadata (larger states go in a REPORT frame)
+INLINE_METRICS = 2048
+
 
 def current_order() -> dict | None:
     """The order this thread is carrying out (its ``label`` reads like the per-round path's
@@ -39,37 +42,55 @@ class FitEndpoint:
 
 
 def run_fit_task(model, block, val_block, partition: int, end: FitEndpoint) -> dict:
-    """Serve the fit's orders for ``partition`` until the driver says stop; returns counts."""
+    """Serve the fit's orders for ``partition`` until the driver says stop; returns counts.
+
+    A carried-out order's push, its report and the request for the next order leave back to
+    back, and their answers are read afterwards: one round trip per round, not three."""
     conn = Connection(end.address, end.token, end.timeout)
     done = 0
     try:
         attempt = conn.request(Op.REGISTER, {"partition": partition}).meta["attempt"]
         buffer = np.empty(max(end.pull.size if end.pull else 0, end.server_size), np.float32)
         after = -1
+        conn.send(Op.NEXT, {"partition": partition, "after": after})
         while True:
-            frame = conn.request(Op.NEXT, {"partition": partition, "after": after}, out=buffer,
-                                 what="the driver's next order")
-            kind = frame.meta.get("kind")
-            if kind == "wait":
-                continue
+            frame = conn.receive(out=buffer, what="the driver's next order")
+            kind, seq = frame.meta.get("kind"), frame.meta.get("seq")
             if kind == "stop":
                 return {"partition": partition, "attempt": attempt, "orders": done}
+            if kind == "wait":
+                conn.send(Op.NEXT, {"partition": partition, "after": after})
+                continue
             _current.order = dict(frame.meta, partition=partition, attempt=attempt)
             try:
-                meta, array = _carry_out(model, block, val_block, partition, attempt, frame, conn, end)
+                (meta, array), push = _carry_out(model, block, val_block, partition, attempt, frame, end)
             finally:
                 _current.order = None
-            conn.request(Op.REPORT, dict(meta, partition=partition, seq=frame.meta["seq"]), array)
-            after = frame.meta["seq"]
+            meta = dict(meta, partition=partition, seq=seq)
+            if push is not None and (array is None or array.size <= INLINE_METRICS):
+                # The report rides in the push's metadata: one frame less per round.
+                meta["metric_values"] = [] if array is None else array.tolist()
+                conn.send(Op.PUSH, dict(push[0], report=meta), push[1])
+            else:
+                if push is not None:
+                    conn.send(Op.PUSH, *push)
+                conn.send(Op.REPORT, meta, array)
+            conn.send(Op.NEXT, {"partition": partition, "after": seq})
+            for _ in range(2 if push is not None and "metric_values" not in meta else 1):
+                conn.receive(what=f"the driver's receipt of order {seq}")
+            after = seq
             done += 1
     finally:
         conn.close()
 
 
-def _carry_out(model, block, val_block, partition, attempt, frame, conn, end):
+def _carry_out(model, block, val_block, partition, attempt, frame, end):
+    """``(report, push)``: what the order's REPORT carries, and ``(meta, vector)`` of the sync
+    round's PUSH (None for other orders, and for a diverged round: nothing non-finite reaches
+    the driver)."""
     order = frame.meta
     if order["kind"] == "evaluate":
-        return _evaluate(model, val_block, frame.array, order["batch_size"])
+        return _evaluate(model, val_block, frame.array, order["batch_size"]), None
     spec = worker.RoundSpec(**order["spec"])
     xs, y = block
     if end.pull is None:
@@ -80,18 +101,28 @@ def _carry_out(model, block, val_block, partition, attempt, frame, conn, end):
             result = worker.run_async_epoch(model, xs, y, spec, partition, client)
         finally:
             client.close()
-        return result_report(result)
+        return result_report(result), None
     parts = end.pull.split(frame.array)
     slots = {name[5:]: v for name, v in parts.items() if name.startswith("slot:")}
     result = worker.run_round(model, xs, y, spec, partition, parts["weights"], parts.get("state"),
                               slots, int(order["iterations"]))
-    if not result.diverged:        # nothing non-finite reaches the driver
-        out = {end.push.names[0]: result.vector, "state": result.state}
-        out.update({f"slot:{k}": v for k, v in result.slots.items()})
-        conn.request(Op.PUSH, {"round": spec.round, "partition": partition, "attempt": attempt,
-                               "samples": result.samples}, end.push.pack(out),
-                     what=f"the driver's receipt for round {spec.round}")
-    return result_report(result)
+    if result.diverged:
+        return result_report(result), None
+    out = {end.push.names[0]: result.vector, "state": result.state}
+    out.update({f"slot:{k}": v for k, v in result.slots.items()})
+    meta = {"round": spec.round, "partition": partition, "attempt": attempt, "samples": result.samples}
+    return result_report(result), (meta, end.push.pack(out, out=_push_buffer(end.push.size)))
+
+
+_push_buffers = threading.local()
+
+
+def _push_buffer(size: int) -> np.ndarray:
+    """A float32 buffer for this thread's pushes, reused across rounds."""
+    buf = getattr(_push_buffers, "buffer", None)
+    if buf is None or buf.size != size:
+        buf = _push_buffers.buffer = np.empty(size, np.float32)
+    return buf
 
 
 def _evaluate(model, val_block, payload, batch_size):

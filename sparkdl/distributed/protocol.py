@@ -236,7 +236,16 @@ class Connection:
 
     def request(self, op: int, meta: dict | None = None, array: np.ndarray | None = None,
                 out: np.ndarray | None = None, what: str = "the server's answer") -> Frame:
+        self.send(op, meta, array)
+        return self.receive(out=out, what=what)
+
+    def send(self, op: int, meta: dict | None = None, array: np.ndarray | None = None) -> None:
+        """Send a request without waiting for its answer: requests sent back to back are
+        answered in order (``receive`` once for each), saving a round trip per request."""
         send_frame(self.sock, op, meta, array)
+
+    def receive(self, out: np.ndarray | None = None, what: str = "the server's answer") -> Frame:
+        """The answer to the oldest request not yet answered; RemoteError for an ERROR frame."""
         reply = recv_frame(self.sock, self.max_reply, out=out, what=what)
         if reply.op == Op.ERROR:
             raise RemoteError(str(reply.meta.get("error", "the server refused the request")))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import time
 
 import numpy as np
 
@@ -18,12 +17,11 @@ from sparkdl.engine import losses as losses_mod
 from sparkdl.engine import metrics as metrics_mod
 from sparkdl.engine import optimizers as optimizers_mod
 from sparkdl.engine import threads
-from sparkdl.engine.callbacks import CallbackList, History
+from sparkdl.engine.callbacks import History
 from sparkdl.engine.data_adapter import batches, check_batch_size, check_lengths, to_input_list
 from sparkdl.engine.functional import Graph
 from sparkdl.engine.params import FlatBuffer
-from sparkdl.engine.progress import ProgressBar, format_logs
-from sparkdl.engine.training import BatchPlan
+from sparkdl.engine.training import BatchPlan, FitLoop
 
 logger = logging.getLogger("sparkdl")
 
@@ -383,20 +381,11 @@ class Model:
         # trains partition p in round e draws from (seed, e, p), so one-worker distributed
         # training repeats this loop exactly.
         base_seed = int(seed) if seed is not None else int(np.random.SeedSequence().entropy % 2**63)
-        self.history = History()
-        steps = -(-n // batch_size)
-        # History last (as in Keras), so it records what other callbacks add to the logs.
-        cbs = CallbackList(list(callbacks or []) + [self.history], self,
-                           {"epochs": epochs, "steps": steps, "batch_size": batch_size,
-                            "verbose": verbose})
-        self.stop_training = False
-        cbs.on_train_begin()
-        for epoch in range(initial_epoch, epochs):
-            cbs.on_epoch_begin(epoch)
-            start = time.perf_counter()
-            bar = ProgressBar(steps, verbose)
-            if verbose == 1:
-                bar.stream.write(f"Epoch {epoch + 1}/{epochs}\n")
+        loop = FitLoop(self, callbacks, epochs, -(-n // batch_size), batch_size, verbose)
+        self.history = loop.history
+
+        def run_epoch(epoch, bar):
+            cbs = loop.callbacks
 
             def on_batch(step, loss, mean_loss):
                 cbs.on_batch_end(step, {"loss": loss})
@@ -408,14 +397,9 @@ class Model:
             logs.update({m.name: m.result() for m in self.metrics})
             if val is not None:
                 logs.update({f"val_{k}": v for k, v in self._evaluate_lists(*val, batch_size=256).items()})
-            cbs.on_epoch_end(epoch, logs)
-            bar.finish(logs, prefix=f"Epoch {epoch + 1}/{epochs} - ")
-            logger.debug("epoch %d/%d (%.2fs): %s", epoch + 1, epochs, time.perf_counter() - start,
-                        format_logs(logs))
-            if self.stop_training:
-                break
-        cbs.on_train_end()
-        return self.history
+            return logs
+
+        return loop.run(lambda: initial_epoch, run_epoch)
 
     # ---- inference ------------------------------------------------------------------------
     def _predict_lists(self, xs, batch_size):

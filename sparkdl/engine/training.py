@@ -54,3 +54,69 @@ class BatchPlan:
             if stochastic:
                 model.reseed_batch(self.layer_seq, self.start + step)
             yield self.start + step, [x[a:b] for x in xs], y[a:b]
+
+
+class EpochSums:
+    """An epoch's loss sum, examples and metric states, merged as batches or rounds come in."""
+
+    def __init__(self, metrics, loss_sum: float = 0.0, samples: int = 0, states=None):
+        self.metrics = [metrics_mod.get(m.get_config()) for m in metrics]
+        self.loss_sum, self.samples = loss_sum, samples
+        for m, state in zip(self.metrics, states or []):
+            m.state = np.array(state, copy=True)
+
+    def add(self, loss_sum: float, samples: int, states=()) -> None:
+        self.loss_sum += loss_sum
+        self.samples += samples
+        for m, state in zip(self.metrics, states):
+            m.merge_state(state)
+
+    @property
+    def mean_loss(self) -> float:
+        return self.loss_sum / max(self.samples, 1)
+
+    def logs(self) -> dict:
+        logs = {"loss": self.mean_loss}
+        logs.update({m.name: m.result() for m in self.metrics})
+        return logs
+
+
+class FitLoop:
+    """The loop over epochs that ``Model.fit`` and ``SparkModel.fit`` share: callbacks (with
+    the History last, as in Keras, so it records what the others add to the logs), a progress
+    bar per epoch over ``steps`` steps (batches, or rounds), one log line per epoch and
+    ``model.stop_training``."""
+
+    def __init__(self, model, callbacks, epochs: int, steps: int, batch_size: int, verbose: int,
+                 unit: str = "step", log=logger.debug, **params):
+        self.model, self.epochs, self.steps, self.verbose, self.unit = model, epochs, steps, verbose, unit
+        self.history = History()
+        self.log = log
+        self.callbacks = CallbackList(list(callbacks or []) + [self.history], model,
+                                      {"epochs": epochs, "steps": steps, "batch_size": batch_size,
+                                       "verbose": verbose, **params})
+
+    def run(self, begin, run_epoch, after_epoch=None) -> History:
+        """``begin()`` (after ``on_train_begin``) returns the first epoch; ``run_epoch(epoch,
+        bar)`` trains one and returns its logs; ``after_epoch(epoch, logs)`` runs after the
+        epoch's callbacks."""
+        model, cbs = self.model, self.callbacks
+        model.stop_training = False
+        cbs.on_train_begin()
+        for epoch in range(begin(), self.epochs):
+            cbs.on_epoch_begin(epoch)
+            start = time.perf_counter()
+            bar = ProgressBar(self.steps, self.verbose, unit=self.unit)
+            if self.verbose == 1:
+                bar.stream.write(f"Epoch {epoch + 1}/{self.epochs}\n")
+            logs = run_epoch(epoch, bar)
+            cbs.on_epoch_end(epoch, logs)
+            bar.finish(logs, prefix=f"Epoch {epoch + 1}/{self.epochs} - ")
+            self.log("epoch %d/%d (%.2fs): %s", epoch + 1, self.epochs, time.perf_counter() - start,
+                     format_logs(logs))
+            if after_epoch is not None:
+                after_epoch(epoch, logs)
+            if model.stop_training:
+                break
+        cbs.on_train_end()
+        return self.history

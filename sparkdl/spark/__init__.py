@@ -2,10 +2,12 @@
 
 ``SparkModel`` trains, predicts and evaluates on a cluster; ``get_session`` makes a
 SparkSession with sparkdl's settings; ``from_arrays`` and ``to_simple_rdd`` turn NumPy arrays
-into a DataFrame or Elephas' RDD shape.
+into a DataFrame or Elephas' RDD shape; ``release_cached_blocks`` frees the converted blocks a
+fit keeps for the next fit of the same DataFrame.
 """
+from sparkdl.spark.block_cache import release_cached_blocks
 from sparkdl.spark.frames import from_arrays, to_simple_rdd
 from sparkdl.spark.session import get_session
 from sparkdl.spark.spark_model import SparkModel
 
-__all__ = ["SparkModel", "from_arrays", "get_session", "to_simple_rdd"]
+__all__ = ["SparkModel", "from_arrays", "get_session", "release_cached_blocks", "to_simple_rdd"]

@@ -161,12 +161,14 @@ class Blocks:
         self.max_rows = max(rows_per_partition) if rows_per_partition else 0
         self.empty_partitions = [i for i, r in enumerate(rows_per_partition) if r == 0]
         self.short_partitions: list = []
+        self.kept = False          # held by the block cache for later fits: release() keeps it
 
     def note_batch_size(self, batch_size: int) -> None:
         self.short_partitions = [(i, r) for i, r in enumerate(self.rows) if 0 < r < batch_size]
 
     def release(self) -> None:
-        self.rdd.unpersist()
+        if not self.kept:
+            self.rdd.unpersist()
 
 
 def barrier_ready(rdd) -> bool:

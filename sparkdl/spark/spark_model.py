@@ -19,11 +19,10 @@ import numpy as np
 
 from sparkdl.distributed import worker
 from sparkdl.distributed.strategies import get_strategy
-from sparkdl.engine import metrics as metrics_mod
-from sparkdl.engine.callbacks import CallbackList, History
+from sparkdl.engine.callbacks import History
 from sparkdl.engine.model import NotCompiledError
-from sparkdl.engine.progress import ProgressBar, format_logs
-from sparkdl.spark import executor, frames, job, transports
+from sparkdl.engine.training import EpochSums, FitLoop
+from sparkdl.spark import block_cache, executor, frames, job, transports
 
 logger = logging.getLogger(__name__)
 
@@ -129,8 +128,14 @@ class SparkModel:
         from pyspark.sql import DataFrame
 
         if isinstance(data, DataFrame):
-            parts = self._workers(data.sparkSession.sparkContext)
-            return frames.dataframe_blocks(data, self.model, features_col, label_col, parts, who)
+            sc = data.sparkSession.sparkContext
+            parts = self._workers(sc)
+            model = self.model
+            key = (id(sc), features_col if isinstance(features_col, str) else tuple(features_col),
+                   label_col if isinstance(label_col, (str, type(None))) else tuple(label_col),
+                   repr(model._input_specs()), model.loss.name, tuple(model.output_shape), parts)
+            return block_cache.blocks_for(data, key, lambda: frames.dataframe_blocks(
+                data, model, features_col, label_col, parts, who))
         if isinstance(data, RDD):
             return frames.rdd_blocks(data, self.model, self._workers(data.context), who)
         raise TypeError(f"{who}: expected a DataFrame or an RDD of (x, y) pairs, "
@@ -200,8 +205,8 @@ class SparkModel:
             return held
         return self.evaluate(val[1], features_col=val[2], label_col=val[3])
 
-    def _start_history(self, blocks, run, reason) -> History:
-        self.history = history = History()
+    def _start_history(self, history, blocks, run, reason) -> None:
+        self.history = history
         history.rounds = []
         execution = job.IN_JOB if reason is None else \
             ("one job per epoch" if self.strategy.asynchronous else "one job per round") + f" ({reason})"
@@ -213,8 +218,7 @@ class SparkModel:
                             "execution": execution}
         if reason is not None:
             chosen = self.transport == "spark" or self.execution == "rounds"
-            (logger.info if chosen else logger.warning)(
-                "SparkModel.fit runs %s", execution)
+            (logger.info if chosen else logger.warning)("SparkModel.fit runs %s", execution)
         history.rows_per_partition = list(blocks.rows)
         history.short_partitions = list(blocks.short_partitions)
         history.empty_partitions = list(blocks.empty_partitions)
@@ -224,7 +228,6 @@ class SparkModel:
                            "and train on what they have: %s; empty partitions: %s",
                            len(blocks.short_partitions), run.batch_size, blocks.short_partitions,
                            blocks.empty_partitions)
-        return history
 
     def _open_transport(self, blocks, model_bc, val_blocks, reason, run):
         group = self.history.settings["job_group"] = f"sparkdl-{uuid.uuid4().hex[:12]}"
@@ -235,36 +238,36 @@ class SparkModel:
 
     def _fit_rounds(self, blocks, val, val_blocks, callbacks, prep_seconds, run, reason):
         model = self.model
-        rounds_per_epoch = self._rounds_per_epoch(blocks, run.batch_size)
-        history = self._start_history(blocks, run, reason)
-        history.data_seconds = prep_seconds
-        cbs = CallbackList(list(callbacks or []) + [history], model,
-                           {"epochs": run.epochs, "steps": rounds_per_epoch, "batch_size": run.batch_size,
-                            "verbose": run.verbose, "rounds": run.epochs * rounds_per_epoch})
-        model.stop_training = False
+        per_epoch = self._rounds_per_epoch(blocks, run.batch_size)
+        loop = FitLoop(model, callbacks, run.epochs, per_epoch, run.batch_size, run.verbose, unit="round",
+                       log=logger.info, rounds=run.epochs * per_epoch)
+        self._start_history(loop.history, blocks, run, reason)
+        loop.history.data_seconds = prep_seconds
         # What a checkpoint must match to be resumed: the same rounds over the same partitions.
-        settings = {k: history.settings[k] for k in ("mode", "staleness", "aggregate", "seed", "batch_size")}
+        settings = {k: loop.history.settings[k] for k in ("mode", "staleness", "aggregate", "seed", "batch_size")}
         settings.update(frequency=str(self.frequency), rows_per_partition=list(blocks.rows))
-        cbs.on_train_begin()
-        round_index, partial = 0, None
-        if run.store is not None and run.resume:
-            round_index, partial = self._resume(run.store, settings, rounds_per_epoch)
+        fit = _FitState(run, per_epoch, settings)
         model_bc = executor.ModelBroadcast(blocks.rdd.context, model)
-        transport, failed = None, True
+
+        def begin():
+            if run.store is not None and run.resume:
+                fit.round, fit.partial = self._resume(run.store, settings, per_epoch)
+            fit.transport = self._open_transport(blocks, model_bc, val_blocks, reason, run)
+            return fit.round // per_epoch
+
+        def after_epoch(epoch, logs):
+            if run.store is not None and (fit.round % run.every == 0 or epoch + 1 == run.epochs
+                                          or model.stop_training):
+                self._checkpoint(run.store, fit.round, settings, epoch + 1)
+
+        failed = True
         try:
-            transport = self._open_transport(blocks, model_bc, val_blocks, reason, run)
-            start_epoch = round_index // rounds_per_epoch
-            for epoch in range(start_epoch, run.epochs):
-                round_index = self._epoch(transport, epoch, round_index, rounds_per_epoch, run, cbs,
-                                          val, settings, partial if epoch == start_epoch else None)
-                if model.stop_training:
-                    break
+            loop.run(begin, lambda epoch, bar: self._epoch(fit, epoch, bar, val), after_epoch)
             failed = False
         finally:
-            if transport is not None:
-                transport.close(failed)
+            if fit.transport is not None:
+                fit.transport.close(failed)
             model_bc.destroy()
-        cbs.on_train_end()
         return self.history
 
     def _rounds_per_epoch(self, blocks, batch_size) -> int:
@@ -274,43 +277,25 @@ class SparkModel:
         steps_per_epoch = -(-blocks.max_rows // batch_size)
         return -(-steps_per_epoch // tau)
 
-    def _epoch(self, transport, epoch, round_index, rounds_per_epoch, run, cbs, val, settings, partial):
-        """One epoch's rounds, validation, callbacks and checkpoints; returns the rounds done."""
-        model, epochs = self.model, run.epochs
-        cbs.on_epoch_begin(epoch)
-        bar = ProgressBar(rounds_per_epoch, run.verbose, unit="round")
-        if run.verbose == 1:
-            bar.stream.write(f"Epoch {epoch + 1}/{epochs}\n")
-        loss_sum, samples = 0.0, 0
-        metric_objs = [metrics_mod.get(m.get_config()) for m in model.metrics]
-        first = 0
-        if partial is not None:
-            first, (loss_sum, samples, states) = round_index % rounds_per_epoch, partial
-            for m, state in zip(metric_objs, states):
-                m.state = np.array(state, copy=True)
-        for r in range(first, rounds_per_epoch):
-            what = f"{self.mode} epoch {epoch + 1}/{epochs}" if self.strategy.asynchronous \
-                else f"round {round_index + 1}/{epochs * rounds_per_epoch}"
-            info = self._run_round(transport, round_index, run.batch_size, what)
-            loss_sum += info["loss_sum"]
-            samples += info["samples"]
-            for m, state in zip(metric_objs, info["metric_states"]):
-                m.merge_state(state)
-            self.history.rounds.append({k: v for k, v in info.items() if k not in ("loss_sum", "metric_states")})
-            round_index += 1
-            bar.update(r + 1, {"loss": loss_sum / max(samples, 1)})
-            if run.store is not None and r + 1 < rounds_per_epoch and round_index % run.every == 0:
-                self._checkpoint(run.store, round_index, settings, epoch, (loss_sum, samples, metric_objs))
-        logs = {"loss": loss_sum / max(samples, 1)}
-        logs.update({m.name: m.result() for m in metric_objs})
+    def _epoch(self, fit, epoch, bar, val) -> dict:
+        """One epoch's rounds (and checkpoints inside it) and validation; returns its logs."""
+        run, per_epoch = fit.run, fit.per_epoch
+        partial, fit.partial = fit.partial, None
+        sums = EpochSums(self.model.metrics, *partial) if partial else EpochSums(self.model.metrics)
+        for r in range(fit.round % per_epoch if partial else 0, per_epoch):
+            what = f"{self.mode} epoch {epoch + 1}/{run.epochs}" if self.strategy.asynchronous \
+                else f"round {fit.round + 1}/{run.epochs * per_epoch}"
+            info = self._run_round(fit.transport, fit.round, run.batch_size, what)
+            sums.add(info.pop("loss_sum"), info["samples"], info.pop("metric_states"))
+            self.history.rounds.append(info)
+            fit.round += 1
+            bar.update(r + 1, {"loss": sums.mean_loss})
+            if run.store is not None and r + 1 < per_epoch and fit.round % run.every == 0:
+                self._checkpoint(run.store, fit.round, fit.settings, epoch, sums)
+        logs = sums.logs()
         if val is not None:
-            logs.update({f"val_{k}": v for k, v in self._evaluate_validation(val, transport).items()})
-        cbs.on_epoch_end(epoch, logs)
-        bar.finish(logs, prefix=f"Epoch {epoch + 1}/{epochs} - ")
-        logger.info("epoch %d/%d: %s", epoch + 1, epochs, format_logs(logs))
-        if run.store is not None and (round_index % run.every == 0 or epoch + 1 == epochs or model.stop_training):
-            self._checkpoint(run.store, round_index, settings, epoch + 1)
-        return round_index
+            logs.update({f"val_{k}": v for k, v in self._evaluate_validation(val, fit.transport).items()})
+        return logs
 
     def _run_round(self, transport, round_index, batch_size, what) -> dict:
         model = self.model
@@ -378,9 +363,9 @@ class SparkModel:
         return done, partial
 
     def _checkpoint(self, store, round_index, settings, epoch, sums=None):
-        """Save the state after ``round_index`` rounds; ``sums`` — ``(loss sum, samples, metric
-        objects)`` — when the checkpoint falls inside ``epoch``, None at an epoch's end."""
-        loss_sum, samples, metric_objs = sums or (0.0, 0, [])
+        """Save the state after ``round_index`` rounds; ``sums`` (the ``EpochSums`` so far) when
+        the checkpoint falls inside ``epoch``, None at an epoch's end."""
+        loss_sum, samples, metric_objs = (sums.loss_sum, sums.samples, sums.metrics) if sums else (0.0, 0, [])
         meta = _plain({"round": round_index, "epoch": epoch, "settings": settings,
                        "loss_sum": loss_sum, "samples": samples, "history": self.history.history,
                        "epochs_done": self.history.epoch, "rounds": self.history.rounds})
@@ -451,6 +436,17 @@ def _check_resumable(meta: dict, settings: dict, store) -> None:
         raise ValueError(f"SparkModel.fit: the checkpoints in {store.directory!r} come from another "
                          f"run and cannot be resumed here ({'; '.join(different)}); use another "
                          f"checkpoint_dir or resume=False")
+
+
+@dataclass
+class _FitState:
+    """Where a fit is: rounds done, the resumed epoch's partial sums, the transport."""
+    run: "_FitRun"
+    per_epoch: int
+    settings: dict
+    round: int = 0
+    partial: tuple | None = None
+    transport: object = None
 
 
 @dataclass(frozen=True)

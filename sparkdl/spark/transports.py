@@ -20,8 +20,6 @@ import functools
 import logging
 import threading
 import time
-from dataclasses import asdict
-
 import numpy as np
 
 from sparkdl.distributed import exchange, fit_task, protocol, worker
@@ -54,22 +52,24 @@ def parameter_server(spark_model):
                            weights_size=model.flat_weights.size, timeout=spark_model.timeout)
 
 
-def round_payload(model, layout) -> np.ndarray:
+def round_payload(model, layout, out=None) -> np.ndarray:
     """A sync round's pull vector: weights, moving statistics and optimizer slots."""
     parts = {"weights": model.flat_weights, "state": model.flat_state}
     parts.update({f"slot:{k}": v for k, v in model.optimizer.slots.items()})
-    return layout.pack(parts)
+    return layout.pack(parts, out=out)
 
 
-def mean_of_pushes(result, total, received, layout, what):
-    """The exchange's float64 sum as the round's mean vector; ``result`` takes the mean state
-    and slots. Checks that every partition that trained pushed."""
+def mean_of_pushes(result, total, received, layout, what, out=None):
+    """The exchange's float64 sum as the round's mean vector (in ``out`` when given); ``result``
+    takes the mean state and slots. Checks that every partition that trained pushed."""
     trained = result.partitions - len(result.empty_partitions)
     if len(received) != trained or sum(received.values()) != result.samples:
         raise RuntimeError(f"SparkModel.fit: {what}: {trained} partitions trained on {result.samples} "
                            f"rows, but the driver received pushes from {len(received)} partitions "
                            f"with {sum(received.values())} rows")
-    mean = layout.split((total / result.samples).astype(np.float32))
+    out = np.empty(total.size, np.float32) if out is None else out
+    # Divided in float64 and rounded once to float32, as (total / samples).astype(float32).
+    mean = layout.split(np.divide(total, result.samples, out=out, casting="unsafe"))
     result.state = mean.get("state")
     result.slots = {name[5:]: v for name, v in mean.items() if name.startswith("slot:")}
     return mean[layout.names[0]]
@@ -107,6 +107,8 @@ class InJob:
             pull, push = exchange.round_layouts(model, spark_model.aggregate)
             self.ps, self.exchange = None, exchange.RoundExchange(push, timeout=spark_model.timeout)
             inner = self.exchange
+            self._payloads = [np.empty(pull.size, np.float32) for _ in range(2)]
+            self._mean = np.empty(push.size, np.float32)
         self.coordinator = Coordinator(inner, partitions=range(len(blocks.rows)),
                                        poll=min(10.0, spark_model.timeout / 2))
         self.server, address, token = serve(blocks.rdd.context, self.coordinator,
@@ -125,23 +127,26 @@ class InJob:
     # ---- the protocol -------------------------------------------------------------------------
     def sync_round(self, spec, what: str):
         model = self.model
-        payload = round_payload(model, self.end.pull)
+        # Two payload buffers in turn: a late reader of the last round's never sees this one's.
+        self._payloads.reverse()
+        payload = round_payload(model, self.end.pull, out=self._payloads[0])
         iterations = int(model.optimizer.iterations)
         self.exchange.open_round(spec.round, payload, {"iterations": iterations}, partitions=self.training)
         try:
-            self.coordinator.order("train", {"spec": asdict(spec), "iterations": iterations,
+            self.coordinator.order("train", {"spec": vars(spec), "iterations": iterations,
                                              "label": f"sparkdl {what}"}, payload, self.training)
             result = self._results(what)
         finally:
             total, received = self.exchange.close_round()
         check_result(result, what.split("/")[0], "round")
-        return result, mean_of_pushes(result, total, received, self.end.push, what.split("/")[0])
+        return result, mean_of_pushes(result, total, received, self.end.push, what.split("/")[0],
+                                      out=self._mean)
 
     def async_epoch(self, spec, what: str):
         ps = self.ps
         ps.begin_epoch(spec.round)
         pushes, duplicates = ps.stats["pushes"], ps.stats["duplicates"]
-        self.coordinator.order("train", {"spec": asdict(spec), "label": f"sparkdl {what}"},
+        self.coordinator.order("train", {"spec": vars(spec), "label": f"sparkdl {what}"},
                                expected=self.training)
         result = self._results(what)
         check_result(result, f"epoch {spec.round + 1}", "epoch")

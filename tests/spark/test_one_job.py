@@ -169,3 +169,25 @@ def test_default_workers_are_cut_to_the_slots(monkeypatch):
 def test_execution_is_checked():
     with pytest.raises(ValueError, match=r"expected execution 'auto'.*received execution='barrier'"):
         SparkModel(compiled_mlp(), execution="barrier")
+
+
+def test_a_second_fit_of_the_same_dataframe_reuses_its_converted_blocks(spark, frames, monkeypatch):
+    from sparkdl.spark import block_cache, release_cached_blocks
+    from sparkdl.spark import frames as frames_mod
+    calls = []
+    convert = frames_mod.dataframe_blocks
+    monkeypatch.setattr(frames_mod, "dataframe_blocks", lambda *a, **k: calls.append(a[0]) or convert(*a, **k))
+    release_cached_blocks()
+    weights = []
+    for df in (frames["train"], frames["train"], frames["train"].select("features", "label")):
+        model = compiled_mlp(seed=5)
+        SparkModel(model, num_workers=2, seed=5).fit(df, epochs=1, batch_size=32, verbose=0)
+        weights.append(model.get_flat_weights())
+    # Converted for the first fit, reused by the second; another DataFrame object is converted anew.
+    assert len(calls) == 2 and calls[0] is frames["train"]
+    np.testing.assert_array_equal(weights[0], weights[1])
+    np.testing.assert_array_equal(weights[0], weights[2])
+    kept = block_cache._entry[2]
+    assert kept.rdd.is_cached
+    release_cached_blocks()
+    assert not kept.rdd.is_cached and block_cache._entry is None
