@@ -388,7 +388,14 @@ def _describe_config_difference(a: dict, b: dict) -> str:
 def _validate(model, manifest: dict, model_doc: dict, weights: dict, where: str) -> dict | None:
     """Raise ValueError naming the first difference between the checkpoint and ``model``;
     returns the optimizer state to restore (None for an uncompiled checkpoint)."""
-    saved, current = manifest["layout"], _layout(model)
+    _check_layout(model, manifest["layout"], where)
+    _check_weight_arrays(model, weights, where)
+    return _optimizer_state(model, model_doc, weights, where)
+
+
+def _check_layout(model, saved: list, where: str) -> None:
+    """The same layers, weight names, shapes and configs, in the same order."""
+    current = _layout(model)
     if len(saved) != len(current):
         raise ValueError(f"checkpoint {where} holds a model of {len(saved)} layers, the model "
                          f"'{model.name}' has {len(current)}")
@@ -409,6 +416,9 @@ def _validate(model, manifest: dict, model_doc: dict, weights: dict, where: str)
         if s.get("config") != c["config"]:
             raise ValueError(f"checkpoint {where} holds a different {s.get('class')} for {who}: "
                              f"{_describe_config_difference(s.get('config') or {}, c['config'])}")
+
+
+def _check_weight_arrays(model, weights: dict, where: str) -> None:
     stored = sorted(k for k in weights if k.startswith("weight/"))
     targets = model.weights
     if len(stored) != len(targets):
@@ -420,6 +430,9 @@ def _validate(model, manifest: dict, model_doc: dict, weights: dict, where: str)
                              f"{weights[k].shape} ({weights[k].dtype}), the model has {t.shape} "
                              f"({t.dtype})")
 
+
+def _optimizer_state(model, model_doc: dict, weights: dict, where: str) -> dict | None:
+    """The checkpoint's optimizer state, checked against the model's optimizer."""
     compile_doc = model_doc.get("compile")
     saved_opt = compile_doc.get("optimizer") if isinstance(compile_doc, dict) else None
     opt = model.optimizer

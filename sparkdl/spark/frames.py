@@ -361,8 +361,6 @@ def predict_frame(df, model, features_col, prediction_col, probability_col, batc
     ``rawPrediction`` when asked: the same class scores, which Spark's evaluators read),
     computed on the executors from Arrow batches with the model broadcast once."""
     import pyarrow as pa
-    from pyspark.ml.linalg import VectorUDT
-    from pyspark.sql.types import ArrayType, DoubleType, StructField, StructType
 
     from sparkdl.spark import executor
 
@@ -374,20 +372,10 @@ def predict_frame(df, model, features_col, prediction_col, probability_col, batc
     (shape, dtype), = model._input_specs()
     out_units = int(np.prod(model.output_shape))
     classifier = is_classifier(model)
-    with_probability = classifier and bool(probability_col)
-    with_raw = classifier and bool(raw_prediction_col)
-    fields = list(df.schema.fields)
-    if classifier or out_units == 1:
-        fields.append(StructField(prediction_col, DoubleType(), True))
-    else:
-        fields.append(StructField(prediction_col, ArrayType(DoubleType(), False), True))
-    if with_raw:
-        fields.append(StructField(raw_prediction_col, VectorUDT(), True))
-    if with_probability:
-        fields.append(StructField(probability_col, VectorUDT(), True))
-    schema = StructType(fields)
-    sc = df.sparkSession.sparkContext
-    model_bc = executor.ModelBroadcast(sc, model)
+    outputs = (prediction_col, raw_prediction_col if classifier else None,
+               probability_col if classifier else None)
+    schema = _prediction_schema(df.schema, classifier or out_units == 1, *outputs)
+    model_bc = executor.ModelBroadcast(df.sparkSession.sparkContext, model)
 
     def run(batches):
         executor.use_task_cpus()
@@ -396,34 +384,41 @@ def predict_frame(df, model, features_col, prediction_col, probability_col, batc
             x = batch_to_array(batch, features, who).reshape((-1,) + tuple(shape)).astype(dtype, copy=False)
             out = m.predict(x, batch_size=batch_size).reshape(len(x), -1) if len(x) else \
                 np.zeros((0, out_units), np.float32)
-            columns = list(batch.columns)
-            names = list(batch.schema.names)
-            if classifier:
-                if out_units == 1:
-                    p1 = out[:, 0].astype(np.float64)
-                    pred = (p1 > 0.5).astype(np.float64)
-                    prob = np.stack([1 - p1, p1], axis=1)
-                else:
-                    pred = out.argmax(axis=1).astype(np.float64)
-                    prob = out.astype(np.float64)
-                columns.append(pa.array(pred, pa.float64()))
-                names.append(prediction_col)
-                if with_raw:
-                    columns.append(_dense_vectors(prob))
-                    names.append(raw_prediction_col)
-                if with_probability:
-                    columns.append(_dense_vectors(prob))
-                    names.append(probability_col)
-            elif out_units == 1:
-                columns.append(pa.array(out[:, 0].astype(np.float64), pa.float64()))
-                names.append(prediction_col)
-            else:
-                columns.append(pa.FixedSizeListArray.from_arrays(
-                    pa.array(out.reshape(-1).astype(np.float64)), out_units).cast(pa.list_(pa.float64())))
-                names.append(prediction_col)
-            yield pa.RecordBatch.from_arrays(columns, names=names)
+            added = _output_columns(out, classifier, *outputs)
+            yield pa.RecordBatch.from_arrays(list(batch.columns) + [c for _, c in added],
+                                             names=list(batch.schema.names) + [n for n, _ in added])
 
     return df.mapInArrow(run, schema)
+
+
+def _prediction_schema(schema, scalar: bool, prediction_col, raw_prediction_col, probability_col):
+    """The input schema plus the prediction (a double, or an array of them for a multi-output
+    regressor) and, when named, rawPrediction and probability vectors."""
+    from pyspark.ml.linalg import VectorUDT
+    from pyspark.sql.types import ArrayType, DoubleType, StructField, StructType
+
+    fields = list(schema.fields)
+    fields.append(StructField(prediction_col, DoubleType() if scalar else ArrayType(DoubleType(), False), True))
+    fields += [StructField(col, VectorUDT(), True) for col in (raw_prediction_col, probability_col) if col]
+    return StructType(fields)
+
+
+def _output_columns(out: np.ndarray, classifier: bool, prediction_col, raw_prediction_col, probability_col):
+    """``[(name, Arrow array)]`` of the predictions of one batch's model outputs ``out``."""
+    import pyarrow as pa
+
+    if not classifier:
+        if out.shape[1] == 1:
+            return [(prediction_col, pa.array(out[:, 0].astype(np.float64), pa.float64()))]
+        return [(prediction_col, pa.FixedSizeListArray.from_arrays(
+            pa.array(out.reshape(-1).astype(np.float64)), out.shape[1]).cast(pa.list_(pa.float64())))]
+    if out.shape[1] == 1:
+        p1 = out[:, 0].astype(np.float64)
+        pred, prob = (p1 > 0.5).astype(np.float64), np.stack([1 - p1, p1], axis=1)
+    else:
+        pred, prob = out.argmax(axis=1).astype(np.float64), out.astype(np.float64)
+    return [(prediction_col, pa.array(pred, pa.float64()))] + \
+        [(col, _dense_vectors(prob)) for col in (raw_prediction_col, probability_col) if col]
 
 
 def _dense_vectors(values: np.ndarray):
