@@ -489,10 +489,21 @@ def evaluate_frame(df, model, features_col, label_col, batch_size) -> dict:
     return result
 
 
+#: Most bytes of Arrow data from_arrays puts into one task (Spark warns above 1000 KiB per task).
+MAX_TASK_BYTES = 512 * 1024
+
+
 def from_arrays(spark, x, y=None, features_col="features", label_col="label", num_partitions=None):
     """A DataFrame with an ``array<float>`` features column (rows flattened; ``array<bigint>``
     for integer ``x``, such as an Embedding's ids) and a numeric or array label column, built
-    through one Arrow table (fast: no per-row Python objects)."""
+    through one Arrow table (fast: no per-row Python objects).
+
+    The rows travel inside Spark's tasks, so arrays larger than ``MAX_TASK_BYTES`` are cut into
+    Arrow batches of at most that size, one partition each (``spark.createDataFrame`` would
+    otherwise keep them as one local relation and ship ``1/defaultParallelism`` of the arrays in
+    each task, which Spark warns about above 1000 KiB). ``num_partitions`` redistributes them;
+    without it a large array keeps one partition per batch, in row order.
+    """
     import pyarrow as pa
 
     x = np.asarray(x)
@@ -511,5 +522,22 @@ def from_arrays(spark, x, y=None, features_col="features", label_col="label", nu
             k = int(np.prod(y.shape[1:]))
             columns[label_col] = pa.FixedSizeListArray.from_arrays(
                 pa.array(y.reshape(-1).astype(np.float64)), k).cast(pa.list_(pa.float64()))
-    df = spark.createDataFrame(pa.table(columns))
+    table = pa.table(columns)
+    if table.nbytes <= MAX_TASK_BYTES:
+        df = spark.createDataFrame(table)
+    else:
+        rows_per_batch = max(1, MAX_TASK_BYTES * table.num_rows // table.nbytes)
+        table = pa.Table.from_batches(table.to_batches(max_chunksize=rows_per_batch))
+        # Tables under this threshold (48 MiB by default) become one local relation, split into
+        # defaultParallelism tasks; above it, each Arrow batch is a partition of its own.
+        key = "spark.sql.execution.arrow.localRelationThreshold"
+        previous = spark.conf.get(key, None)
+        spark.conf.set(key, "0")
+        try:
+            df = spark.createDataFrame(table)
+        finally:
+            if previous is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, previous)
     return df.repartition(num_partitions) if num_partitions else df
