@@ -57,18 +57,26 @@ def mlp(seed=0):
     return m
 
 
-def fit_once(spark, df, x, y, execution, frequency="epoch"):
-    """``(single-process seconds, SparkModel.fit seconds, history, model)``."""
+def single_process_seconds(x, y, repeats=5):
+    """Median time of the engine's fit in this process (2 threads): the baseline of every ratio
+    of a part, measured once so that all of the part's ratios share it."""
+    times = []
+    for _ in range(repeats):
+        local = mlp()
+        start = time.perf_counter()
+        local.fit(x, y, epochs=10, batch_size=64, verbose=0, seed=0)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def fit_once(spark, df, execution, frequency="epoch"):
+    """``(SparkModel.fit seconds, history, model)``."""
     from sparkdl.spark import SparkModel
-    local = mlp()
-    start = time.perf_counter()
-    local.fit(x, y, epochs=10, batch_size=64, verbose=0, seed=0)
-    local_seconds = time.perf_counter() - start
     model = mlp()
     start = time.perf_counter()
     history = SparkModel(model, frequency=frequency, num_workers=2, execution=execution).fit(
         df, epochs=10, batch_size=64, verbose=0)
-    return local_seconds, time.perf_counter() - start, history, model
+    return time.perf_counter() - start, history, model
 
 
 def first_in_fresh_process(what):
@@ -89,35 +97,64 @@ def child(what):
             df.mapInArrow(lambda batches: (b for b in batches), df.schema).count()
             times.append(time.perf_counter() - start)
         print(json.dumps({"first": times[0], "second": times[1]}))
+    elif what == "breakdown":
+        print(json.dumps(cold_breakdown(spark)))
     else:
         df, x, y, _, _ = mnist_frame(spark)
-        local_seconds, seconds, history, _ = fit_once(spark, df, x, y, what)
-        print(json.dumps({"local": local_seconds, "fit": seconds, "data": history.data_seconds}))
+        seconds, history, _ = fit_once(spark, df, what)
+        print(json.dumps({"local": single_process_seconds(x, y, 3), "fit": seconds, "data": history.data_seconds}))
     spark.stop()
+
+
+def cold_breakdown(spark):
+    """What the first data preparation of an application is made of: Spark's first Arrow
+    job, the first hand-over of a mapInArrow's rows to a Python RDD (the path the converted
+    blocks take), then sparkdl's conversion itself, first and second time."""
+    import pyarrow as pa
+
+    from sparkdl.spark import frames
+    df, _, _, _, _ = mnist_frame(spark)
+    out = {}
+
+    def timed(key, run):
+        start = time.perf_counter()
+        run()
+        out[key] = time.perf_counter() - start
+
+    def rows(batches):
+        for b in batches:
+            yield pa.RecordBatch.from_pydict({"rows": [b.num_rows]})
+    counted = df.mapInArrow(rows, "rows long")
+    timed("arrow_job", counted.count)
+    timed("to_python_rdd", lambda: counted.rdd.map(lambda r: r.rows).collect())
+    timed("to_python_rdd_again", lambda: counted.rdd.map(lambda r: r.rows).collect())
+    for key in ("blocks_first", "blocks_second"):
+        timed(key, lambda: frames.dataframe_blocks(df, mlp(), "features", "label", 2, "bench").release())
+    return out
 
 
 def overhead_factor(spark, repeats):
     df, x, y, _, _ = mnist_frame(spark)
-    fit_once(spark, df.select("*"), x, y, "auto")          # warm the Python workers up
+    fit_once(spark, df.select("*"), "auto")          # warm the Python workers up
+    local = single_process_seconds(x, y)
     print("(a) overhead factor, MNIST 5k MLP, 10 epochs, 2 workers, frequency 'epoch'")
-    print(f"  warm fits, same session (median of {repeats})")
+    print(f"  warm fits, same session (median of {repeats}); single-process fit {local:.3f} s "
+          f"(median of 5)")
     print("                              one job per fit          one job per round")
     columns = {}
     for execution in ("auto", "rounds"):
         # A new DataFrame object each time: its blocks are converted; the same one: reused.
-        columns[execution, "new"] = [fit_once(spark, df.select("*"), x, y, execution) for _ in range(repeats)]
-        columns[execution, "same"] = [fit_once(spark, df, x, y, execution) for _ in range(repeats + 1)][1:]
+        columns[execution, "new"] = [fit_once(spark, df.select("*"), execution) for _ in range(repeats)]
+        columns[execution, "same"] = [fit_once(spark, df, execution) for _ in range(repeats + 1)][1:]
     for data in ("new", "same"):
         rows = {}
         for execution in ("auto", "rounds"):
             runs = columns[execution, data]
-            local = statistics.median(r[0] for r in runs)
-            fit = statistics.median(r[1] for r in runs)
-            rounds = [r for run in runs for r in run[2].rounds]
-            rows.setdefault("single process fit", []).append(f"{local:8.3f} s")
+            fit = statistics.median(r[0] for r in runs)
+            rounds = [r for run in runs for r in run[1].rounds]
             rows.setdefault("SparkModel.fit", []).append(f"{fit:8.3f} s  factor {fit / local:4.2f}")
             rows.setdefault("  data preparation", []).append(
-                f"{statistics.median(r[2].data_seconds for r in runs):8.3f} s")
+                f"{statistics.median(r[1].data_seconds for r in runs):8.3f} s")
             rows.setdefault("  rounds (sum)", []).append(f"{sum(r['seconds'] for r in rounds) / repeats:8.3f} s")
             rows.setdefault("  compute (max worker)", []).append(
                 f"{sum(r['compute_seconds'] for r in rounds) / repeats:8.3f} s")
@@ -138,6 +175,14 @@ def overhead_factor(spark, repeats):
     print(f"    first SparkModel.fit (one job)       {first_fit:6.3f} s  (data preparation "
           f"{statistics.median(f['data'] for f in firsts):.3f} s; single process {local:.3f} s); "
           f"above the first Arrow job: {first_fit - first_arrow:+.3f} s")
+    parts = [first_in_fresh_process("breakdown") for _ in range(3)]
+    med = {k: statistics.median(p[k] for p in parts) for k in parts[0]}
+    print("  what the first data preparation is made of (fresh processes, median of 3, in this order)")
+    print(f"    first mapInArrow job (JVM consumer)                  {med['arrow_job']:6.3f} s")
+    print(f"    first hand-over of its rows to a Python RDD          {med['to_python_rdd']:6.3f} s "
+          f"(next time {med['to_python_rdd_again']:.3f} s)")
+    print(f"    sparkdl's block conversion, first / second time      {med['blocks_first']:6.3f} s / "
+          f"{med['blocks_second']:.3f} s")
 
 
 def fixed_cost(spark, rounds):
@@ -168,15 +213,19 @@ def fixed_cost(spark, rounds):
 
 def tau_one(spark):
     df, x, y, xt, yt = mnist_frame(spark)
-    fit_once(spark, df.select("*"), x, y, "auto")          # warm the Python workers up
-    print("(c) sync, frequency 'batch' (tau = 1), MNIST 5k MLP, 10 epochs, 2 workers")
+    fit_once(spark, df.select("*"), "auto")          # warm the Python workers up
+    local = single_process_seconds(x, y)
+    print(f"(c) sync, frequency 'batch' (tau = 1), MNIST 5k MLP, 10 epochs, 2 workers; "
+          f"single-process fit {local:.3f} s (median of 5)")
     for execution in ("auto", "rounds"):
-        local_seconds, seconds, history, model = fit_once(spark, df.select("*"), x, y, execution,
-                                                          frequency="batch")
+        seconds, history, model = fit_once(spark, df.select("*"), execution, frequency="batch")
         accuracy = model.evaluate(xt, yt)["accuracy"]
+        rounds = history.rounds
         label = "one job per fit" if execution == "auto" else "one job per round"
-        print(f"    {label:<18} {len(history.rounds)} rounds in {seconds:6.2f} s, single process "
-              f"{local_seconds:.2f} s: factor {seconds / local_seconds:5.2f}; test accuracy {accuracy:.4f}")
+        print(f"    {label:<18} {len(rounds)} rounds in {seconds:6.2f} s: factor {seconds / local:5.2f}; "
+              f"per round {statistics.median(r['seconds'] for r in rounds) * 1e3:6.2f} ms, compute "
+              f"{statistics.median(r['compute_seconds'] for r in rounds) * 1e3:5.2f} ms; "
+              f"data preparation {history.data_seconds:.2f} s; test accuracy {accuracy:.4f}")
 
 
 def lenet_throughput(spark, epochs):
