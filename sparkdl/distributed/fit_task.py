@@ -67,8 +67,8 @@ def run_fit_task(model, block, val_block, partition: int, end: FitEndpoint) -> d
             finally:
                 _current.order = None
             meta = dict(meta, partition=partition, seq=seq)
-            if push is not None and (array is None or array.size <= INLINE_METRICS):
-                # The report rides in the push's metadata: one frame less per round.
+            inline = push is not None and (array is None or array.size <= INLINE_METRICS)
+            if inline:      # the report rides in the push's metadata: one frame less per round
                 meta["metric_values"] = [] if array is None else array.tolist()
                 conn.send(Op.PUSH, dict(push[0], report=meta), push[1])
             else:
@@ -76,7 +76,7 @@ def run_fit_task(model, block, val_block, partition: int, end: FitEndpoint) -> d
                     conn.send(Op.PUSH, *push)
                 conn.send(Op.REPORT, meta, array)
             conn.send(Op.NEXT, {"partition": partition, "after": seq})
-            for _ in range(2 if push is not None and "metric_values" not in meta else 1):
+            for _ in range(1 if inline or push is None else 2):
                 conn.receive(what=f"the driver's receipt of order {seq}")
             after = seq
             done += 1
@@ -105,7 +105,7 @@ def _carry_out(model, block, val_block, partition, attempt, frame, end):
     parts = end.pull.split(frame.array)
     slots = {name[5:]: v for name, v in parts.items() if name.startswith("slot:")}
     result = worker.run_round(model, xs, y, spec, partition, parts["weights"], parts.get("state"),
-                              slots, int(order["iterations"]))
+                              slots, int(order["iterations"]), views=True)
     if result.diverged:
         return result_report(result), None
     out = {end.push.names[0]: result.vector, "state": result.state}
@@ -174,7 +174,7 @@ def metric_states(meta: dict, array: np.ndarray | None) -> list[np.ndarray]:
     return states
 
 
-def report_result(partition: int, meta: dict, array: np.ndarray | None) -> worker.RoundResult:
+def report_result(meta: dict, array: np.ndarray | None) -> worker.RoundResult:
     """A REPORT of a training order back into a (vector-less) RoundResult."""
     return worker.RoundResult(
         samples=int(meta["samples"]), steps=int(meta["steps"]), loss_sum=float(meta["loss_sum"]),

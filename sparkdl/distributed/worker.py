@@ -115,8 +115,11 @@ def steps_in_round(frequency, rows: int, batch_size: int) -> int:
 
 def run_round(model, xs: list[np.ndarray], y: np.ndarray, spec: RoundSpec, partition: int,
               weights: np.ndarray, state: np.ndarray | None, slots: dict,
-              iterations: int) -> RoundResult:
+              iterations: int, views: bool = False) -> RoundResult:
     """Train ``model`` on one partition's block for one round and return its result.
+
+    With ``views`` the result's weights and slots are the model's live arrays, for a caller
+    that sends them on before the model trains again (a one-job fit's task packs its push).
 
     ``model`` is the worker's copy (compiled); its weights, moving statistics and optimizer
     state are overwritten from the driver's before anything runs.
@@ -147,7 +150,7 @@ def run_round(model, xs: list[np.ndarray], y: np.ndarray, spec: RoundSpec, parti
             vector = grad_sum
         else:
             loss_sum = _local_steps(model, xs, y, spec.batch_size, slices)
-            vector = model.get_flat_weights()
+            vector = model.flat_weights if views else model.get_flat_weights()
         what = non_finite(loss_sum, {"gradients" if spec.aggregate == "gradients" else "weights": vector,
                                      "moving statistics": model.flat_state})
     except TrainingDivergedError as error:
@@ -159,8 +162,8 @@ def run_round(model, xs: list[np.ndarray], y: np.ndarray, spec: RoundSpec, parti
     metric_states = [m.state.copy() for m in model.metrics]
     return RoundResult(
         samples=seen, steps=steps, loss_sum=loss_sum, vector=vector,
-        state=model.flat_state.copy() if model.flat_state.size else None,
-        slots={k: v.copy() for k, v in opt.slots.items()} if spec.aggregate == "weights" else {},
+        state=(model.flat_state if views else model.flat_state.copy()) if model.flat_state.size else None,
+        slots={k: v if views else v.copy() for k, v in opt.slots.items()} if spec.aggregate == "weights" else {},
         metric_states=metric_states, compute_seconds=time.perf_counter() - start, partitions=1,
         short_partitions=short)
 

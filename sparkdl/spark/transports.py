@@ -187,7 +187,7 @@ class InJob:
     # ---- waiting for the tasks ------------------------------------------------------------------
     def _results(self, what: str):
         reports = self._wait(what)
-        results = [fit_task.report_result(p, *reports[p]) for p in sorted(reports)]
+        results = [fit_task.report_result(*reports[p]) for p in sorted(reports)]
         return combine_all(results, self.aggregate)
 
     def _wait(self, what: str) -> dict:

@@ -123,7 +123,7 @@ def test_sync_task_loop_trains_pushes_and_reports_like_run_round():
     assert received == {0: 10, 1: 10}
     mean = (total[:driver.flat_weights.size] / 20).astype(np.float32)
     np.testing.assert_allclose(mean, (expected[0].vector + expected[1].vector) / 2, rtol=1e-6, atol=1e-7)
-    results = [fit_task.report_result(p, *reports[p]) for p in range(2)]
+    results = [fit_task.report_result(*reports[p]) for p in range(2)]
     assert [r.samples for r in results] == [10, 10] and [r.steps for r in results] == [3, 3]
     for got, want in zip(results, expected):
         assert got.loss_sum == pytest.approx(want.loss_sum)

@@ -18,8 +18,15 @@ def frames(spark, mnist):
     return {"train": train, "val": val, "x": x, "y": y}
 
 
+def tracker(spark):
+    """Spark's status tracker once every scheduler event so far has reached it (it learns of
+    jobs through the asynchronous listener bus)."""
+    spark.sparkContext._jsc.sc().listenerBus().waitUntilEmpty(30_000)
+    return spark.sparkContext.statusTracker()
+
+
 def jobs_of(spark, history):
-    return spark.sparkContext.statusTracker().getJobIdsForGroup(history.settings["job_group"])
+    return tracker(spark).getJobIdsForGroup(history.settings["job_group"])
 
 
 @pytest.mark.parametrize("mode, options", [("sync", {"frequency": 5}), ("sync", {"aggregate": "gradients"}),
@@ -30,7 +37,7 @@ def test_a_fit_is_one_spark_job(spark, frames, mode, options):
     assert history.settings["execution"] == "one job per fit"
     assert len(jobs_of(spark, history)) == 1
     assert len(history.history["loss"]) == 3 and history.history["loss"][-1] < history.history["loss"][0]
-    assert not spark.sparkContext.statusTracker().getActiveJobsIds()
+    assert not tracker(spark).getActiveJobsIds()
 
 
 @pytest.mark.parametrize("options", [{"frequency": 5}, {"frequency": "epoch", "aggregate": "gradients"}])
@@ -81,8 +88,7 @@ def test_no_task_outlives_a_failed_or_interrupted_fit(spark, frames, error):
     spark_model = SparkModel(compiled_mlp(), num_workers=2)
     with pytest.raises(type(error)):
         spark_model.fit(frames["train"], epochs=5, batch_size=32, verbose=0, callbacks=[_Boom(error)])
-    tracker = spark.sparkContext.statusTracker()
-    assert not tracker.getActiveJobsIds()
+    assert not tracker(spark).getActiveJobsIds()
     assert len(spark_model.history.rounds) == 2
     # The slots are free: the next fit runs as one job again.
     history = SparkModel(compiled_mlp(), num_workers=2).fit(frames["train"], epochs=1, batch_size=32, verbose=0)
@@ -98,7 +104,7 @@ def test_early_stopping_and_stop_training_end_the_tasks_cleanly(spark, frames):
         frames["train"], epochs=6, batch_size=32, verbose=0, callbacks=[Stop()])
     assert history.epoch == [0, 1] and len(history.rounds) == 4
     job_id, = jobs_of(spark, history)
-    assert spark.sparkContext.statusTracker().getJobInfo(job_id).status == "SUCCEEDED"
+    assert tracker(spark).getJobInfo(job_id).status == "SUCCEEDED"
 
 
 def test_a_learning_rate_set_between_rounds_reaches_the_next_round(spark, frames):
