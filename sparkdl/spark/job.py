@@ -50,7 +50,6 @@ class FitJob:
         self.group = group
         self._rdd = rdd.barrier().mapPartitionsWithIndex(task).map(lambda r: (0, r)).partitionBy(1).values()
         self.error: BaseException | None = None
-        self.results: list | None = None
         self._thread = threading.Thread(target=self._run, args=(description,), daemon=True,
                                         name="sparkdl-fit-job")
         self._thread.start()
@@ -58,13 +57,9 @@ class FitJob:
     def _run(self, description: str) -> None:
         try:
             self.sc.setJobGroup(self.group, description, True)
-            self.results = self._rdd.collect()
+            self._rdd.collect()
         except BaseException as error:  # noqa: BLE001 - handed to the fit loop by check()
             self.error = error
-
-    @property
-    def running(self) -> bool:
-        return self._thread.is_alive()
 
     def check(self) -> None:
         """Raise what ended the job early (a failure Spark gave up retrying)."""
