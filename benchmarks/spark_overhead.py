@@ -9,7 +9,8 @@ with the fit as one Spark job (the default) and with one job per round side by s
 (b) Fixed cost S of one round: frequency "batch" (one step of 8 rows per partition), for
     models of ~10k, ~1M and ~10M parameters; S = round time - compute time, median; in one
     job, one job per round over the socket, and Spark's broadcast + treeReduce.
-(c) Sync with frequency "batch" (tau = 1), MNIST 5k MLP, 10 epochs: fit time against the
+(c) Sync with frequency "batch" (tau = 1), MNIST 5k MLP, 10 epochs, models averaged (the
+    default) and gradients averaged: fit time against the
     single-process fit, and test accuracy.
 (d) LeNet throughput: samples/s of the whole SparkModel.fit on local[2] (2 workers, 1 thread
     each, frequency "epoch"), data preparation included, against the engine's fit in one
@@ -69,12 +70,13 @@ def single_process_seconds(x, y, repeats=5):
     return statistics.median(times)
 
 
-def fit_once(spark, df, execution, frequency="epoch"):
+def fit_once(spark, df, execution, frequency="epoch", aggregate="weights"):
     """``(SparkModel.fit seconds, history, model)``."""
     from sparkdl.spark import SparkModel
     model = mlp()
     start = time.perf_counter()
-    history = SparkModel(model, frequency=frequency, num_workers=2, execution=execution).fit(
+    history = SparkModel(model, frequency=frequency, num_workers=2, execution=execution,
+                         aggregate=aggregate).fit(
         df, epochs=10, batch_size=64, verbose=0)
     return time.perf_counter() - start, history, model
 
@@ -217,12 +219,12 @@ def tau_one(spark):
     local = single_process_seconds(x, y)
     print(f"(c) sync, frequency 'batch' (tau = 1), MNIST 5k MLP, 10 epochs, 2 workers; "
           f"single-process fit {local:.3f} s (median of 5)")
-    for execution in ("auto", "rounds"):
-        seconds, history, model = fit_once(spark, df.select("*"), execution, frequency="batch")
+    for execution, aggregate in (("auto", "weights"), ("auto", "gradients"), ("rounds", "weights")):
+        seconds, history, model = fit_once(spark, df.select("*"), execution, "batch", aggregate)
         accuracy = model.evaluate(xt, yt)["accuracy"]
         rounds = history.rounds
-        label = "one job per fit" if execution == "auto" else "one job per round"
-        print(f"    {label:<18} {len(rounds)} rounds in {seconds:6.2f} s: factor {seconds / local:5.2f}; "
+        label = ("one job per fit" if execution == "auto" else "one job per round") + f", {aggregate}"
+        print(f"    {label:<28} {len(rounds)} rounds in {seconds:6.2f} s: factor {seconds / local:5.2f}; "
               f"per round {statistics.median(r['seconds'] for r in rounds) * 1e3:6.2f} ms, compute "
               f"{statistics.median(r['compute_seconds'] for r in rounds) * 1e3:5.2f} ms; "
               f"data preparation {history.data_seconds:.2f} s; test accuracy {accuracy:.4f}")

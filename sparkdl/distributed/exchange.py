@@ -103,7 +103,6 @@ class RoundExchange(PushBuffers):
             self._round = int(round_index)
             self._payload = payload
             self._payload_meta = dict(meta, round=int(round_index))
-            self._sum[...] = 0.0
             self._received = {}
             self._order = sorted(int(p) for p in partitions)
             self._next = 0
@@ -167,12 +166,20 @@ class RoundExchange(PushBuffers):
 
     def _add(self, vector: np.ndarray, samples: int) -> None:
         """``sum += vector * samples`` (weighted segments) in float64, a chunk at a time (called
-        with the lock held, so one chunk buffer serves every push)."""
+        with the lock held, so one chunk buffer serves every push). The round's first push is
+        written, not added: no zeroing of the sum each round."""
+        first = self._next == 0
         for _, a, b, weighted in self.push.bounds():
+            if first:            # rounded as vector.astype(float64) * samples
+                if weighted:
+                    np.multiply(vector[a:b], float(samples), out=self._sum[a:b], dtype=np.float64)
+                else:
+                    self._sum[a:b] = vector[a:b]
+                continue
             for lo in range(a, b, _CHUNK):
                 hi = min(lo + _CHUNK, b)
                 part = self._chunk[:hi - lo]
-                if weighted:     # rounded as vector.astype(float64) * samples
+                if weighted:
                     np.multiply(vector[lo:hi], float(samples), out=part, dtype=np.float64)
                 else:
                     part[...] = vector[lo:hi]
