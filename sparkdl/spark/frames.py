@@ -271,24 +271,11 @@ def _target_converter(model, label_plan, who):
     return convert
 
 
-def dataframe_blocks(df, model, features_col, label_col, num_workers, who, cache=True) -> Blocks:
-    """Convert ``df`` once into cached per-partition training blocks (one job)."""
-    import pyarrow as pa
-    from pyspark import StorageLevel
-
-    if not model.built:
-        raise ValueError(f"{who}: model '{model.name}' is not built; give it an input shape")
-    features, label = plan_columns(df, model, features_col, label_col, who)
+def _block_converter(model, features, label, who):
+    """The function turning one partition's Arrow record batches into its block ``([x], y)``."""
     (shape, dtype), = model._input_specs()
+    width = int(np.prod(shape))
     to_targets = _target_converter(model, label, who) if label is not None else None
-    sc = df.sparkSession.sparkContext
-    parts = num_workers or sc.defaultParallelism
-    selected = df.select(*(features.names + (label.names if label else [])))
-    batches = arrow_batch_rdd(selected)
-    probe = batches if batches is not None else selected.rdd
-    if probe.getNumPartitions() != parts or not barrier_ready(probe):
-        selected = selected.repartition(parts)
-        batches = arrow_batch_rdd(selected)
 
     def convert(batches):
         xs, ys = [], []
@@ -300,7 +287,6 @@ def dataframe_blocks(df, model, features_col, label_col, num_workers, who, cache
             xs.append(x)
             if label is not None:
                 ys.append(batch_to_array(batch, label, _label_who(who, label)))
-        width = int(np.prod(shape))
         x = np.concatenate(xs) if xs else np.zeros((0, width), dtype)
         if x.shape[1] != width:
             raise ValueError(f"{who}: the model expects {width} feature values per row "
@@ -312,7 +298,25 @@ def dataframe_blocks(df, model, features_col, label_col, num_workers, who, cache
             check_values(y2d, who, f"label column {label.names}")
             y = to_targets(y2d)
         return [x], y
+    return convert
 
+
+def dataframe_blocks(df, model, features_col, label_col, num_workers, who, cache=True) -> Blocks:
+    """Convert ``df`` once into cached per-partition training blocks (one job)."""
+    import pyarrow as pa
+    from pyspark import StorageLevel
+
+    if not model.built:
+        raise ValueError(f"{who}: model '{model.name}' is not built; give it an input shape")
+    features, label = plan_columns(df, model, features_col, label_col, who)
+    convert = _block_converter(model, features, label, who)
+    parts = num_workers or df.sparkSession.sparkContext.defaultParallelism
+    selected = df.select(*(features.names + (label.names if label else [])))
+    batches = arrow_batch_rdd(selected)
+    probe = batches if batches is not None else selected.rdd
+    if probe.getNumPartitions() != parts or not barrier_ready(probe):
+        selected = selected.repartition(parts)
+        batches = arrow_batch_rdd(selected)
     if batches is not None:
         rdd = batches.mapPartitions(lambda part: [convert(part)])
     else:                  # no RDD of Arrow batches: a mapInArrow's rows carry the blocks

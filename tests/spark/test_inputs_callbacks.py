@@ -217,6 +217,38 @@ def test_sparse_vector_features_train_like_dense_ones(spark, data):
     np.testing.assert_allclose(on_sparse.get_flat_weights(), local.get_flat_weights(), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("features_as", ["dense", "sparse", "array", "columns"])
+def test_blocks_read_from_arrow_batches_equal_the_arrays(spark, data, features_as, monkeypatch):
+    """Training blocks come from Spark's Arrow batches (one RDD job); where Spark has no such
+    RDD, a mapInArrow's rows carry them. Both paths hand the model the same arrays."""
+    from sparkdl.spark import frames
+    x, y = data["x"][:300, :8], data["y"][:300]
+    if features_as in ("dense", "sparse"):
+        df = frame(spark, x, y, label_as="scalar", features_as=features_as)
+        cols = "features"
+    elif features_as == "array":
+        df = from_arrays(spark, x, y).coalesce(1)
+        cols = "features"
+    else:
+        cols = [f"f{i}" for i in range(8)]
+        df = spark.createDataFrame([tuple(float(v) for v in r) + (float(t),) for r, t in zip(x, y)],
+                                   ", ".join(f"{c} double" for c in cols) + ", label double").coalesce(1)
+    model = Sequential([Input((8,)), layers.Dense(10, activation="softmax")])
+    model.compile(optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+    assert frames.arrow_batch_rdd(df) is not None       # this Spark has the RDD of Arrow batches
+    got = []
+    for path in ("arrow batches", "rows"):
+        if path == "rows":
+            monkeypatch.setattr(frames, "arrow_batch_rdd", lambda df: None)
+        blocks = frames.dataframe_blocks(df, model, cols, "label", 1, "test")
+        (xs, labels), = blocks.rdd.collect()
+        blocks.release()
+        np.testing.assert_array_equal(xs[0], x.astype(np.float32))
+        np.testing.assert_array_equal(labels, y)
+        got.append(xs[0])
+    assert got[0].dtype == got[1].dtype == np.float32
+
+
 def test_predict_on_sparse_and_mixed_rows_equals_engine_predict(spark, data):
     model = softmax_mlp(seed=7, loss="sparse_categorical_crossentropy")
     model.fit(data["x"], data["y"], epochs=1, batch_size=32, seed=0, verbose=0)
