@@ -26,6 +26,7 @@ import numpy as np
 
 from sparkdl.distributed.protocol import Frame, Op
 from sparkdl.distributed.server import PushBuffers, Refused
+from sparkdl.distributed.strategies import get_strategy
 
 logger = logging.getLogger(__name__)
 
@@ -38,16 +39,11 @@ class ParameterServer(PushBuffers):
                  max_inflight: int = 2):
         if mode not in MODES:
             raise ValueError(f"ParameterServer: expected mode in {MODES}, received {mode!r}")
-        if mode == "ssp" and (staleness is None or isinstance(staleness, bool) or
-                              not isinstance(staleness, (int, np.integer)) or staleness < 0):
-            raise ValueError(f"ParameterServer: mode 'ssp' needs staleness >= 0 (an int), "
-                             f"received staleness={staleness!r}")
-        if optimizer is not None and mode == "hogwild":
-            raise ValueError("ParameterServer: hogwild adds deltas without a lock; a server-side "
-                             "optimizer (aggregate='gradients') needs mode 'async' or 'ssp'")
+        strategy = get_strategy(mode, **({"staleness": staleness} if mode == "ssp" else {}))
+        strategy.check_aggregate("weights" if optimizer is None else "gradients", "ParameterServer")
         self.vector = np.array(vector, dtype=np.float32).reshape(-1)
         self.mode = mode
-        self.staleness = int(staleness) if mode == "ssp" else None
+        self.staleness = strategy.staleness
         self.optimizer = optimizer
         self.weights_size = self.vector.size if weights_size is None else int(weights_size)
         if optimizer is not None:

@@ -1,7 +1,8 @@
 """Training modes, resolved once into a strategy object (``get_strategy("sync")``).
 
-A strategy names the mode and holds its options; the Spark layer asks it what to run. Modes
-are added here and nowhere else.
+A strategy names the mode, holds its options and owns its rules (which aggregations it
+allows); the Spark layer and the parameter server ask it. Modes are added here and nowhere
+else.
 """
 from __future__ import annotations
 
@@ -15,6 +16,12 @@ class Strategy:
 
     def __repr__(self):
         return f"{type(self).__name__}()"
+
+    def check_aggregate(self, aggregate: str, who: str) -> None:
+        """Refuse an aggregation (``"weights"`` or ``"gradients"``) this mode cannot run."""
+        if aggregate not in ("weights", "gradients"):
+            raise ValueError(f"{who}: expected aggregate 'weights' or 'gradients', "
+                             f"received aggregate={aggregate!r}")
 
 
 class SyncStrategy(Strategy):
@@ -36,6 +43,12 @@ class HogwildStrategy(AsyncStrategy):
     """As async, but the server adds deltas without a lock."""
 
     name = "hogwild"
+
+    def check_aggregate(self, aggregate: str, who: str) -> None:
+        super().check_aggregate(aggregate, who)
+        if aggregate == "gradients":
+            raise ValueError(f"{who}: hogwild adds weight deltas without a lock; a server-side "
+                             f"optimizer (aggregate='gradients') needs mode 'async' or 'ssp'")
 
 
 class SSPStrategy(AsyncStrategy):

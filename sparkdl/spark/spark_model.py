@@ -76,13 +76,8 @@ class SparkModel:
         self.strategy = get_strategy(mode, **mode_options)
         self.mode = self.strategy.name
         self.frequency = _check_frequency(frequency)
-        if aggregate not in ("weights", "gradients"):
-            raise ValueError(f"SparkModel: expected aggregate 'weights' or 'gradients', "
-                             f"received aggregate={aggregate!r}")
+        self.strategy.check_aggregate(aggregate, "SparkModel")
         self.aggregate = aggregate
-        if self.mode == "hogwild" and aggregate == "gradients":
-            raise ValueError("SparkModel: hogwild adds weight deltas without a lock; a server-side "
-                             "optimizer (aggregate='gradients') needs mode 'async' or 'ssp'")
         if num_workers is not None and (isinstance(num_workers, bool) or
                                         not isinstance(num_workers, (int, np.integer)) or num_workers < 1):
             raise ValueError(f"SparkModel: expected num_workers >= 1 (an int) or None, "
