@@ -109,11 +109,9 @@ def child(what):
 
 
 def cold_breakdown(spark):
-    """What the first data preparation of an application is made of: Spark's first Arrow
-    job, the first hand-over of a mapInArrow's rows to a Python RDD (the path the converted
-    blocks take), then sparkdl's conversion itself, first and second time."""
-    import pyarrow as pa
-
+    """What the first data preparation of an application is made of: Spark's first job
+    reading the DataFrame's Arrow batches into a Python RDD (the path the blocks take: JVM
+    Arrow writer, Python worker start), then sparkdl's conversion, first and second time."""
     from sparkdl.spark import frames
     df, _, _, _, _ = mnist_frame(spark)
     out = {}
@@ -123,13 +121,8 @@ def cold_breakdown(spark):
         run()
         out[key] = time.perf_counter() - start
 
-    def rows(batches):
-        for b in batches:
-            yield pa.RecordBatch.from_pydict({"rows": [b.num_rows]})
-    counted = df.mapInArrow(rows, "rows long")
-    timed("arrow_job", counted.count)
-    timed("to_python_rdd", lambda: counted.rdd.map(lambda r: r.rows).collect())
-    timed("to_python_rdd_again", lambda: counted.rdd.map(lambda r: r.rows).collect())
+    for key in ("arrow_rdd", "arrow_rdd_again"):
+        timed(key, lambda: frames.arrow_batch_rdd(df).map(lambda b: b.num_rows).collect())
     for key in ("blocks_first", "blocks_second"):
         timed(key, lambda: frames.dataframe_blocks(df, mlp(), "features", "label", 2, "bench").release())
     return out
@@ -180,9 +173,8 @@ def overhead_factor(spark, repeats):
     parts = [first_in_fresh_process("breakdown") for _ in range(3)]
     med = {k: statistics.median(p[k] for p in parts) for k in parts[0]}
     print("  what the first data preparation is made of (fresh processes, median of 3, in this order)")
-    print(f"    first mapInArrow job (JVM consumer)                  {med['arrow_job']:6.3f} s")
-    print(f"    first hand-over of its rows to a Python RDD          {med['to_python_rdd']:6.3f} s "
-          f"(next time {med['to_python_rdd_again']:.3f} s)")
+    print(f"    first job reading Arrow batches into a Python RDD    {med['arrow_rdd']:6.3f} s "
+          f"(next time {med['arrow_rdd_again']:.3f} s)")
     print(f"    sparkdl's block conversion, first / second time      {med['blocks_first']:6.3f} s / "
           f"{med['blocks_second']:.3f} s")
 
