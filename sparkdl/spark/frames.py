@@ -209,7 +209,7 @@ def arrow_batch_rdd(df):
     from pyspark.sql.pandas.types import to_arrow_schema
 
     jdf = getattr(df, "_jdf", None)
-    if jdf is None or not hasattr(df, "rdd"):
+    if jdf is None:
         return None
     conf = df.sparkSession.conf
     large = conf.get("spark.sql.execution.arrow.useLargeVarTypes", "false").lower() == "true"
