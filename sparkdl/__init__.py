@@ -2,14 +2,18 @@
 
 The engine (``layers``, ``optimizers``, ``losses``, ``metrics``, ``callbacks``,
 ``sparkdl.models``) needs only NumPy; ``SparkModel`` and the pyspark.ml stages import pyspark
-when first used.
+when first used. The exceptions callers catch (``sparkdl.errors``) are importable from here.
 """
 from sparkdl.engine import callbacks, layers, losses, metrics, optimizers
 from sparkdl.engine.random import set_random_seed
+from sparkdl.errors import (AuthenticationError, NotCompiledError, ProtocolError, RemoteError,
+                            SparkTrainingDivergedError, TrainingDivergedError)
 
 __version__ = "0.1.0"
 
-__all__ = ["callbacks", "layers", "losses", "metrics", "optimizers", "set_random_seed", "__version__"]
+__all__ = ["callbacks", "layers", "losses", "metrics", "optimizers", "set_random_seed", "__version__",
+           "AuthenticationError", "NotCompiledError", "ProtocolError", "RemoteError",
+           "SparkTrainingDivergedError", "TrainingDivergedError"]
 
 
 def __getattr__(name):

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from sparkdl.errors import AuthenticationError, ProtocolError, RemoteError
+
 MAGIC = b"SPDL"
 VERSION = 1
 HEADER = struct.Struct("!4sBBBBIQ")
@@ -53,18 +55,6 @@ class Op:
 _DTYPES = {0: None, 1: np.dtype("<f4"), 2: np.dtype("<f8"), 3: np.dtype("<i4"),
            4: np.dtype("<i8"), 5: np.dtype("u1")}
 _CODES = {np.dtype(v).str: k for k, v in _DTYPES.items() if v is not None}
-
-
-class ProtocolError(ValueError):
-    """A frame that breaks the protocol (bad magic, version, length, JSON...)."""
-
-
-class AuthenticationError(ProtocolError):
-    """The other side could not prove it holds the job's token."""
-
-
-class RemoteError(RuntimeError):
-    """The server answered a request with an ERROR frame."""
 
 
 @dataclass

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sparkdl.engine.model import TrainingDivergedError
 from sparkdl.engine.training import BatchPlan
+from sparkdl.errors import TrainingDivergedError
 
 
 @dataclass

@@ -6,10 +6,10 @@ and shipped unchanged to Spark executors.
 from sparkdl.engine import (activations, callbacks, initializers, layers, losses, metrics,
                             optimizers, schedules)
 from sparkdl.engine.model import Model as BaseModel
-from sparkdl.engine.model import NotCompiledError, TrainingDivergedError
 from sparkdl.engine.random import set_random_seed
 from sparkdl.engine.sequential import Sequential
 from sparkdl.engine.serialization import load_model
+from sparkdl.errors import NotCompiledError, TrainingDivergedError
 
 __all__ = ["activations", "callbacks", "initializers", "layers", "losses", "metrics", "optimizers",
            "schedules", "BaseModel", "NotCompiledError", "TrainingDivergedError", "Sequential",

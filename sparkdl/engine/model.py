@@ -22,6 +22,8 @@ from sparkdl.engine.data_adapter import batches, check_batch_size, check_lengths
 from sparkdl.engine.functional import Graph
 from sparkdl.engine.params import FlatBuffer
 from sparkdl.engine.training import BatchPlan, FitLoop
+# The errors are defined in sparkdl.errors and stay importable from here.
+from sparkdl.errors import NotCompiledError, TrainingDivergedError
 
 logger = logging.getLogger("sparkdl")
 
@@ -33,14 +35,6 @@ def _engine_threads(method):
         with self._threading():
             return method(self, *args, **kwargs)
     return wrapper
-
-
-class NotCompiledError(RuntimeError, ValueError):
-    """A training or evaluation method was called before ``compile``."""
-
-
-class TrainingDivergedError(FloatingPointError):
-    """The loss became NaN or infinite; the weights are those before the failing step."""
 
 
 class Model:

@@ -20,8 +20,8 @@ import numpy as np
 from sparkdl.distributed import worker
 from sparkdl.distributed.strategies import get_strategy
 from sparkdl.engine.callbacks import History
-from sparkdl.engine.model import NotCompiledError
 from sparkdl.engine.training import EpochSums, FitLoop
+from sparkdl.errors import NotCompiledError, SparkTrainingDivergedError
 from sparkdl.spark import block_cache, executor, frames, job, transports
 
 logger = logging.getLogger(__name__)
@@ -329,7 +329,7 @@ class SparkModel:
             for k, v in before[1].items():
                 opt.slots[k][...] = v
             opt.iterations = before[2]
-            raise FloatingPointError(
+            raise SparkTrainingDivergedError(
                 f"SparkModel.fit: in round {round_index + 1}, {what} after the driver's optimizer "
                 f"step on the mean gradient (finite in every partition); the model keeps the "
                 f"weights it had before that round")

@@ -25,6 +25,7 @@ import numpy as np
 from sparkdl.distributed import exchange, fit_task, protocol, worker
 from sparkdl.distributed.coordinator import Coordinator
 from sparkdl.distributed.server import FrameServer
+from sparkdl.errors import SparkTrainingDivergedError
 from sparkdl.spark import executor
 from sparkdl.spark.job import FitJob
 
@@ -81,9 +82,10 @@ def check_result(result, where: str, unit: str) -> None:
     the driver's model."""
     if result.diverged:
         parts = "; ".join(f"partition {p}: {what}" for p, what in sorted(result.diverged))
-        raise FloatingPointError(f"SparkModel.fit: training diverged in {where} ({parts}); the model "
-                                 f"keeps the weights it had before that {unit}. Lower the learning "
-                                 f"rate, clip gradients or check the data for extreme values")
+        raise SparkTrainingDivergedError(
+            f"SparkModel.fit: training diverged in {where} ({parts}); the model keeps the weights it "
+            f"had before that {unit}. Lower the learning rate, clip gradients or check the data for "
+            f"extreme values")
     if result.samples == 0:
         raise ValueError("SparkModel.fit: no partition holds any rows")
 
