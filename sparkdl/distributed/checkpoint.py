@@ -10,20 +10,19 @@ A checkpoint is a zip file (stored, not compressed) named ``ckpt-{step:08d}.sdlc
   dict, the model's layer layout (class, config without the name, weight shapes) used to
   refuse a mismatched model, and the SHA-256 of every other member.
 
-Files are written to a temporary name in the same directory, fsynced, renamed and the
-directory fsynced, so a crash leaves either the previous set of checkpoints or the new one.
+Files are written atomically (``sparkdl.engine.files.atomic_write``: a temporary name in the
+same directory, fsynced, renamed, the directory fsynced), so a crash leaves either the
+previous set of checkpoints or the new one.
 A truncated or corrupted checkpoint is detected on restore and the previous one is used.
 Nothing is pickled. One writer per directory is assumed.
 """
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import os
 import re
-import tempfile
 import urllib.parse
 import urllib.request
 import zipfile
@@ -32,7 +31,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sparkdl.engine.serialization import _assign_weights, _check, _load_arrays, model_to_bytes
+from sparkdl.engine.files import atomic_write, json_plain, npz_arrays
+from sparkdl.engine.files import npz_bytes as _npz_bytes
+from sparkdl.engine.serialization import assign_weights, check_document, model_to_bytes, split_arrays
 
 logger = logging.getLogger("sparkdl.distributed.checkpoint")
 
@@ -43,6 +44,7 @@ _MANIFEST, _MODEL, _WEIGHTS, _ARRAYS = "checkpoint.json", "model.json", "weights
 _NAME_RE = re.compile(r"^ckpt-(\d{8,})" + re.escape(SUFFIX) + r"$")
 _TEMP_RE = re.compile(r"^\.ckpt-\d{8,}\..*\.tmp$")
 _ARRAY_KINDS = "biufc"  # bool, signed/unsigned int, float, complex
+_SAVE, _RESTORE = "CheckpointStore.save", "CheckpointStore.restore_latest"
 
 
 @dataclass
@@ -134,47 +136,20 @@ def _check_arrays(arrays) -> dict[str, np.ndarray]:
     return out
 
 
-def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
-    """An ``.npz`` of ``arrays`` (any names, unlike ``np.savez(**arrays)``), without pickle."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
-        for name, array in arrays.items():
-            with zf.open(name + ".npy", "w", force_zip64=True) as f:
-                np.lib.format.write_array(f, np.asarray(array), allow_pickle=False)
-    return buf.getvalue()
-
-
-def _jsonable(value):
-    return json.loads(json.dumps(value))
-
-
 def _layout(model) -> list[dict]:
     """Per layer: class, config without the (auto-numbered) name, and weight names/shapes."""
     out = []
-    for layer in model._all_layers():
+    for layer in model.layers:
         config = {k: v for k, v in layer.get_config().items() if k != "name"}
         weights = [[k, list(np.shape(w)), str(np.asarray(w).dtype)]
                    for k, w in list(layer.params.items()) + list(layer.state.items())]
-        out.append({"class": type(layer).__name__, "name": layer.name, "config": _jsonable(config),
+        out.append({"class": type(layer).__name__, "name": layer.name, "config": json_plain(config),
                     "weights": weights})
     return out
 
 
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _fsync_dir(directory: str) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class CheckpointStore:
@@ -232,7 +207,7 @@ class CheckpointStore:
         _check_json(meta, "", set())
         arrays = _check_arrays(arrays)
 
-        model_doc, weights = model_to_bytes(model)
+        model_doc, weights = model_to_bytes(model, _SAVE)
         extra = _npz_bytes(arrays)
         members = {_MODEL: model_doc, _WEIGHTS: weights, _ARRAYS: extra}
         manifest = {"format": FORMAT, "version": VERSION, "step": step, "meta": meta,
@@ -248,23 +223,12 @@ class CheckpointStore:
         return path
 
     def _write(self, path: str, step: int, members: list[tuple[str, bytes]]) -> None:
-        os.makedirs(self.directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".ckpt-{step:08d}.", suffix=".tmp", dir=self.directory)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-                    for name, data in members:
-                        zf.writestr(name, data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-        _fsync_dir(self.directory)
+        def write(f):
+            with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+                for name, data in members:
+                    zf.writestr(name, data)
+        # The temporary name matches _TEMP_RE, so _prune removes what a killed writer left.
+        atomic_write(path, write, prefix=f".ckpt-{step:08d}.", suffix=".tmp")
 
     def _prune(self, step: int) -> None:
         existing = self.checkpoints()
@@ -369,9 +333,9 @@ def _read(path: str, step: int):
             raise _Unreadable(f"member {name} is corrupted (its SHA-256 does not match the one "
                               f"recorded at save time)")
     try:
-        model_doc = _check(data[_MODEL], data[_WEIGHTS], path)
-        weights = _load_arrays(data[_WEIGHTS], path)
-        arrays = _load_arrays(data[_ARRAYS], path)
+        model_doc = check_document(data[_MODEL], data[_WEIGHTS], path, _RESTORE)
+        weights = npz_arrays(data[_WEIGHTS], path, _RESTORE)
+        arrays = npz_arrays(data[_ARRAYS], path, _RESTORE)
     except ValueError as exc:
         raise _Unreadable(str(exc)) from None
     return manifest, model_doc, weights, arrays
@@ -419,16 +383,15 @@ def _check_layout(model, saved: list, where: str) -> None:
 
 
 def _check_weight_arrays(model, weights: dict, where: str) -> None:
-    stored = sorted(k for k in weights if k.startswith("weight/"))
+    stored, _ = split_arrays(weights)
     targets = model.weights
     if len(stored) != len(targets):
         raise ValueError(f"checkpoint {where} holds {len(stored)} weight arrays, the model "
                          f"'{model.name}' has {len(targets)}")
-    for i, (k, t) in enumerate(zip(stored, targets)):
-        if weights[k].shape != t.shape or weights[k].dtype != t.dtype:
+    for i, (s, t) in enumerate(zip(stored, targets)):
+        if s.shape != t.shape or s.dtype != t.dtype:
             raise ValueError(f"checkpoint {where} holds weight array {i} of shape "
-                             f"{weights[k].shape} ({weights[k].dtype}), the model has {t.shape} "
-                             f"({t.dtype})")
+                             f"{s.shape} ({s.dtype}), the model has {t.shape} ({t.dtype})")
 
 
 def _optimizer_state(model, model_doc: dict, weights: dict, where: str) -> dict | None:
@@ -453,7 +416,7 @@ def _optimizer_state(model, model_doc: dict, weights: dict, where: str) -> dict 
     except (TypeError, ValueError) as exc:
         raise ValueError(f"checkpoint {where} holds an optimizer config {saved_opt!r} that "
                          f"{type(opt).__name__} does not accept: {exc}") from None
-    state = {k[len("optimizer/"):]: v for k, v in weights.items() if k.startswith("optimizer/")}
+    _, state = split_arrays(weights)
     if "iterations" not in state:
         raise ValueError(f"checkpoint {where} holds no optimizer iterations")
     size = model.flat_weights.size
@@ -472,14 +435,13 @@ def _restore(model, manifest: dict, model_doc: dict, weights: dict, path: str) -
     backup_weights = model.get_weights()
     backup_opt = dict(opt.__dict__) if opt is not None else None
     try:
-        _assign_weights(model, weights, path)
+        assign_weights(model, weights, path, _RESTORE)
         if state is not None:
             opt.apply_config(model_doc["compile"]["optimizer"])
             opt.set_state(state)
             if not any(k.startswith("slot/") for k in state):
                 # Saved before the optimizer's first step: slots are allocated on the next one.
-                opt.slots = {}
-                opt._tmp = None
+                opt.reset_slots()
     except BaseException:
         model.set_weights(backup_weights)
         if opt is not None:

@@ -157,25 +157,27 @@ class Model:
         else:
             self.optimizer.apply(self._params.values, self._params.grads)
 
-    def _require_built(self, who: str) -> None:
+    def require_built(self, who: str) -> None:
+        """Raise ValueError, starting with ``who``, unless the model is built. Internal API for
+        code that needs the weights (``sparkdl.engine.serialization``)."""
         if not self.built:
             raise ValueError(f"{who}: model '{self.name}' is not built yet; give the first layer an "
                              f"input_shape, start with Input(shape), or call fit/predict on data first")
 
     @property
     def trainable_weights(self) -> list[np.ndarray]:
-        self._require_built("trainable_weights")
+        self.require_built("trainable_weights")
         return self._params.arrays()
 
     @property
     def non_trainable_weights(self) -> list[np.ndarray]:
-        self._require_built("non_trainable_weights")
+        self.require_built("non_trainable_weights")
         return self._state.arrays()
 
     @property
     def weights(self) -> list[np.ndarray]:
         """All weights in get_weights order: layer by layer, trainable then non-trainable."""
-        self._require_built("weights")
+        self.require_built("weights")
         return [w for layer in self._all_layers() for w in layer.weights]
 
     def get_weights(self) -> list[np.ndarray]:
@@ -196,27 +198,27 @@ class Model:
 
     def get_flat_weights(self) -> np.ndarray:
         """A copy of the trainable parameters as one float32 vector."""
-        self._require_built("get_flat_weights")
+        self.require_built("get_flat_weights")
         return self._params.values.copy()
 
     def set_flat_weights(self, vector) -> None:
-        self._require_built("set_flat_weights")
+        self.require_built("set_flat_weights")
         self._params.set_flat(vector)
 
     @property
     def flat_weights(self) -> np.ndarray:
         """The live flat parameter vector (writes change the model)."""
-        self._require_built("flat_weights")
+        self.require_built("flat_weights")
         return self._params.values
 
     @property
     def flat_state(self) -> np.ndarray:
         """The live flat vector of non-trainable weights (moving statistics)."""
-        self._require_built("flat_state")
+        self.require_built("flat_state")
         return self._state.values
 
     def count_params(self) -> int:
-        self._require_built("count_params")
+        self.require_built("count_params")
         return self._params.size + self._state.size
 
     # ---- compile --------------------------------------------------------------------------

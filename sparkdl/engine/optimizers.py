@@ -61,6 +61,13 @@ class Optimizer:
         self.slots = {name: self._initial_slot(name, size) for name in self.slot_names}
         self._tmp = np.empty(size, dtype=np.float32)
 
+    def reset_slots(self) -> None:
+        """Drop the slots and scratch space, as before the first step: the next ``build`` (or
+        step) allocates them afresh. Internal API: a checkpoint restores an optimizer saved
+        before its first step with it (``sparkdl.distributed.checkpoint``)."""
+        self.slots = {}
+        self._tmp = None
+
     def _initial_slot(self, name, size):
         return np.zeros(size, dtype=np.float32)
 

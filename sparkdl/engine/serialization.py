@@ -4,7 +4,12 @@ A saved model is either a single zip file or a directory holding ``model.json`` 
 ``weights.npz``. Nothing is pickled: arrays are read with ``allow_pickle=False`` and layers
 are rebuilt from their configs (user classes through ``custom_objects``). ``model.json``
 records the SHA-256 of ``weights.npz``, so a truncated or corrupted save is reported as such
-instead of loading garbage. Files are written to a temporary name, fsynced and renamed.
+instead of loading garbage. Files are written atomically (``sparkdl.engine.files``).
+
+Training checkpoints (``sparkdl.distributed.checkpoint``) hold the same two members and use
+this module's internal API on them: ``model_to_bytes``, ``check_document``,
+``split_arrays`` and ``assign_weights``. Each takes the name of the operation it serves
+(``who``), which starts its error messages.
 """
 from __future__ import annotations
 
@@ -12,43 +17,31 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 import zipfile
 
 import numpy as np
 
+from sparkdl.engine.files import atomic_write, npz_arrays, npz_bytes
+
 FORMAT = "sparkdl.model"
 VERSION = 1
 _CONFIG, _WEIGHTS = "model.json", "weights.npz"
-
-
-def _atomic_write(path: str, data: bytes) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    return buf.getvalue()
+_WEIGHT, _OPTIMIZER = "weight/", "optimizer/"
 
 
 def _model_arrays(model, with_optimizer: bool) -> dict[str, np.ndarray]:
-    arrays = {f"weight/{i:04d}": w for i, w in enumerate(model.weights)}
+    arrays = {f"{_WEIGHT}{i:04d}": w for i, w in enumerate(model.weights)}
     if with_optimizer and model.optimizer is not None:
-        arrays.update({f"optimizer/{k}": v for k, v in model.optimizer.get_state().items()})
+        arrays.update({f"{_OPTIMIZER}{k}": v for k, v in model.optimizer.get_state().items()})
     return arrays
+
+
+def split_arrays(arrays: dict[str, np.ndarray]) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
+    """The arrays of a ``weights.npz`` as ``(weights in get_weights order, optimizer state)``;
+    the state is keyed as ``Optimizer.get_state`` keys it (empty when none was saved)."""
+    weights = [arrays[k] for k in sorted(k for k in arrays if k.startswith(_WEIGHT))]
+    state = {k[len(_OPTIMIZER):]: v for k, v in arrays.items() if k.startswith(_OPTIMIZER)}
+    return weights, state
 
 
 def _document(model, weights_bytes: bytes) -> dict:
@@ -63,11 +56,11 @@ def _document(model, weights_bytes: bytes) -> dict:
                         "sha256": hashlib.sha256(weights_bytes).hexdigest()}}
 
 
-def model_to_bytes(model) -> tuple[bytes, bytes]:
+def model_to_bytes(model, who: str = "save") -> tuple[bytes, bytes]:
     """``(model.json, weights.npz)`` contents: what ``save_model`` writes, for callers that
-    store them elsewhere (a Hadoop file system, a Pipeline's folder)."""
-    model._require_built("save")
-    weights = _npz_bytes(_model_arrays(model, with_optimizer=True))
+    store them elsewhere (a Hadoop file system, a Pipeline's folder, a checkpoint)."""
+    model.require_built(who)
+    weights = npz_bytes(_model_arrays(model, with_optimizer=True))
     return json.dumps(_document(model, weights), indent=1).encode(), weights
 
 
@@ -77,14 +70,14 @@ def save_model(model, path) -> None:
     if os.path.isdir(path):
         # Weights first: a crash between the two renames leaves a checksum mismatch, not a
         # silently mixed model.
-        _atomic_write(os.path.join(path, _WEIGHTS), weights)
-        _atomic_write(os.path.join(path, _CONFIG), doc)
+        atomic_write(os.path.join(path, _WEIGHTS), weights)
+        atomic_write(os.path.join(path, _CONFIG), doc)
         return
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
         zf.writestr(_CONFIG, doc)
         zf.writestr(_WEIGHTS, weights)
-    _atomic_write(path, buf.getvalue())
+    atomic_write(path, buf.getvalue())
 
 
 def _read(path: str) -> tuple[dict, bytes]:
@@ -102,46 +95,42 @@ def _read(path: str) -> tuple[dict, bytes]:
     except (zipfile.BadZipFile, KeyError, FileNotFoundError, EOFError, zipfile.LargeZipFile) as exc:
         raise ValueError(f"load_model: {path!r} is not a complete sparkdl model (expected a zip file "
                          f"or directory holding {_CONFIG} and {_WEIGHTS}): {exc}") from None
-    return _check(raw_doc, weights, path), weights
+    return check_document(raw_doc, weights, path), weights
 
 
-def _check(raw_doc: bytes, weights: bytes, path: str) -> dict:
-    """The parsed model.json, after checking its format, version and the weights' checksum."""
+def check_document(raw_doc: bytes, weights: bytes, where: str, who: str = "load_model") -> dict:
+    """The parsed ``model.json``, after checking its format, version and the checksum of
+    ``weights`` (the ``weights.npz`` bytes); a ValueError starting with ``who`` and naming
+    ``where`` otherwise."""
     try:
         doc = json.loads(raw_doc)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"load_model: {_CONFIG} in {path!r} is corrupted (invalid JSON: {exc})") from None
+        raise ValueError(f"{who}: {_CONFIG} in {where!r} is corrupted (invalid JSON: {exc})") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise ValueError(f"load_model: {path!r} is not a sparkdl model (expected format {FORMAT!r})")
+        raise ValueError(f"{who}: {where!r} is not a sparkdl model (expected format {FORMAT!r})")
     if doc.get("version") != VERSION:
-        raise ValueError(f"load_model: {path!r} has format version {doc.get('version')!r}; this "
+        raise ValueError(f"{who}: {where!r} has format version {doc.get('version')!r}; this "
                          f"sparkdl reads version {VERSION}")
     try:
         recorded = doc["weights"]["sha256"]
     except (KeyError, TypeError):
-        raise ValueError(f"load_model: {_CONFIG} in {path!r} is corrupted (it has no "
+        raise ValueError(f"{who}: {_CONFIG} in {where!r} is corrupted (it has no "
                          f"weights.sha256 entry)") from None
     if hashlib.sha256(weights).hexdigest() != recorded:
-        raise ValueError(f"load_model: {_WEIGHTS} in {path!r} is corrupted or truncated "
+        raise ValueError(f"{who}: {_WEIGHTS} in {where!r} is corrupted or truncated "
                          f"(its SHA-256 does not match the one recorded at save time)")
     return doc
 
 
-def _load_arrays(weights: bytes, path: str) -> dict[str, np.ndarray]:
-    try:
-        with np.load(io.BytesIO(weights), allow_pickle=False) as npz:
-            return {k: npz[k] for k in npz.files}
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise ValueError(f"load_model: cannot read the arrays of {path!r}: {exc}") from None
-
-
-def _assign_weights(model, arrays: dict[str, np.ndarray], path: str) -> None:
-    stored = sorted(k for k in arrays if k.startswith("weight/"))
+def assign_weights(model, arrays: dict[str, np.ndarray], where: str, who: str = "load") -> None:
+    """Set ``model``'s weights from the arrays of a ``weights.npz`` (``npz_arrays``); a count or
+    shape that does not fit the architecture is a ValueError and changes nothing."""
+    weights, _ = split_arrays(arrays)
     expected = len(model.weights)
-    if len(stored) != expected:
-        raise ValueError(f"load: {path!r} holds {len(stored)} weight arrays, the architecture "
+    if len(weights) != expected:
+        raise ValueError(f"{who}: {where!r} holds {len(weights)} weight arrays, the architecture "
                          f"expects {expected}")
-    model.set_weights([arrays[k] for k in stored])
+    model.set_weights(weights)
 
 
 def model_from_config(class_name: str, config: dict, custom_objects=None):
@@ -171,26 +160,27 @@ def load_model(path, custom_objects: dict | None = None, compile: bool = True):
 
 
 def model_from_bytes(raw_doc: bytes, weights: bytes, where: str, custom_objects: dict | None = None,
-                     compile: bool = True):
+                     compile: bool = True, who: str = "load_model"):
     """The model whose ``model_to_bytes`` were ``(raw_doc, weights)``; ``where`` names their
-    origin in error messages. Checked like ``load_model``."""
-    return _build(_check(raw_doc, weights, where), weights, where, custom_objects, compile)
+    origin and ``who`` the operation in error messages. Checked like ``load_model``."""
+    return _build(check_document(raw_doc, weights, where, who), weights, where, custom_objects,
+                  compile, who)
 
 
-def _build(doc: dict, weights: bytes, path: str, custom_objects, compile: bool):
-    arrays = _load_arrays(weights, path)
+def _build(doc: dict, weights: bytes, path: str, custom_objects, compile: bool, who: str = "load_model"):
+    arrays = npz_arrays(weights, path, who)
     try:
         model = model_from_config(doc["class_name"], doc["config"], custom_objects)
     except (KeyError, TypeError) as exc:
-        raise ValueError(f"load_model: the architecture in {path!r} is invalid: {exc!r}") from None
-    _assign_weights(model, arrays, path)
+        raise ValueError(f"{who}: the architecture in {path!r} is invalid: {exc!r}") from None
+    assign_weights(model, arrays, path, who)
     if compile and doc.get("compile"):
         from sparkdl.engine import losses, metrics, optimizers
         c = doc["compile"]
         model.compile(optimizer=_resolve(optimizers.get, c["optimizer"], custom_objects),
                       loss=_resolve(losses.get, c["loss"], custom_objects),
                       metrics=[_resolve(metrics.get, m, custom_objects) for m in c["metrics"]])
-        opt_state = {k[len("optimizer/"):]: v for k, v in arrays.items() if k.startswith("optimizer/")}
+        _, opt_state = split_arrays(arrays)
         if opt_state:
             model.optimizer.set_state(opt_state)
     return model
@@ -198,8 +188,8 @@ def _build(doc: dict, weights: bytes, path: str, custom_objects, compile: bool):
 
 def save_weights(model, path) -> None:
     """Weights only, as an ``.npz`` file (loadable into the same architecture)."""
-    model._require_built("save_weights")
-    _atomic_write(os.fspath(path), _npz_bytes(_model_arrays(model, with_optimizer=False)))
+    model.require_built("save_weights")
+    atomic_write(os.fspath(path), npz_bytes(_model_arrays(model, with_optimizer=False)))
 
 
 def load_weights(model, path) -> None:
@@ -207,4 +197,4 @@ def load_weights(model, path) -> None:
     if not os.path.exists(path):
         raise FileNotFoundError(f"load_weights: no file at {path!r}")
     with open(path, "rb") as f:
-        _assign_weights(model, _load_arrays(f.read(), path), path)
+        assign_weights(model, npz_arrays(f.read(), path, "load_weights"), path, "load_weights")

@@ -50,7 +50,7 @@ class _NNWriter(MLWriter):
         if model is None:
             raise ValueError(f"{type(self.instance).__name__}.save: no model to save")
         DefaultParamsWriter.saveMetadata(self.instance, path, self.sc)
-        doc, weights = model_to_bytes(model)
+        doc, weights = model_to_bytes(model, f"{type(self.instance).__name__}.save")
         # Weights first: a save cut short leaves a checksum mismatch, never a mixed model.
         write_bytes(self.sc, f"{path}/{_MODEL_DIR}/{_WEIGHTS}", weights)
         write_bytes(self.sc, f"{path}/{_MODEL_DIR}/{_CONFIG}", doc)
@@ -70,7 +70,7 @@ class _NNReader(MLReader):
             raise ValueError(f"{who}: {path!r} holds a {metadata.get('class')}, expected {expected}")
         doc = read_bytes(self.sc, f"{path}/{_MODEL_DIR}/{_CONFIG}", who)
         weights = read_bytes(self.sc, f"{path}/{_MODEL_DIR}/{_WEIGHTS}", who)
-        model = model_from_bytes(doc, weights, f"{path}/{_MODEL_DIR}")
+        model = model_from_bytes(doc, weights, f"{path}/{_MODEL_DIR}", who=who)
         instance = self.cls(model=model)
         instance._resetUid(metadata["uid"])
         DefaultParamsReader.getAndSetParams(instance, metadata)

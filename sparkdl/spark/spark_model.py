@@ -20,6 +20,7 @@ import numpy as np
 from sparkdl.distributed import worker
 from sparkdl.distributed.strategies import get_strategy
 from sparkdl.engine.callbacks import History
+from sparkdl.engine.files import json_plain
 from sparkdl.engine.training import EpochSums, FitLoop
 from sparkdl.errors import NotCompiledError, SparkTrainingDivergedError
 from sparkdl.spark import block_cache, executor, frames, job, transports
@@ -361,7 +362,7 @@ class SparkModel:
         """Save the state after ``round_index`` rounds; ``sums`` (the ``EpochSums`` so far) when
         the checkpoint falls inside ``epoch``, None at an epoch's end."""
         loss_sum, samples, metric_objs = (sums.loss_sum, sums.samples, sums.metrics) if sums else (0.0, 0, [])
-        meta = _plain({"round": round_index, "epoch": epoch, "settings": settings,
+        meta = json_plain({"round": round_index, "epoch": epoch, "settings": settings,
                        "loss_sum": loss_sum, "samples": samples, "history": self.history.history,
                        "epochs_done": self.history.epoch, "rounds": self.history.rounds})
         store.save(self.model, round_index, meta,
@@ -414,12 +415,6 @@ def _checkpoint_store(directory, every, resume, keep, who):
         raise TypeError(f"{who}: expected checkpoint_dir as a path, received "
                         f"{type(directory).__name__}: {directory!r}")
     return CheckpointStore(directory, keep=int(keep))
-
-
-def _plain(value):
-    """``value`` with NumPy scalars and arrays as Python numbers and lists (JSON-able)."""
-    import json
-    return json.loads(json.dumps(value, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))
 
 
 def _check_resumable(meta: dict, settings: dict, store) -> None:
