@@ -138,7 +138,7 @@ def _evaluate(model, val_block, payload, batch_size):
     if val_block is not None and len(val_block[1]):
         xs, y = val_block
         for a in range(0, len(y), batch_size):
-            out = model._predict_lists([x[a:a + batch_size] for x in xs], batch_size)
+            out = model.predict_arrays([x[a:a + batch_size] for x in xs], batch_size)
             loss_sum += float(np.sum(model.loss.per_sample(y[a:a + batch_size], out)))
             for m in metrics:
                 m.update(y[a:a + batch_size], out)

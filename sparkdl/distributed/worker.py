@@ -213,8 +213,8 @@ def _gradient_sum(model, xs, y, batch_size, slices, out) -> float:
         m.reset()
     for key, a, b in slices:
         for _, xb, yb in BatchPlan(len(y), batch_size, key, a, b).iterate(model, xs, y):
-            loss, output = model._loss_and_backward(xb, yb)
-            out += model._params.grads * np.float32(len(yb))
+            loss, output = model.loss_and_backward(xb, yb)
+            out += model.flat_gradients * np.float32(len(yb))
             total += loss * len(yb)
             for m in model.metrics:
                 m.update(yb, output)

@@ -88,8 +88,12 @@ class Model:
         """Every layer with weights or behaviour, in execution order."""
         return self._graph.layers
 
+    def input_specs(self) -> list[tuple[tuple, str]]:
+        """``(shape without batch axis, dtype)`` per model input. Internal API: the Spark layer
+        (``sparkdl.spark.frames``, ``SparkModel``) converts DataFrame columns to these."""
+        return self._input_specs()
+
     def _input_specs(self) -> list[tuple[tuple, str]]:
-        """``(shape without batch axis, dtype)`` per input."""
         return [(t.layer.shape, t.layer.dtype) for t in self._graph.inputs]
 
     def _output_layer(self):
@@ -212,6 +216,14 @@ class Model:
         return self._params.values
 
     @property
+    def flat_gradients(self) -> np.ndarray:
+        """The live flat gradient vector, aligned with ``flat_weights``, as the last
+        ``loss_and_backward`` left it. Internal API: distributed workers
+        (``sparkdl.distributed.worker``) add it into their gradient sums without a copy."""
+        self.require_built("flat_gradients")
+        return self._params.grads
+
+    @property
     def flat_state(self) -> np.ndarray:
         """The live flat vector of non-trainable weights (moving statistics)."""
         self.require_built("flat_state")
@@ -254,9 +266,11 @@ class Model:
                                    f"model.compile(optimizer=..., loss=...) before {who}()")
 
     # ---- one step -------------------------------------------------------------------------
-    def _loss_and_backward(self, xs: list[np.ndarray], y: np.ndarray):
-        """Forward in training mode, loss, backward into the flat gradient vector.
-        Returns ``(loss, outputs)`` where outputs are probabilities (not logits)."""
+    def loss_and_backward(self, xs: list[np.ndarray], y: np.ndarray) -> tuple[float, np.ndarray]:
+        """Forward in training mode, loss, backward into ``flat_gradients``; no step taken.
+        Returns ``(loss, outputs)`` where outputs are probabilities (not logits). ``xs, y`` as
+        ``check_data`` returns them. Internal API: distributed workers
+        (``sparkdl.distributed.worker``) sum gradients at fixed weights with it."""
         out = self._forward(xs, training=True, logits=self._fused)
         if self._fused:
             loss, dLdy = self.loss.value_and_grad_logits(y, out)
@@ -273,25 +287,32 @@ class Model:
         return loss, out
 
     def _train_batch(self, xs, y):
-        loss, out = self._loss_and_backward(xs, y)
+        loss, out = self.loss_and_backward(xs, y)
         self._apply_gradients()
         return loss, out
 
-    def _prepare(self, x, y, who: str):
+    def check_data(self, x, y, who: str) -> tuple[list[np.ndarray], np.ndarray]:
+        """``(xs, y)``: ``x`` as a list of arrays, one per model input, and the targets, checked
+        against the inputs and the loss (the model is built from ``x`` first if needed); errors
+        start with ``who``. Internal API: ``SparkModel`` checks validation arrays with it."""
         if not self.built:
             self._build_from_data(x)
-        xs = to_input_list(x, self._input_specs(), who)
+        xs = to_input_list(x, self.input_specs(), who)
         if y is None:
             raise ValueError(f"{who}: expected targets y, received None")
         y = self.loss.validate_targets(y, self.output_shape)
         check_lengths(xs, y, who)
         return xs, y
 
+    # The underscored spellings keep working for code outside the package that uses them.
+    _loss_and_backward = loss_and_backward
+    _prepare = check_data
+
     @_engine_threads
     def train_on_batch(self, x, y) -> float:
         """One optimizer step on ``(x, y)``; returns the batch loss before the step."""
         self._require_compiled("train_on_batch")
-        xs, y = self._prepare(x, y, "train_on_batch")
+        xs, y = self.check_data(x, y, "train_on_batch")
         loss, _ = self._train_batch(xs, y)
         return loss
 
@@ -299,8 +320,8 @@ class Model:
     def compute_gradients(self, x, y) -> tuple[float, list[np.ndarray]]:
         """Loss and gradients (copies, aligned with ``trainable_weights``); no step taken."""
         self._require_compiled("compute_gradients")
-        xs, y = self._prepare(x, y, "compute_gradients")
-        loss, _ = self._loss_and_backward(xs, y)
+        xs, y = self.check_data(x, y, "compute_gradients")
+        loss, _ = self.loss_and_backward(xs, y)
         return loss, [g.copy() for g in self._params.grad_arrays()]
 
     # ---- fit ------------------------------------------------------------------------------
@@ -357,7 +378,7 @@ class Model:
             raise ValueError(f"fit: expected epochs >= 0 (an int), received epochs={epochs!r}")
         if not 0 <= validation_split < 1:
             raise ValueError(f"fit: expected 0 <= validation_split < 1, received {validation_split!r}")
-        xs, y = self._prepare(x, y, "fit")
+        xs, y = self.check_data(x, y, "fit")
         if validation_data is not None and validation_split:
             raise ValueError("fit: give validation_data or validation_split, not both")
         val = None
@@ -368,7 +389,7 @@ class Model:
         elif validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise ValueError("fit: expected validation_data=(x_val, y_val)")
-            val = self._prepare(*validation_data, "fit(validation_data)")
+            val = self.check_data(*validation_data, "fit(validation_data)")
         n = len(y)
         if n == 0:
             raise ValueError("fit: expected at least one training example, received 0")
@@ -392,13 +413,16 @@ class Model:
             logs = {"loss": total / n}
             logs.update({m.name: m.result() for m in self.metrics})
             if val is not None:
-                logs.update({f"val_{k}": v for k, v in self._evaluate_lists(*val, batch_size=256).items()})
+                logs.update({f"val_{k}": v for k, v in self.evaluate_arrays(*val, batch_size=256).items()})
             return logs
 
         return loop.run(lambda: initial_epoch, run_epoch)
 
     # ---- inference ------------------------------------------------------------------------
-    def _predict_lists(self, xs, batch_size):
+    def predict_arrays(self, xs: list[np.ndarray], batch_size: int) -> np.ndarray:
+        """``predict`` on a list of input arrays already checked (``check_data``,
+        ``data_adapter.to_input_list``). Internal API: the executors' prediction and validation
+        (``sparkdl.distributed.fit_task``)."""
         n = len(xs[0])
         out = np.empty((n,) + tuple(self.output_shape), dtype=np.float32)
         for a, b in batches(n, batch_size):
@@ -410,10 +434,12 @@ class Model:
         batch_size = check_batch_size(batch_size, "predict")
         if not self.built:
             self._build_from_data(x)
-        xs = to_input_list(x, self._input_specs(), "predict")
-        return self._predict_lists(xs, batch_size)
+        xs = to_input_list(x, self.input_specs(), "predict")
+        return self.predict_arrays(xs, batch_size)
 
-    def _evaluate_lists(self, xs, y, batch_size) -> dict:
+    def evaluate_arrays(self, xs: list[np.ndarray], y: np.ndarray, batch_size: int) -> dict:
+        """``evaluate`` on arrays already checked by ``check_data``. Internal API: ``SparkModel``
+        evaluates validation arrays on the driver with it."""
         metrics = [metrics_mod.get(m.get_config()) for m in self.metrics]
         total = 0.0
         for a, b in batches(len(y), batch_size):
@@ -430,8 +456,8 @@ class Model:
         """Loss and compiled metrics over ``(x, y)`` in inference mode, as a dict."""
         self._require_compiled("evaluate")
         batch_size = check_batch_size(batch_size, "evaluate")
-        xs, y = self._prepare(x, y, "evaluate")
-        return self._evaluate_lists(xs, y, batch_size)
+        xs, y = self.check_data(x, y, "evaluate")
+        return self.evaluate_arrays(xs, y, batch_size)
 
     # ---- description and persistence ---------------------------------------------------------
     def summary(self) -> str:

@@ -34,8 +34,8 @@ class Sequential(Model):
             raise TypeError(f"Sequential.add: expected a Layer, received {type(layer).__name__}: {layer!r}")
         if layer in self._layers:
             raise ValueError(f"Sequential.add: layer '{layer.name}' is already in the model")
-        if not self._layers and self._input is None and layer._declared_input_shape is not None:
-            self._input = InputLayer(layer._declared_input_shape,
+        if not self._layers and self._input is None and layer.declared_input_shape is not None:
+            self._input = InputLayer(layer.declared_input_shape,
                                      dtype=getattr(layer, "input_dtype", "float32"))
         self._layers.append(layer)
         if self._input is not None:

@@ -49,7 +49,7 @@ class BatchPlan:
         reseeded for that batch."""
         if self.rows is not None:
             xs, y = [a[self.rows] for a in xs], y[self.rows]
-        stochastic = any(layer.stochastic for layer in model._all_layers())
+        stochastic = any(layer.stochastic for layer in model.layers)
         for step, (a, b) in enumerate(self.bounds):
             if stochastic:
                 model.reseed_batch(self.layer_seq, self.start + step)

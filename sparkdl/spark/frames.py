@@ -88,7 +88,7 @@ def is_integer_input(dtype) -> bool:
 
 def plan_columns(df, model, features_col, label_col, who: str = "SparkModel.fit"):
     """Validate the DataFrame against the model; return ``(features plan, label plan)``."""
-    specs = model._input_specs()
+    specs = model.input_specs()
     if len(specs) != 1:
         raise ValueError(f"{who}: DataFrames train single-input models; model '{model.name}' has "
                          f"{len(specs)} inputs (pass an RDD of ([x1, x2, ...], y) pairs instead)")
@@ -273,7 +273,7 @@ def _target_converter(model, label_plan, who):
 
 def _block_converter(model, features, label, who):
     """The function turning one partition's Arrow record batches into its block ``([x], y)``."""
-    (shape, dtype), = model._input_specs()
+    (shape, dtype), = model.input_specs()
     width = int(np.prod(shape))
     to_targets = _target_converter(model, label, who) if label is not None else None
 
@@ -356,7 +356,7 @@ def rdd_blocks(rdd, model, num_workers, who, cache=True) -> Blocks:
 
     if not model.built:
         raise ValueError(f"{who}: model '{model.name}' is not built; give it an input shape")
-    specs = model._input_specs()
+    specs = model.input_specs()
     loss, out_shape = model.loss, tuple(model.output_shape)
     parts = num_workers or rdd.context.defaultParallelism
     if rdd.getNumPartitions() != parts or not barrier_ready(rdd):
@@ -416,7 +416,7 @@ def predict_frame(df, model, features_col, prediction_col, probability_col, batc
     for col in (prediction_col, probability_col, raw_prediction_col):
         if col and col in existing:
             raise ValueError(f"{who}: the DataFrame already has a column {col!r}")
-    (shape, dtype), = model._input_specs()
+    (shape, dtype), = model.input_specs()
     out_units = int(np.prod(model.output_shape))
     classifier = is_classifier(model)
     outputs = (prediction_col, raw_prediction_col if classifier else None,
@@ -492,7 +492,7 @@ def evaluate_frame(df, model, features_col, label_col, batch_size) -> dict:
         raise ValueError(f"{who}: the model has no loss; compile it first")
     features, label = plan_columns(df, model, features_col, label_col, who)
     to_targets = _target_converter(model, label, who)
-    (shape, dtype), = model._input_specs()
+    (shape, dtype), = model.input_specs()
     sc = df.sparkSession.sparkContext
     model_bc = executor.ModelBroadcast(sc, model)
 

@@ -129,7 +129,7 @@ class SparkModel:
             model = self.model
             key = (id(sc), features_col if isinstance(features_col, str) else tuple(features_col),
                    label_col if isinstance(label_col, (str, type(None))) else tuple(label_col),
-                   repr(model._input_specs()), model.loss.name, tuple(model.output_shape), parts)
+                   repr(model.input_specs()), model.loss.name, tuple(model.output_shape), parts)
             return block_cache.blocks_for(data, key, lambda: frames.dataframe_blocks(
                 data, model, features_col, label_col, parts, who))
         if isinstance(data, RDD):
@@ -189,13 +189,13 @@ class SparkModel:
                                 "SparkModel.fit(validation_data)")
             return ("frame", validation_data, features_col, label_col)
         if isinstance(validation_data, (tuple, list)) and len(validation_data) == 2:
-            xs, y = self.model._prepare(*validation_data, "SparkModel.fit(validation_data)")
+            xs, y = self.model.check_data(*validation_data, "SparkModel.fit(validation_data)")
             return ("arrays", xs, y)
         raise TypeError("SparkModel.fit: expected validation_data as a DataFrame or (x_val, y_val)")
 
     def _evaluate_validation(self, val, transport) -> dict:
         if val[0] == "arrays":
-            return self.model._evaluate_lists(val[1], val[2], batch_size=256)
+            return self.model.evaluate_arrays(val[1], val[2], batch_size=256)
         held = transport.evaluate_validation()
         if held is not None:
             return held

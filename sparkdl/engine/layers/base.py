@@ -94,6 +94,12 @@ class Layer:
     def count_params(self) -> int:
         return int(sum(np.size(w) for w in self.weights))
 
+    @property
+    def declared_input_shape(self) -> tuple[int, ...] | None:
+        """The ``input_shape`` given to the constructor (batch axis excluded), or None. Internal
+        API: ``Sequential`` starts with an Input of this shape."""
+        return self._declared_input_shape
+
     # ---- shape bookkeeping ---------------------------------------------------------------
     def build(self, input_shape: tuple) -> None:
         """Create weights for inputs of ``input_shape`` (batch axis excluded)."""

@@ -1,0 +1,77 @@
+"""The documented internal API other sparkdl modules use instead of private attributes: what
+the distributed workers, the Spark layer, checkpoints and saving call on models, optimizers
+and layers."""
+import numpy as np
+import pytest
+
+from sparkdl.engine import layers, optimizers
+from sparkdl.models import Input, Model, Sequential
+
+
+def _model():
+    model = Sequential([layers.Dense(4, activation="relu", input_shape=(3,)),
+                        layers.Dense(2, activation="softmax")])
+    model.compile(optimizers.SGD(learning_rate=0.1), "sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    return model
+
+
+def _data(n=10):
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(n, 3)).astype(np.float32), rng.integers(0, 2, size=n)
+
+
+def test_loss_and_backward_fills_the_live_flat_gradients_without_a_step():
+    model = _model()
+    x, y = _data()
+    xs, yy = model.check_data(x, y, "test")
+    before = model.get_flat_weights()
+    loss, out = model.loss_and_backward(xs, yy)
+    grads = model.flat_gradients
+    assert grads.shape == model.flat_weights.shape and grads.dtype == np.float32
+    assert grads is model.flat_gradients                    # the live vector, not a copy
+    expected_loss, expected = model.compute_gradients(x, y)
+    assert loss == pytest.approx(expected_loss)
+    np.testing.assert_array_equal(grads, np.concatenate([g.reshape(-1) for g in expected]))
+    np.testing.assert_array_equal(model.flat_weights, before)
+    assert out.shape == (10, 2) and model.optimizer.iterations == 0
+
+
+def test_check_data_predict_and_evaluate_arrays_match_the_public_methods():
+    model = _model()
+    x, y = _data()
+    xs, yy = model.check_data(x, y, "test")
+    assert isinstance(xs, list) and len(xs) == 1
+    np.testing.assert_array_equal(model.predict_arrays(xs, 4), model.predict(x, batch_size=4))
+    assert model.evaluate_arrays(xs, yy, 4) == model.evaluate(x, y, batch_size=4)
+    with pytest.raises(ValueError, match="^who: expected targets y"):
+        model.check_data(x, None, "who")
+
+
+def test_input_specs_of_sequential_and_functional_models():
+    assert _model().input_specs() == [((3,), "float32")]
+    a, b = Input((3,)), Input((2,), dtype="int64")
+    out = layers.Dense(1)(layers.Concatenate()([a, layers.Flatten()(layers.Embedding(5, 2)(b))]))
+    assert Model(inputs=[a, b], outputs=out).input_specs() == [((3,), "float32"), ((2,), "int64")]
+
+
+def test_require_built_names_the_caller():
+    with pytest.raises(ValueError, match="^save: model 'sequential.*' is not built yet"):
+        Sequential([layers.Dense(2)]).require_built("save")
+    _model().require_built("save")
+
+
+def test_reset_slots_returns_an_optimizer_to_before_its_first_step():
+    opt = optimizers.Adam()
+    opt.apply(np.zeros(4, np.float32), np.ones(4, np.float32))
+    assert sorted(opt.slots) == ["m", "v"]
+    opt.reset_slots()
+    assert opt.slots == {}
+    params = np.zeros(4, np.float32)
+    opt.apply(params, np.ones(4, np.float32))               # allocates afresh
+    assert opt.slots["m"].shape == (4,) and np.all(params < 0)
+
+
+def test_declared_input_shape():
+    assert layers.Dense(2, input_shape=(3,)).declared_input_shape == (3,)
+    assert layers.Dense(2).declared_input_shape is None
