@@ -126,16 +126,22 @@ class Model:
         """Move every layer's arrays into the model's two flat buffers.
 
         Trainable parameters with row-sparse gradients (embeddings) go after all the dense
-        ones, so a step updates ``[:dense_size]`` densely and only the touched rows beyond."""
+        ones, so a step updates ``[:dense_size]`` densely and only the touched rows beyond.
+        Public lists (``trainable_weights``, ``compute_gradients``) keep the layer order, as
+        ``get_weights`` does: ``_layer_order`` maps its positions to the buffer's slots."""
         dense, sparse, state_slots = [], [], []
+        in_layer_order = []    # (is sparse, index in its group) per trainable parameter
         for layer in self._all_layers():
             if layer.trainable:
                 sparse_keys = getattr(layer, "sparse_params", ())
                 for key in layer.params:
-                    (sparse if key in sparse_keys else dense).append((layer, key))
+                    group = sparse if key in sparse_keys else dense
+                    group.append((layer, key))
+                    in_layer_order.append((group is sparse, len(group) - 1))
             else:
                 state_slots += [(layer.params, key) for key in layer.params]
             state_slots += [(layer.state, key) for key in layer.state]
+        self._layer_order = [len(dense) + i if is_sparse else i for is_sparse, i in in_layer_order]
         ordered = dense + sparse
         self._params = FlatBuffer([(layer.params, key) for layer, key in ordered],
                                   [layer.grads for layer, _ in ordered])
@@ -170,8 +176,11 @@ class Model:
 
     @property
     def trainable_weights(self) -> list[np.ndarray]:
+        """The trainable arrays (live views into ``flat_weights``) in layer order, as in
+        ``get_weights``; the order of ``compute_gradients``."""
         self.require_built("trainable_weights")
-        return self._params.arrays()
+        views = self._params.arrays()
+        return [views[i] for i in self._layer_order]
 
     @property
     def non_trainable_weights(self) -> list[np.ndarray]:
@@ -201,7 +210,8 @@ class Model:
             t[...] = w
 
     def get_flat_weights(self) -> np.ndarray:
-        """A copy of the trainable parameters as one float32 vector."""
+        """A copy of the trainable parameters as one float32 vector, in the flat buffer's order:
+        layer order, except that embedding tables come after all other parameters."""
         self.require_built("get_flat_weights")
         return self._params.values.copy()
 
@@ -318,11 +328,13 @@ class Model:
 
     @_engine_threads
     def compute_gradients(self, x, y) -> tuple[float, list[np.ndarray]]:
-        """Loss and gradients (copies, aligned with ``trainable_weights``); no step taken."""
+        """Loss and gradients (copies, aligned with ``trainable_weights``: layer order); no step
+        taken."""
         self._require_compiled("compute_gradients")
         xs, y = self.check_data(x, y, "compute_gradients")
         loss, _ = self.loss_and_backward(xs, y)
-        return loss, [g.copy() for g in self._params.grad_arrays()]
+        grads = self._params.grad_arrays()
+        return loss, [grads[i].copy() for i in self._layer_order]
 
     # ---- fit ------------------------------------------------------------------------------
     def reseed(self, seed) -> None:

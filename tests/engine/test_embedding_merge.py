@@ -103,14 +103,13 @@ def _embedding_model(seed=0):
 
 
 def _slot_view(model, array, slot):
-    """The optimizer slot entries of ``array`` (a trainable weight), located through
-    ``trainable_weights`` (the flat order the slots follow)."""
-    offset = 0
-    for w in model.trainable_weights:
-        if np.shares_memory(w, array):
-            return model.optimizer.slots[slot][offset:offset + w.size].reshape(w.shape)
-        offset += w.size
-    raise AssertionError("array is not a trainable weight of the model")
+    """The optimizer slot entries of ``array`` (a trainable weight): slots follow the flat
+    buffer's order, so they sit at the array's offset inside ``flat_weights``."""
+    flat = model.flat_weights
+    if not np.shares_memory(flat, array):
+        raise AssertionError("array is not a trainable weight of the model")
+    offset = (array.ctypes.data - flat.ctypes.data) // flat.itemsize
+    return model.optimizer.slots[slot][offset:offset + array.size].reshape(array.shape)
 
 
 def test_sparse_adam_step_leaves_unused_rows_and_their_slots_alone():
