@@ -128,7 +128,7 @@ class Model:
         Trainable parameters with row-sparse gradients (embeddings) go after all the dense
         ones, so a step updates ``[:dense_size]`` densely and only the touched rows beyond.
         Public lists (``trainable_weights``, ``compute_gradients``) keep the layer order, as
-        ``get_weights`` does: ``_layer_order`` maps its positions to the buffer's slots."""
+        ``get_weights`` does: ``_layer_order[i]`` is the buffer slot of their ``i``-th array."""
         dense, sparse, state_slots = [], [], []
         in_layer_order = []    # (is sparse, index in its group) per trainable parameter
         for layer in self._all_layers():
