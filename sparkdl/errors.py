@@ -1,8 +1,9 @@
 """The exceptions sparkdl raises for callers to catch, all in one module.
 
 Each class is also importable from ``sparkdl`` and from the module that raises it
-(``sparkdl.engine.model``, ``sparkdl.distributed.protocol``). This module imports nothing,
-so catching a sparkdl error never loads NumPy's layer stack or pyspark.
+(``sparkdl.engine.model``, ``sparkdl.distributed.protocol``). It imports nothing itself, so
+every layer of sparkdl (engine, distributed, Spark) can raise from it without an import cycle
+and without pyspark.
 """
 from __future__ import annotations
 
