@@ -96,8 +96,12 @@ def fraction(value, name: str, who: str, *, error: type[Exception] = ValueError)
     return float(value)
 
 
-def one_of(value, choices, name: str, who: str, *, error: type[Exception] = ValueError):
-    """``value`` if it is one of ``choices``."""
+def one_of(value, choices, name: str, who: str, *, ignore_case: bool = False,
+           error: type[Exception] = ValueError):
+    """``value`` if it is one of ``choices`` (with ``ignore_case``, the choice a string matches
+    in any case: ``"SAME"`` gives ``"same"``)."""
+    if ignore_case and isinstance(value, str) and value.lower() in choices:
+        return value.lower()
     if value not in choices:
         words = " or ".join(map(repr, choices)) if len(choices) == 2 else f"in {tuple(choices)!r}"
         raise invalid(who, f"{name} {words}", name, value, error)
