@@ -1,7 +1,6 @@
 """Convolution and pooling layers on NCHW inputs (channels first)."""
 from __future__ import annotations
 
-
 from sparkdl.engine import checks, conv_ops
 from sparkdl.engine.layers.base import ActivatedLayer, Layer
 
