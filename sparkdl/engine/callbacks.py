@@ -176,7 +176,7 @@ class LearningRateScheduler(Callback):
     def on_epoch_begin(self, epoch, logs=None):
         optimizer = self.model.optimizer
         lr = self.schedule(epoch, optimizer.learning_rate)
-        if not isinstance(lr, (float, int, np.floating, np.integer)) or not np.isfinite(lr):
+        if not (checks.is_number(lr) and np.isfinite(lr)):
             raise ValueError(f"LearningRateScheduler: expected the schedule to return a finite "
                              f"float, received {lr!r} at epoch {epoch}")
         optimizer.learning_rate = float(lr)
