@@ -34,9 +34,8 @@ class Hyperparameter:
     def __set_name__(self, owner, name):
         self.name = name
 
-    def __get__(self, opt, owner=None):
-        return self if opt is None else opt.__dict__[self.name]
-
+    # No __get__: a read finds the value in the instance's __dict__ at the speed of a plain
+    # attribute (update rules read these every step); only assignment runs the rule.
     def __set__(self, opt, value):
         opt.__dict__[self.name] = bool(value) if self.flag else checks.number(
             value, self.name, type(opt).__name__, at_least=self.at_least, below=self.below)
@@ -72,7 +71,7 @@ class Optimizer:
         if self._tmp is None or self._tmp.size != size:
             self.slots, self._tmp = {}, np.empty(size, dtype=np.float32)
         names = self.slot_names
-        if len(self.slots) != len(names) or any(name not in self.slots for name in names):
+        if tuple(self.slots) != names:
             self.slots = {name: self.slots[name] if name in self.slots else self._initial_slot(name, size)
                           for name in names}
 
