@@ -70,7 +70,7 @@ class Optimizer:
         a slot (SGD's momentum from 0 to 0.9) it allocates the new slot and keeps the others."""
         if self._tmp is None or self._tmp.size != size:
             self.slots, self._tmp = {}, np.empty(size, dtype=np.float32)
-        names = self.slot_names
+        names = tuple(self.slot_names)
         if tuple(self.slots) != names:
             self.slots = {name: self.slots[name] if name in self.slots else self._initial_slot(name, size)
                           for name in names}
