@@ -5,9 +5,9 @@ a rule and its message are written in one place. Each check takes the value, the
 name and who is asking (``"Dense"``, ``"fit"``), and returns the value normalised (an
 ``int``, a ``float``, a tuple) or raises ``error`` (ValueError unless the caller's protocol
 answers with another class, such as the parameter server's ``Refused``) with one message
-shape: ``Dense: expected units > 0 (an int), received units=0``. A ``name`` of None is for a
-function's only argument: ``set_num_threads: expected an int >= 1 or None, received 0``.
-NumPy only, so every layer can import it.
+shape: ``Dense: expected units > 0 (an int), received units=0``. The ``optional_`` variants
+also take None. A ``name`` of None is for a function's only argument: ``set_num_threads:
+expected an int >= 1 or None, received 0``. NumPy only, so every layer can import it.
 """
 from __future__ import annotations
 
@@ -37,55 +37,70 @@ def _show(bound) -> str:
     return str(int(bound)) if float(bound).is_integer() else repr(float(bound))
 
 
-def _bounds(at_least, above, at_most, below) -> str:
-    """``">= 0 and < 1"``: the lower bound, then the upper one."""
-    parts = [f"{op} {_show(bound)}" for op, bound in
-             ((">=", at_least), (">", above), ("<=", at_most), ("<", below)) if bound is not None]
-    return " and ".join(parts)
-
-
-def _within(value, at_least, above, at_most, below) -> bool:
+# Bounds travel as (at_least, above, at_most, below), any of them None.
+def _within(value, bounds) -> bool:
+    at_least, above, at_most, below = bounds
     return ((at_least is None or value >= at_least) and (above is None or value > above)
             and (at_most is None or value <= at_most) and (below is None or value < below))
 
 
-def _expected(kind: str, name, bounds: str, optional: bool) -> str:
-    """The rule in words: ``units > 0 (an int)``, ``an int 'partition'``, ``an int >= 1``."""
+def _expected(kind: str, name: str | None, bounds, or_none: bool) -> str:
+    """The rule in words: ``units > 0 (an int)``, ``beta_1 >= 0 and < 1``, ``an int
+    'partition'``, ``an int >= 1 or None``, ``a non-negative int``."""
+    limits = " and ".join(f"{op} {_show(bound)}" for op, bound in zip((">=", ">", "<=", "<"), bounds)
+                          if bound is not None)
     a_kind = "an int" if kind == "int" else "a number"
     if name is None:
-        text = f"a non-negative {kind}" if bounds == ">= 0" else f"{a_kind} {bounds}".rstrip()
-    elif not bounds:
+        text = f"a non-negative {kind}" if limits == ">= 0" else f"{a_kind} {limits}".rstrip()
+    elif not limits:
         text = f"{a_kind} {name}"
     else:
         # "learning_rate >= 0" already says a number; "units > 0" does not say an int.
-        text = f"{name} {bounds}" + (f" ({a_kind})" if kind == "int" else "")
-    return text + (" or None" if optional else "")
+        text = f"{name} {limits}" + (f" ({a_kind})" if kind == "int" else "")
+    return text + (" or None" if or_none else "")
 
 
 def integer(value, name: str | None, who: str, *, at_least=None, above=None, at_most=None,
-            below=None, optional: bool = False, error: type[Exception] = ValueError,
-            type_error: type[Exception] | None = None) -> int | None:
-    """``value`` as an int within the bounds (None too if ``optional``). A value of another
-    type raises ``type_error`` (default: ``error``)."""
-    if value is None and optional:
+            below=None, error: type[Exception] = ValueError,
+            type_error: type[Exception] | None = None) -> int:
+    """``value`` as an int within the bounds; a value of another type raises ``type_error``
+    (default: ``error``)."""
+    return _integer(value, name, who, (at_least, above, at_most, below), False, error,
+                    type_error or error)
+
+
+def optional_integer(value, name: str | None, who: str, *, at_least=None, above=None,
+                     at_most=None, below=None, error: type[Exception] = ValueError) -> int | None:
+    """None, or ``value`` as an int within the bounds."""
+    if value is None:
         return None
-    bounds = _bounds(at_least, above, at_most, below)
-    if not is_integer(value):
-        raise invalid(who, _expected("int", name, bounds, optional), name, value, type_error or error)
-    if not _within(value, at_least, above, at_most, below):
-        raise invalid(who, _expected("int", name, bounds, optional), name, value, error)
+    return _integer(value, name, who, (at_least, above, at_most, below), True, error, error)
+
+
+def _integer(value, name, who, bounds, or_none, error, type_error) -> int:
+    if not (is_integer(value) and _within(value, bounds)):
+        raise invalid(who, _expected("int", name, bounds, or_none), name, value,
+                      error if is_integer(value) else type_error)
     return int(value)
 
 
 def number(value, name: str | None, who: str, *, at_least=None, above=None, at_most=None,
-           below=None, optional: bool = False, error: type[Exception] = ValueError) -> float | None:
-    """``value`` as a finite float within the bounds (None too if ``optional``)."""
-    if value is None and optional:
+           below=None, error: type[Exception] = ValueError) -> float:
+    """``value`` as a finite float within the bounds."""
+    return _number(value, name, who, (at_least, above, at_most, below), False, error)
+
+
+def optional_number(value, name: str | None, who: str, *, at_least=None, above=None,
+                    at_most=None, below=None, error: type[Exception] = ValueError) -> float | None:
+    """None, or ``value`` as a finite float within the bounds."""
+    if value is None:
         return None
-    if not (is_number(value) and math.isfinite(value)
-            and _within(value, at_least, above, at_most, below)):
-        raise invalid(who, _expected("number", name, _bounds(at_least, above, at_most, below), optional),
-                      name, value, error)
+    return _number(value, name, who, (at_least, above, at_most, below), True, error)
+
+
+def _number(value, name, who, bounds, or_none, error) -> float:
+    if not (is_number(value) and math.isfinite(value) and _within(value, bounds)):
+        raise invalid(who, _expected("number", name, bounds, or_none), name, value, error)
     return float(value)
 
 
@@ -131,4 +146,5 @@ def shape(value, name: str, who: str) -> tuple[int, ...]:
 
 def pair(value, name: str, who: str) -> tuple[int, int]:
     """An int or a pair of ints (a kernel size, strides) as a pair of positive ints."""
-    return _sizes(value, 2, f"{name} as a positive int or a pair of positive ints", name, who)
+    a, b = _sizes(value, 2, f"{name} as a positive int or a pair of positive ints", name, who)
+    return a, b

@@ -48,7 +48,7 @@ def set_num_threads(n: int | None) -> None:
     """Let engine calls use ``n`` threads (None: the default), for the conv/pool worker
     threads and for BLAS."""
     global _budget
-    _budget = checks.integer(n, None, "set_num_threads", at_least=1, optional=True)
+    _budget = checks.optional_integer(n, None, "set_num_threads", at_least=1)
     set_blas_threads(get_num_threads())
 
 

@@ -69,12 +69,12 @@ class SparkModel:
         self.frequency = check_frequency(frequency, who)
         self.strategy.check_aggregate(aggregate, who)
         self.aggregate = aggregate
-        self.num_workers = checks.integer(num_workers, "num_workers", who, at_least=1, optional=True)
+        self.num_workers = checks.optional_integer(num_workers, "num_workers", who, at_least=1)
         self.seed = checks.integer(seed, "seed", who, at_least=0)
         self.transport = checks.one_of(transport, ("socket", "spark"), "transport", who)
-        self.port = checks.integer(port, "port", who, at_least=0, at_most=65535, optional=True)
+        self.port = checks.optional_integer(port, "port", who, at_least=0, at_most=65535)
         self.timeout = checks.number(timeout, "timeout", who, above=0)
-        self.round_timeout = checks.number(round_timeout, "round_timeout", who, above=0, optional=True)
+        self.round_timeout = checks.optional_number(round_timeout, "round_timeout", who, above=0)
         self.execution = checks.one_of(execution, ("auto", "rounds"), "execution", who)
         self.history: History | None = None
 

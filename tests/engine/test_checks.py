@@ -27,11 +27,11 @@ def test_integer_refuses_other_types_naming_who_the_argument_and_the_value(value
 
 
 @pytest.mark.parametrize("kwargs, ok, bad, words", [
-    (dict(at_least=1), 1, 0, "batch_size >= 1"),
-    (dict(above=0), 1, 0, "batch_size > 0"),
-    (dict(at_most=4), 4, 5, "batch_size <= 4"),
-    (dict(below=4), 3, 4, "batch_size < 4"),
-    (dict(at_least=0, at_most=65535), 65535, 65536, "batch_size >= 0 and <= 65535"),
+    ({"at_least": 1}, 1, 0, "batch_size >= 1"),
+    ({"above": 0}, 1, 0, "batch_size > 0"),
+    ({"at_most": 4}, 4, 5, "batch_size <= 4"),
+    ({"below": 4}, 3, 4, "batch_size < 4"),
+    ({"at_least": 0, "at_most": 65535}, 65535, 65536, "batch_size >= 0 and <= 65535"),
 ])
 def test_integer_bounds_are_inclusive_or_exclusive_as_named(kwargs, ok, bad, words):
     assert checks.integer(ok, "batch_size", "fit", **kwargs) == ok
@@ -39,15 +39,15 @@ def test_integer_bounds_are_inclusive_or_exclusive_as_named(kwargs, ok, bad, wor
         checks.integer(bad, "batch_size", "fit", **kwargs)
 
 
-def test_integer_optional_allows_none_and_says_so():
-    assert checks.integer(None, "num_workers", "SparkModel", at_least=1, optional=True) is None
+def test_optional_integer_allows_none_and_says_so():
+    assert checks.optional_integer(None, "num_workers", "SparkModel", at_least=1) is None
     with pytest.raises(ValueError, match=r"expected num_workers >= 1 \(an int\) or None, received num_workers=0"):
-        checks.integer(0, "num_workers", "SparkModel", at_least=1, optional=True)
+        checks.optional_integer(0, "num_workers", "SparkModel", at_least=1)
 
 
 def test_integer_without_a_name_is_a_functions_only_argument():
     with pytest.raises(ValueError, match=r"^set_num_threads: expected an int >= 1 or None, received 0$"):
-        checks.integer(0, None, "set_num_threads", at_least=1, optional=True)
+        checks.optional_integer(0, None, "set_num_threads", at_least=1)
     with pytest.raises(ValueError, match=r"^set_random_seed: expected a non-negative int, received -1$"):
         checks.integer(-1, None, "set_random_seed", at_least=0)
 
@@ -79,7 +79,7 @@ def test_number_accepts_ints_and_floats_and_returns_a_float(value):
 
 @pytest.mark.parametrize("value", [True, "0.1", None, float("nan"), float("inf"), -0.1])
 def test_number_refuses_bools_strings_non_finite_and_out_of_bounds(value):
-    with pytest.raises(ValueError, match=rf"^SGD: expected learning_rate >= 0, received learning_rate="):
+    with pytest.raises(ValueError, match=r"^SGD: expected learning_rate >= 0, received learning_rate="):
         checks.number(value, "learning_rate", "SGD", at_least=0)
 
 
@@ -88,14 +88,14 @@ def test_number_two_bounds_read_lower_then_upper():
     with pytest.raises(ValueError, match=r"^Adam: expected beta_1 >= 0 and < 1, received beta_1=1\.0$"):
         checks.number(1.0, "beta_1", "Adam", at_least=0, below=1)
     with pytest.raises(ValueError, match=r"expected timeout > 0 or None, received timeout=0"):
-        checks.number(0, "timeout", "SparkModel", above=0, optional=True)
-    assert checks.number(None, "timeout", "SparkModel", above=0, optional=True) is None
+        checks.optional_number(0, "timeout", "SparkModel", above=0)
+    assert checks.optional_number(None, "timeout", "SparkModel", above=0) is None
 
 
 @pytest.mark.parametrize("value", [1.0, -0.1, "0.5", True, float("nan")])
 def test_fraction_is_a_number_in_zero_one(value):
     assert checks.fraction(0.0, "rate", "Dropout") == 0.0
-    with pytest.raises(ValueError, match=rf"^Dropout: expected 0 <= rate < 1, received rate="):
+    with pytest.raises(ValueError, match=r"^Dropout: expected 0 <= rate < 1, received rate="):
         checks.fraction(value, "rate", "Dropout")
 
 
@@ -121,8 +121,8 @@ def test_shape_from_an_int_or_a_sequence():
     assert checks.shape(784, "shape", "Input") == (784,)
     assert checks.shape([1, np.int64(28), 28], "shape", "Input") == (1, 28, 28)
     for bad in ["784", None, 3.5]:
-        with pytest.raises(TypeError, match=rf"^Input: expected shape as a positive int or a tuple of "
-                                            rf"positive ints, received shape="):
+        with pytest.raises(TypeError, match=r"^Input: expected shape as a positive int or a tuple of "
+                                            r"positive ints, received shape="):
             checks.shape(bad, "shape", "Input")
     for bad in [0, (3, 0), (True, 2)]:
         with pytest.raises(ValueError, match="positive ints"):
