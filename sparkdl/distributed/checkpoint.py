@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from sparkdl.engine import checks
 from sparkdl.engine.files import atomic_write, json_plain, npz_arrays
 from sparkdl.engine.files import npz_bytes as _npz_bytes
 from sparkdl.engine.serialization import assign_weights, check_document, model_to_bytes, split_arrays
@@ -157,13 +158,8 @@ class CheckpointStore:
     keeping the newest ``keep``."""
 
     def __init__(self, directory, keep: int = 3):
-        if isinstance(keep, bool) or not isinstance(keep, (int, np.integer)):
-            raise TypeError(f"CheckpointStore: expected keep as an int >= 1, received "
-                            f"{type(keep).__name__}: {keep!r}")
-        if keep < 1:
-            raise ValueError(f"CheckpointStore: expected keep >= 1, received keep={keep!r}")
+        self.keep = checks.integer(keep, "keep", "CheckpointStore", at_least=1, type_error=TypeError)
         self.directory = _local_dir(directory)
-        self.keep = int(keep)
 
     def __repr__(self):
         return f"CheckpointStore({self.directory!r}, keep={self.keep})"
@@ -193,10 +189,7 @@ class CheckpointStore:
         ``meta`` must be JSON-serialisable (tuples come back as lists); ``arrays`` maps names
         to numeric numpy arrays, restored bit for bit.
         """
-        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
-            raise ValueError(f"CheckpointStore.save: expected step as an int >= 0, received "
-                             f"{type(step).__name__}: {step!r}")
-        step = int(step)
+        step = checks.integer(step, "step", "CheckpointStore.save", at_least=0)
         if not getattr(model, "built", False):
             raise ValueError(f"CheckpointStore.save: expected a built model, received "
                              f"{type(model).__name__} {getattr(model, 'name', '')!r} that is not "

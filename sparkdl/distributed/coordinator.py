@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sparkdl.distributed.protocol import Frame, Op
-from sparkdl.distributed.server import Refused
+from sparkdl.distributed.server import Refused, int_field
+from sparkdl.engine import checks
 
 #: bytes of metric states a report may carry (AUC histograms are the largest)
 MAX_REPORT = 1 << 26
@@ -106,13 +107,13 @@ class Coordinator:
         report = frame.meta.get("report") if frame.op == Op.PUSH else None
         if isinstance(report, dict) and reply.op == Op.OK:     # a push that carries its report
             values = report.get("metric_values")
-            if not isinstance(values, list) or not all(isinstance(v, (int, float)) for v in values):
+            if not isinstance(values, list) or not all(checks.is_number(v) for v in values):
                 raise Refused("expected the report's metric_values as a list of numbers")
             self._record(report, np.array(values, np.float64))
         return reply
 
     def _register(self, meta: dict) -> Frame:
-        partition = _int(meta, "partition")
+        partition = int_field(meta, "partition")
         if partition not in self.partitions:
             raise Refused(f"this fit trains partitions {self.partitions}, not {partition}")
         with self._cond:
@@ -121,7 +122,7 @@ class Coordinator:
         return Frame(Op.OK, {"attempt": attempt})
 
     def _next(self, meta: dict) -> Frame:
-        partition, after = _int(meta, "partition"), _int(meta, "after")
+        partition, after = int_field(meta, "partition"), int_field(meta, "after")
 
         def ready():
             order = self._order
@@ -140,7 +141,7 @@ class Coordinator:
 
     def _record(self, meta: dict, array: np.ndarray | None) -> None:
         """Keep a partition's first report of the open order."""
-        partition, seq = _int(meta, "partition"), _int(meta, "seq")
+        partition, seq = int_field(meta, "partition"), int_field(meta, "seq")
         with self._cond:
             order = self._order
             if order is None or seq != order.seq or partition not in order.expected:
@@ -148,10 +149,3 @@ class Coordinator:
             if partition not in self._reports:
                 self._reports[partition] = (meta, array)
                 self._cond.notify_all()
-
-
-def _int(meta: dict, key: str) -> int:
-    value = meta.get(key)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise Refused(f"expected an int {key!r} in the request, received {value!r}")
-    return value

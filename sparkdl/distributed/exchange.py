@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from sparkdl.distributed.protocol import Connection, Frame, Op
-from sparkdl.distributed.server import PushBuffers, Refused
+from sparkdl.distributed.server import PushBuffers, Refused, int_field
+from sparkdl.engine import checks
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +121,7 @@ class RoundExchange(PushBuffers):
     # ---- served requests ------------------------------------------------------------------------
     def handle(self, frame: Frame) -> Frame:
         meta = frame.meta
-        round_index = _int(meta, "round")
+        round_index = int_field(meta, "round")
         if frame.op == Op.PULL:
             with self._lock:
                 if round_index != self._round:
@@ -131,13 +132,12 @@ class RoundExchange(PushBuffers):
         raise Refused(f"op {frame.op} is not served here")
 
     def _push(self, frame: Frame, round_index: int) -> Frame:
-        partition, attempt, samples = (_int(frame.meta, k) for k in ("partition", "attempt", "samples"))
+        partition, attempt = int_field(frame.meta, "partition"), int_field(frame.meta, "attempt")
         vector = frame.array
         if vector is None or vector.shape != (self.push.size,) or vector.dtype != np.float32:
             got = None if vector is None else (vector.dtype.name, vector.shape)
             raise Refused(f"expected a float32 vector of {self.push.size} values, received {got}")
-        if samples < 1:
-            raise Refused(f"expected samples >= 1, received {samples}")
+        samples = checks.integer(frame.meta.get("samples"), "samples", "request", at_least=1, error=Refused)
         with self._lock:
             if round_index != self._round:
                 raise Refused(f"round {round_index} is not open (open: {self._round})")
@@ -184,13 +184,6 @@ class RoundExchange(PushBuffers):
                 else:
                     part[...] = vector[lo:hi]
                 np.add(self._sum[lo:hi], part, out=self._sum[lo:hi])
-
-
-def _int(meta: dict, key: str) -> int:
-    value = meta.get(key)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise Refused(f"expected an int {key!r} in the request, received {value!r}")
-    return value
 
 
 @dataclass(frozen=True)

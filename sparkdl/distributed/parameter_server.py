@@ -25,8 +25,9 @@ import time
 import numpy as np
 
 from sparkdl.distributed.protocol import Frame, Op
-from sparkdl.distributed.server import PushBuffers, Refused
+from sparkdl.distributed.server import PushBuffers, Refused, int_field
 from sparkdl.distributed.strategies import get_strategy
+from sparkdl.engine import checks
 
 logger = logging.getLogger(__name__)
 
@@ -74,11 +75,11 @@ class ParameterServer(PushBuffers):
     # ---- served requests ------------------------------------------------------------------------
     def handle(self, frame: Frame) -> Frame:
         meta = frame.meta
-        epoch, partition = _int(meta, "epoch"), _int(meta, "partition")
+        epoch, partition = int_field(meta, "epoch"), int_field(meta, "partition")
         if epoch != self._epoch:
             raise Refused(f"epoch {epoch} is not running (running: {self._epoch})")
         if frame.op == Op.PULL:
-            return self._pull(partition, _int(meta, "clock"))
+            return self._pull(partition, int_field(meta, "clock"))
         if frame.op == Op.PUSH:
             return self._push(frame, partition)
         if frame.op == Op.CLOCK:
@@ -122,14 +123,13 @@ class ParameterServer(PushBuffers):
 
     def _push(self, frame: Frame, partition: int) -> Frame:
         meta = frame.meta
-        sequence, samples = _int(meta, "sequence"), _int(meta, "samples")
-        _int(meta, "attempt")
+        sequence = int_field(meta, "sequence")
+        int_field(meta, "attempt")
         update = frame.array
         if update is None or update.shape != self.vector.shape or update.dtype != np.float32:
             got = None if update is None else (update.dtype.name, update.shape)
             raise Refused(f"expected a float32 vector of {self.vector.size} values, received {got}")
-        if samples < 1:
-            raise Refused(f"expected samples >= 1, received {samples}")
+        samples = checks.integer(meta.get("samples"), "samples", "request", at_least=1, error=Refused)
         tag = (partition, sequence)
         with self._changed:
             if tag in self._applied:
@@ -225,10 +225,3 @@ class Client:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
-
-
-def _int(meta: dict, key: str) -> int:
-    value = meta.get(key)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise Refused(f"expected an int {key!r} in the request, received {value!r}")
-    return value

@@ -22,6 +22,7 @@ import numpy as np
 
 from sparkdl.distributed import protocol
 from sparkdl.distributed.protocol import Frame, Op
+from sparkdl.engine import checks
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,11 @@ class PushBuffers:
 
 class Refused(Exception):
     """Raised by a service: the request is answered with an ERROR frame, the connection stays."""
+
+
+def int_field(meta: dict, key: str) -> int:
+    """The int ``meta[key]`` of a request, or Refused: services check a field before using it."""
+    return checks.integer(meta.get(key), repr(key), "request", error=Refused)
 
 
 class FrameServer:

@@ -6,7 +6,7 @@ else.
 """
 from __future__ import annotations
 
-import numpy as np
+from sparkdl.engine import checks
 
 
 class Strategy:
@@ -19,9 +19,7 @@ class Strategy:
 
     def check_aggregate(self, aggregate: str, who: str) -> None:
         """Refuse an aggregation (``"weights"`` or ``"gradients"``) this mode cannot run."""
-        if aggregate not in ("weights", "gradients"):
-            raise ValueError(f"{who}: expected aggregate 'weights' or 'gradients', "
-                             f"received aggregate={aggregate!r}")
+        checks.one_of(aggregate, ("weights", "gradients"), "aggregate", who)
 
 
 class SyncStrategy(Strategy):
@@ -58,13 +56,20 @@ class SSPStrategy(AsyncStrategy):
     name = "ssp"
 
     def __init__(self, staleness=None):
-        if staleness is None or isinstance(staleness, bool) or \
-                not isinstance(staleness, (int, np.integer)) or staleness < 0:
-            raise ValueError(f"mode 'ssp' needs staleness >= 0 (an int), received staleness={staleness!r}")
-        self.staleness = int(staleness)
+        self.staleness = checks.integer(staleness, "staleness", "mode 'ssp'", at_least=0)
 
     def __repr__(self):
         return f"SSPStrategy(staleness={self.staleness})"
+
+
+def check_frequency(frequency, who: str):
+    """``frequency`` if it is ``"epoch"`` (a pass over the partition per round), ``"batch"``
+    (one step) or an int tau > 0 (tau local steps), as an int in the last case."""
+    if frequency in ("epoch", "batch"):
+        return frequency
+    if not (checks.is_integer(frequency) and frequency > 0):
+        raise checks.invalid(who, "frequency 'epoch', 'batch' or an int tau > 0", "frequency", frequency)
+    return int(frequency)
 
 
 _MODES = {"sync": SyncStrategy, "async": AsyncStrategy, "hogwild": HogwildStrategy,

@@ -132,12 +132,13 @@ def run_round(model, xs: list[np.ndarray], y: np.ndarray, spec: RoundSpec, parti
     if state is not None and state.size:
         model.flat_state[...] = state
     opt = model.optimizer
+    # The driver's config first: a change of hyperparameters may add a slot the driver sends.
+    if spec.optimizer is not None:
+        opt.apply_config(spec.optimizer)
     opt.build(weights.size)
     for k, v in slots.items():
         opt.slots[k][...] = v
     opt.iterations = iterations
-    if spec.optimizer is not None:
-        opt.apply_config(spec.optimizer)
     short = [(partition, n)] if n < spec.batch_size else []
     per_epoch = -(-n // spec.batch_size)
     steps = steps_in_round(spec.frequency, n, spec.batch_size)
@@ -232,9 +233,9 @@ def run_async_epoch(model, xs: list[np.ndarray], y: np.ndarray, spec: RoundSpec,
         return RoundResult(partitions=1, empty_partitions=[partition])
     opt = model.optimizer
     w, s = model.flat_weights.size, model.flat_state.size
-    opt.build(w)
     if spec.optimizer is not None:
         opt.apply_config(spec.optimizer)
+    opt.build(w)
     per_epoch = -(-n // spec.batch_size)
     tau = per_epoch if spec.frequency == "epoch" else 1 if spec.frequency == "batch" else int(spec.frequency)
     key = (spec.seed, spec.round, partition)

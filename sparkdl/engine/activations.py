@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from sparkdl.engine import checks
+
 
 class ActivationFn:
     name = "activation"
@@ -55,9 +57,7 @@ class LeakyReLU(ActivationFn):
 
     def __init__(self, alpha: float = 0.01):
         # The derivative is read off the output's sign, which needs alpha >= 0.
-        if not (isinstance(alpha, (int, float)) and 0 <= alpha < 1):
-            raise ValueError(f"LeakyReLU: expected 0 <= alpha < 1, received alpha={alpha!r}")
-        self.alpha = float(alpha)
+        self.alpha = checks.fraction(alpha, "alpha", "LeakyReLU")
 
     def forward(self, z, out=None):
         return np.maximum(z, z * self.alpha, out=out)

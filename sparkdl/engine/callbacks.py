@@ -12,6 +12,8 @@ import os
 
 import numpy as np
 
+from sparkdl.engine import checks
+
 logger = logging.getLogger(__name__)
 
 
@@ -73,9 +75,7 @@ class History(Callback):
 
 
 def _resolve_mode(mode: str, monitor: str, who: str) -> str:
-    if mode not in ("auto", "min", "max"):
-        raise ValueError(f"{who}: expected mode in ('auto', 'min', 'max'), received mode={mode!r}")
-    if mode != "auto":
+    if checks.one_of(mode, ("auto", "min", "max"), "mode", who) != "auto":
         return mode
     return "max" if any(k in monitor for k in ("acc", "auc")) else "min"
 
@@ -176,7 +176,7 @@ class LearningRateScheduler(Callback):
     def on_epoch_begin(self, epoch, logs=None):
         optimizer = self.model.optimizer
         lr = self.schedule(epoch, optimizer.learning_rate)
-        if not isinstance(lr, (float, int, np.floating, np.integer)) or not np.isfinite(lr):
+        if not (checks.is_number(lr) and np.isfinite(lr)):
             raise ValueError(f"LearningRateScheduler: expected the schedule to return a finite "
                              f"float, received {lr!r} at epoch {epoch}")
         optimizer.learning_rate = float(lr)

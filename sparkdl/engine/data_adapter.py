@@ -65,12 +65,6 @@ def check_lengths(xs: list[np.ndarray], y: np.ndarray, who: str) -> None:
                          f"and len(y)={len(y)}")
 
 
-def check_batch_size(batch_size, who: str) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"{who}: expected batch_size >= 1 (an int), received batch_size={batch_size!r}")
-    return int(batch_size)
-
-
 def batches(n: int, batch_size: int):
     """``(start, stop)`` of consecutive batches covering ``range(n)``; the last may be short."""
     for start in range(0, n, batch_size):

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from sparkdl.engine import checks
+
 _EPS = 1e-7
 
 
@@ -76,9 +78,7 @@ class TopKAccuracy(Metric):
     name = "top_k_accuracy"
 
     def __init__(self, k: int = 5):
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ValueError(f"TopKAccuracy: expected k >= 1, received k={k!r}")
-        self.k = int(k)
+        self.k = checks.integer(k, "k", "TopKAccuracy", at_least=1)
         super().__init__()
 
     def update(self, y_true, y_pred):
@@ -132,9 +132,7 @@ class AUC(Metric):
     name = "auc"
 
     def __init__(self, num_bins: int = 4096):
-        if isinstance(num_bins, bool) or not isinstance(num_bins, (int, np.integer)) or num_bins < 2:
-            raise ValueError(f"AUC: expected num_bins >= 2, received num_bins={num_bins!r}")
-        self.num_bins = int(num_bins)
+        self.num_bins = checks.integer(num_bins, "num_bins", "AUC", at_least=2)
         self._classes = None
         super().__init__()
 

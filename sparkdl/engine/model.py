@@ -13,12 +13,13 @@ import logging
 
 import numpy as np
 
+from sparkdl.engine import checks
 from sparkdl.engine import losses as losses_mod
 from sparkdl.engine import metrics as metrics_mod
 from sparkdl.engine import optimizers as optimizers_mod
 from sparkdl.engine import threads
 from sparkdl.engine.callbacks import History
-from sparkdl.engine.data_adapter import batches, check_batch_size, check_lengths, to_input_list
+from sparkdl.engine.data_adapter import batches, check_lengths, to_input_list
 from sparkdl.engine.functional import Graph
 from sparkdl.engine.params import FlatBuffer
 from sparkdl.engine.training import BatchPlan, FitLoop
@@ -385,9 +386,8 @@ class Model:
             validation_split=0.0, validation_data=None, shuffle=True, seed=None,
             initial_epoch=0) -> History:
         self._require_compiled("fit")
-        batch_size = check_batch_size(batch_size, "fit")
-        if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
-            raise ValueError(f"fit: expected epochs >= 0 (an int), received epochs={epochs!r}")
+        batch_size = checks.integer(batch_size, "batch_size", "fit", at_least=1)
+        epochs = checks.integer(epochs, "epochs", "fit", at_least=0)
         if not 0 <= validation_split < 1:
             raise ValueError(f"fit: expected 0 <= validation_split < 1, received {validation_split!r}")
         xs, y = self.check_data(x, y, "fit")
@@ -443,7 +443,7 @@ class Model:
 
     @_engine_threads
     def predict(self, x, batch_size=256, verbose=0) -> np.ndarray:
-        batch_size = check_batch_size(batch_size, "predict")
+        batch_size = checks.integer(batch_size, "batch_size", "predict", at_least=1)
         if not self.built:
             self._build_from_data(x)
         xs = to_input_list(x, self.input_specs(), "predict")
@@ -467,7 +467,7 @@ class Model:
     def evaluate(self, x=None, y=None, batch_size=256, verbose=0) -> dict:
         """Loss and compiled metrics over ``(x, y)`` in inference mode, as a dict."""
         self._require_compiled("evaluate")
-        batch_size = check_batch_size(batch_size, "evaluate")
+        batch_size = checks.integer(batch_size, "batch_size", "evaluate", at_least=1)
         xs, y = self.check_data(x, y, "evaluate")
         return self.evaluate_arrays(xs, y, batch_size)
 

@@ -2,13 +2,15 @@
 
 ``apply(params, grads)`` updates the whole model in place with a handful of vectorised NumPy
 calls; slot variables (momentum, moments, accumulators) are flat float32 vectors of the same
-size, so optimizer state checkpoints and ships like the weights do.
+size, so optimizer state checkpoints and ships like the weights do. Hyperparameters are
+declared on the class with their bounds (``Hyperparameter``) and checked on every assignment:
+in the constructor, in ``apply_config`` and by a user's ``opt.momentum = 0.9``.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from sparkdl.engine import schedules
+from sparkdl.engine import checks, schedules
 from sparkdl.engine.schedules import LearningRateSchedule
 
 # A slot entry whose gradient stays exactly zero (a dead unit, an always-blank pixel) decays
@@ -20,15 +22,23 @@ _TINY = np.float32(1e-30)
 _FLUSH_EVERY = 100
 
 
-def _check(cls_name: str, arg: str, value, low=0.0, high=None, low_open=False):
-    ok = (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-          and np.isfinite(value))
-    if ok:
-        ok = (value > low if low_open else value >= low) and (high is None or value < high)
-    if not ok:
-        bound = f"{'>' if low_open else '>='} {low:g}" + (f" and < {high:g}" if high is not None else "")
-        raise ValueError(f"{cls_name}: expected {arg} {bound}, received {arg}={value!r}")
-    return float(value)
+class Hyperparameter:
+    """A hyperparameter of an optimizer class: a finite float within bounds (``>= 0`` unless
+    told), or with ``flag=True`` a bool. Its rule runs on every assignment, as pyspark runs a
+    Param's type converter on every set, so no path can store a value the constructor would
+    refuse; a change that adds or drops a slot is picked up by the next ``build``."""
+
+    def __init__(self, flag: bool = False, at_least=0.0, below=None):
+        self.flag, self.at_least, self.below = flag, at_least, below
+
+    def __set_name__(self, owner, name):
+        self.name = name
+
+    # No __get__: a read finds the value in the instance's __dict__ at the speed of a plain
+    # attribute (update rules read these every step); only assignment runs the rule.
+    def __set__(self, opt, value):
+        opt.__dict__[self.name] = bool(value) if self.flag else checks.number(
+            value, self.name, type(opt).__name__, at_least=self.at_least, below=self.below)
 
 
 class Optimizer:
@@ -52,14 +62,18 @@ class Optimizer:
         if isinstance(value, LearningRateSchedule) or callable(value):
             self._learning_rate = value
         else:
-            self._learning_rate = _check(type(self).__name__, "learning_rate", value)
+            self._learning_rate = checks.number(value, "learning_rate", type(self).__name__, at_least=0)
 
     def build(self, size: int) -> None:
-        """Allocate slot vectors for a parameter vector of ``size`` elements (idempotent)."""
-        if self._tmp is not None and self._tmp.size == size:
-            return
-        self.slots = {name: self._initial_slot(name, size) for name in self.slot_names}
-        self._tmp = np.empty(size, dtype=np.float32)
+        """Allocate slot vectors for a parameter vector of ``size`` elements. Idempotent and
+        cheap, as it runs before every step; after a hyperparameter change that adds or drops
+        a slot (SGD's momentum from 0 to 0.9) it allocates the new slot and keeps the others."""
+        if self._tmp is None or self._tmp.size != size:
+            self.slots, self._tmp = {}, np.empty(size, dtype=np.float32)
+        names = tuple(self.slot_names)
+        if tuple(self.slots) != names:
+            self.slots = {name: self.slots[name] if name in self.slots else self._initial_slot(name, size)
+                          for name in names}
 
     def reset_slots(self) -> None:
         """Drop the slots and scratch space, as before the first step: the next ``build`` (or
@@ -117,15 +131,27 @@ class Optimizer:
 
     def apply_config(self, config: dict) -> None:
         """Take the hyperparameters of ``config`` (``get_config()`` of an optimizer of the same
-        kind, e.g. after a callback changed its learning rate), keeping slots and iterations."""
+        kind, e.g. after a callback changed its learning rate) through the constructor's
+        checks, all or none; iterations and the slots that still apply are kept."""
         config = dict(config)
-        if config.pop("name", self.name) != self.name:
-            raise ValueError(f"{type(self).__name__}.apply_config: expected a config of "
-                             f"{self.name!r}, received one of {config.get('name')!r}")
-        if "learning_rate" in config:
-            self.learning_rate = schedules.deserialize(config.pop("learning_rate"))
-        for key, value in config.items():
-            setattr(self, key, value)
+        who = f"{type(self).__name__}.apply_config"
+        name = config.pop("name", self.name)
+        if name != self.name:
+            raise ValueError(f"{who}: expected a config of {self.name!r}, received one of {name!r}")
+        known = set(self.get_config()) - {"name"}
+        unknown = sorted(set(config) - known)
+        if unknown:
+            raise ValueError(f"{who}: expected hyperparameters among {sorted(known)}, received {unknown}")
+        before = dict(self.__dict__)
+        try:
+            if "learning_rate" in config:
+                self.learning_rate = schedules.deserialize(config.pop("learning_rate"))
+            for key, value in config.items():
+                setattr(self, key, value)
+        except Exception:
+            self.__dict__.clear()
+            self.__dict__.update(before)
+            raise
 
     @classmethod
     def from_config(cls, config):
@@ -157,12 +183,17 @@ class SGD(Optimizer):
     """Keras SGD: ``v = momentum * v - lr * g``; ``p += v`` (or the Nesterov look-ahead)."""
 
     name = "sgd"
+    momentum = Hyperparameter(below=1.0)
+    nesterov = Hyperparameter(flag=True)
 
     def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False):
         super().__init__(learning_rate)
-        self.momentum = _check("SGD", "momentum", momentum, high=1.0)
-        self.nesterov = bool(nesterov)
-        self.slot_names = ("momentum",) if self.momentum else ()
+        self.momentum = momentum
+        self.nesterov = nesterov
+
+    @property
+    def slot_names(self):
+        return ("momentum",) if self.momentum else ()
 
     def _update(self, p, g, lr, slots, tmp):
         tmp = np.multiply(g, lr, out=tmp)
@@ -188,12 +219,13 @@ class Adam(Optimizer):
 
     name = "adam"
     slot_names = ("m", "v")
+    beta_1 = Hyperparameter(below=1.0)
+    beta_2 = Hyperparameter(below=1.0)
+    epsilon = Hyperparameter()
 
     def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7):
         super().__init__(learning_rate)
-        self.beta_1 = _check("Adam", "beta_1", beta_1, high=1.0)
-        self.beta_2 = _check("Adam", "beta_2", beta_2, high=1.0)
-        self.epsilon = _check("Adam", "epsilon", epsilon)
+        self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
 
     def _update(self, p, g, lr, slots, tmp):
         m, v = slots["m"], slots["v"]
@@ -222,12 +254,12 @@ class Adagrad(Optimizer):
 
     name = "adagrad"
     slot_names = ("accumulator",)
+    initial_accumulator_value = Hyperparameter()
+    epsilon = Hyperparameter()
 
     def __init__(self, learning_rate=0.001, initial_accumulator_value=0.1, epsilon=1e-7):
         super().__init__(learning_rate)
-        self.initial_accumulator_value = _check("Adagrad", "initial_accumulator_value",
-                                                initial_accumulator_value)
-        self.epsilon = _check("Adagrad", "epsilon", epsilon)
+        self.initial_accumulator_value, self.epsilon = initial_accumulator_value, epsilon
 
     def _initial_slot(self, name, size):
         return np.full(size, self.initial_accumulator_value, dtype=np.float32)
@@ -252,13 +284,17 @@ class RMSprop(Optimizer):
     momentum (``mom = momentum * mom + step``; ``p -= mom``)."""
 
     name = "rmsprop"
+    rho = Hyperparameter(below=1.0)
+    momentum = Hyperparameter(below=1.0)
+    epsilon = Hyperparameter()
 
     def __init__(self, learning_rate=0.001, rho=0.9, momentum=0.0, epsilon=1e-7):
         super().__init__(learning_rate)
-        self.rho = _check("RMSprop", "rho", rho, high=1.0)
-        self.momentum = _check("RMSprop", "momentum", momentum, high=1.0)
-        self.epsilon = _check("RMSprop", "epsilon", epsilon)
-        self.slot_names = ("velocity", "momentum") if self.momentum else ("velocity",)
+        self.rho, self.momentum, self.epsilon = rho, momentum, epsilon
+
+    @property
+    def slot_names(self):
+        return ("velocity", "momentum") if self.momentum else ("velocity",)
 
     def _update(self, p, g, lr, slots, tmp):
         ms = slots["velocity"]
@@ -292,15 +328,16 @@ class Ftrl(Optimizer):
 
     name = "ftrl"
     slot_names = ("accumulator", "linear")
+    l1 = Hyperparameter()
+    l2 = Hyperparameter()
+    initial_accumulator_value = Hyperparameter()
+    beta = Hyperparameter()
 
     def __init__(self, learning_rate=0.001, l1=0.0, l2=0.0, initial_accumulator_value=0.1,
                  beta=0.0):
         super().__init__(learning_rate)
-        self.l1 = _check("Ftrl", "l1", l1)
-        self.l2 = _check("Ftrl", "l2", l2)
-        self.initial_accumulator_value = _check("Ftrl", "initial_accumulator_value",
-                                                initial_accumulator_value)
-        self.beta = _check("Ftrl", "beta", beta)
+        self.l1, self.l2, self.beta = l1, l2, beta
+        self.initial_accumulator_value = initial_accumulator_value
 
     def _initial_slot(self, name, size):
         value = self.initial_accumulator_value if name == "accumulator" else 0.0

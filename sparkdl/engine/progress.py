@@ -8,6 +8,8 @@ from __future__ import annotations
 import sys
 import time
 
+from sparkdl.engine import checks
+
 
 def format_logs(logs: dict) -> str:
     return " - ".join(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}"
@@ -17,10 +19,8 @@ def format_logs(logs: dict) -> str:
 class ProgressBar:
     def __init__(self, total: int | None, verbose: int = 1, stream=None, width: int = 30,
                  unit: str = "step"):
-        if verbose not in (0, 1, 2):
-            raise ValueError(f"expected verbose in (0, 1, 2), received verbose={verbose!r}")
         self.total = total
-        self.verbose = verbose
+        self.verbose = checks.one_of(verbose, (0, 1, 2), "verbose", "fit")
         self.stream = stream if stream is not None else sys.stderr
         self.width = width
         self.unit = unit

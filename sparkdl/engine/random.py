@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from sparkdl.engine import checks
+
 _root = np.random.SeedSequence()
 
 
 def set_random_seed(seed: int) -> None:
     """Seed weight initialisation of layers created from now on (and NumPy's legacy RNG)."""
     global _root
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"set_random_seed: expected a non-negative int, received {seed!r}")
-    _root = np.random.SeedSequence(int(seed))
-    np.random.seed(int(seed) % 2**32)
+    seed = checks.integer(seed, None, "set_random_seed", at_least=0)
+    _root = np.random.SeedSequence(seed)
+    np.random.seed(seed % 2**32)
 
 
 def new_generator() -> np.random.Generator:

@@ -7,11 +7,7 @@ from __future__ import annotations
 
 import math
 
-
-def _positive(name: str, what: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{name}: expected {what} > 0, received {what}={value!r}")
-    return value
+from sparkdl.engine import checks
 
 
 class LearningRateSchedule:
@@ -26,10 +22,11 @@ class ExponentialDecay(LearningRateSchedule):
     """``initial_learning_rate * decay_rate ** (step / decay_steps)`` (floored if staircase)."""
 
     def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False):
-        self.initial_learning_rate = float(_positive("ExponentialDecay", "initial_learning_rate",
-                                                     initial_learning_rate))
-        self.decay_steps = int(_positive("ExponentialDecay", "decay_steps", decay_steps))
-        self.decay_rate = float(_positive("ExponentialDecay", "decay_rate", decay_rate))
+        who = "ExponentialDecay"
+        self.initial_learning_rate = checks.number(initial_learning_rate, "initial_learning_rate", who,
+                                                   above=0)
+        self.decay_steps = int(checks.number(decay_steps, "decay_steps", who, above=0))
+        self.decay_rate = checks.number(decay_rate, "decay_rate", who, above=0)
         self.staircase = bool(staircase)
 
     def __call__(self, step):
@@ -46,10 +43,11 @@ class StepDecay(LearningRateSchedule):
     """Multiply the rate by ``gamma`` every ``step_size`` steps (PyTorch's StepLR)."""
 
     def __init__(self, initial_learning_rate, step_size, gamma=0.1):
-        self.initial_learning_rate = float(_positive("StepDecay", "initial_learning_rate",
-                                                     initial_learning_rate))
-        self.step_size = int(_positive("StepDecay", "step_size", step_size))
-        self.gamma = float(_positive("StepDecay", "gamma", gamma))
+        who = "StepDecay"
+        self.initial_learning_rate = checks.number(initial_learning_rate, "initial_learning_rate", who,
+                                                   above=0)
+        self.step_size = int(checks.number(step_size, "step_size", who, above=0))
+        self.gamma = checks.number(gamma, "gamma", who, above=0)
 
     def __call__(self, step):
         return self.initial_learning_rate * self.gamma ** (step // self.step_size)
@@ -89,18 +87,13 @@ class CosineDecay(LearningRateSchedule):
 
     def __init__(self, initial_learning_rate, decay_steps, alpha=0.0, warmup_target=None,
                  warmup_steps=0):
-        if not isinstance(initial_learning_rate, (int, float)) or initial_learning_rate < 0:
-            raise ValueError(f"CosineDecay: expected initial_learning_rate >= 0, "
-                             f"received {initial_learning_rate!r}")
-        self.initial_learning_rate = float(initial_learning_rate)
-        self.decay_steps = int(_positive("CosineDecay", "decay_steps", decay_steps))
-        if not 0 <= alpha <= 1:
-            raise ValueError(f"CosineDecay: expected 0 <= alpha <= 1, received alpha={alpha!r}")
-        self.alpha = float(alpha)
+        who = "CosineDecay"
+        self.initial_learning_rate = checks.number(initial_learning_rate, "initial_learning_rate", who,
+                                                   at_least=0)
+        self.decay_steps = int(checks.number(decay_steps, "decay_steps", who, above=0))
+        self.alpha = checks.number(alpha, "alpha", who, at_least=0, at_most=1)
         self.warmup_target = None if warmup_target is None else float(warmup_target)
-        if int(warmup_steps) < 0:
-            raise ValueError(f"CosineDecay: expected warmup_steps >= 0, received {warmup_steps!r}")
-        self.warmup_steps = int(warmup_steps)
+        self.warmup_steps = int(checks.number(warmup_steps, "warmup_steps", who, at_least=0))
 
     def __call__(self, step):
         peak = self.initial_learning_rate if self.warmup_target is None else self.warmup_target
@@ -123,7 +116,7 @@ class LinearWarmup(LearningRateSchedule):
 
     def __init__(self, after, warmup_steps, initial_learning_rate=0.0):
         self.after = after
-        self.warmup_steps = int(_positive("LinearWarmup", "warmup_steps", warmup_steps))
+        self.warmup_steps = int(checks.number(warmup_steps, "warmup_steps", "LinearWarmup", above=0))
         self.initial_learning_rate = float(initial_learning_rate)
 
     def _after(self, step):

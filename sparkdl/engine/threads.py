@@ -23,6 +23,8 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 
+from sparkdl.engine import checks
+
 _budget: int | None = None          # None: the default, the CPUs this process may use
 _pool: ThreadPoolExecutor | None = None
 _pool_workers = 0
@@ -46,11 +48,7 @@ def set_num_threads(n: int | None) -> None:
     """Let engine calls use ``n`` threads (None: the default), for the conv/pool worker
     threads and for BLAS."""
     global _budget
-    if n is not None:
-        if isinstance(n, bool) or not hasattr(n, "__index__") or n < 1:
-            raise ValueError(f"set_num_threads: expected an int >= 1 or None, received {n!r}")
-        n = int(n)
-    _budget = n
+    _budget = checks.optional_integer(n, None, "set_num_threads", at_least=1)
     set_blas_threads(get_num_threads())
 
 

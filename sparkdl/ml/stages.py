@@ -18,6 +18,7 @@ from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import (HasFeaturesCol, HasLabelCol, HasPredictionCol, HasProbabilityCol,
                                      HasRawPredictionCol, HasSeed)
 
+from sparkdl.engine import checks
 from sparkdl.ml.persistence import NNReadable, NNWritable
 
 logger = logging.getLogger(__name__)
@@ -107,30 +108,26 @@ class _NNParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, HasSeed):
 
     # ---- checks ------------------------------------------------------------------------------
     def _frequency_value(self):
+        """The frequency Param (a string) as SparkModel takes it: "3" is the int 3."""
+        from sparkdl.distributed.strategies import check_frequency
         value = self.getFrequency()
-        if value in ("epoch", "batch"):
-            return value
-        if value.isdigit() and int(value) > 0:
-            return int(value)
-        raise ValueError(f"{type(self).__name__}: expected frequency 'epoch', 'batch' or an integer "
-                         f"tau > 0, received frequency={value!r}")
+        return check_frequency(int(value) if value.isdigit() else value, type(self).__name__)
+
+    def _spark_options(self) -> dict:
+        return {"staleness": self.getStaleness()} if self.getMode() == "ssp" else {}
 
     def _check_params(self) -> None:
-        """Clear errors for out-of-range values, whether set at construction or by a grid."""
+        """Clear errors for out-of-range values, whether set at construction, by ``set`` or by a
+        grid: the rules of SparkModel's arguments, run before every fit and transform."""
         name = type(self).__name__
         for param, low in ((self.epochs, 0), (self.batchSize, 1), (self.numWorkers, 0),
                            (self.predictBatchSize, 1), (self.staleness, 0), (self.checkpointInterval, 1)):
-            value = self.getOrDefault(param)
-            if value < low:
-                raise ValueError(f"{name}: expected {param.name} >= {low}, received {param.name}={value}")
-        if self.getLearningRate() < 0:
-            raise ValueError(f"{name}: expected learningRate >= 0, received {self.getLearningRate()}")
-        if self.getAggregate() not in ("weights", "gradients"):
-            raise ValueError(f"{name}: expected aggregate 'weights' or 'gradients', "
-                             f"received {self.getAggregate()!r}")
-        from sparkdl.distributed.strategies import modes
+            checks.integer(self.getOrDefault(param), param.name, name, at_least=low)
+        checks.number(self.getLearningRate(), "learningRate", name, at_least=0)
+        from sparkdl.distributed.strategies import get_strategy, modes
         if self.getMode() not in modes():
             raise ValueError(f"{name}: unknown mode {self.getMode()!r}; expected one of {modes()}")
+        get_strategy(self.getMode(), **self._spark_options()).check_aggregate(self.getAggregate(), name)
         self._frequency_value()
         if self.getResume() and not self.getCheckpointDir():
             raise ValueError(f"{name}: resume=True needs checkpointDir (the directory to resume from)")
@@ -173,12 +170,6 @@ class _NNEstimatorBase(Estimator, _NNParams, NNWritable, NNReadable):
     def setModel(self, model):
         self._model = _check_model(model, type(self).__name__, self._classifier)
         return self
-
-    def _spark_options(self) -> dict:
-        options = {}
-        if self.getMode() == "ssp":
-            options["staleness"] = self.getStaleness()
-        return options
 
     def _fit(self, dataset):
         name = type(self).__name__

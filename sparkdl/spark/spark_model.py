@@ -15,10 +15,9 @@ import time
 import uuid
 from dataclasses import dataclass
 
-import numpy as np
-
 from sparkdl.distributed import worker
-from sparkdl.distributed.strategies import get_strategy
+from sparkdl.distributed.strategies import check_frequency, get_strategy
+from sparkdl.engine import checks
 from sparkdl.engine.callbacks import History
 from sparkdl.engine.files import json_plain
 from sparkdl.engine.training import EpochSums, FitLoop
@@ -26,15 +25,6 @@ from sparkdl.errors import NotCompiledError, SparkTrainingDivergedError
 from sparkdl.spark import block_cache, executor, frames, job, transports
 
 logger = logging.getLogger(__name__)
-
-
-def _check_frequency(frequency):
-    if frequency in ("epoch", "batch"):
-        return frequency
-    if isinstance(frequency, (int, np.integer)) and not isinstance(frequency, bool) and frequency > 0:
-        return int(frequency)
-    raise ValueError(f"SparkModel: expected frequency 'epoch', 'batch' or an int tau > 0, "
-                     f"received frequency={frequency!r}")
 
 
 class SparkModel:
@@ -76,38 +66,17 @@ class SparkModel:
         self.model = model
         self.strategy = get_strategy(mode, **mode_options)
         self.mode = self.strategy.name
-        self.frequency = _check_frequency(frequency)
-        self.strategy.check_aggregate(aggregate, "SparkModel")
+        who = "SparkModel"
+        self.frequency = check_frequency(frequency, who)
+        self.strategy.check_aggregate(aggregate, who)
         self.aggregate = aggregate
-        if num_workers is not None and (isinstance(num_workers, bool) or
-                                        not isinstance(num_workers, (int, np.integer)) or num_workers < 1):
-            raise ValueError(f"SparkModel: expected num_workers >= 1 (an int) or None, "
-                             f"received num_workers={num_workers!r}")
-        self.num_workers = num_workers
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"SparkModel: expected seed >= 0 (an int), received seed={seed!r}")
-        self.seed = int(seed)
-        if transport not in ("socket", "spark"):
-            raise ValueError(f"SparkModel: expected transport 'socket' or 'spark', "
-                             f"received transport={transport!r}")
-        self.transport = transport
-        if port is not None and (isinstance(port, bool) or not isinstance(port, (int, np.integer))
-                                 or not 0 <= port <= 65535):
-            raise ValueError(f"SparkModel: expected port None or an int in [0, 65535], "
-                             f"received port={port!r}")
-        self.port = port
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-            raise ValueError(f"SparkModel: expected timeout > 0 (seconds), received timeout={timeout!r}")
-        self.timeout = float(timeout)
-        if round_timeout is not None and (isinstance(round_timeout, bool) or
-                                          not isinstance(round_timeout, (int, float)) or not round_timeout > 0):
-            raise ValueError(f"SparkModel: expected round_timeout None or > 0 (seconds), "
-                             f"received round_timeout={round_timeout!r}")
-        self.round_timeout = None if round_timeout is None else float(round_timeout)
-        if execution not in ("auto", "rounds"):
-            raise ValueError(f"SparkModel: expected execution 'auto' (one Spark job per fit where "
-                             f"possible) or 'rounds' (a job per round), received execution={execution!r}")
-        self.execution = execution
+        self.num_workers = checks.optional_integer(num_workers, "num_workers", who, at_least=1)
+        self.seed = checks.integer(seed, "seed", who, at_least=0)
+        self.transport = checks.one_of(transport, ("socket", "spark"), "transport", who)
+        self.port = checks.optional_integer(port, "port", who, at_least=0, at_most=65535)
+        self.timeout = checks.number(timeout, "timeout", who, above=0)
+        self.round_timeout = checks.optional_number(round_timeout, "round_timeout", who, above=0)
+        self.execution = checks.one_of(execution, ("auto", "rounds"), "execution", who)
         self.history: History | None = None
 
     # ---- data ------------------------------------------------------------------------------
@@ -158,24 +127,22 @@ class SparkModel:
         settings; ``epochs`` may be larger than the interrupted fit's.
         """
         who = "SparkModel.fit"
-        if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
-            raise ValueError(f"{who}: expected epochs >= 0 (an int), received epochs={epochs!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ValueError(f"{who}: expected batch_size >= 1 (an int), received batch_size={batch_size!r}")
+        epochs = checks.integer(epochs, "epochs", who, at_least=0)
+        batch_size = checks.integer(batch_size, "batch_size", who, at_least=1)
         store = _checkpoint_store(checkpoint_dir, checkpoint_every, resume, checkpoint_keep, who)
         val = self._validation(validation_data, features_col, label_col) if validation_data is not None else None
         prep_start = time.perf_counter()
         blocks = self._blocks(data, features_col, label_col, who)
         val_blocks = None
         try:
-            blocks.note_batch_size(int(batch_size))
+            blocks.note_batch_size(batch_size)
             reason = "execution='rounds' was asked for" if self.execution == "rounds" else \
                 job.fallback_reason(blocks.rdd.context, len(blocks.rows), self.transport)
             if reason is None and val is not None and val[0] == "frame":
                 val_blocks = frames.dataframe_blocks(val[1], self.model, features_col, label_col,
                                                      len(blocks.rows), f"{who}(validation_data)")
             prep_seconds = time.perf_counter() - prep_start
-            run = _FitRun(epochs, int(batch_size), verbose, store, int(checkpoint_every), resume)
+            run = _FitRun(epochs, batch_size, verbose, store, int(checkpoint_every), resume)
             return self._fit_rounds(blocks, val, val_blocks, callbacks, prep_seconds, run, reason)
         finally:
             blocks.release()
@@ -384,6 +351,7 @@ class SparkModel:
         """NumPy in, NumPy out (locally); a DataFrame in, the DataFrame plus predictions out
         (computed on the executors)."""
         from pyspark.sql import DataFrame
+        batch_size = checks.integer(batch_size, "batch_size", "SparkModel.predict", at_least=1)
         if isinstance(data, DataFrame):
             return frames.predict_frame(data, self.model, features_col, prediction_col,
                                         probability_col, batch_size)
@@ -394,14 +362,13 @@ class SparkModel:
         from pyspark.sql import DataFrame
         if not isinstance(data, DataFrame):
             raise TypeError(f"SparkModel.evaluate: expected a DataFrame, received {type(data).__name__}")
+        batch_size = checks.integer(batch_size, "batch_size", "SparkModel.evaluate", at_least=1)
         return frames.evaluate_frame(data, self.model, features_col, label_col, batch_size)
 
 
 def _checkpoint_store(directory, every, resume, keep, who):
     """The fit's CheckpointStore (None without ``directory``), options checked first."""
-    if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
-        raise ValueError(f"{who}: expected checkpoint_every >= 1 (an int, in rounds), "
-                         f"received checkpoint_every={every!r}")
+    checks.integer(every, "checkpoint_every", who, at_least=1)
     if not isinstance(resume, bool):
         raise TypeError(f"{who}: expected resume as a bool, received {type(resume).__name__}: {resume!r}")
     if directory is None:
@@ -409,12 +376,11 @@ def _checkpoint_store(directory, every, resume, keep, who):
             raise ValueError(f"{who}: resume=True needs checkpoint_dir (the directory to resume from)")
         return None
     from sparkdl.distributed.checkpoint import CheckpointStore
-    if isinstance(keep, bool) or not isinstance(keep, (int, np.integer)) or keep < 1:
-        raise ValueError(f"{who}: expected checkpoint_keep >= 1 (an int), received checkpoint_keep={keep!r}")
+    keep = checks.integer(keep, "checkpoint_keep", who, at_least=1)
     if not isinstance(directory, (str, bytes)) and not hasattr(directory, "__fspath__"):
         raise TypeError(f"{who}: expected checkpoint_dir as a path, received "
                         f"{type(directory).__name__}: {directory!r}")
-    return CheckpointStore(directory, keep=int(keep))
+    return CheckpointStore(directory, keep=keep)
 
 
 def _check_resumable(meta: dict, settings: dict, store) -> None:

@@ -16,7 +16,7 @@ import re
 
 import numpy as np
 
-from sparkdl.engine import activations, initializers
+from sparkdl.engine import activations, checks, initializers
 from sparkdl.engine.random import new_generator
 
 _name_counters: dict[str, itertools.count] = {}
@@ -32,19 +32,6 @@ def _snake(name: str) -> str:
     """Keras' layer-name convention: Conv2D -> conv2d, MaxPool2D -> max_pool2d."""
     name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
     return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
-
-
-def as_shape(value, what: str) -> tuple[int, ...]:
-    """Normalise an int or a sequence of ints into a shape tuple, or raise naming ``what``."""
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        value = (int(value),)
-    try:
-        shape = tuple(int(v) for v in value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{what}: expected a tuple of positive ints, received {value!r}") from None
-    if any(v <= 0 for v in shape) or any(isinstance(v, bool) for v in value):
-        raise ValueError(f"{what}: expected a tuple of positive ints, received {value!r}")
-    return shape
 
 
 class Layer:
@@ -66,7 +53,7 @@ class Layer:
         self.built = False
         self.input_shape: tuple | None = None
         self.output_shape: tuple | None = None
-        self._declared_input_shape = as_shape(input_shape, f"{type(self).__name__} input_shape") \
+        self._declared_input_shape = checks.shape(input_shape, "input_shape", type(self).__name__) \
             if input_shape is not None else None
         self.dtype = dtype
         #: Set to False by a model for a layer whose input is the model's data: backward then

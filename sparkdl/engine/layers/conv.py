@@ -1,28 +1,8 @@
 """Convolution and pooling layers on NCHW inputs (channels first)."""
 from __future__ import annotations
 
-import numpy as np
-
-from sparkdl.engine import conv_ops
+from sparkdl.engine import checks, conv_ops
 from sparkdl.engine.layers.base import ActivatedLayer, Layer
-
-
-def _pair(value, what: str, who: str) -> tuple[int, int]:
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        value = (value, value)
-    try:
-        a, b = (int(v) for v in value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{who}: expected {what} as an int or a pair of ints, received {value!r}") from None
-    if a <= 0 or b <= 0:
-        raise ValueError(f"{who}: expected positive {what}, received {value!r}")
-    return a, b
-
-
-def _padding(value, who: str) -> str:
-    if not isinstance(value, str) or value.lower() not in ("valid", "same"):
-        raise ValueError(f"{who}: expected padding 'valid' or 'same', received {value!r}")
-    return value.lower()
 
 
 class _Spatial:
@@ -68,13 +48,12 @@ class Conv2D(_Spatial, ActivatedLayer):
 
     def __init__(self, filters, kernel_size, strides=1, padding="valid", activation=None,
                  use_bias=True, kernel_initializer="glorot_uniform", bias_initializer="zeros", **kwargs):
-        if isinstance(filters, bool) or not isinstance(filters, (int, np.integer)) or filters <= 0:
-            raise ValueError(f"Conv2D: expected filters > 0 (an int), received filters={filters!r}")
+        filters = checks.integer(filters, "filters", "Conv2D", above=0)
         super().__init__(activation=activation, **kwargs)
-        self.filters = int(filters)
-        self.kernel_size = _pair(kernel_size, "kernel_size", "Conv2D")
-        self.strides = _pair(strides, "strides", "Conv2D")
-        self.padding = _padding(padding, "Conv2D")
+        self.filters = filters
+        self.kernel_size = checks.pair(kernel_size, "kernel_size", "Conv2D")
+        self.strides = checks.pair(strides, "strides", "Conv2D")
+        self.padding = checks.one_of(padding, ("valid", "same"), "padding", "Conv2D", ignore_case=True)
         self.use_bias = bool(use_bias)
         self.kernel_initializer, self.bias_initializer = kernel_initializer, bias_initializer
 
@@ -118,9 +97,9 @@ class _Pool(_Spatial, Layer):
     def __init__(self, pool_size=2, strides=None, padding="valid", **kwargs):
         super().__init__(**kwargs)
         who = type(self).__name__
-        self.pool_size = _pair(pool_size, "pool_size", who)
-        self.strides = self.pool_size if strides is None else _pair(strides, "strides", who)
-        self.padding = _padding(padding, who)
+        self.pool_size = checks.pair(pool_size, "pool_size", who)
+        self.strides = self.pool_size if strides is None else checks.pair(strides, "strides", who)
+        self.padding = checks.one_of(padding, ("valid", "same"), "padding", who, ignore_case=True)
 
     def build(self, input_shape):
         self._out_hw, self._pads = self._geometry(input_shape, self.pool_size)

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from sparkdl.engine.layers.base import ActivatedLayer, Layer, as_shape
+from sparkdl.engine import checks
+from sparkdl.engine.layers.base import ActivatedLayer, Layer
 from sparkdl.engine.symbolic import SymbolicTensor, check_dtype
 
 
@@ -15,7 +16,7 @@ class InputLayer(Layer):
         if shape is None:
             raise ValueError("InputLayer: expected a shape such as (784,), received None")
         super().__init__(name=name)
-        self.shape = as_shape(shape, "Input shape")
+        self.shape = checks.shape(shape, "shape", "Input")
         self.dtype = check_dtype(dtype)
         self.ensure_built(self.shape)
 
@@ -43,10 +44,9 @@ class Dense(ActivatedLayer):
 
     def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
                  bias_initializer="zeros", **kwargs):
-        if isinstance(units, bool) or not isinstance(units, (int, np.integer)) or units <= 0:
-            raise ValueError(f"Dense: expected units > 0 (an int), received units={units!r}")
+        units = checks.integer(units, "units", "Dense", above=0)
         super().__init__(activation=activation, **kwargs)
-        self.units = int(units)
+        self.units = units
         self.use_bias = bool(use_bias)
         self.kernel_initializer = kernel_initializer
         self.bias_initializer = bias_initializer
@@ -108,10 +108,9 @@ class Dropout(Layer):
     stochastic = True
 
     def __init__(self, rate, seed=None, **kwargs):
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
-            raise ValueError(f"Dropout: expected 0 <= rate < 1, received rate={rate!r}")
+        rate = checks.fraction(rate, "rate", "Dropout")
         super().__init__(**kwargs)
-        self.rate = float(rate)
+        self.rate = rate
         self.seed = seed
         if seed is not None:
             self.rng = np.random.default_rng(seed)

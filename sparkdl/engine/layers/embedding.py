@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from sparkdl.engine import checks
 from sparkdl.engine.layers.base import Layer
 
 
@@ -16,11 +17,10 @@ class Embedding(Layer):
     sparse_params = ("embeddings",)
 
     def __init__(self, input_dim, output_dim, embeddings_initializer="random_uniform", **kwargs):
-        for arg, value in (("input_dim", input_dim), ("output_dim", output_dim)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-                raise ValueError(f"Embedding: expected {arg} > 0 (an int), received {arg}={value!r}")
+        input_dim = checks.integer(input_dim, "input_dim", "Embedding", above=0)
+        output_dim = checks.integer(output_dim, "output_dim", "Embedding", above=0)
         super().__init__(**kwargs)
-        self.input_dim, self.output_dim = int(input_dim), int(output_dim)
+        self.input_dim, self.output_dim = input_dim, output_dim
         self.embeddings_initializer = embeddings_initializer
         self.touched_rows = {"embeddings": np.zeros(0, dtype=np.int64)}
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from sparkdl.engine import checks
 from sparkdl.engine.layers.base import Layer
 
 
@@ -44,9 +45,8 @@ class Concatenate(_Merge):
 
     def __init__(self, axis: int = -1, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or axis == 0:
-            raise ValueError(f"Concatenate: expected a non-batch axis (an int other than 0), "
-                             f"received axis={axis!r}")
+        if not checks.is_integer(axis) or axis == 0:
+            raise checks.invalid("Concatenate", "a non-batch axis (an int other than 0)", "axis", axis)
         self.axis = int(axis)
 
     def compute_output_shape(self, input_shape):

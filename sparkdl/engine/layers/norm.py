@@ -3,11 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from sparkdl.engine import checks
 from sparkdl.engine.layers.base import Layer
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 class BatchNorm(Layer):
@@ -20,11 +17,8 @@ class BatchNorm(Layer):
 
     def __init__(self, momentum=0.99, epsilon=1e-3, **kwargs):
         super().__init__(**kwargs)
-        if not (_is_number(momentum) and 0 <= momentum < 1):
-            raise ValueError(f"BatchNorm: expected 0 <= momentum < 1, received momentum={momentum!r}")
-        if not (_is_number(epsilon) and epsilon > 0):
-            raise ValueError(f"BatchNorm: expected epsilon > 0, received epsilon={epsilon!r}")
-        self.momentum, self.epsilon = float(momentum), float(epsilon)
+        self.momentum = checks.fraction(momentum, "momentum", "BatchNorm")
+        self.epsilon = checks.number(epsilon, "epsilon", "BatchNorm", above=0)
 
     def build(self, input_shape):
         if len(input_shape) not in (1, 3):
