@@ -6,6 +6,8 @@ the pre-activation buffer it owns.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 
@@ -116,7 +118,7 @@ def names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get(identifier) -> ActivationFn:
+def get(identifier: str | dict[str, Any] | ActivationFn | None) -> ActivationFn:
     """Resolve ``None``, a name, a config dict or an ActivationFn instance."""
     if identifier is None:
         return Linear()

@@ -6,6 +6,8 @@ fan_out = filters*kh*kw.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 
@@ -126,7 +128,7 @@ def names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get(identifier) -> Initializer:
+def get(identifier: str | dict[str, Any] | Initializer) -> Initializer:
     if isinstance(identifier, Initializer):
         return identifier
     if isinstance(identifier, dict):

@@ -6,6 +6,9 @@ size, so optimizer state checkpoints and ships like the weights do.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 
 from sparkdl.engine import schedules
@@ -35,11 +38,11 @@ class Optimizer:
     name = "optimizer"
     slot_names: tuple[str, ...] = ()
 
-    def __init__(self, learning_rate=0.01):
+    def __init__(self, learning_rate: float | LearningRateSchedule = 0.01):
         self.learning_rate = learning_rate
         self.iterations = 0
         self.slots: dict[str, np.ndarray] = {}
-        self._tmp = None
+        self._tmp: np.ndarray | None = None
 
     # learning_rate reads as the current float value and accepts a float or a schedule.
     @property
@@ -48,7 +51,7 @@ class Optimizer:
         return float(lr(self.iterations)) if callable(lr) else lr
 
     @learning_rate.setter
-    def learning_rate(self, value):
+    def learning_rate(self, value: float | LearningRateSchedule | Callable[[int], float]) -> None:
         if isinstance(value, LearningRateSchedule) or callable(value):
             self._learning_rate = value
         else:
@@ -68,7 +71,7 @@ class Optimizer:
         self.slots = {}
         self._tmp = None
 
-    def _initial_slot(self, name, size):
+    def _initial_slot(self, name: str, size: int) -> np.ndarray:
         return np.zeros(size, dtype=np.float32)
 
     def apply(self, params: np.ndarray, grads: np.ndarray, dense_size: int | None = None,
@@ -81,13 +84,15 @@ class Optimizer:
         and optimizer state, as in Keras' sparse updates.
         """
         self.build(params.size)
+        tmp = self._tmp
+        assert tmp is not None, "build() allocates the scratch vector"
         lr = np.float32(self.learning_rate)
         if dense_size is None:
-            self._update(params, grads, lr, self.slots, self._tmp)
+            self._update(params, grads, lr, self.slots, tmp)
         else:
             d = dense_size
             self._update(params[:d], grads[:d], lr, {k: s[:d] for k, s in self.slots.items()},
-                         self._tmp[:d])
+                         tmp[:d])
             if sparse_index is not None and len(sparse_index):
                 idx = sparse_index
                 p, slots = params[idx], {k: s[idx] for k, s in self.slots.items()}
@@ -100,7 +105,8 @@ class Optimizer:
             for slot in self.slots.values():
                 np.putmask(slot, np.abs(slot) < _TINY, 0)
 
-    def _update(self, p, g, lr, slots, tmp):
+    def _update(self, p: np.ndarray, g: np.ndarray, lr: np.float32, slots: dict[str, np.ndarray],
+                tmp: np.ndarray) -> None:
         """The update rule on aligned arrays (params, grads, slot arrays, scratch)."""
         raise NotImplementedError
 
@@ -110,12 +116,12 @@ class Optimizer:
         state["slots"] = {}
         return state
 
-    def get_config(self) -> dict:
+    def get_config(self) -> dict[str, Any]:
         lr = self._learning_rate
         return {"name": self.name,
                 "learning_rate": lr.get_config() if isinstance(lr, LearningRateSchedule) else lr}
 
-    def apply_config(self, config: dict) -> None:
+    def apply_config(self, config: dict[str, Any]) -> None:
         """Take the hyperparameters of ``config`` (``get_config()`` of an optimizer of the same
         kind, e.g. after a callback changed its learning rate), keeping slots and iterations."""
         config = dict(config)
@@ -128,7 +134,7 @@ class Optimizer:
             setattr(self, key, value)
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: dict[str, Any]) -> Optimizer:
         config = dict(config)
         config.pop("name", None)
         if "learning_rate" in config:
@@ -158,13 +164,15 @@ class SGD(Optimizer):
 
     name = "sgd"
 
-    def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False):
+    def __init__(self, learning_rate: float | LearningRateSchedule = 0.01, momentum: float = 0.0,
+                 nesterov: bool = False):
         super().__init__(learning_rate)
         self.momentum = _check("SGD", "momentum", momentum, high=1.0)
         self.nesterov = bool(nesterov)
         self.slot_names = ("momentum",) if self.momentum else ()
 
-    def _update(self, p, g, lr, slots, tmp):
+    def _update(self, p: np.ndarray, g: np.ndarray, lr: np.float32, slots: dict[str, np.ndarray],
+                tmp: np.ndarray) -> None:
         tmp = np.multiply(g, lr, out=tmp)
         if not self.momentum:
             p -= tmp
@@ -179,7 +187,7 @@ class SGD(Optimizer):
         else:
             p += v
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "momentum": self.momentum, "nesterov": self.nesterov}
 
 
@@ -189,13 +197,15 @@ class Adam(Optimizer):
     name = "adam"
     slot_names = ("m", "v")
 
-    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7):
+    def __init__(self, learning_rate: float | LearningRateSchedule = 0.001, beta_1: float = 0.9,
+                 beta_2: float = 0.999, epsilon: float = 1e-7):
         super().__init__(learning_rate)
         self.beta_1 = _check("Adam", "beta_1", beta_1, high=1.0)
         self.beta_2 = _check("Adam", "beta_2", beta_2, high=1.0)
         self.epsilon = _check("Adam", "epsilon", epsilon)
 
-    def _update(self, p, g, lr, slots, tmp):
+    def _update(self, p: np.ndarray, g: np.ndarray, lr: np.float32, slots: dict[str, np.ndarray],
+                tmp: np.ndarray) -> None:
         m, v = slots["m"], slots["v"]
         t = self.iterations + 1
         alpha = lr * np.sqrt(1 - self.beta_2 ** t) / (1 - self.beta_1 ** t)
@@ -212,7 +222,7 @@ class Adam(Optimizer):
         tmp *= np.float32(alpha)
         p -= tmp
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2,
                 "epsilon": self.epsilon}
 
@@ -223,16 +233,18 @@ class Adagrad(Optimizer):
     name = "adagrad"
     slot_names = ("accumulator",)
 
-    def __init__(self, learning_rate=0.001, initial_accumulator_value=0.1, epsilon=1e-7):
+    def __init__(self, learning_rate: float | LearningRateSchedule = 0.001,
+                 initial_accumulator_value: float = 0.1, epsilon: float = 1e-7):
         super().__init__(learning_rate)
         self.initial_accumulator_value = _check("Adagrad", "initial_accumulator_value",
                                                 initial_accumulator_value)
         self.epsilon = _check("Adagrad", "epsilon", epsilon)
 
-    def _initial_slot(self, name, size):
+    def _initial_slot(self, name: str, size: int) -> np.ndarray:
         return np.full(size, self.initial_accumulator_value, dtype=np.float32)
 
-    def _update(self, p, g, lr, slots, tmp):
+    def _update(self, p: np.ndarray, g: np.ndarray, lr: np.float32, slots: dict[str, np.ndarray],
+                tmp: np.ndarray) -> None:
         acc = slots["accumulator"]
         np.multiply(g, g, out=tmp)
         acc += tmp
@@ -242,7 +254,7 @@ class Adagrad(Optimizer):
         tmp *= lr
         p -= tmp
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "initial_accumulator_value": self.initial_accumulator_value,
                 "epsilon": self.epsilon}
 
@@ -253,14 +265,16 @@ class RMSprop(Optimizer):
 
     name = "rmsprop"
 
-    def __init__(self, learning_rate=0.001, rho=0.9, momentum=0.0, epsilon=1e-7):
+    def __init__(self, learning_rate: float | LearningRateSchedule = 0.001, rho: float = 0.9,
+                 momentum: float = 0.0, epsilon: float = 1e-7):
         super().__init__(learning_rate)
         self.rho = _check("RMSprop", "rho", rho, high=1.0)
         self.momentum = _check("RMSprop", "momentum", momentum, high=1.0)
         self.epsilon = _check("RMSprop", "epsilon", epsilon)
         self.slot_names = ("velocity", "momentum") if self.momentum else ("velocity",)
 
-    def _update(self, p, g, lr, slots, tmp):
+    def _update(self, p: np.ndarray, g: np.ndarray, lr: np.float32, slots: dict[str, np.ndarray],
+                tmp: np.ndarray) -> None:
         ms = slots["velocity"]
         ms *= self.rho
         np.multiply(g, g, out=tmp)
@@ -278,7 +292,7 @@ class RMSprop(Optimizer):
         else:
             p -= tmp
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "rho": self.rho, "momentum": self.momentum,
                 "epsilon": self.epsilon}
 
@@ -293,8 +307,8 @@ class Ftrl(Optimizer):
     name = "ftrl"
     slot_names = ("accumulator", "linear")
 
-    def __init__(self, learning_rate=0.001, l1=0.0, l2=0.0, initial_accumulator_value=0.1,
-                 beta=0.0):
+    def __init__(self, learning_rate: float | LearningRateSchedule = 0.001, l1: float = 0.0,
+                 l2: float = 0.0, initial_accumulator_value: float = 0.1, beta: float = 0.0):
         super().__init__(learning_rate)
         self.l1 = _check("Ftrl", "l1", l1)
         self.l2 = _check("Ftrl", "l2", l2)
@@ -302,11 +316,12 @@ class Ftrl(Optimizer):
                                                 initial_accumulator_value)
         self.beta = _check("Ftrl", "beta", beta)
 
-    def _initial_slot(self, name, size):
+    def _initial_slot(self, name: str, size: int) -> np.ndarray:
         value = self.initial_accumulator_value if name == "accumulator" else 0.0
         return np.full(size, value, dtype=np.float32)
 
-    def _update(self, p, g, lr, slots, tmp):
+    def _update(self, p: np.ndarray, g: np.ndarray, lr: np.float32, slots: dict[str, np.ndarray],
+                tmp: np.ndarray) -> None:
         n, z = slots["accumulator"], slots["linear"]
         sqrt_old = np.sqrt(n)
         n += g * g
@@ -316,7 +331,7 @@ class Ftrl(Optimizer):
         quadratic = sqrt_new / lr + (2 * self.l2 + self.beta / lr)
         p[...] = (np.clip(z, -self.l1, self.l1) - z) / quadratic
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "l1": self.l1, "l2": self.l2,
                 "initial_accumulator_value": self.initial_accumulator_value, "beta": self.beta}
 
@@ -328,7 +343,7 @@ def names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get(identifier) -> Optimizer:
+def get(identifier: str | dict[str, Any] | Optimizer) -> Optimizer:
     if isinstance(identifier, Optimizer):
         return identifier
     if isinstance(identifier, dict):

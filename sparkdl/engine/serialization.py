@@ -18,10 +18,14 @@ import io
 import json
 import os
 import zipfile
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from sparkdl.engine.files import atomic_write, npz_arrays, npz_bytes
+
+if TYPE_CHECKING:
+    from sparkdl.engine.model import Model
 
 FORMAT = "sparkdl.model"
 VERSION = 1
@@ -136,7 +140,7 @@ def assign_weights(model, arrays: dict[str, np.ndarray], where: str, who: str = 
 def model_from_config(class_name: str, config: dict, custom_objects=None):
     from sparkdl.engine.model import Model
     from sparkdl.engine.sequential import Sequential
-    classes = {"Sequential": Sequential, "Model": Model}
+    classes: dict[str, type[Model]] = {"Sequential": Sequential, "Model": Model}
     if class_name not in classes:
         raise ValueError(f"load_model: unknown model class {class_name!r}; expected one of {sorted(classes)}")
     return classes[class_name].from_config(config, custom_objects=custom_objects)
@@ -151,7 +155,8 @@ def _resolve(registry_get, config, custom_objects):
     return registry_get(config)
 
 
-def load_model(path, custom_objects: dict | None = None, compile: bool = True):
+def load_model(path: str | os.PathLike[str], custom_objects: dict[str, Any] | None = None,
+               compile: bool = True) -> Model:
     """Rebuild a model saved with ``model.save(path)``: architecture, weights, and (when it was
     compiled and ``compile=True``) its optimizer with its state, loss and metrics."""
     path = os.fspath(path)
