@@ -1,6 +1,7 @@
-# Two entry points on a fresh machine with Python >= 3.10 and Java >= 17:
+# Entry points on a fresh machine with Python >= 3.10 and Java >= 17:
 #   make demo   create .venv, install, train the MNIST example and print its test accuracy
-#   make test   create .venv, install the test extras, run the whole test suite
+#   make test   create .venv, install the test extras, lint (ruff, mypy), run the whole test suite
+#   make lint   ruff over the code and mypy over the sparkdl package (settings in pyproject.toml)
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -8,7 +9,7 @@ PY     := $(VENV)/bin/python
 # PyTorch reference comparisons (they are skipped when torch is absent).
 EXTRA_PIP ?=
 
-.PHONY: demo test bench check-java clean
+.PHONY: demo test lint bench check-java clean
 
 check-java:
 	@full=$$(java -version 2>&1 | sed -n 's/.* version "\([^"]*\)".*/\1/p' | head -n 1); \
@@ -31,11 +32,15 @@ demo: check-java $(VENV)/.examples-installed
 	PYSPARK_PYTHON=$(CURDIR)/$(PY) PYSPARK_DRIVER_PYTHON=$(CURDIR)/$(PY) $(VENV)/bin/spark-submit \
 	    --master "local[2]" --properties-file spark-defaults.conf examples/mnist_app.py --workers 2 --epochs 10
 
-test: check-java $(VENV)/.test-installed
+lint: $(VENV)/.test-installed
+	$(PY) -m ruff check sparkdl tests benchmarks examples
+	$(PY) -m mypy
+
+test: check-java lint
 	$(PY) -m pytest
 
 bench: $(VENV)/.test-installed
 	$(PY) benchmarks/engine_vs_torch.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -85,15 +85,16 @@ def push_cost(pushes):
                 times = []
                 lock = threading.Lock()
 
+                # The threads running client() are joined within this iteration.
                 def client(partition):
-                    c = parameter_server.Client(server.address, token, 60, 0, partition, 0, size)
-                    update = np.full(size, 1e-3, np.float32)
+                    c = parameter_server.Client(server.address, token, 60, 0, partition, 0, size)  # noqa: B023
+                    update = np.full(size, 1e-3, np.float32)  # noqa: B023
                     c.start()
                     for k in range(pushes):
                         t = time.perf_counter()
                         c.push(k, 64, update)
-                        with lock:
-                            times.append(time.perf_counter() - t)
+                        with lock:  # noqa: B023
+                            times.append(time.perf_counter() - t)  # noqa: B023
                     c.done()
                     c.close()
                 threads = [threading.Thread(target=client, args=(p,)) for p in range(2)]

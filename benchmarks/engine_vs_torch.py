@@ -233,7 +233,8 @@ def main():
     print(f"# engine_vs_torch: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"threads={n_threads}, numpy {np.__version__}, torch {torch.__version__}, "
           f"python {platform.python_version()}, repeats={args.repeats}")
-    print(f"{'model':<28}{'batch':>6}{'sparkdl ms':>12}{'torch ms':>10}{'ratio':>8}  {'ratio per repeat, quartiles':>27}")
+    print(f"{'model':<28}{'batch':>6}{'sparkdl ms':>12}{'torch ms':>10}{'ratio':>8}"
+          f"  {'ratio per repeat, quartiles':>27}")
     for key in args.models.split(","):
         builder, batch = CASES[key]
         name, ours, theirs, opt, x, y = builder(batch)
@@ -242,9 +243,9 @@ def main():
 
         def ours_timed(steps):
             # As in fit: the model's threading (BLAS single-threaded under conv/pool threads)
-            # is set once around many steps, not per step.
-            with ours._threading():
-                return timed(ours_step, steps)
+            # is set once around many steps, not per step. Called within this iteration only.
+            with ours._threading():  # noqa: B023
+                return timed(ours_step, steps)  # noqa: B023
 
         ours_timed(20)  # warm up caches, allocator, workspaces and thread pools
         timed(torch_step, 20)

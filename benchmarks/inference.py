@@ -38,7 +38,8 @@ def main():
     from sparkdl.spark import from_arrays, get_session
 
     print(f"# inference: {platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}")
-    spark = get_session("local[2]", app_name="sparkdl-bench-inference", conf={"spark.ui.enabled": "false", "spark.driver.memory": "4g"})
+    spark = get_session("local[2]", app_name="sparkdl-bench-inference",
+                        conf={"spark.ui.enabled": "false", "spark.driver.memory": "4g"})
     spark.sparkContext.setLogLevel("ERROR")
     x, y, _, _ = mnist_5k(0)
     reps = -(-args.rows // len(x))

@@ -4,21 +4,33 @@ The engine (``layers``, ``optimizers``, ``losses``, ``metrics``, ``callbacks``,
 ``sparkdl.models``) needs only NumPy; ``SparkModel`` and the pyspark.ml stages import pyspark
 when first used. The exceptions callers catch (``sparkdl.errors``) are importable from here.
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from sparkdl.engine import callbacks, layers, losses, metrics, optimizers
 from sparkdl.engine.random import set_random_seed
 from sparkdl.errors import (AuthenticationError, NotCompiledError, ProtocolError, RemoteError,
                             SparkTrainingDivergedError, TrainingDivergedError)
 
+if TYPE_CHECKING:
+    from sparkdl.spark import SparkModel
+
 __version__ = "0.1.0"
 
-__all__ = ["callbacks", "layers", "losses", "metrics", "optimizers", "set_random_seed", "__version__",
-           "AuthenticationError", "NotCompiledError", "ProtocolError", "RemoteError",
+__all__ = ["SparkModel", "callbacks", "layers", "losses", "metrics", "optimizers", "set_random_seed",
+           "__version__", "AuthenticationError", "NotCompiledError", "ProtocolError", "RemoteError",
            "SparkTrainingDivergedError", "TrainingDivergedError"]
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:
     # SparkModel lives in the Spark layer; importing it starts pyspark, so only on demand.
     if name == "SparkModel":
         from sparkdl.spark import SparkModel
         return SparkModel
     raise AttributeError(f"module 'sparkdl' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    # dir() and tab completion list SparkModel although it is imported only on access.
+    return sorted([*globals(), "SparkModel"])

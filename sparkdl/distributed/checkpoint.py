@@ -365,7 +365,7 @@ def _check_layout(model, saved: list, where: str) -> None:
         if [w[0] for w in sw] != [w[0] for w in cw]:
             raise ValueError(f"checkpoint {where} holds weights {[w[0] for w in sw]} for {who}, "
                              f"the model has {[w[0] for w in cw]}")
-        for (key, s_shape, s_dtype), (_, c_shape, c_dtype) in zip(sw, cw):
+        for (key, s_shape, _), (_, c_shape, _) in zip(sw, cw):
             if list(s_shape) != list(c_shape):
                 raise ValueError(f"checkpoint {where} holds weights for '{s.get('name')}' "
                                  f"({key}) of shape {tuple(s_shape)}, the model has "

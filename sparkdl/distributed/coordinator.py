@@ -133,6 +133,7 @@ class Coordinator:
             if not self._cond.wait_for(ready, timeout=self.poll):
                 return Frame(Op.OK, {"kind": "wait"})
             order = self._order
+        assert order is not None, "ready() saw it"
         return Frame(Op.OK, order.meta, order.payload)
 
     def _report(self, frame: Frame) -> Frame:

@@ -51,7 +51,7 @@ def run_fit_task(model, block, val_block, partition: int, end: FitEndpoint) -> d
     try:
         attempt = conn.request(Op.REGISTER, {"partition": partition}).meta["attempt"]
         buffer = np.empty(max(end.pull.size if end.pull else 0, end.server_size), np.float32)
-        after = -1
+        after: int | None = -1
         conn.send(Op.NEXT, {"partition": partition, "after": after})
         while True:
             frame = conn.receive(out=buffer, what="the driver's next order")
@@ -169,6 +169,7 @@ def metric_states(meta: dict, array: np.ndarray | None) -> list[np.ndarray]:
     states, start = [], 0
     for shape in meta.get("metric_shapes", []):
         size = int(np.prod(shape)) if shape else 1
+        assert array is not None, "a report with metric shapes carries their values"
         states.append(array[start:start + size].reshape(shape))
         start += size
     return states

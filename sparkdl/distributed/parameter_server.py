@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -28,6 +29,9 @@ from sparkdl.distributed.protocol import Frame, Op
 from sparkdl.distributed.server import PushBuffers, Refused, int_field
 from sparkdl.distributed.strategies import get_strategy
 from sparkdl.engine import checks
+
+if TYPE_CHECKING:
+    from sparkdl.distributed.protocol import Connection
 
 logger = logging.getLogger(__name__)
 
@@ -108,14 +112,17 @@ class ParameterServer(PushBuffers):
             return Frame(Op.OK, {}, self.vector.copy())
 
     def _wait_for_slowest(self, partition: int, clock: int) -> None:
+        staleness = self.staleness
+        assert staleness is not None, "mode ssp has a staleness"
+
         def near():
-            return not self._clocks or clock - min(self._clocks.values()) <= self.staleness
+            return not self._clocks or clock - min(self._clocks.values()) <= staleness
         if near():
             return
         start = time.perf_counter()
         self.stats["waits"] += 1
         if not self._changed.wait_for(near, timeout=self.timeout):
-            slowest = min(self._clocks, key=self._clocks.get)
+            slowest = min(self._clocks, key=self._clocks.__getitem__)
             raise Refused(f"ssp: partition {partition} at clock {clock} waited {self.timeout} s for "
                           f"partition {slowest} (clock {self._clocks[slowest]}) to come within "
                           f"staleness {self.staleness}")
@@ -177,7 +184,7 @@ class Client:
         self.address, self.token, self.timeout = tuple(address), token, timeout
         self.epoch, self.partition, self.attempt = epoch, partition, attempt
         self.size = size
-        self._conn = None
+        self._conn: Connection | None = None
         self._pull_buffer = np.empty(size, np.float32)
 
     def _request(self, op, meta, array=None, out=None, what="the parameter server"):

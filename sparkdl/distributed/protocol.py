@@ -102,7 +102,7 @@ def send_frame(sock: socket.socket, op: int, meta: dict | None = None,
         sock.sendall(head + (array.tobytes() if array is not None else b""))
         return
     sock.sendall(head)
-    sock.sendall(memoryview(array.reshape(-1)).cast("B"))
+    sock.sendall(memoryview(array.reshape(-1)).cast("B"))  # type: ignore[arg-type]  # numpy declares __buffer__ for Python >= 3.12 only
 
 
 # ---- decoding ---------------------------------------------------------------------------------
@@ -167,7 +167,7 @@ def recv_frame(sock: socket.socket, max_data: int, out: np.ndarray | None = None
     else:
         array = np.empty(shape, dtype)
     if data_len:
-        _recv_into(sock, memoryview(array.reshape(-1)).cast("B"), what)
+        _recv_into(sock, memoryview(array.reshape(-1)).cast("B"), what)  # type: ignore[arg-type]  # as in send
     return Frame(op, meta, array)
 
 
@@ -210,7 +210,7 @@ class Connection:
         self.address = tuple(address)
         self.max_reply = max_reply
         try:
-            self.sock = socket.create_connection(self.address, timeout=timeout)
+            self.sock = socket.create_connection(self.address, timeout=timeout)  # type: ignore[arg-type]  # (host, port)
         except socket.timeout as exc:
             raise TimeoutError(f"timed out after {timeout} s connecting to the sparkdl server at "
                                f"{self.address[0]}:{self.address[1]}") from exc

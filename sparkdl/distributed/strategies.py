@@ -13,6 +13,8 @@ class Strategy:
     name = "strategy"
     #: trains against a parameter server (one Spark job per epoch) instead of in rounds
     asynchronous = False
+    #: ssp: how many pushes a worker may run ahead of the slowest; None: no bound
+    staleness: int | None = None
 
     def __repr__(self):
         return f"{type(self).__name__}()"
@@ -34,7 +36,6 @@ class AsyncStrategy(Strategy):
 
     name = "async"
     asynchronous = True
-    staleness = None
 
 
 class HogwildStrategy(AsyncStrategy):

@@ -24,7 +24,7 @@ class RoundSpec:
     round: int
     seed: int
     batch_size: int
-    frequency: object          # "epoch", "batch" or an int tau
+    frequency: str | int       # "epoch", "batch" or an int tau
     aggregate: str             # "weights" or "gradients"
     optimizer: dict | None = None   # the driver's optimizer config (a callback may change it)
 

@@ -6,6 +6,8 @@ the pre-activation buffer it owns.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from sparkdl.engine import checks
@@ -22,33 +24,33 @@ class ActivationFn:
         """Return dL/dz given dL/dy and the output y = f(z)."""
         raise NotImplementedError
 
-    def get_config(self) -> dict:
+    def get_config(self) -> dict[str, Any]:
         return {"name": self.name}
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
 
 class Linear(ActivationFn):
     name = "linear"
 
-    def forward(self, z, out=None):
+    def forward(self, z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         if out is not None and out is not z:
             out[...] = z
             return out
         return z
 
-    def backward(self, dLdy, y):
+    def backward(self, dLdy: np.ndarray, y: np.ndarray) -> np.ndarray:
         return dLdy
 
 
 class ReLU(ActivationFn):
     name = "relu"
 
-    def forward(self, z, out=None):
+    def forward(self, z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         return np.maximum(z, 0, out=out)
 
-    def backward(self, dLdy, y):
+    def backward(self, dLdy: np.ndarray, y: np.ndarray) -> np.ndarray:
         return dLdy * (y > 0)
 
 
@@ -59,20 +61,20 @@ class LeakyReLU(ActivationFn):
         # The derivative is read off the output's sign, which needs alpha >= 0.
         self.alpha = checks.fraction(alpha, "alpha", "LeakyReLU")
 
-    def forward(self, z, out=None):
+    def forward(self, z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         return np.maximum(z, z * self.alpha, out=out)
 
-    def backward(self, dLdy, y):
+    def backward(self, dLdy: np.ndarray, y: np.ndarray) -> np.ndarray:
         return dLdy * np.where(y > 0, 1.0, self.alpha).astype(dLdy.dtype, copy=False)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {"name": self.name, "alpha": self.alpha}
 
 
 class Sigmoid(ActivationFn):
     name = "sigmoid"
 
-    def forward(self, z, out=None):
+    def forward(self, z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         # 1 / (1 + exp(-z)) overflows for very negative z; the tanh form never does.
         out = np.multiply(z, 0.5, out=out)
         np.tanh(out, out=out)
@@ -80,17 +82,17 @@ class Sigmoid(ActivationFn):
         out *= 0.5
         return out
 
-    def backward(self, dLdy, y):
+    def backward(self, dLdy: np.ndarray, y: np.ndarray) -> np.ndarray:
         return dLdy * y * (1 - y)
 
 
 class Tanh(ActivationFn):
     name = "tanh"
 
-    def forward(self, z, out=None):
+    def forward(self, z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         return np.tanh(z, out=out)
 
-    def backward(self, dLdy, y):
+    def backward(self, dLdy: np.ndarray, y: np.ndarray) -> np.ndarray:
         return dLdy * (1 - y * y)
 
 
@@ -99,13 +101,13 @@ class Softmax(ActivationFn):
 
     name = "softmax"
 
-    def forward(self, z, out=None):
+    def forward(self, z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         out = np.subtract(z, z.max(axis=-1, keepdims=True), out=out)
         np.exp(out, out=out)
         out /= out.sum(axis=-1, keepdims=True)
         return out
 
-    def backward(self, dLdy, y):
+    def backward(self, dLdy: np.ndarray, y: np.ndarray) -> np.ndarray:
         return y * (dLdy - (dLdy * y).sum(axis=-1, keepdims=True))
 
 
@@ -116,7 +118,7 @@ def names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get(identifier) -> ActivationFn:
+def get(identifier: str | dict[str, Any] | ActivationFn | None) -> ActivationFn:
     """Resolve ``None``, a name, a config dict or an ActivationFn instance."""
     if identifier is None:
         return Linear()

@@ -9,35 +9,40 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from sparkdl.engine import checks
 
+if TYPE_CHECKING:
+    from sparkdl.engine.model import Model
+
 logger = logging.getLogger(__name__)
 
 
 class Callback:
-    def __init__(self):
-        self.model = None
+    def __init__(self) -> None:
+        self.model: Model | None = None
         self.params: dict = {}
 
-    def set_model(self, model):
+    def set_model(self, model: Model) -> None:
         self.model = model
 
-    def set_params(self, params: dict):
+    def set_params(self, params: dict) -> None:
         self.params = params
 
-    def on_train_begin(self, logs=None): ...
-    def on_train_end(self, logs=None): ...
-    def on_epoch_begin(self, epoch, logs=None): ...
-    def on_epoch_end(self, epoch, logs=None): ...
-    def on_batch_begin(self, batch, logs=None): ...
-    def on_batch_end(self, batch, logs=None): ...
+    def on_train_begin(self, logs: dict | None = None) -> None: ...
+    def on_train_end(self, logs: dict | None = None) -> None: ...
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None: ...
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None: ...
+    def on_batch_begin(self, batch: int, logs: dict | None = None) -> None: ...
+    def on_batch_end(self, batch: int, logs: dict | None = None) -> None: ...
 
 
 class CallbackList:
-    def __init__(self, callbacks, model, params):
+    def __init__(self, callbacks: Iterable[Callback] | None, model: Model, params: dict):
         self.callbacks = list(callbacks or [])
         for cb in self.callbacks:
             if not isinstance(cb, Callback):
@@ -46,29 +51,41 @@ class CallbackList:
             cb.set_model(model)
             cb.set_params(params)
 
-    def __getattr__(self, hook):
+    def __getattr__(self, hook: str) -> Callable[..., None]:
         if not hook.startswith("on_"):
             raise AttributeError(hook)
 
-        def call(*args, **kwargs):
+        def call(*args: Any, **kwargs: Any) -> None:
             for cb in self.callbacks:
                 getattr(cb, hook)(*args, **kwargs)
         return call
 
 
 class History(Callback):
-    """Records every epoch's logs: ``history.history["loss"]`` is one float per epoch."""
+    """Records every epoch's logs: ``history.history["loss"]`` is one float per epoch.
 
-    def __init__(self):
+    ``SparkModel.fit`` adds what its rounds did: ``rounds`` (one dict per round), the fit's
+    ``settings``, ``rows_per_partition``, ``short_partitions``, ``empty_partitions``,
+    ``resumed_from`` (the round a resumed fit started after, or None) and ``data_seconds``."""
+
+    rounds: list[dict[str, Any]]
+    settings: dict[str, Any]
+    rows_per_partition: list[int]
+    short_partitions: list[int]
+    empty_partitions: list[int]
+    resumed_from: int | None
+    data_seconds: float
+
+    def __init__(self) -> None:
         super().__init__()
         self.history: dict[str, list] = {}
         self.epoch: list[int] = []
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict | None = None) -> None:
         self.epoch = []
         self.history = {}
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self.epoch.append(epoch)
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(value)
@@ -83,8 +100,8 @@ def _resolve_mode(mode: str, monitor: str, who: str) -> str:
 class EarlyStopping(Callback):
     """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs."""
 
-    def __init__(self, monitor="val_loss", min_delta=0.0, patience=0, mode="auto",
-                 restore_best_weights=False, baseline=None):
+    def __init__(self, monitor: str = "val_loss", min_delta: float = 0.0, patience: int = 0,
+                 mode: str = "auto", restore_best_weights: bool = False, baseline: float | None = None):
         super().__init__()
         self.monitor = monitor
         self.min_delta = abs(float(min_delta))
@@ -94,24 +111,25 @@ class EarlyStopping(Callback):
         self.baseline = baseline
         self.stopped_epoch = 0
 
-    def _improved(self, value, reference):
+    def _improved(self, value: float, reference: float) -> bool:
         if self.mode == "min":
             return value < reference - self.min_delta
         return value > reference + self.min_delta
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict | None = None) -> None:
         self.wait = 0
         self.stopped_epoch = 0
         self.best = self.baseline if self.baseline is not None else \
             (math.inf if self.mode == "min" else -math.inf)
-        self.best_weights = None
+        self.best_weights: list[np.ndarray] | None = None
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         value = (logs or {}).get(self.monitor)
         if value is None:
             logger.warning("EarlyStopping: metric %r is not in the logs (available: %s)",
                            self.monitor, sorted(logs or {}))
             return
+        assert self.model is not None, "set_model() runs before any hook"
         if self._improved(value, self.best):
             self.best = value
             self.wait = 0
@@ -132,8 +150,8 @@ class ModelCheckpoint(Callback):
     """Save the model after each epoch to ``filepath`` (formatted with ``epoch`` and the logs,
     e.g. ``"ckpt-{epoch:02d}-{val_loss:.3f}.sparkdl"``), or only when ``monitor`` improves."""
 
-    def __init__(self, filepath, monitor="val_loss", save_best_only=False, mode="auto",
-                 save_weights_only=False):
+    def __init__(self, filepath: str | os.PathLike[str], monitor: str = "val_loss",
+                 save_best_only: bool = False, mode: str = "auto", save_weights_only: bool = False):
         super().__init__()
         self.filepath = os.fspath(filepath)
         self.monitor = monitor
@@ -142,7 +160,7 @@ class ModelCheckpoint(Callback):
         self.save_weights_only = bool(save_weights_only)
         self.best = math.inf if self.mode == "min" else -math.inf
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}
         if self.save_best_only:
             value = logs.get(self.monitor)
@@ -155,6 +173,7 @@ class ModelCheckpoint(Callback):
                 return
             self.best = value
         path = self.filepath.format(epoch=epoch + 1, **logs)
+        assert self.model is not None, "set_model() runs before any hook"
         if self.save_weights_only:
             self.model.save_weights(path)
         else:
@@ -165,7 +184,7 @@ class ModelCheckpoint(Callback):
 class LearningRateScheduler(Callback):
     """Set the optimizer's learning rate at each epoch start to ``schedule(epoch, lr)``."""
 
-    def __init__(self, schedule, verbose=0):
+    def __init__(self, schedule: Callable[[int, float], float], verbose: int = 0):
         super().__init__()
         if not callable(schedule):
             raise TypeError(f"LearningRateScheduler: expected a callable schedule(epoch, lr), "
@@ -173,7 +192,9 @@ class LearningRateScheduler(Callback):
         self.schedule = schedule
         self.verbose = verbose
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        # The hooks run inside fit, which needs a compiled model.
+        assert self.model is not None and self.model.optimizer is not None
         optimizer = self.model.optimizer
         lr = self.schedule(epoch, optimizer.learning_rate)
         if not (checks.is_number(lr) and np.isfinite(lr)):
@@ -183,6 +204,7 @@ class LearningRateScheduler(Callback):
         if self.verbose:
             logger.info("epoch %d: learning rate set to %.6g", epoch + 1, lr)
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if logs is not None:
+            assert self.model is not None and self.model.optimizer is not None
             logs["learning_rate"] = float(self.model.optimizer.learning_rate)

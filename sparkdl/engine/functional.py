@@ -6,12 +6,17 @@ feeds several layers. Each layer is called once in a graph (its forward cache ho
 """
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
+
+from sparkdl.engine.layers.base import Layer
 from sparkdl.engine.layers.core import InputLayer
-from sparkdl.engine.symbolic import SymbolicTensor
+from sparkdl.engine.symbolic import SymbolicTensor, SymbolicTensors
 
 
 class Graph:
-    def __init__(self, inputs, outputs, who: str = "Model"):
+    def __init__(self, inputs: SymbolicTensors, outputs: SymbolicTensors, who: str = "Model"):
         inputs = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
         if isinstance(outputs, (list, tuple)):
             if len(outputs) != 1:
@@ -41,8 +46,9 @@ class Graph:
         self._consumers_need_grad()
 
     @staticmethod
-    def _topological(output) -> list[SymbolicTensor]:
-        order, state = [], {}
+    def _topological(output: SymbolicTensor) -> list[SymbolicTensor]:
+        order: list[SymbolicTensor] = []
+        state: dict[int, int] = {}
         stack = [(output, False)]
         while stack:
             node, expanded = stack.pop()
@@ -71,39 +77,40 @@ class Graph:
 
     # ``_upstream_params`` is keyed by object ids, which a copy (pickle, cloudpickle, deepcopy)
     # does not keep: leave it out and rebuild it from the copied nodes.
-    def __getstate__(self):
+    def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state.pop("_upstream_params", None)
         return state
 
-    def __setstate__(self, state):
+    def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._consumers_need_grad()
 
     @property
-    def layers(self):
+    def layers(self) -> list[Layer]:
         return [n.layer for n in self.compute_nodes]
 
-    def forward(self, xs, training, logits=False):
+    # With logits=True the output layer has a logits form (see Model._update_fusion).
+    def forward(self, xs: list[np.ndarray], training: bool, logits: bool = False) -> np.ndarray:
         values = {id(t): x for t, x in zip(self.inputs, xs)}
         out = self.output
         for node in self.compute_nodes:
             args = [values[id(p)] for p in node.inputs]
             arg = args if len(args) > 1 or _is_merge(node.layer) else args[0]
             if logits and node is out:
-                values[id(node)] = node.layer.forward_logits(arg, training)
+                values[id(node)] = node.layer.forward_logits(arg, training)  # type: ignore[attr-defined]
             else:
                 values[id(node)] = node.layer.forward(arg, training)
         return values[id(out)]
 
-    def backward(self, dLdy, logits=False):
+    def backward(self, dLdy: np.ndarray, logits: bool = False) -> None:
         grads = {id(self.output): dLdy}
         for node in reversed(self.compute_nodes):
             g = grads.pop(id(node), None)
             if g is None:
                 continue
             layer = node.layer
-            dx = layer.backward_logits(g) if logits and node is self.output else layer.backward(g)
+            dx = layer.backward_logits(g) if logits and node is self.output else layer.backward(g)  # type: ignore[attr-defined]
             if dx is None:
                 continue
             parts = dx if isinstance(dx, (list, tuple)) else [dx]
@@ -113,7 +120,7 @@ class Graph:
                 key = id(parent)
                 grads[key] = part if key not in grads else grads[key] + part
 
-    def get_config(self) -> dict:
+    def get_config(self) -> dict[str, Any]:
         names = {id(n): n.layer.name for n in self.nodes}
         return {
             "inputs": [t.layer.get_config() for t in self.inputs],
@@ -123,7 +130,8 @@ class Graph:
         }
 
     @staticmethod
-    def from_config(config: dict, custom_objects=None):
+    def from_config(config: dict[str, Any],
+                    custom_objects: dict[str, Any] | None = None) -> tuple[list[SymbolicTensor], SymbolicTensor]:
         from sparkdl.engine import layers as layers_mod
         from sparkdl.engine.layers.core import Input
         tensors = {}
@@ -139,5 +147,5 @@ class Graph:
         return inputs, tensors[config["output"]]
 
 
-def _is_merge(layer) -> bool:
+def _is_merge(layer: Layer) -> bool:
     return getattr(layer, "is_merge", False)

@@ -6,6 +6,8 @@ fan_out = filters*kh*kw.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 
@@ -23,24 +25,24 @@ def _fans(shape: tuple) -> tuple[int, int]:
 class Initializer:
     name = "initializer"
 
-    def __call__(self, shape, rng: np.random.Generator) -> np.ndarray:
+    def __call__(self, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
         raise NotImplementedError
 
-    def get_config(self) -> dict:
+    def get_config(self) -> dict[str, Any]:
         return {"name": self.name}
 
 
 class Zeros(Initializer):
     name = "zeros"
 
-    def __call__(self, shape, rng):
+    def __call__(self, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
         return np.zeros(shape, dtype=np.float32)
 
 
 class Ones(Initializer):
     name = "ones"
 
-    def __call__(self, shape, rng):
+    def __call__(self, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
         return np.ones(shape, dtype=np.float32)
 
 
@@ -51,7 +53,7 @@ class _Scaled(Initializer):
     mode = "fan_avg"
     distribution = "uniform"
 
-    def __call__(self, shape, rng):
+    def __call__(self, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
         fan_in, fan_out = _fans(tuple(shape))
         fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[self.mode]
         var = self.scale / max(1.0, fan)
@@ -98,10 +100,10 @@ class RandomNormal(Initializer):
     def __init__(self, mean: float = 0.0, stddev: float = 0.05):
         self.mean, self.stddev = float(mean), float(stddev)
 
-    def __call__(self, shape, rng):
+    def __call__(self, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
         return rng.normal(self.mean, self.stddev, size=shape).astype(np.float32)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {"name": self.name, "mean": self.mean, "stddev": self.stddev}
 
 
@@ -111,10 +113,10 @@ class RandomUniform(Initializer):
     def __init__(self, minval: float = -0.05, maxval: float = 0.05):
         self.minval, self.maxval = float(minval), float(maxval)
 
-    def __call__(self, shape, rng):
+    def __call__(self, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
         return rng.uniform(self.minval, self.maxval, size=shape).astype(np.float32)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {"name": self.name, "minval": self.minval, "maxval": self.maxval}
 
 
@@ -126,7 +128,7 @@ def names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get(identifier) -> Initializer:
+def get(identifier: str | dict[str, Any] | Initializer) -> Initializer:
     if isinstance(identifier, Initializer):
         return identifier
     if isinstance(identifier, dict):

@@ -7,17 +7,20 @@ probability form has to clip, and its gradient is the familiar ``(p - y) / n``.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+import numpy.typing as npt
 
 EPSILON = 1e-7
 
 
-def _log_softmax(z):
+def _log_softmax(z: np.ndarray) -> np.ndarray:
     shifted = z - z.max(axis=-1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
-def _sigmoid(z):
+def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 0.5 * (np.tanh(0.5 * z) + 1.0)
 
 
@@ -26,20 +29,20 @@ class Loss:
     #: The output activation this loss can fuse with (computing from its logits), if any.
     fusable_activation: str | None = None
 
-    def __call__(self, y_true, y_pred) -> float:
+    def __call__(self, y_true: npt.ArrayLike, y_pred: npt.ArrayLike) -> float:
         return float(np.mean(self.per_sample(np.asarray(y_true), np.asarray(y_pred))))
 
-    def per_sample(self, y_true, y_pred) -> np.ndarray:
+    def per_sample(self, y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def value_and_grad(self, y_true, y_pred) -> tuple[float, np.ndarray]:
+    def value_and_grad(self, y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, np.ndarray]:
         """Mean loss over the batch and dL/dy_pred."""
         raise NotImplementedError
 
-    def value_and_grad_logits(self, y_true, z) -> tuple[float, np.ndarray]:
+    def value_and_grad_logits(self, y_true: np.ndarray, z: np.ndarray) -> tuple[float, np.ndarray]:
         raise NotImplementedError(f"{self.name} has no logits form")
 
-    def validate_targets(self, y, output_shape: tuple) -> np.ndarray:
+    def validate_targets(self, y: npt.ArrayLike, output_shape: tuple[int, ...]) -> np.ndarray:
         """Check targets against the model's output shape (no batch axis); return the array
         the loss consumes, or raise ValueError saying what was expected and received."""
         y = np.asarray(y)
@@ -55,18 +58,18 @@ class Loss:
                              f"(the model's output), received {y.shape}")
         return y
 
-    def get_config(self) -> dict:
+    def get_config(self) -> dict[str, Any]:
         return {"name": self.name}
 
 
 class MeanSquaredError(Loss):
     name = "mse"
 
-    def per_sample(self, y_true, y_pred):
+    def per_sample(self, y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
         diff = (y_pred - y_true).reshape(len(y_pred), -1)
         return np.mean(diff * diff, axis=1)
 
-    def value_and_grad(self, y_true, y_pred):
+    def value_and_grad(self, y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, np.ndarray]:
         diff = y_pred - y_true
         loss = float(np.mean(diff * diff))
         return loss, diff * np.asarray(2.0 / diff.size, dtype=diff.dtype)
@@ -76,12 +79,12 @@ class BinaryCrossentropy(Loss):
     name = "binary_crossentropy"
     fusable_activation = "sigmoid"
 
-    def per_sample(self, y_true, y_pred):
+    def per_sample(self, y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
         p = np.clip(y_pred, EPSILON, 1 - EPSILON)
         ll = y_true * np.log(p) + (1 - y_true) * np.log(1 - p)
         return -np.mean(ll.reshape(len(p), -1), axis=1)
 
-    def value_and_grad(self, y_true, y_pred):
+    def value_and_grad(self, y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, np.ndarray]:
         p = np.clip(y_pred, EPSILON, 1 - EPSILON)
         loss = float(-np.mean(y_true * np.log(p) + (1 - y_true) * np.log(1 - p)))
         grad = (p - y_true) / (p * (1 - p)) / p.size
@@ -89,16 +92,16 @@ class BinaryCrossentropy(Loss):
         grad[(y_pred < EPSILON) | (y_pred > 1 - EPSILON)] = 0
         return loss, grad.astype(y_pred.dtype, copy=False)
 
-    def per_sample_logits(self, y_true, z):
+    def per_sample_logits(self, y_true: np.ndarray, z: np.ndarray) -> np.ndarray:
         ll = np.maximum(z, 0) - z * y_true + np.log1p(np.exp(-np.abs(z)))
         return np.mean(ll.reshape(len(z), -1), axis=1)
 
-    def value_and_grad_logits(self, y_true, z):
+    def value_and_grad_logits(self, y_true: np.ndarray, z: np.ndarray) -> tuple[float, np.ndarray]:
         loss = float(np.mean(np.maximum(z, 0) - z * y_true + np.log1p(np.exp(-np.abs(z)))))
         grad = (_sigmoid(z) - y_true) / z.size
         return loss, grad.astype(z.dtype, copy=False)
 
-    def validate_targets(self, y, output_shape):
+    def validate_targets(self, y: npt.ArrayLike, output_shape: tuple[int, ...]) -> np.ndarray:
         y = super().validate_targets(y, output_shape)
         if y.size and (y.min() < 0 or y.max() > 1):
             raise ValueError(f"{self.name}: expected targets in [0, 1], received values in "
@@ -110,11 +113,11 @@ class CategoricalCrossentropy(Loss):
     name = "categorical_crossentropy"
     fusable_activation = "softmax"
 
-    def per_sample(self, y_true, y_pred):
+    def per_sample(self, y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
         p = np.clip(y_pred, EPSILON, 1 - EPSILON)
         return -np.sum(y_true * np.log(p), axis=-1)
 
-    def value_and_grad(self, y_true, y_pred):
+    def value_and_grad(self, y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, np.ndarray]:
         p = np.clip(y_pred, EPSILON, 1 - EPSILON)
         n = len(p)
         loss = float(-np.sum(y_true * np.log(p)) / n)
@@ -122,17 +125,17 @@ class CategoricalCrossentropy(Loss):
         grad[(y_pred < EPSILON) | (y_pred > 1 - EPSILON)] = 0
         return loss, grad.astype(y_pred.dtype, copy=False)
 
-    def per_sample_logits(self, y_true, z):
+    def per_sample_logits(self, y_true: np.ndarray, z: np.ndarray) -> np.ndarray:
         return -np.sum(y_true * _log_softmax(z), axis=-1)
 
-    def value_and_grad_logits(self, y_true, z):
+    def value_and_grad_logits(self, y_true: np.ndarray, z: np.ndarray) -> tuple[float, np.ndarray]:
         logp = _log_softmax(z)
         n = len(z)
         loss = float(-np.sum(y_true * logp) / n)
         grad = (np.exp(logp) * y_true.sum(axis=-1, keepdims=True) - y_true) / n
         return loss, grad.astype(z.dtype, copy=False)
 
-    def validate_targets(self, y, output_shape):
+    def validate_targets(self, y: npt.ArrayLike, output_shape: tuple[int, ...]) -> np.ndarray:
         y = super().validate_targets(y, output_shape)
         if y.size and y.min() < 0:
             raise ValueError(f"{self.name}: expected one-hot or probability rows, received a "
@@ -144,11 +147,11 @@ class SparseCategoricalCrossentropy(Loss):
     name = "sparse_categorical_crossentropy"
     fusable_activation = "softmax"
 
-    def per_sample(self, y_true, y_pred):
+    def per_sample(self, y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
         p = y_pred[np.arange(len(y_pred)), y_true]
         return -np.log(np.clip(p, EPSILON, 1 - EPSILON))
 
-    def value_and_grad(self, y_true, y_pred):
+    def value_and_grad(self, y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, np.ndarray]:
         n = len(y_pred)
         rows = np.arange(n)
         p = y_pred[rows, y_true]
@@ -158,10 +161,10 @@ class SparseCategoricalCrossentropy(Loss):
         grad[rows, y_true] = np.where(p == pc, -1.0 / (n * pc), 0.0)
         return loss, grad
 
-    def per_sample_logits(self, y_true, z):
+    def per_sample_logits(self, y_true: np.ndarray, z: np.ndarray) -> np.ndarray:
         return -_log_softmax(z)[np.arange(len(z)), y_true]
 
-    def value_and_grad_logits(self, y_true, z):
+    def value_and_grad_logits(self, y_true: np.ndarray, z: np.ndarray) -> tuple[float, np.ndarray]:
         n = len(z)
         rows = np.arange(n)
         shifted = z - z.max(axis=-1, keepdims=True)
@@ -174,7 +177,7 @@ class SparseCategoricalCrossentropy(Loss):
         grad *= np.asarray(1.0 / n, dtype=grad.dtype)
         return loss, grad
 
-    def validate_targets(self, y, output_shape):
+    def validate_targets(self, y: npt.ArrayLike, output_shape: tuple[int, ...]) -> np.ndarray:
         y = np.asarray(y)
         if y.ndim == 2 and y.shape[1] == 1:
             y = y[:, 0]
@@ -203,11 +206,11 @@ def names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get(identifier) -> Loss:
+def get(identifier: str | dict[str, Any] | Loss) -> Loss:
     if isinstance(identifier, Loss):
         return identifier
     if isinstance(identifier, dict):
-        identifier = identifier.get("name")
+        identifier = identifier.get("name")  # type: ignore[assignment]  # checked just below
     if isinstance(identifier, str):
         key = _ALIASES.get(identifier.lower(), identifier.lower())
         if key not in _REGISTRY:

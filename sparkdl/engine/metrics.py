@@ -8,18 +8,21 @@ outputs means class ids, otherwise one-hot (or probability) rows.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+import numpy.typing as npt
 
 from sparkdl.engine import checks
 
 _EPS = 1e-7
 
 
-def _binary(y_pred) -> bool:
+def _binary(y_pred: np.ndarray) -> bool:
     return y_pred.ndim == 1 or y_pred.shape[-1] == 1
 
 
-def _class_ids(y_true, y_pred) -> np.ndarray:
+def _class_ids(y_true: npt.ArrayLike, y_pred: np.ndarray) -> np.ndarray:
     """Targets as integer class ids for a multi-class output."""
     y_true = np.asarray(y_true)
     if y_true.ndim == y_pred.ndim and y_true.shape[-1] == y_pred.shape[-1]:
@@ -30,7 +33,7 @@ def _class_ids(y_true, y_pred) -> np.ndarray:
 class Metric:
     name = "metric"
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.state = self._zero_state()
 
     def _zero_state(self) -> np.ndarray:
@@ -39,7 +42,7 @@ class Metric:
     def reset(self) -> None:
         self.state = self._zero_state()
 
-    def update(self, y_true, y_pred) -> None:
+    def update(self, y_true: np.ndarray, y_pred: np.ndarray) -> None:
         raise NotImplementedError
 
     def result(self) -> float:
@@ -49,7 +52,7 @@ class Metric:
     def merge_state(self, other_state: np.ndarray) -> None:
         self.state += other_state
 
-    def __call__(self, y_true, y_pred) -> float:
+    def __call__(self, y_true: npt.ArrayLike, y_pred: npt.ArrayLike) -> float:
         """The metric of one batch, leaving the running state untouched."""
         saved = self.state
         self.reset()
@@ -59,14 +62,14 @@ class Metric:
         finally:
             self.state = saved
 
-    def get_config(self) -> dict:
+    def get_config(self) -> dict[str, Any]:
         return {"name": self.name}
 
 
 class Accuracy(Metric):
     name = "accuracy"
 
-    def update(self, y_true, y_pred):
+    def update(self, y_true: np.ndarray, y_pred: np.ndarray) -> None:
         if _binary(y_pred):
             correct = (y_pred.reshape(-1) > 0.5) == (np.asarray(y_true).reshape(-1) > 0.5)
         else:
@@ -81,7 +84,7 @@ class TopKAccuracy(Metric):
         self.k = checks.integer(k, "k", "TopKAccuracy", at_least=1)
         super().__init__()
 
-    def update(self, y_true, y_pred):
+    def update(self, y_true: np.ndarray, y_pred: np.ndarray) -> None:
         if _binary(y_pred):
             raise ValueError("top_k_accuracy: expected a multi-class output, received one output unit")
         ids = _class_ids(y_true, y_pred)
@@ -91,14 +94,14 @@ class TopKAccuracy(Metric):
         correct = (y_pred > true_score).sum(axis=-1) < k
         self.state += (np.count_nonzero(correct), correct.size)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {"name": self.name, "k": self.k}
 
 
 class MeanSquaredError(Metric):
     name = "mse"
 
-    def update(self, y_true, y_pred):
+    def update(self, y_true: np.ndarray, y_pred: np.ndarray) -> None:
         diff = np.asarray(y_pred, dtype=np.float64) - np.asarray(y_true, dtype=np.float64).reshape(y_pred.shape)
         self.state += (np.sum(diff * diff), diff.size)
 
@@ -108,7 +111,7 @@ class LogLoss(Metric):
 
     name = "logloss"
 
-    def update(self, y_true, y_pred):
+    def update(self, y_true: np.ndarray, y_pred: np.ndarray) -> None:
         p = np.clip(np.asarray(y_pred, dtype=np.float64), _EPS, 1 - _EPS)
         if _binary(y_pred):
             y = np.asarray(y_true, dtype=np.float64).reshape(-1)
@@ -136,11 +139,11 @@ class AUC(Metric):
         self._classes = None
         super().__init__()
 
-    def _zero_state(self):
+    def _zero_state(self) -> np.ndarray:
         # Allocated on the first update, once the number of classes is known.
         return np.zeros((0,))
 
-    def update(self, y_true, y_pred):
+    def update(self, y_true: np.ndarray, y_pred: np.ndarray) -> None:
         y_pred = np.asarray(y_pred)
         if _binary(y_pred):
             scores = y_pred.reshape(-1, 1)
@@ -161,13 +164,13 @@ class AUC(Metric):
         # Index 0 of the state is negatives, 1 positives.
         self.state += counts.reshape(2, n_classes, self.num_bins)
 
-    def merge_state(self, other_state):
+    def merge_state(self, other_state: np.ndarray) -> None:
         if self.state.size == 0:
             self.state = np.array(other_state, dtype=np.float64)
         elif np.size(other_state):
             self.state += other_state
 
-    def result(self):
+    def result(self) -> float:
         if self.state.size == 0:
             return float("nan")
         neg, pos = self.state[0], self.state[1]
@@ -179,7 +182,7 @@ class AUC(Metric):
             return float("nan")
         return float(np.mean(wins[valid] / (n_pos[valid] * n_neg[valid])))
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {"name": self.name, "num_bins": self.num_bins}
 
 
@@ -193,7 +196,7 @@ def names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get(identifier) -> Metric:
+def get(identifier: str | dict[str, Any] | Metric) -> Metric:
     if isinstance(identifier, Metric):
         return identifier
     if isinstance(identifier, dict):

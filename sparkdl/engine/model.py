@@ -10,8 +10,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 import numpy as np
+import numpy.typing as npt
 
 from sparkdl.engine import checks
 from sparkdl.engine import losses as losses_mod
@@ -26,13 +30,28 @@ from sparkdl.engine.training import BatchPlan, FitLoop
 # The errors are defined in sparkdl.errors and stay importable from here.
 from sparkdl.errors import NotCompiledError, TrainingDivergedError
 
+if TYPE_CHECKING:
+    from typing import Concatenate
+
+    from sparkdl.engine.callbacks import Callback
+    from sparkdl.engine.layers.base import Layer
+    from sparkdl.engine.progress import ProgressBar
+    from sparkdl.engine.symbolic import SymbolicTensors
+
 logger = logging.getLogger("sparkdl")
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+_M = TypeVar("_M", bound="Model")
 
-def _engine_threads(method):
+#: A metric as ``compile`` takes it: a name, a config dict or a Metric.
+MetricLike = str | dict[str, Any] | metrics_mod.Metric
+
+
+def _engine_threads(method: Callable[Concatenate[_M, _P], _R]) -> Callable[Concatenate[_M, _P], _R]:
     """Run a public compute method under the model's BLAS threading (``Model._threading``)."""
     @functools.wraps(method)
-    def wrapper(self, *args, **kwargs):
+    def wrapper(self: _M, *args: _P.args, **kwargs: _P.kwargs) -> _R:
         with self._threading():
             return method(self, *args, **kwargs)
     return wrapper
@@ -42,17 +61,18 @@ class Model:
     """A model over a graph of layers: ``Model(inputs=[a, b], outputs=out)`` with symbolic
     tensors from ``Input(...)`` and layer calls. ``Sequential`` is the special case of a chain."""
 
-    def __init__(self, inputs=None, outputs=None, name: str | None = None):
+    def __init__(self, inputs: SymbolicTensors | None = None, outputs: SymbolicTensors | None = None,
+                 name: str | None = None):
         self.name = name or ("model" if type(self) is Model else type(self).__name__.lower())
-        self.optimizer = None
-        self.loss = None
+        self.optimizer: optimizers_mod.Optimizer | None = None
+        self.loss: losses_mod.Loss | None = None
         self.metrics: list[metrics_mod.Metric] = []
         self.stop_training = False
         self.history: History | None = None
         self._params: FlatBuffer | None = None
         self._state: FlatBuffer | None = None
         self._fused = False
-        self._graph = None
+        self._graph: Graph | None = None
         if type(self) is Model or inputs is not None or outputs is not None:
             if inputs is None or outputs is None:
                 raise ValueError("Model: expected both inputs and outputs (symbolic tensors from "
@@ -62,7 +82,7 @@ class Model:
             self._pack()
 
     # ---- pickling (cloudpickle ships models to Spark executors) ---------------------------
-    def __getstate__(self):
+    def __getstate__(self) -> dict[str, Any]:
         # The flat buffers are rebuilt on arrival: pickled views would no longer share memory
         # with their vector.
         state = self.__dict__.copy()
@@ -70,7 +90,7 @@ class Model:
         state["_was_built"] = self.built
         return state
 
-    def __setstate__(self, state):
+    def __setstate__(self, state: dict[str, Any]) -> None:
         was_built = state.pop("_was_built", False)
         self.__dict__.update(state)
         if was_built:
@@ -82,39 +102,44 @@ class Model:
         return self._params is not None
 
     @property
-    def layers(self) -> list:
+    def layers(self) -> list[Layer]:
         return self._all_layers()
 
-    def _all_layers(self) -> list:
-        """Every layer with weights or behaviour, in execution order."""
-        return self._graph.layers
+    def _functional_graph(self) -> Graph:
+        assert self._graph is not None, "a Model made from inputs and outputs has a graph"
+        return self._graph
 
-    def input_specs(self) -> list[tuple[tuple, str]]:
+    def _all_layers(self) -> list[Layer]:
+        """Every layer with weights or behaviour, in execution order."""
+        return self._functional_graph().layers
+
+    def input_specs(self) -> list[tuple[tuple[int, ...], str]]:
         """``(shape without batch axis, dtype)`` per model input. Internal API: the Spark layer
         (``sparkdl.spark.frames``, ``SparkModel``) converts DataFrame columns to these."""
         return self._input_specs()
 
-    def _input_specs(self) -> list[tuple[tuple, str]]:
-        return [(t.layer.shape, t.layer.dtype) for t in self._graph.inputs]
+    def _input_specs(self) -> list[tuple[tuple[int, ...], str]]:
+        return [(t.shape, t.dtype) for t in self._functional_graph().inputs]
 
-    def _output_layer(self):
-        return self._graph.output.layer
+    def _output_layer(self) -> Layer:
+        return self._functional_graph().output.layer
 
     def _forward(self, xs: list[np.ndarray], training: bool, logits: bool = False) -> np.ndarray:
-        return self._graph.forward(xs, training, logits)
+        return self._functional_graph().forward(xs, training, logits)
 
     def _backward(self, dLdy: np.ndarray, logits: bool = False) -> None:
-        self._graph.backward(dLdy, logits)
+        self._functional_graph().backward(dLdy, logits)
 
-    def _build_from_data(self, xs) -> None:
+    def _build_from_data(self, xs: npt.ArrayLike | None) -> None:
         raise ValueError(f"model '{self.name}' is not built: give the first layer an input_shape "
                          f"or start with Input(shape)")
 
     @property
-    def output_shape(self) -> tuple:
-        return self._output_layer().output_shape
+    def output_shape(self) -> tuple[int, ...]:
+        """The output shape without the batch axis, once the model is built (None before)."""
+        return self._output_layer().output_shape  # type: ignore[return-value]
 
-    def _threading(self):
+    def _threading(self) -> contextlib.AbstractContextManager[Any]:
         """Layers with their own compute threads (conv, pooling) run BLAS single-threaded under
         them; set once for a whole call, as switching OpenBLAS's thread count between layers is
         slow. Other models leave BLAS at the thread budget (sparkdl.engine.threads)."""
@@ -130,7 +155,9 @@ class Model:
         ones, so a step updates ``[:dense_size]`` densely and only the touched rows beyond.
         Public lists (``trainable_weights``, ``compute_gradients``) keep the layer order, as
         ``get_weights`` does: ``_layer_order[i]`` is the buffer slot of their ``i``-th array."""
-        dense, sparse, state_slots = [], [], []
+        dense: list[tuple[Layer, str]] = []
+        sparse: list[tuple[Layer, str]] = []
+        state_slots: list[tuple[dict[str, np.ndarray], str]] = []
         in_layer_order = []    # (is sparse, index in its group) per trainable parameter
         for layer in self._all_layers():
             if layer.trainable:
@@ -148,9 +175,11 @@ class Model:
                                   [layer.grads for layer, _ in ordered])
         self._state = FlatBuffer(state_slots)
         self._dense_size = int(self._params.offsets[len(dense)])
-        self._sparse_slots = [(layer, key, int(self._params.offsets[len(dense) + i]),
-                               int(np.prod(self._params.shapes[len(dense) + i][1:])))
-                              for i, (layer, key) in enumerate(sparse)]
+        # Layers with sparse_params (Embedding) record the rows a backward touched.
+        self._sparse_slots: list[tuple[Any, str, int, int]] = [
+            (layer, key, int(self._params.offsets[len(dense) + i]),
+             int(np.prod(self._params.shapes[len(dense) + i][1:])))
+            for i, (layer, key) in enumerate(sparse)]
         self._update_fusion()
 
     def _sparse_index(self) -> np.ndarray:
@@ -162,6 +191,8 @@ class Model:
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
     def _apply_gradients(self) -> None:
+        assert self.optimizer is not None and self._params is not None and self._params.grads is not None, \
+            "callers check that the model is compiled and built"
         if self._sparse_slots:
             self.optimizer.apply(self._params.values, self._params.grads,
                                  dense_size=self._dense_size, sparse_index=self._sparse_index())
@@ -175,18 +206,24 @@ class Model:
             raise ValueError(f"{who}: model '{self.name}' is not built yet; give the first layer an "
                              f"input_shape, start with Input(shape), or call fit/predict on data first")
 
+    def _buffers(self, who: str) -> tuple[FlatBuffer, FlatBuffer]:
+        """The flat buffers (trainable parameters, state), after ``require_built(who)``."""
+        self.require_built(who)
+        assert self._params is not None and self._state is not None, "a built model has both"
+        return self._params, self._state
+
     @property
     def trainable_weights(self) -> list[np.ndarray]:
         """The trainable arrays (live views into ``flat_weights``) in layer order, as in
         ``get_weights``; the order of ``compute_gradients``."""
-        self.require_built("trainable_weights")
-        views = self._params.arrays()
+        params, _ = self._buffers("trainable_weights")
+        views = params.arrays()
         return [views[i] for i in self._layer_order]
 
     @property
     def non_trainable_weights(self) -> list[np.ndarray]:
-        self.require_built("non_trainable_weights")
-        return self._state.arrays()
+        _, state = self._buffers("non_trainable_weights")
+        return state.arrays()
 
     @property
     def weights(self) -> list[np.ndarray]:
@@ -197,7 +234,7 @@ class Model:
     def get_weights(self) -> list[np.ndarray]:
         return [w.copy() for w in self.weights]
 
-    def set_weights(self, weights) -> None:
+    def set_weights(self, weights: Iterable[npt.ArrayLike]) -> None:
         targets = self.weights
         weights = list(weights)
         if len(weights) != len(targets):
@@ -210,42 +247,45 @@ class Model:
         for t, w in zip(targets, weights):
             t[...] = w
 
-    def get_flat_weights(self) -> np.ndarray:
+    def get_flat_weights(self) -> npt.NDArray[np.float32]:
         """A copy of the trainable parameters as one float32 vector, in the flat buffer's order:
         layer order, except that embedding tables come after all other parameters."""
-        self.require_built("get_flat_weights")
-        return self._params.values.copy()
+        params, _ = self._buffers("get_flat_weights")
+        return params.values.copy()
 
-    def set_flat_weights(self, vector) -> None:
-        self.require_built("set_flat_weights")
-        self._params.set_flat(vector)
+    def set_flat_weights(self, vector: npt.ArrayLike) -> None:
+        params, _ = self._buffers("set_flat_weights")
+        params.set_flat(vector)
 
     @property
-    def flat_weights(self) -> np.ndarray:
+    def flat_weights(self) -> npt.NDArray[np.float32]:
         """The live flat parameter vector (writes change the model)."""
-        self.require_built("flat_weights")
-        return self._params.values
+        params, _ = self._buffers("flat_weights")
+        return params.values
 
     @property
-    def flat_gradients(self) -> np.ndarray:
+    def flat_gradients(self) -> npt.NDArray[np.float32]:
         """The live flat gradient vector, aligned with ``flat_weights``, as the last
         ``loss_and_backward`` left it. Internal API: distributed workers
         (``sparkdl.distributed.worker``) add it into their gradient sums without a copy."""
-        self.require_built("flat_gradients")
-        return self._params.grads
+        params, _ = self._buffers("flat_gradients")
+        assert params.grads is not None, "the trainable buffer has gradients"
+        return params.grads
 
     @property
-    def flat_state(self) -> np.ndarray:
+    def flat_state(self) -> npt.NDArray[np.float32]:
         """The live flat vector of non-trainable weights (moving statistics)."""
-        self.require_built("flat_state")
-        return self._state.values
+        _, state = self._buffers("flat_state")
+        return state.values
 
     def count_params(self) -> int:
-        self.require_built("count_params")
-        return self._params.size + self._state.size
+        params, state = self._buffers("count_params")
+        return params.size + state.size
 
     # ---- compile --------------------------------------------------------------------------
-    def compile(self, optimizer="rmsprop", loss=None, metrics=None) -> None:
+    def compile(self, optimizer: str | dict[str, Any] | optimizers_mod.Optimizer = "rmsprop",
+                loss: str | dict[str, Any] | losses_mod.Loss | None = None,
+                metrics: MetricLike | Sequence[MetricLike] | None = None) -> None:
         if loss is None:
             raise ValueError(f"compile: expected a loss (one of {losses_mod.names()} or a Loss), "
                              f"received loss=None")
@@ -282,6 +322,8 @@ class Model:
         Returns ``(loss, outputs)`` where outputs are probabilities (not logits). ``xs, y`` as
         ``check_data`` returns them. Internal API: distributed workers
         (``sparkdl.distributed.worker``) sum gradients at fixed weights with it."""
+        assert self.loss is not None and self.optimizer is not None and self._params is not None, \
+            "callers check that the model is compiled and built"
         out = self._forward(xs, training=True, logits=self._fused)
         if self._fused:
             loss, dLdy = self.loss.value_and_grad_logits(y, out)
@@ -294,33 +336,35 @@ class Model:
         self._backward(dLdy, logits=self._fused)
         self._params.sync_grads()
         if self._fused and self.metrics:
-            out = self._output_layer().activation.forward(out.copy())
+            out = self._output_layer().activation.forward(out.copy())  # type: ignore[attr-defined]
         return loss, out
 
-    def _train_batch(self, xs, y):
+    def _train_batch(self, xs: list[np.ndarray], y: np.ndarray) -> tuple[float, np.ndarray]:
         loss, out = self.loss_and_backward(xs, y)
         self._apply_gradients()
         return loss, out
 
-    def check_data(self, x, y, who: str) -> tuple[list[np.ndarray], np.ndarray]:
+    def check_data(self, x: npt.ArrayLike | None, y: npt.ArrayLike | None,
+                   who: str) -> tuple[list[np.ndarray], np.ndarray]:
         """``(xs, y)``: ``x`` as a list of arrays, one per model input, and the targets, checked
         against the inputs and the loss (the model is built from ``x`` first if needed); errors
         start with ``who``. Internal API: ``SparkModel`` checks validation arrays with it."""
+        assert self.loss is not None, "callers check that the model is compiled"
         if not self.built:
             self._build_from_data(x)
         xs = to_input_list(x, self.input_specs(), who)
         if y is None:
             raise ValueError(f"{who}: expected targets y, received None")
-        y = self.loss.validate_targets(y, self.output_shape)
-        check_lengths(xs, y, who)
-        return xs, y
+        targets = self.loss.validate_targets(y, self.output_shape)
+        check_lengths(xs, targets, who)
+        return xs, targets
 
     # The underscored spellings keep working for code outside the package that uses them.
     _loss_and_backward = loss_and_backward
     _prepare = check_data
 
     @_engine_threads
-    def train_on_batch(self, x, y) -> float:
+    def train_on_batch(self, x: npt.ArrayLike, y: npt.ArrayLike) -> float:
         """One optimizer step on ``(x, y)``; returns the batch loss before the step."""
         self._require_compiled("train_on_batch")
         xs, y = self.check_data(x, y, "train_on_batch")
@@ -328,17 +372,18 @@ class Model:
         return loss
 
     @_engine_threads
-    def compute_gradients(self, x, y) -> tuple[float, list[np.ndarray]]:
+    def compute_gradients(self, x: npt.ArrayLike, y: npt.ArrayLike) -> tuple[float, list[np.ndarray]]:
         """Loss and gradients (copies, aligned with ``trainable_weights``: layer order); no step
         taken."""
         self._require_compiled("compute_gradients")
-        xs, y = self.check_data(x, y, "compute_gradients")
-        loss, _ = self.loss_and_backward(xs, y)
-        grads = self._params.grad_arrays()
+        xs, targets = self.check_data(x, y, "compute_gradients")
+        loss, _ = self.loss_and_backward(xs, targets)
+        params, _ = self._buffers("compute_gradients")
+        grads = params.grad_arrays()
         return loss, [grads[i].copy() for i in self._layer_order]
 
     # ---- fit ------------------------------------------------------------------------------
-    def reseed(self, seed) -> None:
+    def reseed(self, seed: int | Sequence[int] | np.random.SeedSequence | None) -> None:
         """Reseed every stochastic layer from ``seed`` (an int or a SeedSequence) so a training
         run is reproducible; layers with their own ``seed`` mix it in."""
         root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
@@ -356,9 +401,10 @@ class Model:
                                            spawn_key=tuple(layer_seq.spawn_key) + (int(index),)))
 
     @_engine_threads
-    def train_epoch(self, xs: list[np.ndarray], y: np.ndarray, batch_size: int, seed_key,
+    def train_epoch(self, xs: list[np.ndarray], y: np.ndarray, batch_size: int, seed_key: int | Sequence[int],
                     shuffle: bool = True, start: int = 0, stop: int | None = None,
-                    on_batch_begin=None, on_batch=None) -> float:
+                    on_batch_begin: Callable[[int], object] | None = None,
+                    on_batch: Callable[[int, float, float], object] | None = None) -> float:
         """Optimizer steps over batches ``[start, stop)`` of one pass over checked arrays.
 
         The pass's order and the stochastic layers' randomness come from
@@ -382,9 +428,11 @@ class Model:
         return total
 
     @_engine_threads
-    def fit(self, x=None, y=None, batch_size=32, epochs=1, verbose=1, callbacks=None,
-            validation_split=0.0, validation_data=None, shuffle=True, seed=None,
-            initial_epoch=0) -> History:
+    def fit(self, x: npt.ArrayLike | None = None, y: npt.ArrayLike | None = None, batch_size: int = 32,
+            epochs: int = 1, verbose: int = 1, callbacks: Sequence[Callback] | None = None,
+            validation_split: float = 0.0,
+            validation_data: tuple[npt.ArrayLike, npt.ArrayLike] | None = None,
+            shuffle: bool = True, seed: int | None = None, initial_epoch: int = 0) -> History:
         self._require_compiled("fit")
         batch_size = checks.integer(batch_size, "batch_size", "fit", at_least=1)
         epochs = checks.integer(epochs, "epochs", "fit", at_least=0)
@@ -393,7 +441,7 @@ class Model:
         xs, y = self.check_data(x, y, "fit")
         if validation_data is not None and validation_split:
             raise ValueError("fit: give validation_data or validation_split, not both")
-        val = None
+        val: tuple[list[np.ndarray], np.ndarray] | None = None
         if validation_split:
             cut = int(len(y) * (1 - validation_split))
             val = ([a[cut:] for a in xs], y[cut:])
@@ -409,14 +457,15 @@ class Model:
         # Every epoch draws its shuffle and dropout masks from (seed, epoch, 0): a worker that
         # trains partition p in round e draws from (seed, e, p), so one-worker distributed
         # training repeats this loop exactly.
-        base_seed = int(seed) if seed is not None else int(np.random.SeedSequence().entropy % 2**63)
+        base_seed = int(seed) if seed is not None else \
+            int(cast(int, np.random.SeedSequence().entropy) % 2**63)  # a fresh sequence's entropy is an int
         loop = FitLoop(self, callbacks, epochs, -(-n // batch_size), batch_size, verbose)
         self.history = loop.history
 
-        def run_epoch(epoch, bar):
+        def run_epoch(epoch: int, bar: ProgressBar) -> dict[str, float]:
             cbs = loop.callbacks
 
-            def on_batch(step, loss, mean_loss):
+            def on_batch(step: int, loss: float, mean_loss: float) -> None:
                 cbs.on_batch_end(step, {"loss": loss})
                 bar.update(step + 1, {"loss": mean_loss})
 
@@ -431,7 +480,7 @@ class Model:
         return loop.run(lambda: initial_epoch, run_epoch)
 
     # ---- inference ------------------------------------------------------------------------
-    def predict_arrays(self, xs: list[np.ndarray], batch_size: int) -> np.ndarray:
+    def predict_arrays(self, xs: list[np.ndarray], batch_size: int) -> npt.NDArray[np.float32]:
         """``predict`` on a list of input arrays already checked (``check_data``,
         ``data_adapter.to_input_list``). Internal API: the executors' prediction and validation
         (``sparkdl.distributed.fit_task``)."""
@@ -442,16 +491,17 @@ class Model:
         return out
 
     @_engine_threads
-    def predict(self, x, batch_size=256, verbose=0) -> np.ndarray:
+    def predict(self, x: npt.ArrayLike, batch_size: int = 256, verbose: int = 0) -> npt.NDArray[np.float32]:
         batch_size = checks.integer(batch_size, "batch_size", "predict", at_least=1)
         if not self.built:
             self._build_from_data(x)
         xs = to_input_list(x, self.input_specs(), "predict")
         return self.predict_arrays(xs, batch_size)
 
-    def evaluate_arrays(self, xs: list[np.ndarray], y: np.ndarray, batch_size: int) -> dict:
+    def evaluate_arrays(self, xs: list[np.ndarray], y: np.ndarray, batch_size: int) -> dict[str, float]:
         """``evaluate`` on arrays already checked by ``check_data``. Internal API: ``SparkModel``
         evaluates validation arrays on the driver with it."""
+        assert self.loss is not None, "callers check that the model is compiled"
         metrics = [metrics_mod.get(m.get_config()) for m in self.metrics]
         total = 0.0
         for a, b in batches(len(y), batch_size):
@@ -464,7 +514,8 @@ class Model:
         return result
 
     @_engine_threads
-    def evaluate(self, x=None, y=None, batch_size=256, verbose=0) -> dict:
+    def evaluate(self, x: npt.ArrayLike | None = None, y: npt.ArrayLike | None = None, batch_size: int = 256,
+                 verbose: int = 0) -> dict[str, float]:
         """Loss and compiled metrics over ``(x, y)`` in inference mode, as a dict."""
         self._require_compiled("evaluate")
         batch_size = checks.integer(batch_size, "batch_size", "evaluate", at_least=1)
@@ -484,30 +535,30 @@ class Model:
         out = [f'Model: "{self.name}"', rule, line(head), "=" * sum(widths)]
         out += [line(r) for r in rows]
         out.append("=" * sum(widths))
-        if self.built:
+        if self._params is not None and self._state is not None:
             out += [f"Total params: {self.count_params():,}",
                     f"Trainable params: {self._params.size:,}",
                     f"Non-trainable params: {self._state.size:,}"]
         return "\n".join(out)
 
-    def get_config(self) -> dict:
-        return {"name": self.name, **self._graph.get_config()}
+    def get_config(self) -> dict[str, Any]:
+        return {"name": self.name, **self._functional_graph().get_config()}
 
     @classmethod
-    def from_config(cls, config: dict, custom_objects=None):
+    def from_config(cls, config: dict[str, Any], custom_objects: dict[str, Any] | None = None) -> Model:
         inputs, output = Graph.from_config(config, custom_objects)
         return Model(inputs=inputs, outputs=output, name=config.get("name"))
 
-    def save(self, path) -> None:
+    def save(self, path: str | os.PathLike[str]) -> None:
         """Write architecture (JSON), weights and optimizer state (``.npz``) to ``path``: a
         single zip file, or a directory when ``path`` is an existing directory."""
         from sparkdl.engine.serialization import save_model
         save_model(self, path)
 
-    def save_weights(self, path) -> None:
+    def save_weights(self, path: str | os.PathLike[str]) -> None:
         from sparkdl.engine.serialization import save_weights
         save_weights(self, path)
 
-    def load_weights(self, path) -> None:
+    def load_weights(self, path: str | os.PathLike[str]) -> None:
         from sparkdl.engine.serialization import load_weights
         load_weights(self, path)

@@ -8,6 +8,9 @@ in the constructor, in ``apply_config`` and by a user's ``opt.momentum = 0.9``.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
 from sparkdl.engine import checks, schedules
@@ -28,15 +31,19 @@ class Hyperparameter:
     Param's type converter on every set, so no path can store a value the constructor would
     refuse; a change that adds or drops a slot is picked up by the next ``build``."""
 
-    def __init__(self, flag: bool = False, at_least=0.0, below=None):
+    def __init__(self, flag: bool = False, at_least: float | None = 0.0, below: float | None = None):
         self.flag, self.at_least, self.below = flag, at_least, below
 
-    def __set_name__(self, owner, name):
+    def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
 
     # No __get__: a read finds the value in the instance's __dict__ at the speed of a plain
-    # attribute (update rules read these every step); only assignment runs the rule.
-    def __set__(self, opt, value):
+    # attribute (update rules read these every step); only assignment runs the rule. Type
+    # checkers are told what a read gives.
+    if TYPE_CHECKING:
+        def __get__(self, opt: object, owner: type | None = None) -> float: ...
+
+    def __set__(self, opt: Optimizer, value: float) -> None:
         opt.__dict__[self.name] = bool(value) if self.flag else checks.number(
             value, self.name, type(opt).__name__, at_least=self.at_least, below=self.below)
 
@@ -45,11 +52,11 @@ class Optimizer:
     name = "optimizer"
     slot_names: tuple[str, ...] = ()
 
-    def __init__(self, learning_rate=0.01):
+    def __init__(self, learning_rate: float | LearningRateSchedule = 0.01):
         self.learning_rate = learning_rate
         self.iterations = 0
         self.slots: dict[str, np.ndarray] = {}
-        self._tmp = None
+        self._tmp: np.ndarray | None = None
 
     # learning_rate reads as the current float value and accepts a float or a schedule.
     @property
@@ -58,7 +65,8 @@ class Optimizer:
         return float(lr(self.iterations)) if callable(lr) else lr
 
     @learning_rate.setter
-    def learning_rate(self, value):
+    def learning_rate(self, value: float | LearningRateSchedule | Callable[[int], float]) -> None:
+        self._learning_rate: float | Callable[[int], float]
         if isinstance(value, LearningRateSchedule) or callable(value):
             self._learning_rate = value
         else:
@@ -82,7 +90,7 @@ class Optimizer:
         self.slots = {}
         self._tmp = None
 
-    def _initial_slot(self, name, size):
+    def _initial_slot(self, name: str, size: int) -> np.ndarray:
         return np.zeros(size, dtype=np.float32)
 
     def apply(self, params: np.ndarray, grads: np.ndarray, dense_size: int | None = None,
@@ -95,13 +103,15 @@ class Optimizer:
         and optimizer state, as in Keras' sparse updates.
         """
         self.build(params.size)
+        tmp = self._tmp
+        assert tmp is not None, "build() allocates the scratch vector"
         lr = np.float32(self.learning_rate)
         if dense_size is None:
-            self._update(params, grads, lr, self.slots, self._tmp)
+            self._update(params, grads, lr, self.slots, tmp)
         else:
             d = dense_size
             self._update(params[:d], grads[:d], lr, {k: s[:d] for k, s in self.slots.items()},
-                         self._tmp[:d])
+                         tmp[:d])
             if sparse_index is not None and len(sparse_index):
                 idx = sparse_index
                 p, slots = params[idx], {k: s[idx] for k, s in self.slots.items()}
@@ -114,22 +124,23 @@ class Optimizer:
             for slot in self.slots.values():
                 np.putmask(slot, np.abs(slot) < _TINY, 0)
 
-    def _update(self, p, g, lr, slots, tmp):
+    def _update(self, p: np.ndarray, g: np.ndarray, lr: np.float32, slots: dict[str, np.ndarray],
+                tmp: np.ndarray) -> None:
         """The update rule on aligned arrays (params, grads, slot arrays, scratch)."""
         raise NotImplementedError
 
-    def __getstate__(self):
+    def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_tmp"] = None  # scratch space, reallocated on the next build
         state["slots"] = {}
         return state
 
-    def get_config(self) -> dict:
+    def get_config(self) -> dict[str, Any]:
         lr = self._learning_rate
         return {"name": self.name,
                 "learning_rate": lr.get_config() if isinstance(lr, LearningRateSchedule) else lr}
 
-    def apply_config(self, config: dict) -> None:
+    def apply_config(self, config: dict[str, Any]) -> None:
         """Take the hyperparameters of ``config`` (``get_config()`` of an optimizer of the same
         kind, e.g. after a callback changed its learning rate) through the constructor's
         checks, all or none; iterations and the slots that still apply are kept."""
@@ -154,7 +165,7 @@ class Optimizer:
             raise
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: dict[str, Any]) -> Optimizer:
         config = dict(config)
         config.pop("name", None)
         if "learning_rate" in config:
@@ -175,7 +186,7 @@ class Optimizer:
             self.slots = slots
             self._tmp = np.empty(next(iter(slots.values())).size, dtype=np.float32)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"{type(self).__name__}({self.get_config()})"
 
 
@@ -186,16 +197,18 @@ class SGD(Optimizer):
     momentum = Hyperparameter(below=1.0)
     nesterov = Hyperparameter(flag=True)
 
-    def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False):
+    def __init__(self, learning_rate: float | LearningRateSchedule = 0.01, momentum: float = 0.0,
+                 nesterov: bool = False):
         super().__init__(learning_rate)
         self.momentum = momentum
         self.nesterov = nesterov
 
     @property
-    def slot_names(self):
+    def slot_names(self) -> tuple[str, ...]:  # type: ignore[override]  # derived from the settings, not declared
         return ("momentum",) if self.momentum else ()
 
-    def _update(self, p, g, lr, slots, tmp):
+    def _update(self, p: np.ndarray, g: np.ndarray, lr: np.float32, slots: dict[str, np.ndarray],
+                tmp: np.ndarray) -> None:
         tmp = np.multiply(g, lr, out=tmp)
         if not self.momentum:
             p -= tmp
@@ -210,7 +223,7 @@ class SGD(Optimizer):
         else:
             p += v
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "momentum": self.momentum, "nesterov": self.nesterov}
 
 
@@ -223,11 +236,13 @@ class Adam(Optimizer):
     beta_2 = Hyperparameter(below=1.0)
     epsilon = Hyperparameter()
 
-    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7):
+    def __init__(self, learning_rate: float | LearningRateSchedule = 0.001, beta_1: float = 0.9,
+                 beta_2: float = 0.999, epsilon: float = 1e-7):
         super().__init__(learning_rate)
         self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
 
-    def _update(self, p, g, lr, slots, tmp):
+    def _update(self, p: np.ndarray, g: np.ndarray, lr: np.float32, slots: dict[str, np.ndarray],
+                tmp: np.ndarray) -> None:
         m, v = slots["m"], slots["v"]
         t = self.iterations + 1
         alpha = lr * np.sqrt(1 - self.beta_2 ** t) / (1 - self.beta_1 ** t)
@@ -244,7 +259,7 @@ class Adam(Optimizer):
         tmp *= np.float32(alpha)
         p -= tmp
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2,
                 "epsilon": self.epsilon}
 
@@ -257,14 +272,16 @@ class Adagrad(Optimizer):
     initial_accumulator_value = Hyperparameter()
     epsilon = Hyperparameter()
 
-    def __init__(self, learning_rate=0.001, initial_accumulator_value=0.1, epsilon=1e-7):
+    def __init__(self, learning_rate: float | LearningRateSchedule = 0.001,
+                 initial_accumulator_value: float = 0.1, epsilon: float = 1e-7):
         super().__init__(learning_rate)
         self.initial_accumulator_value, self.epsilon = initial_accumulator_value, epsilon
 
-    def _initial_slot(self, name, size):
+    def _initial_slot(self, name: str, size: int) -> np.ndarray:
         return np.full(size, self.initial_accumulator_value, dtype=np.float32)
 
-    def _update(self, p, g, lr, slots, tmp):
+    def _update(self, p: np.ndarray, g: np.ndarray, lr: np.float32, slots: dict[str, np.ndarray],
+                tmp: np.ndarray) -> None:
         acc = slots["accumulator"]
         np.multiply(g, g, out=tmp)
         acc += tmp
@@ -274,7 +291,7 @@ class Adagrad(Optimizer):
         tmp *= lr
         p -= tmp
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "initial_accumulator_value": self.initial_accumulator_value,
                 "epsilon": self.epsilon}
 
@@ -288,15 +305,17 @@ class RMSprop(Optimizer):
     momentum = Hyperparameter(below=1.0)
     epsilon = Hyperparameter()
 
-    def __init__(self, learning_rate=0.001, rho=0.9, momentum=0.0, epsilon=1e-7):
+    def __init__(self, learning_rate: float | LearningRateSchedule = 0.001, rho: float = 0.9,
+                 momentum: float = 0.0, epsilon: float = 1e-7):
         super().__init__(learning_rate)
         self.rho, self.momentum, self.epsilon = rho, momentum, epsilon
 
     @property
-    def slot_names(self):
+    def slot_names(self) -> tuple[str, ...]:  # type: ignore[override]  # derived from the settings, not declared
         return ("velocity", "momentum") if self.momentum else ("velocity",)
 
-    def _update(self, p, g, lr, slots, tmp):
+    def _update(self, p: np.ndarray, g: np.ndarray, lr: np.float32, slots: dict[str, np.ndarray],
+                tmp: np.ndarray) -> None:
         ms = slots["velocity"]
         ms *= self.rho
         np.multiply(g, g, out=tmp)
@@ -314,7 +333,7 @@ class RMSprop(Optimizer):
         else:
             p -= tmp
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "rho": self.rho, "momentum": self.momentum,
                 "epsilon": self.epsilon}
 
@@ -333,17 +352,18 @@ class Ftrl(Optimizer):
     initial_accumulator_value = Hyperparameter()
     beta = Hyperparameter()
 
-    def __init__(self, learning_rate=0.001, l1=0.0, l2=0.0, initial_accumulator_value=0.1,
-                 beta=0.0):
+    def __init__(self, learning_rate: float | LearningRateSchedule = 0.001, l1: float = 0.0,
+                 l2: float = 0.0, initial_accumulator_value: float = 0.1, beta: float = 0.0):
         super().__init__(learning_rate)
         self.l1, self.l2, self.beta = l1, l2, beta
         self.initial_accumulator_value = initial_accumulator_value
 
-    def _initial_slot(self, name, size):
+    def _initial_slot(self, name: str, size: int) -> np.ndarray:
         value = self.initial_accumulator_value if name == "accumulator" else 0.0
         return np.full(size, value, dtype=np.float32)
 
-    def _update(self, p, g, lr, slots, tmp):
+    def _update(self, p: np.ndarray, g: np.ndarray, lr: np.float32, slots: dict[str, np.ndarray],
+                tmp: np.ndarray) -> None:
         n, z = slots["accumulator"], slots["linear"]
         sqrt_old = np.sqrt(n)
         n += g * g
@@ -353,7 +373,7 @@ class Ftrl(Optimizer):
         quadratic = sqrt_new / lr + (2 * self.l2 + self.beta / lr)
         p[...] = (np.clip(z, -self.l1, self.l1) - z) / quadratic
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "l1": self.l1, "l2": self.l2,
                 "initial_accumulator_value": self.initial_accumulator_value, "beta": self.beta}
 
@@ -365,7 +385,7 @@ def names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get(identifier) -> Optimizer:
+def get(identifier: str | dict[str, Any] | Optimizer) -> Optimizer:
     if isinstance(identifier, Optimizer):
         return identifier
     if isinstance(identifier, dict):

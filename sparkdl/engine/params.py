@@ -7,9 +7,8 @@ operations, and optimizers update the whole model with a handful of NumPy calls.
 """
 from __future__ import annotations
 
-from typing import Iterable
-
 import numpy as np
+import numpy.typing as npt
 
 DTYPE = np.float32
 
@@ -53,6 +52,7 @@ class FlatBuffer:
 
     def sync_grads(self) -> None:
         """Re-attach gradients that a custom layer rebound instead of writing in place."""
+        assert self.grad_dicts is not None, "only a buffer made with grad_dicts has gradients"
         for (_, k), gd, view in zip(self.slots, self.grad_dicts, self._grad_views):
             g = gd[k]
             if g is not view:
@@ -69,7 +69,7 @@ class FlatBuffer:
                 view[...] = d[k]
                 d[k] = view
 
-    def set_flat(self, vector: Iterable[float]) -> None:
+    def set_flat(self, vector: npt.ArrayLike) -> None:
         vector = np.asarray(vector)
         if vector.shape != (self.size,):
             raise ValueError(f"expected a flat vector of shape ({self.size},), received {vector.shape}")

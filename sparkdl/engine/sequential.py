@@ -1,6 +1,12 @@
 """Sequential: a plain stack of layers, each feeding the next."""
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
 from sparkdl.engine.layers.base import Layer
 from sparkdl.engine.layers.core import InputLayer
 from sparkdl.engine.model import Model
@@ -8,7 +14,7 @@ from sparkdl.engine.symbolic import SymbolicTensor
 
 
 class Sequential(Model):
-    def __init__(self, layers=None, name: str | None = None):
+    def __init__(self, layers: Iterable[Layer | SymbolicTensor] | None = None, name: str | None = None):
         super().__init__(name=name or "sequential")  # no graph: the chain below replaces it
         self._input: InputLayer | None = None
         self._layers: list[Layer] = []
@@ -19,7 +25,7 @@ class Sequential(Model):
     def layers(self) -> list[Layer]:
         return list(self._layers)
 
-    def add(self, layer) -> None:
+    def add(self, layer: Layer | SymbolicTensor) -> None:
         if isinstance(layer, SymbolicTensor):
             if layer.inputs:
                 raise TypeError("Sequential.add: expected a layer or Input(shape), received the "
@@ -42,6 +48,7 @@ class Sequential(Model):
             self._build_layers()
 
     def _build_layers(self) -> None:
+        assert self._input is not None, "callers build once the input is known"
         shape = self._input.shape
         for layer in self._layers:
             shape = layer.ensure_built(shape)
@@ -51,7 +58,7 @@ class Sequential(Model):
             layer.needs_input_grad = any(l.params for l in self._layers[:i])
         self._pack()
 
-    def _build_from_data(self, x) -> None:
+    def _build_from_data(self, x: npt.ArrayLike | None) -> None:
         if not self._layers:
             raise ValueError(f"model '{self.name}' has no layers")
         shape = getattr(x[0] if isinstance(x, (list, tuple)) else x, "shape", None)
@@ -61,39 +68,40 @@ class Sequential(Model):
                                  dtype=getattr(self._layers[0], "input_dtype", "float32"))
         self._build_layers()
 
-    def _all_layers(self):
+    def _all_layers(self) -> list[Layer]:
         return self._layers
 
-    def _input_specs(self):
-        return [(self._input.shape, self._input.dtype)]
+    def _input_specs(self) -> list[tuple[tuple[int, ...], str]]:
+        return [(self._input.shape, self._input.dtype)]  # type: ignore[union-attr]  # set once built
 
-    def _output_layer(self):
+    def _output_layer(self) -> Layer:
         return self._layers[-1]
 
-    def _forward(self, xs, training, logits=False):
+    # With logits=True the last layer has a logits form (see Model._update_fusion).
+    def _forward(self, xs: list[np.ndarray], training: bool, logits: bool = False) -> np.ndarray:
         x = xs[0]
         last = len(self._layers) - 1
         for i, layer in enumerate(self._layers):
-            x = layer.forward_logits(x, training) if logits and i == last else layer.forward(x, training)
+            x = layer.forward_logits(x, training) if logits and i == last else layer.forward(x, training)  # type: ignore[attr-defined]
         return x
 
-    def _backward(self, dLdy, logits=False):
+    def _backward(self, dLdy: np.ndarray, logits: bool = False) -> None:
         layers = self._layers
-        g = layers[-1].backward_logits(dLdy) if logits else layers[-1].backward(dLdy)
+        g = layers[-1].backward_logits(dLdy) if logits else layers[-1].backward(dLdy)  # type: ignore[attr-defined]
         for layer in reversed(layers[:-1]):
             if g is None:
                 break
             g = layer.backward(g)
 
-    def get_config(self) -> dict:
-        config = {"name": self.name, "layers": [
+    def get_config(self) -> dict[str, Any]:
+        config: dict[str, Any] = {"name": self.name, "layers": [
             {"class_name": type(layer).__name__, "config": layer.get_config()} for layer in self._layers]}
         if self._input is not None:
             config["input"] = self._input.get_config()
         return config
 
     @classmethod
-    def from_config(cls, config: dict, custom_objects=None):
+    def from_config(cls, config: dict[str, Any], custom_objects: dict[str, Any] | None = None) -> Sequential:
         from sparkdl.engine import layers as layers_mod
         model = cls(name=config.get("name"))
         if "input" in config:

@@ -18,10 +18,14 @@ import io
 import json
 import os
 import zipfile
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from sparkdl.engine.files import atomic_write, npz_arrays, npz_bytes
+
+if TYPE_CHECKING:
+    from sparkdl.engine.model import Model
 
 FORMAT = "sparkdl.model"
 VERSION = 1
@@ -56,7 +60,7 @@ def _document(model, weights_bytes: bytes) -> dict:
                         "sha256": hashlib.sha256(weights_bytes).hexdigest()}}
 
 
-def model_to_bytes(model, who: str = "save") -> tuple[bytes, bytes]:
+def model_to_bytes(model: Model, who: str = "save") -> tuple[bytes, bytes]:
     """``(model.json, weights.npz)`` contents: what ``save_model`` writes, for callers that
     store them elsewhere (a Hadoop file system, a Pipeline's folder, a checkpoint)."""
     model.require_built(who)
@@ -64,7 +68,7 @@ def model_to_bytes(model, who: str = "save") -> tuple[bytes, bytes]:
     return json.dumps(_document(model, weights), indent=1).encode(), weights
 
 
-def save_model(model, path) -> None:
+def save_model(model: Model, path: str | os.PathLike[str]) -> None:
     path = os.fspath(path)
     doc, weights = model_to_bytes(model)
     if os.path.isdir(path):
@@ -133,10 +137,11 @@ def assign_weights(model, arrays: dict[str, np.ndarray], where: str, who: str = 
     model.set_weights(weights)
 
 
-def model_from_config(class_name: str, config: dict, custom_objects=None):
+def model_from_config(class_name: str, config: dict[str, Any],
+                      custom_objects: dict[str, Any] | None = None) -> Model:
     from sparkdl.engine.model import Model
     from sparkdl.engine.sequential import Sequential
-    classes = {"Sequential": Sequential, "Model": Model}
+    classes: dict[str, type[Model]] = {"Sequential": Sequential, "Model": Model}
     if class_name not in classes:
         raise ValueError(f"load_model: unknown model class {class_name!r}; expected one of {sorted(classes)}")
     return classes[class_name].from_config(config, custom_objects=custom_objects)
@@ -151,7 +156,8 @@ def _resolve(registry_get, config, custom_objects):
     return registry_get(config)
 
 
-def load_model(path, custom_objects: dict | None = None, compile: bool = True):
+def load_model(path: str | os.PathLike[str], custom_objects: dict[str, Any] | None = None,
+               compile: bool = True) -> Model:
     """Rebuild a model saved with ``model.save(path)``: architecture, weights, and (when it was
     compiled and ``compile=True``) its optimizer with its state, loss and metrics."""
     path = os.fspath(path)
@@ -159,8 +165,8 @@ def load_model(path, custom_objects: dict | None = None, compile: bool = True):
     return _build(doc, weights, path, custom_objects, compile)
 
 
-def model_from_bytes(raw_doc: bytes, weights: bytes, where: str, custom_objects: dict | None = None,
-                     compile: bool = True, who: str = "load_model"):
+def model_from_bytes(raw_doc: bytes, weights: bytes, where: str, custom_objects: dict[str, Any] | None = None,
+                     compile: bool = True, who: str = "load_model") -> Model:
     """The model whose ``model_to_bytes`` were ``(raw_doc, weights)``; ``where`` names their
     origin and ``who`` the operation in error messages. Checked like ``load_model``."""
     return _build(check_document(raw_doc, weights, where, who), weights, where, custom_objects,
@@ -182,17 +188,18 @@ def _build(doc: dict, weights: bytes, path: str, custom_objects, compile: bool, 
                       metrics=[_resolve(metrics.get, m, custom_objects) for m in c["metrics"]])
         _, opt_state = split_arrays(arrays)
         if opt_state:
+            assert model.optimizer is not None, "compiled just above"
             model.optimizer.set_state(opt_state)
     return model
 
 
-def save_weights(model, path) -> None:
+def save_weights(model: Model, path: str | os.PathLike[str]) -> None:
     """Weights only, as an ``.npz`` file (loadable into the same architecture)."""
     model.require_built("save_weights")
     atomic_write(os.fspath(path), npz_bytes(_model_arrays(model, with_optimizer=False)))
 
 
-def load_weights(model, path) -> None:
+def load_weights(model: Model, path: str | os.PathLike[str]) -> None:
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"load_weights: no file at {path!r}")

@@ -5,22 +5,34 @@ that layer's symbolic inputs, so a model can later walk the graph from outputs t
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, TypeAlias, Union
+
 import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from sparkdl.engine.layers.base import Layer
 
 
 class SymbolicTensor:
-    def __init__(self, shape: tuple, dtype: str, layer, inputs: list["SymbolicTensor"]):
+    def __init__(self, shape: tuple[int, ...], dtype: str, layer: Layer, inputs: list[SymbolicTensor]):
         self.shape = tuple(shape)
         self.dtype = dtype
         self.layer = layer
         self.inputs = inputs
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<SymbolicTensor shape={(None,) + self.shape} dtype={self.dtype} from '{self.layer.name}'>"
 
 
-def call_symbolic(layer, x):
+#: One symbolic tensor, or a list or tuple of them (the inputs of a merge layer or a model).
+SymbolicTensors: TypeAlias = Union[SymbolicTensor, "list[SymbolicTensor]", "tuple[SymbolicTensor, ...]"]
+
+
+def call_symbolic(layer: Layer, x: SymbolicTensor | Sequence[SymbolicTensor]) -> SymbolicTensor:
     """Build ``layer`` for the symbolic input(s) ``x`` and return its symbolic output."""
+    in_shape: tuple[int, ...] | list[tuple[int, ...]]
     if isinstance(x, SymbolicTensor):
         inputs, in_shape = [x], x.shape
     else:
@@ -30,7 +42,7 @@ def call_symbolic(layer, x):
     return SymbolicTensor(out_shape, dtype, layer, inputs)
 
 
-def check_dtype(dtype) -> str:
+def check_dtype(dtype: npt.DTypeLike) -> str:
     try:
         name = np.dtype(dtype).name
     except TypeError:

@@ -9,13 +9,14 @@ from sparkdl.engine import layers
 from sparkdl.engine.layers.core import Input
 from sparkdl.engine.model import Model
 from sparkdl.engine.sequential import Sequential
+from sparkdl.engine.symbolic import SymbolicTensor
 
 
 def mlp(input_dim=784, hidden=(256, 128), num_classes=10, activation="relu", dropout=0.0,
         name="mlp") -> Sequential:
     """Dense layers of ``hidden`` units, then a softmax over ``num_classes``
     (a single sigmoid unit when ``num_classes`` is 1)."""
-    stack = [layers.Input((input_dim,))]
+    stack: list[layers.Layer | SymbolicTensor] = [layers.Input((input_dim,))]
     for units in hidden:
         stack.append(layers.Dense(units, activation=activation))
         if dropout:

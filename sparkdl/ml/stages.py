@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pyspark import keyword_only
 from pyspark.ml import Estimator, Model
@@ -21,11 +22,21 @@ from pyspark.ml.param.shared import (HasFeaturesCol, HasLabelCol, HasPredictionC
 from sparkdl.engine import checks
 from sparkdl.ml.persistence import NNReadable, NNWritable
 
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
+    from sparkdl.engine.callbacks import History
+    from sparkdl.engine.model import Model as EngineModel
+
 logger = logging.getLogger(__name__)
+
+_E = TypeVar("_E", bound="_NNEstimatorBase")
 
 
 class _NNParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, HasSeed):
     """Params shared by the estimators and their models."""
+
+    _input_kwargs: dict[str, Any]  # set by @keyword_only
 
     epochs = Param(Params._dummy(), "epochs", "passes over the training data (>= 0)",
                    typeConverter=TypeConverters.toInt)
@@ -63,7 +74,7 @@ class _NNParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, HasSeed):
                    "continue from the newest checkpoint in checkpointDir, if there is one",
                    typeConverter=TypeConverters.toBoolean)
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self._setDefault(epochs=10, batchSize=64, mode="sync", frequency="epoch", staleness=2,
                          aggregate="weights", numWorkers=0, learningRate=0.0,
@@ -107,7 +118,7 @@ class _NNParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, HasSeed):
         return self.getOrDefault(self.resume)
 
     # ---- checks ------------------------------------------------------------------------------
-    def _frequency_value(self):
+    def _frequency_value(self) -> str | int:
         """The frequency Param (a string) as SparkModel takes it: "3" is the int 3."""
         from sparkdl.distributed.strategies import check_frequency
         value = self.getFrequency()
@@ -133,7 +144,7 @@ class _NNParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, HasSeed):
             raise ValueError(f"{name}: resume=True needs checkpointDir (the directory to resume from)")
 
 
-def _check_model(model, who: str, classifier: bool):
+def _check_model(model: EngineModel, who: str, classifier: bool) -> EngineModel:
     from sparkdl.engine.model import Model as EngineModel
     if not isinstance(model, EngineModel):
         raise TypeError(f"{who}: expected model=<a compiled sparkdl model>, received "
@@ -143,13 +154,14 @@ def _check_model(model, who: str, classifier: bool):
                          f"(model.compile(optimizer=..., loss=...))")
     if not model.built:
         raise ValueError(f"{who}: model '{model.name}' is not built; give it an input shape")
+    assert model.loss is not None, "checked above"
     if classifier and not model.loss.name.endswith("crossentropy"):
         raise ValueError(f"{who}: expected a classifier (a crossentropy loss), received a model "
                          f"with loss {model.loss.name!r}; use NNEstimator for regression")
     return model
 
 
-def _copy_of(model):
+def _copy_of(model: EngineModel) -> EngineModel:
     """An independent copy (weights, optimizer state, custom layers included)."""
     import cloudpickle
     return pickle.loads(cloudpickle.dumps(model))
@@ -157,21 +169,22 @@ def _copy_of(model):
 
 class _NNEstimatorBase(Estimator, _NNParams, NNWritable, NNReadable):
     _classifier = False
+    _model_class: type[_NNModelBase]
 
-    def __init__(self, model):
+    def __init__(self, model: EngineModel | None):
         super().__init__()
         self._model = _check_model(model, type(self).__name__, self._classifier) \
             if model is not None else None
 
-    def getModel(self):
+    def getModel(self) -> EngineModel | None:
         """The template model (compiled, untrained by ``fit``)."""
         return self._model
 
-    def setModel(self, model):
+    def setModel(self: _E, model: EngineModel) -> _E:
         self._model = _check_model(model, type(self).__name__, self._classifier)
         return self
 
-    def _fit(self, dataset):
+    def _fit(self, dataset: DataFrame) -> _NNModelBase:
         name = type(self).__name__
         if self._model is None:
             raise ValueError(f"{name}: no model; pass model=<a compiled sparkdl model>")
@@ -179,6 +192,7 @@ class _NNEstimatorBase(Estimator, _NNParams, NNWritable, NNReadable):
         from sparkdl.spark import SparkModel
         model = _copy_of(self._model)
         if self.getLearningRate() > 0:
+            assert model.optimizer is not None, "_check_model took a compiled model"
             model.optimizer.learning_rate = self.getLearningRate()
         spark_model = SparkModel(model, mode=self.getMode(), frequency=self._frequency_value(),
                                  num_workers=self.getNumWorkers() or None,
@@ -199,20 +213,20 @@ class _NNEstimatorBase(Estimator, _NNParams, NNWritable, NNReadable):
 class _NNModelBase(Model, _NNParams, NNWritable, NNReadable):
     _classifier = False
 
-    def __init__(self, model):
+    def __init__(self, model: EngineModel | None):
         super().__init__()
         self._model = _check_model(model, type(self).__name__, self._classifier) \
             if model is not None else None
-        self.history = None
+        self.history: History | None = None
 
-    def getModel(self):
+    def getModel(self) -> EngineModel | None:
         """The trained sparkdl model."""
         return self._model
 
     def _output_columns(self) -> dict:
         return {"probability_col": None, "raw_prediction_col": None}
 
-    def _transform(self, dataset):
+    def _transform(self, dataset: DataFrame) -> DataFrame:
         self._check_params()
         from sparkdl.spark import frames
         return frames.predict_frame(dataset, self._model, self.getFeaturesCol(), self.getPredictionCol(),
@@ -225,11 +239,12 @@ class NNModel(_NNModelBase):
     array of doubles for several), computed on the executors."""
 
     @keyword_only
-    def __init__(self, *, model=None, featuresCol="features", labelCol="label",
-                 predictionCol="prediction", epochs=10, batchSize=64, mode="sync",
-                 frequency="epoch", staleness=2, aggregate="weights", numWorkers=0,
-                 learningRate=0.0, predictBatchSize=1024, seed=0, checkpointDir="",
-                 checkpointInterval=1, resume=False):
+    def __init__(self, *, model: EngineModel | None = None, featuresCol: str = "features",
+                 labelCol: str = "label", predictionCol: str = "prediction", epochs: int = 10,
+                 batchSize: int = 64, mode: str = "sync", frequency: str = "epoch", staleness: int = 2,
+                 aggregate: str = "weights", numWorkers: int = 0, learningRate: float = 0.0,
+                 predictBatchSize: int = 1024, seed: int = 0, checkpointDir: str = "",
+                 checkpointInterval: int = 1, resume: bool = False):
         super().__init__(model)
         kwargs = dict(self._input_kwargs)
         kwargs.pop("model", None)
@@ -244,12 +259,13 @@ class NNClassifierModel(_NNModelBase, HasProbabilityCol, HasRawPredictionCol):
     _classifier = True
 
     @keyword_only
-    def __init__(self, *, model=None, featuresCol="features", labelCol="label",
-                 predictionCol="prediction", probabilityCol="probability",
-                 rawPredictionCol="rawPrediction", epochs=10, batchSize=64, mode="sync",
-                 frequency="epoch", staleness=2, aggregate="weights", numWorkers=0,
-                 learningRate=0.0, predictBatchSize=1024, seed=0, checkpointDir="",
-                 checkpointInterval=1, resume=False):
+    def __init__(self, *, model: EngineModel | None = None, featuresCol: str = "features",
+                 labelCol: str = "label", predictionCol: str = "prediction",
+                 probabilityCol: str = "probability", rawPredictionCol: str = "rawPrediction",
+                 epochs: int = 10, batchSize: int = 64, mode: str = "sync", frequency: str = "epoch",
+                 staleness: int = 2, aggregate: str = "weights", numWorkers: int = 0,
+                 learningRate: float = 0.0, predictBatchSize: int = 1024, seed: int = 0,
+                 checkpointDir: str = "", checkpointInterval: int = 1, resume: bool = False):
         super().__init__(model)
         kwargs = dict(self._input_kwargs)
         kwargs.pop("model", None)
@@ -267,11 +283,12 @@ class NNEstimator(_NNEstimatorBase):
     _model_class = NNModel
 
     @keyword_only
-    def __init__(self, *, model=None, featuresCol="features", labelCol="label",
-                 predictionCol="prediction", epochs=10, batchSize=64, mode="sync",
-                 frequency="epoch", staleness=2, aggregate="weights", numWorkers=0,
-                 learningRate=0.0, predictBatchSize=1024, seed=0, checkpointDir="",
-                 checkpointInterval=1, resume=False):
+    def __init__(self, *, model: EngineModel | None = None, featuresCol: str = "features",
+                 labelCol: str = "label", predictionCol: str = "prediction", epochs: int = 10,
+                 batchSize: int = 64, mode: str = "sync", frequency: str = "epoch", staleness: int = 2,
+                 aggregate: str = "weights", numWorkers: int = 0, learningRate: float = 0.0,
+                 predictBatchSize: int = 1024, seed: int = 0, checkpointDir: str = "",
+                 checkpointInterval: int = 1, resume: bool = False):
         super().__init__(model)
         kwargs = dict(self._input_kwargs)
         kwargs.pop("model", None)
@@ -279,10 +296,13 @@ class NNEstimator(_NNEstimatorBase):
         self._check_params()
 
     @keyword_only
-    def setParams(self, *, featuresCol=None, labelCol=None, predictionCol=None, epochs=None,
-                  batchSize=None, mode=None, frequency=None, staleness=None, aggregate=None,
-                  numWorkers=None, learningRate=None, predictBatchSize=None, seed=None, checkpointDir=None,
-                  checkpointInterval=None, resume=None):
+    def setParams(self, *, featuresCol: str | None = None, labelCol: str | None = None,
+                  predictionCol: str | None = None, epochs: int | None = None, batchSize: int | None = None,
+                  mode: str | None = None, frequency: str | None = None, staleness: int | None = None,
+                  aggregate: str | None = None, numWorkers: int | None = None,
+                  learningRate: float | None = None, predictBatchSize: int | None = None,
+                  seed: int | None = None, checkpointDir: str | None = None,
+                  checkpointInterval: int | None = None, resume: bool | None = None) -> NNEstimator:
         self._set(**{k: v for k, v in self._input_kwargs.items() if v is not None})
         self._check_params()
         return self
@@ -297,12 +317,13 @@ class NNClassifier(_NNEstimatorBase, HasProbabilityCol, HasRawPredictionCol):
     _model_class = NNClassifierModel
 
     @keyword_only
-    def __init__(self, *, model=None, featuresCol="features", labelCol="label",
-                 predictionCol="prediction", probabilityCol="probability",
-                 rawPredictionCol="rawPrediction", epochs=10, batchSize=64, mode="sync",
-                 frequency="epoch", staleness=2, aggregate="weights", numWorkers=0,
-                 learningRate=0.0, predictBatchSize=1024, seed=0, checkpointDir="",
-                 checkpointInterval=1, resume=False):
+    def __init__(self, *, model: EngineModel | None = None, featuresCol: str = "features",
+                 labelCol: str = "label", predictionCol: str = "prediction",
+                 probabilityCol: str = "probability", rawPredictionCol: str = "rawPrediction",
+                 epochs: int = 10, batchSize: int = 64, mode: str = "sync", frequency: str = "epoch",
+                 staleness: int = 2, aggregate: str = "weights", numWorkers: int = 0,
+                 learningRate: float = 0.0, predictBatchSize: int = 1024, seed: int = 0,
+                 checkpointDir: str = "", checkpointInterval: int = 1, resume: bool = False):
         super().__init__(model)
         kwargs = dict(self._input_kwargs)
         kwargs.pop("model", None)
@@ -310,11 +331,14 @@ class NNClassifier(_NNEstimatorBase, HasProbabilityCol, HasRawPredictionCol):
         self._check_params()
 
     @keyword_only
-    def setParams(self, *, featuresCol=None, labelCol=None, predictionCol=None, probabilityCol=None,
-                  rawPredictionCol=None, epochs=None, batchSize=None, mode=None, frequency=None,
-                  staleness=None, aggregate=None, numWorkers=None, learningRate=None,
-                  predictBatchSize=None, seed=None, checkpointDir=None,
-                  checkpointInterval=None, resume=None):
+    def setParams(self, *, featuresCol: str | None = None, labelCol: str | None = None,
+                  predictionCol: str | None = None, probabilityCol: str | None = None,
+                  rawPredictionCol: str | None = None, epochs: int | None = None,
+                  batchSize: int | None = None, mode: str | None = None, frequency: str | None = None,
+                  staleness: int | None = None, aggregate: str | None = None, numWorkers: int | None = None,
+                  learningRate: float | None = None, predictBatchSize: int | None = None,
+                  seed: int | None = None, checkpointDir: str | None = None,
+                  checkpointInterval: int | None = None, resume: bool | None = None) -> NNClassifier:
         self._set(**{k: v for k, v in self._input_kwargs.items() if v is not None})
         self._check_params()
         return self

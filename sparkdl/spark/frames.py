@@ -16,8 +16,14 @@ from __future__ import annotations
 import io
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from pyspark import RDD, SparkContext
+    from pyspark.sql import DataFrame, SparkSession
 
 logger = logging.getLogger(__name__)
 
@@ -204,7 +210,7 @@ def arrow_batch_rdd(df):
     no SQL Python worker and no row hand-over, so a fresh application starts one Python
     worker pool instead of two (about 1.5 s of its first fit). None where Spark exposes no
     such RDD (Spark Connect)."""
-    from pyspark.rdd import RDD
+    from pyspark import RDD
     from pyspark.serializers import NoOpSerializer
     from pyspark.sql.pandas.types import to_arrow_schema
 
@@ -227,7 +233,7 @@ def arrow_batch_rdd(df):
     return RDD(jrdd, df.sparkSession.sparkContext, NoOpSerializer()).mapPartitions(read)
 
 
-def _python_error(exc: Exception) -> Exception:
+def _python_error(exc: BaseException) -> BaseException:
     """The ValueError/TypeError a Python task raised, recovered from Spark's wrapper."""
     text = str(exc)
     for kind in (ValueError, TypeError):
@@ -296,6 +302,7 @@ def _block_converter(model, features, label, who):
         if label is not None:
             y2d = np.concatenate(ys) if ys else np.zeros((0, 1), np.float32)
             check_values(y2d, who, f"label column {label.names}")
+            assert to_targets is not None, "made above whenever there is a label"
             y = to_targets(y2d)
         return [x], y
     return convert
@@ -341,7 +348,8 @@ def dataframe_blocks(df, model, features_col, label_col, num_workers, who, cache
     return Blocks(rdd, rows)
 
 
-def to_simple_rdd(sc, x, y, num_slices=None):
+def to_simple_rdd(sc: SparkContext, x: npt.ArrayLike, y: npt.ArrayLike,
+                  num_slices: int | None = None) -> RDD[tuple[np.ndarray, np.ndarray]]:
     """Elephas' shape: an RDD of ``(x_row, y_row)`` NumPy pairs from two arrays."""
     x, y = np.asarray(x), np.asarray(y)
     if len(x) != len(y):
@@ -540,7 +548,8 @@ def evaluate_frame(df, model, features_col, label_col, batch_size) -> dict:
 MAX_TASK_BYTES = 512 * 1024
 
 
-def from_arrays(spark, x, y=None, features_col="features", label_col="label", num_partitions=None):
+def from_arrays(spark: SparkSession, x: npt.ArrayLike, y: npt.ArrayLike | None = None, features_col: str = "features",
+                label_col: str = "label", num_partitions: int | None = None) -> DataFrame:
     """A DataFrame with an ``array<float>`` features column (rows flattened; ``array<bigint>``
     for integer ``x``, such as an Embedding's ids) and a numeric or array label column, built
     through one Arrow table (fast: no per-row Python objects).

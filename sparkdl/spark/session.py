@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 #: What sparkdl wants from Spark; the same values ship in spark-defaults.conf.
 DEFAULTS = {
@@ -22,7 +26,7 @@ DEFAULTS = {
 }
 
 
-def read_properties(path) -> dict[str, str]:
+def read_properties(path: str | os.PathLike[str]) -> dict[str, str]:
     """Parse a Spark properties file (``key value`` or ``key=value`` lines, # comments)."""
     props = {}
     with open(path) as f:
@@ -39,8 +43,8 @@ def read_properties(path) -> dict[str, str]:
     return props
 
 
-def get_session(master: str | None = None, app_name: str = "sparkdl", conf: dict | None = None,
-                properties_file: str | None = None):
+def get_session(master: str | None = None, app_name: str = "sparkdl", conf: dict[str, Any] | None = None,
+                properties_file: str | os.PathLike[str] | None = None) -> SparkSession:
     """The active SparkSession, or a new one with sparkdl's defaults.
 
     ``master`` defaults to ``local[*]`` when nothing else (spark-submit, ``MASTER``) sets it.
@@ -52,7 +56,7 @@ def get_session(master: str | None = None, app_name: str = "sparkdl", conf: dict
     if active is not None:
         return active
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    settings = dict(DEFAULTS)
+    settings: dict[str, Any] = dict(DEFAULTS)
     if properties_file is not None:
         settings.update(read_properties(properties_file))
     settings.update(conf or {})

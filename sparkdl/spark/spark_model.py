@@ -11,9 +11,15 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, overload
+
+import numpy as np
+import numpy.typing as npt
 
 from sparkdl.distributed import worker
 from sparkdl.distributed.strategies import check_frequency, get_strategy
@@ -23,6 +29,14 @@ from sparkdl.engine.files import json_plain
 from sparkdl.engine.training import EpochSums, FitLoop
 from sparkdl.errors import NotCompiledError, SparkTrainingDivergedError
 from sparkdl.spark import block_cache, executor, frames, job, transports
+
+if TYPE_CHECKING:
+    from pyspark import RDD
+    from pyspark.sql import DataFrame
+
+    from sparkdl.distributed.checkpoint import CheckpointStore
+    from sparkdl.engine.callbacks import Callback
+    from sparkdl.engine.model import Model
 
 logger = logging.getLogger(__name__)
 
@@ -57,9 +71,10 @@ class SparkModel:
     job per round (per epoch in the async modes), as on clusters without barrier scheduling.
     """
 
-    def __init__(self, model, mode="sync", frequency="epoch", num_workers=None,
-                 aggregate="weights", seed=0, transport="socket", port=None, timeout=120.0,
-                 round_timeout=None, execution="auto", **mode_options):
+    def __init__(self, model: Model, mode: str = "sync", frequency: str | int = "epoch",
+                 num_workers: int | None = None, aggregate: str = "weights", seed: int = 0,
+                 transport: str = "socket", port: int | None = None, timeout: float = 120.0,
+                 round_timeout: float | None = None, execution: str = "auto", **mode_options: Any):
         if getattr(model, "loss", None) is None or getattr(model, "optimizer", None) is None:
             raise NotCompiledError("SparkModel: expected a compiled model; call "
                                    "model.compile(optimizer=..., loss=...) first")
@@ -96,6 +111,7 @@ class SparkModel:
             sc = data.sparkSession.sparkContext
             parts = self._workers(sc)
             model = self.model
+            assert model.loss is not None, "SparkModel takes a compiled model"
             key = (id(sc), features_col if isinstance(features_col, str) else tuple(features_col),
                    label_col if isinstance(label_col, (str, type(None))) else tuple(label_col),
                    repr(model.input_specs()), model.loss.name, tuple(model.output_shape), parts)
@@ -107,9 +123,12 @@ class SparkModel:
                         f"received {type(data).__name__}")
 
     # ---- fit ---------------------------------------------------------------------------------
-    def fit(self, data, epochs=10, batch_size=64, features_col="features", label_col="label",
-            validation_data=None, callbacks=None, verbose=1, checkpoint_dir=None,
-            checkpoint_every=1, resume=False, checkpoint_keep=3) -> History:
+    def fit(self, data: DataFrame | RDD[Any], epochs: int = 10, batch_size: int = 64,
+            features_col: str | Sequence[str] = "features", label_col: str | Sequence[str] | None = "label",
+            validation_data: DataFrame | tuple[npt.ArrayLike, npt.ArrayLike] | None = None,
+            callbacks: Sequence[Callback] | None = None, verbose: int = 1,
+            checkpoint_dir: str | os.PathLike[str] | None = None, checkpoint_every: int = 1,
+            resume: bool = False, checkpoint_keep: int = 3) -> History:
         """Train for ``epochs`` on ``data``; returns the History (``history.rounds`` per round).
 
         The whole fit runs as one Spark barrier job whose tasks keep their partition and model
@@ -156,7 +175,7 @@ class SparkModel:
                                 "SparkModel.fit(validation_data)")
             return ("frame", validation_data, features_col, label_col)
         if isinstance(validation_data, (tuple, list)) and len(validation_data) == 2:
-            xs, y = self.model.check_data(*validation_data, "SparkModel.fit(validation_data)")
+            xs, y = self.model.check_data(validation_data[0], validation_data[1], "SparkModel.fit(validation_data)")
             return ("arrays", xs, y)
         raise TypeError("SparkModel.fit: expected validation_data as a DataFrame or (x_val, y_val)")
 
@@ -193,6 +212,7 @@ class SparkModel:
                            blocks.empty_partitions)
 
     def _open_transport(self, blocks, model_bc, val_blocks, reason, run):
+        assert self.history is not None, "_start_history ran first"
         group = self.history.settings["job_group"] = f"sparkdl-{uuid.uuid4().hex[:12]}"
         if reason is not None:
             return transports.RoundJobs(self, blocks, model_bc, group)
@@ -242,6 +262,7 @@ class SparkModel:
 
     def _epoch(self, fit, epoch, bar, val) -> dict:
         """One epoch's rounds (and checkpoints inside it) and validation; returns its logs."""
+        assert self.history is not None, "_start_history ran first"
         run, per_epoch = fit.run, fit.per_epoch
         partial, fit.partial = fit.partial, None
         sums = EpochSums(self.model.metrics, *partial) if partial else EpochSums(self.model.metrics)
@@ -264,6 +285,7 @@ class SparkModel:
         model = self.model
         start = time.perf_counter()
         opt = model.optimizer
+        assert opt is not None, "SparkModel takes a compiled model"
         spec = worker.RoundSpec(round=round_index, seed=self.seed, batch_size=batch_size,
                                 frequency=self.frequency, aggregate=self.aggregate,
                                 optimizer=opt.get_config())
@@ -289,6 +311,7 @@ class SparkModel:
         """The driver's optimizer steps on the round's mean gradient; a step that makes the
         weights non-finite is undone."""
         model, opt = self.model, self.model.optimizer
+        assert opt is not None, "SparkModel takes a compiled model"
         before = (model.get_flat_weights(), {k: v.copy() for k, v in opt.slots.items()}, opt.iterations)
         opt.apply(model.flat_weights, mean_gradient)
         what = worker.non_finite(0.0, {"weights": model.flat_weights})
@@ -306,6 +329,7 @@ class SparkModel:
     def _resume(self, store, settings, rounds_per_epoch):
         """Restore the newest readable checkpoint into the model and the history. Returns
         ``(rounds done, (loss sum, samples, metric states) of the unfinished epoch or None)``."""
+        assert self.history is not None, "_start_history ran first"
         restored = store.restore_latest(self.model, check=functools.partial(
             _check_resumable, settings=settings, store=store))
         if restored is None:
@@ -328,6 +352,7 @@ class SparkModel:
     def _checkpoint(self, store, round_index, settings, epoch, sums=None):
         """Save the state after ``round_index`` rounds; ``sums`` (the ``EpochSums`` so far) when
         the checkpoint falls inside ``epoch``, None at an epoch's end."""
+        assert self.history is not None, "_start_history ran first"
         loss_sum, samples, metric_objs = (sums.loss_sum, sums.samples, sums.metrics) if sums else (0.0, 0, [])
         meta = json_plain({"round": round_index, "epoch": epoch, "settings": settings,
                        "loss_sum": loss_sum, "samples": samples, "history": self.history.history,
@@ -346,8 +371,17 @@ class SparkModel:
                 "partitions": result.partitions}
 
     # ---- inference ---------------------------------------------------------------------------
-    def predict(self, data, features_col="features", prediction_col="prediction",
-                probability_col="probability", batch_size=256):
+    @overload
+    def predict(self, data: DataFrame, features_col: str | Sequence[str] = ..., prediction_col: str = ...,
+                probability_col: str | None = ..., batch_size: int = ...) -> DataFrame: ...
+
+    @overload
+    def predict(self, data: npt.ArrayLike, features_col: str | Sequence[str] = ..., prediction_col: str = ...,
+                probability_col: str | None = ..., batch_size: int = ...) -> npt.NDArray[np.float32]: ...
+
+    def predict(self, data: DataFrame | npt.ArrayLike, features_col: str | Sequence[str] = "features",
+                prediction_col: str = "prediction", probability_col: str | None = "probability",
+                batch_size: int = 256) -> DataFrame | npt.NDArray[np.float32]:
         """NumPy in, NumPy out (locally); a DataFrame in, the DataFrame plus predictions out
         (computed on the executors)."""
         from pyspark.sql import DataFrame
@@ -357,7 +391,8 @@ class SparkModel:
                                         probability_col, batch_size)
         return self.model.predict(data, batch_size=batch_size)
 
-    def evaluate(self, data, features_col="features", label_col="label", batch_size=256) -> dict:
+    def evaluate(self, data: DataFrame, features_col: str | Sequence[str] = "features",
+                 label_col: str | Sequence[str] = "label", batch_size: int = 256) -> dict[str, float]:
         """Loss and compiled metrics computed on the executors and combined on the driver."""
         from pyspark.sql import DataFrame
         if not isinstance(data, DataFrame):
@@ -402,7 +437,7 @@ class _FitState:
     settings: dict
     round: int = 0
     partial: tuple | None = None
-    transport: object = None
+    transport: transports.InJob | transports.RoundJobs | None = None
 
 
 @dataclass(frozen=True)
@@ -411,6 +446,6 @@ class _FitRun:
     epochs: int
     batch_size: int
     verbose: int
-    store: object
+    store: CheckpointStore | None
     every: int
     resume: bool

@@ -20,6 +20,8 @@ import functools
 import logging
 import threading
 import time
+from typing import Any
+
 import numpy as np
 
 from sparkdl.distributed import exchange, fit_task, protocol, worker
@@ -128,6 +130,7 @@ class InJob:
 
     # ---- the protocol -------------------------------------------------------------------------
     def sync_round(self, spec, what: str):
+        assert self.exchange is not None, "the sync modes have a round exchange"
         model = self.model
         # Two payload buffers in turn: a late reader of the last round's never sees this one's.
         self._payloads.reverse()
@@ -224,7 +227,11 @@ class RoundJobs:
         self.aggregate, self.round_timeout = spark_model.aggregate, spark_model.round_timeout
         self.blocks, self.model_bc, self.group = blocks, model_bc, group
         self.sc = blocks.rdd.context
-        self.server = self.service = self.end = None
+        self.server: FrameServer | None = None
+        # The parameter server (async modes) or the round exchange (sync over sockets), and
+        # the endpoint through which tasks reach it; None with transport="spark".
+        self.service: Any = None
+        self.end: Any = None
         sm = spark_model
         if sm.strategy.asynchronous:
             self.service = parameter_server(sm)

@@ -4,7 +4,7 @@ import numpy as np
 
 import sparkdl
 from sparkdl.data.synthetic import click_data
-from sparkdl.engine import metrics, optimizers, zoo
+from sparkdl.engine import optimizers, zoo
 
 
 def exact_auc(labels, scores):

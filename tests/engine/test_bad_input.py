@@ -207,7 +207,8 @@ def test_dropout_bad_rate(rate):
 @pytest.mark.parametrize("batch_size", [0, -1, 2.0, None])
 def test_bad_batch_size(batch_size):
     model = _regressor()
-    with pytest.raises(ValueError, match=f"fit: expected batch_size >= 1 \\(an int\\), received batch_size={batch_size!r}"):
+    with pytest.raises(ValueError,
+                       match=f"fit: expected batch_size >= 1 \\(an int\\), received batch_size={batch_size!r}"):
         model.fit(_x(), np.zeros(8), batch_size=batch_size, verbose=0)
     with pytest.raises(ValueError, match="predict: expected batch_size >= 1"):
         model.predict(_x(), batch_size=batch_size)

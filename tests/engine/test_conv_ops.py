@@ -89,7 +89,7 @@ def test_conv_paths_match_reference_in_float64(case, layout):
         x, dy = channel_last(x), channel_last(dy)
     y_ref, dk_ref, db_ref, dx_ref = ref_conv(x, kernel, bias, s, pads, dy)
     ws = {}
-    for step in range(2):  # the second step reuses the workspace
+    for _ in range(2):  # the second step reuses the workspace
         y = conv_ops.conv2d_forward(x, kernel, bias, s, pads, ws)
         assert y.dtype == np.float64
         np.testing.assert_allclose(y, y_ref, rtol=1e-12, atol=1e-10)

@@ -162,7 +162,7 @@ def check_merge(layer, xs, rng):
     assert len(dxs) == len(xs)
     for i, x in enumerate(xs):
         xp = [a.copy() for a in xs]
-        num = numeric_grad(lambda: float(np.sum(layer.forward(xp, training=True) * G)), xp[i])
+        num = numeric_grad(lambda: float(np.sum(layer.forward(xp, training=True) * G)), xp[i])  # noqa: B023
         assert dxs[i].shape == x.shape
         np.testing.assert_allclose(dxs[i], num, rtol=1e-7, atol=1e-9, err_msg=f"input {i}")
     return y

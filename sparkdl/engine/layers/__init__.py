@@ -1,4 +1,8 @@
 """The layer stack: the Layer protocol and every built-in layer, by class name."""
+from __future__ import annotations
+
+from typing import Any
+
 from sparkdl.engine.layers.activation import Activation, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from sparkdl.engine.layers.base import ActivatedLayer, Layer
 from sparkdl.engine.layers.conv import AveragePooling2D, AvgPool2D, Conv2D, MaxPool2D, MaxPooling2D
@@ -10,11 +14,12 @@ from sparkdl.engine.layers.norm import BatchNorm
 BatchNormalization = BatchNorm  # the Keras name
 
 __all__ = ["Activation", "ActivatedLayer", "Add", "AveragePooling2D", "AvgPool2D", "BatchNorm",
-           "BatchNormalization", "Concatenate", "Conv2D", "Dense", "Dropout", "Embedding", "Flatten", "Input", "InputLayer", "Layer", "LeakyReLU",
-           "MaxPool2D", "MaxPooling2D", "ReLU", "Reshape", "Sigmoid", "Softmax", "Tanh"]
+           "BatchNormalization", "Concatenate", "Conv2D", "Dense", "Dropout", "Embedding", "Flatten",
+           "Input", "InputLayer", "Layer", "LeakyReLU", "MaxPool2D", "MaxPooling2D", "ReLU", "Reshape",
+           "Sigmoid", "Softmax", "Tanh"]
 
 
-def get(class_name: str, custom_objects: dict | None = None):
+def get(class_name: str, custom_objects: dict[str, Any] | None = None) -> type[Layer]:
     """The layer class called ``class_name``, looked up in ``custom_objects`` first."""
     if custom_objects and class_name in custom_objects:
         return custom_objects[class_name]

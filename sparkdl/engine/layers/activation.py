@@ -1,55 +1,67 @@
 """Activation layers: ``Activation(name)`` and its named shorthands."""
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
+
 from sparkdl.engine import activations
-from sparkdl.engine.layers.base import Layer
+from sparkdl.engine.layers.base import ActivationLike, Layer
 
 
 class Activation(Layer):
     """Applies an activation function element-wise (softmax over the last axis)."""
 
-    def __init__(self, activation, **kwargs):
+    def __init__(self, activation: ActivationLike, **kwargs: Any):
         super().__init__(**kwargs)
         self.activation = activations.get(activation)
-        self._y = None
+        self._y: np.ndarray | None = None
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         return tuple(input_shape)
 
-    def forward(self, x, training=False):
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         # Not in place: x may be an array another layer (or the caller) still holds.
         y = self.activation.forward(x)
         if training:
             self._y = y
         return y
 
-    def backward(self, dLdy):
-        return self.activation.backward(dLdy, self._y)
+    def backward(self, dLdy: np.ndarray) -> np.ndarray:
+        # _y is None without a training forward pass; a linear activation's derivative does
+        # not read it.
+        return self.activation.backward(dLdy, self._y)  # type: ignore[arg-type]
 
     # Fusion with a cross-entropy loss (see ActivatedLayer): the logits are the input.
-    def forward_logits(self, x, training=False):
+    def forward_logits(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         return x
 
-    def backward_logits(self, dLdz):
+    def backward_logits(self, dLdz: np.ndarray) -> np.ndarray:
         return dLdz
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         act = self.activation.get_config()
         config["activation"] = act["name"] if len(act) == 1 else act
         return config
 
 
-def _shorthand(class_name: str, activation_name: str):
-    def __init__(self, **kwargs):
-        Activation.__init__(self, activation_name, **kwargs)
+class _Shorthand(Activation):
+    """An ``Activation`` of one fixed function, which its config therefore leaves out."""
 
-    def get_config(self):
-        config = Activation.get_config(self)
+    activation_name = "linear"
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(self.activation_name, **kwargs)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
         config.pop("activation")
         return config
 
-    return type(class_name, (Activation,), {"__init__": __init__, "get_config": get_config,
+
+def _shorthand(class_name: str, activation_name: str) -> type[_Shorthand]:
+    return type(class_name, (_Shorthand,), {"activation_name": activation_name,
                                             "__doc__": f"``Activation('{activation_name}')``."})
 
 
@@ -62,11 +74,12 @@ Softmax = _shorthand("Softmax", "softmax")
 class LeakyReLU(Activation):
     """``max(x, alpha * x)``."""
 
-    def __init__(self, alpha: float = 0.01, **kwargs):
-        super().__init__(activations.LeakyReLU(alpha), **kwargs)
-        self.alpha = self.activation.alpha
+    def __init__(self, alpha: float = 0.01, **kwargs: Any):
+        activation = activations.LeakyReLU(alpha)
+        super().__init__(activation, **kwargs)
+        self.alpha = activation.alpha
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = Layer.get_config(self)
         config["alpha"] = self.alpha
         return config

@@ -13,11 +13,24 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, overload
 
 import numpy as np
+import numpy.typing as npt
 
 from sparkdl.engine import activations, checks, initializers
 from sparkdl.engine.random import new_generator
+
+if TYPE_CHECKING:
+    from sparkdl.engine.symbolic import SymbolicTensor
+
+_L = TypeVar("_L", bound="Layer")
+
+#: What ``activation=`` accepts: a name, a config dict, an ActivationFn, or None (linear).
+ActivationLike: TypeAlias = "str | dict[str, Any] | activations.ActivationFn | None"
+#: What an ``*_initializer=`` argument accepts: a name, a config dict or an Initializer.
+InitializerLike: TypeAlias = "str | dict[str, Any] | initializers.Initializer"
 
 _name_counters: dict[str, itertools.count] = {}
 
@@ -43,8 +56,8 @@ class Layer:
     #: (conv, pooling): a model holding one keeps BLAS single-threaded (sparkdl.engine.threads).
     own_threads = False
 
-    def __init__(self, name: str | None = None, input_shape=None, dtype: str | None = None,
-                 trainable: bool = True):
+    def __init__(self, name: str | None = None, input_shape: int | Sequence[int] | None = None,
+                 dtype: str | None = None, trainable: bool = True):
         self.name = name or _unique_name(_snake(type(self).__name__))
         self.params: dict[str, np.ndarray] = {}
         self.grads: dict[str, np.ndarray] = {}
@@ -63,7 +76,8 @@ class Layer:
         self.rng = new_generator()
 
     # ---- weights -------------------------------------------------------------------------
-    def add_weight(self, name: str, shape, initializer="glorot_uniform",
+    def add_weight(self, name: str, shape: Sequence[int],
+                   initializer: InitializerLike = "glorot_uniform",
                    trainable: bool = True) -> np.ndarray:
         value = initializers.get(initializer)(tuple(shape), self.rng).astype(np.float32)
         if trainable:
@@ -88,16 +102,17 @@ class Layer:
         return self._declared_input_shape
 
     # ---- shape bookkeeping ---------------------------------------------------------------
-    def build(self, input_shape: tuple) -> None:
-        """Create weights for inputs of ``input_shape`` (batch axis excluded)."""
+    def build(self, input_shape: Any) -> None:
+        """Create weights for inputs of ``input_shape`` (batch axis excluded; a list of shapes
+        for merge layers)."""
 
-    def compute_output_shape(self, input_shape: tuple) -> tuple:
+    def compute_output_shape(self, input_shape: Any) -> tuple[int, ...]:
         """Shape of the output for ``input_shape`` (no batch axis). The default runs forward
         on one zero example, so simple custom layers need not override it."""
         probe = np.zeros((1,) + tuple(input_shape), dtype=np.float32)
         return tuple(np.shape(self.forward(probe, training=False))[1:])
 
-    def ensure_built(self, input_shape) -> tuple:
+    def ensure_built(self, input_shape: Any) -> tuple[int, ...]:
         input_shape = tuple(input_shape)
         if not self.built:
             # Marked built only once the output shape is known: a layer that rejects its
@@ -112,19 +127,30 @@ class Layer:
                     weights.clear()
                 raise
             self.built = True
-        elif tuple(self.input_shape) != input_shape:
-            raise ValueError(f"layer '{self.name}' was built for inputs of shape "
-                             f"{(None,) + tuple(self.input_shape)}, received {(None,) + input_shape}")
+        else:
+            assert self.input_shape is not None, "a built layer knows its input shape"
+            if tuple(self.input_shape) != input_shape:
+                raise ValueError(f"layer '{self.name}' was built for inputs of shape "
+                                 f"{(None,) + tuple(self.input_shape)}, received {(None,) + input_shape}")
+        assert self.output_shape is not None, "a built layer knows its output shape"
         return self.output_shape
 
     # ---- computation ---------------------------------------------------------------------
-    def forward(self, x, training: bool = False):
+    # x and dLdy are arrays, or lists of arrays for merge layers; backward may return None
+    # when the layer's input needs no gradient.
+    def forward(self, x: Any, training: bool = False) -> Any:
         raise NotImplementedError(f"{type(self).__name__}.forward")
 
-    def backward(self, dLdy):
+    def backward(self, dLdy: Any) -> Any:
         raise NotImplementedError(f"{type(self).__name__}.backward")
 
-    def __call__(self, x, training: bool = False):
+    @overload
+    def __call__(self, x: SymbolicTensor | Sequence[SymbolicTensor], training: bool = False) -> SymbolicTensor: ...
+
+    @overload
+    def __call__(self, x: npt.ArrayLike | Sequence[npt.ArrayLike], training: bool = False) -> Any: ...
+
+    def __call__(self, x: Any, training: bool = False) -> Any:
         from sparkdl.engine.symbolic import SymbolicTensor, call_symbolic
         if isinstance(x, SymbolicTensor) or (isinstance(x, (list, tuple)) and x
                                              and all(isinstance(t, SymbolicTensor) for t in x)):
@@ -137,27 +163,27 @@ class Layer:
         return self.forward(x, training=training)
 
     # ---- pickling --------------------------------------------------------------------------
-    def __getstate__(self):
+    def __getstate__(self) -> dict[str, Any]:
         """Everything but forward caches: private attributes holding arrays (``_x``, ``_mask``,
         ``_cache = (cols, ...)``) are what forward kept for backward, and are not shipped."""
-        def holds_array(v):
+        def holds_array(v: object) -> bool:
             return isinstance(v, np.ndarray) or (isinstance(v, (tuple, list)) and
                                                  any(isinstance(i, np.ndarray) for i in v))
         return {k: (None if k.startswith("_") and holds_array(v) else v)
                 for k, v in self.__dict__.items()}
 
     # ---- config --------------------------------------------------------------------------
-    def get_config(self) -> dict:
-        config = {"name": self.name, "trainable": self.trainable}
+    def get_config(self) -> dict[str, Any]:
+        config: dict[str, Any] = {"name": self.name, "trainable": self.trainable}
         if self._declared_input_shape is not None:
             config["input_shape"] = list(self._declared_input_shape)
         return config
 
     @classmethod
-    def from_config(cls, config: dict):
+    def from_config(cls: type[_L], config: dict[str, Any]) -> _L:
         return cls(**config)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<{type(self).__name__} '{self.name}'>"
 
 
@@ -169,34 +195,36 @@ class ActivatedLayer(Layer):
     ``backward_logits`` and the loss works on the logits, which is exact and stable.
     """
 
-    def __init__(self, activation=None, **kwargs):
+    def __init__(self, activation: ActivationLike = None, **kwargs: Any):
         super().__init__(**kwargs)
         self.activation = activations.get(activation)
-        self._y = None
+        self._y: np.ndarray | None = None
 
-    def _linear_forward(self, x, training):
+    def _linear_forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         raise NotImplementedError
 
-    def _linear_backward(self, dLdz):
+    def _linear_backward(self, dLdz: np.ndarray) -> np.ndarray | None:
         raise NotImplementedError
 
-    def forward(self, x, training=False):
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         z = self._linear_forward(x, training)
         y = self.activation.forward(z, out=z)
         if training:
             self._y = y
         return y
 
-    def backward(self, dLdy):
-        return self._linear_backward(self.activation.backward(dLdy, self._y))
+    def backward(self, dLdy: np.ndarray) -> np.ndarray | None:
+        # _y is None without a training forward pass; a linear activation's derivative does
+        # not read it.
+        return self._linear_backward(self.activation.backward(dLdy, self._y))  # type: ignore[arg-type]
 
-    def forward_logits(self, x, training=False):
+    def forward_logits(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         return self._linear_forward(x, training)
 
-    def backward_logits(self, dLdz):
+    def backward_logits(self, dLdz: np.ndarray) -> np.ndarray | None:
         return self._linear_backward(dLdz)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         act = self.activation.get_config()
         config["activation"] = act["name"] if len(act) == 1 else act

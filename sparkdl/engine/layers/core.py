@@ -1,39 +1,44 @@
 """Core layers: Input, Dense, Dropout, Flatten, Reshape."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
+import numpy.typing as npt
 
 from sparkdl.engine import checks
-from sparkdl.engine.layers.base import ActivatedLayer, Layer
+from sparkdl.engine.layers.base import ActivatedLayer, ActivationLike, InitializerLike, Layer
 from sparkdl.engine.symbolic import SymbolicTensor, check_dtype
 
 
 class InputLayer(Layer):
     """Marks the model's input: its shape (no batch axis) and dtype. Identity in computation."""
 
-    def __init__(self, shape=None, dtype="float32", name=None, input_shape=None):
+    def __init__(self, shape: int | Sequence[int] | None = None, dtype: npt.DTypeLike = "float32",
+                 name: str | None = None, input_shape: int | Sequence[int] | None = None):
         shape = shape if shape is not None else input_shape
         if shape is None:
             raise ValueError("InputLayer: expected a shape such as (784,), received None")
         super().__init__(name=name)
         self.shape = checks.shape(shape, "shape", "Input")
-        self.dtype = check_dtype(dtype)
+        self.dtype: str = check_dtype(dtype)
         self.ensure_built(self.shape)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         return tuple(input_shape)
 
-    def forward(self, x, training=False):
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         return x
 
-    def backward(self, dLdy):
+    def backward(self, dLdy: np.ndarray) -> np.ndarray:
         return dLdy
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
 
 
-def Input(shape, dtype="float32", name=None) -> SymbolicTensor:
+def Input(shape: int | Sequence[int], dtype: npt.DTypeLike = "float32", name: str | None = None) -> SymbolicTensor:
     """A symbolic model input of the given shape (batch axis excluded), Keras-style."""
     layer = InputLayer(shape, dtype=dtype, name=name)
     return SymbolicTensor(layer.shape, layer.dtype, layer, [])
@@ -42,17 +47,18 @@ def Input(shape, dtype="float32", name=None) -> SymbolicTensor:
 class Dense(ActivatedLayer):
     """``activation(x @ kernel + bias)`` over the last axis."""
 
-    def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
-                 bias_initializer="zeros", **kwargs):
+    def __init__(self, units: int, activation: ActivationLike = None, use_bias: bool = True,
+                 kernel_initializer: InitializerLike = "glorot_uniform",
+                 bias_initializer: InitializerLike = "zeros", **kwargs: Any):
         units = checks.integer(units, "units", "Dense", above=0)
         super().__init__(activation=activation, **kwargs)
         self.units = units
         self.use_bias = bool(use_bias)
         self.kernel_initializer = kernel_initializer
         self.bias_initializer = bias_initializer
-        self._x = None
+        self._x: np.ndarray | None = None
 
-    def build(self, input_shape):
+    def build(self, input_shape: tuple[int, ...]) -> None:
         if len(input_shape) < 1:
             raise ValueError(f"Dense '{self.name}': expected inputs with a feature axis, "
                              f"received shape {(None,) + tuple(input_shape)}")
@@ -60,10 +66,10 @@ class Dense(ActivatedLayer):
         if self.use_bias:
             self.add_weight("bias", (self.units,), self.bias_initializer)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         return tuple(input_shape[:-1]) + (self.units,)
 
-    def _linear_forward(self, x, training):
+    def _linear_forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         if x.ndim != 2:
             lead = x.shape[:-1]
             return self._linear_forward(x.reshape(-1, x.shape[-1]), training).reshape(lead + (self.units,))
@@ -74,8 +80,9 @@ class Dense(ActivatedLayer):
             z += self.params["bias"]
         return z
 
-    def _linear_backward(self, dLdz):
+    def _linear_backward(self, dLdz: np.ndarray) -> np.ndarray | None:
         x = self._x
+        assert x is not None, "backward follows a forward pass in training mode"
         shape = dLdz.shape
         dLdz = dLdz.reshape(-1, self.units)
         kernel_grad = self.grads["kernel"]
@@ -90,7 +97,7 @@ class Dense(ActivatedLayer):
         dLdx = dLdz @ self.params["kernel"].T
         return dLdx.reshape(shape[:-1] + (x.shape[-1],))
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(units=self.units, use_bias=self.use_bias,
                       kernel_initializer=_init_config(self.kernel_initializer),
@@ -98,7 +105,7 @@ class Dense(ActivatedLayer):
         return config
 
 
-def _init_config(init):
+def _init_config(init: InitializerLike) -> str | dict[str, Any]:
     return init if isinstance(init, (str, dict)) else init.get_config()
 
 
@@ -107,19 +114,19 @@ class Dropout(Layer):
 
     stochastic = True
 
-    def __init__(self, rate, seed=None, **kwargs):
+    def __init__(self, rate: float, seed: int | None = None, **kwargs: Any):
         rate = checks.fraction(rate, "rate", "Dropout")
         super().__init__(**kwargs)
         self.rate = rate
         self.seed = seed
         if seed is not None:
             self.rng = np.random.default_rng(seed)
-        self._mask = None
+        self._mask: np.ndarray | None = None
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         return tuple(input_shape)
 
-    def forward(self, x, training=False):
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         if not training or self.rate == 0:
             self._mask = None
             return x
@@ -127,10 +134,10 @@ class Dropout(Layer):
         self._mask = keep.astype(x.dtype) * np.asarray(1.0 / (1.0 - self.rate), dtype=x.dtype)
         return x * self._mask
 
-    def backward(self, dLdy):
+    def backward(self, dLdy: np.ndarray) -> np.ndarray:
         return dLdy if self._mask is None else dLdy * self._mask
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(rate=self.rate, seed=self.seed)
         return config
@@ -139,21 +146,21 @@ class Dropout(Layer):
 class Flatten(Layer):
     """Collapses every axis but the batch axis."""
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         return (int(np.prod(input_shape)),)
 
-    def forward(self, x, training=False):
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         self._in_shape = x.shape
         return x.reshape(x.shape[0], -1)
 
-    def backward(self, dLdy):
+    def backward(self, dLdy: np.ndarray) -> np.ndarray:
         return dLdy.reshape(self._in_shape)
 
 
 class Reshape(Layer):
     """Reshapes each example to ``target_shape`` (one entry may be -1)."""
 
-    def __init__(self, target_shape, **kwargs):
+    def __init__(self, target_shape: Sequence[int], **kwargs: Any):
         super().__init__(**kwargs)
         try:
             target = tuple(int(v) for v in target_shape)
@@ -165,7 +172,7 @@ class Reshape(Layer):
                              f"received target_shape={target_shape!r}")
         self.target_shape = target
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         total = int(np.prod(input_shape))
         known = int(np.prod([v for v in self.target_shape if v != -1]))
         if -1 in self.target_shape:
@@ -179,14 +186,14 @@ class Reshape(Layer):
                              f"{(None,) + self.target_shape} ({known} values)")
         return self.target_shape
 
-    def forward(self, x, training=False):
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         self._in_shape = x.shape
-        return x.reshape((x.shape[0],) + self.output_shape)
+        return x.reshape((x.shape[0],) + self.output_shape)  # type: ignore[operator]  # set once built
 
-    def backward(self, dLdy):
+    def backward(self, dLdy: np.ndarray) -> np.ndarray:
         return dLdy.reshape(self._in_shape)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config["target_shape"] = list(self.target_shape)
         return config

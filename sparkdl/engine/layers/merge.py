@@ -1,6 +1,8 @@
 """Merge layers for the functional API: they take a list of tensors and give one."""
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from sparkdl.engine import checks
@@ -10,7 +12,7 @@ from sparkdl.engine.layers.base import Layer
 class _Merge(Layer):
     is_merge = True
 
-    def _shapes(self, input_shape) -> list[tuple]:
+    def _shapes(self, input_shape: Any) -> list[tuple]:
         if not isinstance(input_shape, (list, tuple)) or not input_shape or \
                 not all(isinstance(s, tuple) for s in input_shape) or len(input_shape) < 2:
             raise ValueError(f"{type(self).__name__} '{self.name}': expected a list of at least two "
@@ -21,7 +23,7 @@ class _Merge(Layer):
 class Add(_Merge):
     """Element-wise sum of inputs of one shape."""
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: list[tuple[int, ...]]) -> tuple[int, ...]:
         shapes = self._shapes(input_shape)
         for s in shapes[1:]:
             if s != shapes[0]:
@@ -29,27 +31,27 @@ class Add(_Merge):
                                  f"{[(None,) + s for s in shapes]}")
         return shapes[0]
 
-    def forward(self, xs, training=False):
+    def forward(self, xs: list[np.ndarray], training: bool = False) -> np.ndarray:
         self._n = len(xs)
         out = xs[0] + xs[1]
         for x in xs[2:]:
             out += x
         return out
 
-    def backward(self, dLdy):
+    def backward(self, dLdy: np.ndarray) -> list[np.ndarray]:
         return [dLdy] * self._n
 
 
 class Concatenate(_Merge):
     """Joins inputs along ``axis`` (default the last); other axes must match."""
 
-    def __init__(self, axis: int = -1, **kwargs):
+    def __init__(self, axis: int = -1, **kwargs: Any):
         super().__init__(**kwargs)
         if not checks.is_integer(axis) or axis == 0:
             raise checks.invalid("Concatenate", "a non-batch axis (an int other than 0)", "axis", axis)
         self.axis = int(axis)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: list[tuple[int, ...]]) -> tuple[int, ...]:
         shapes = self._shapes(input_shape)
         ndim = len(shapes[0]) + 1
         axis = self.axis % ndim
@@ -63,14 +65,14 @@ class Concatenate(_Merge):
         size = sum(s[axis - 1] for s in shapes)
         return shapes[0][:axis - 1] + (size,) + shapes[0][axis:]
 
-    def forward(self, xs, training=False):
+    def forward(self, xs: list[np.ndarray], training: bool = False) -> np.ndarray:
         self._sizes = [x.shape[self.axis] for x in xs]
         return np.concatenate(xs, axis=self.axis)
 
-    def backward(self, dLdy):
+    def backward(self, dLdy: np.ndarray) -> list[np.ndarray]:
         return np.split(dLdy, np.cumsum(self._sizes)[:-1], axis=self.axis)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config["axis"] = self.axis
         return config

@@ -1,6 +1,8 @@
 """Batch normalisation over axis 1: the features of (N, F) inputs or the channels of NCHW."""
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from sparkdl.engine import checks
@@ -15,12 +17,12 @@ class BatchNorm(Layer):
     the moving statistics are used.
     """
 
-    def __init__(self, momentum=0.99, epsilon=1e-3, **kwargs):
+    def __init__(self, momentum: float = 0.99, epsilon: float = 1e-3, **kwargs: Any):
         super().__init__(**kwargs)
         self.momentum = checks.fraction(momentum, "momentum", "BatchNorm")
         self.epsilon = checks.number(epsilon, "epsilon", "BatchNorm", above=0)
 
-    def build(self, input_shape):
+    def build(self, input_shape: tuple[int, ...]) -> None:
         if len(input_shape) not in (1, 3):
             raise ValueError(f"BatchNorm '{self.name}': expected (features,) or (channels, height, "
                              f"width) inputs, received shape {(None,) + tuple(input_shape)}")
@@ -30,14 +32,14 @@ class BatchNorm(Layer):
         self.add_weight("moving_mean", (c,), "zeros", trainable=False)
         self.add_weight("moving_variance", (c,), "ones", trainable=False)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         return tuple(input_shape)
 
-    def _as3d(self, x):
+    def _as3d(self, x: np.ndarray) -> np.ndarray:
         """View as (N, C, S) so every reduction runs over axes 0 and 2."""
         return x.reshape(x.shape[0], x.shape[1], -1)
 
-    def forward(self, x, training=False):
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         x3 = self._as3d(x)
         gamma, beta = self.params["gamma"], self.params["beta"]
         if not training:
@@ -55,7 +57,7 @@ class BatchNorm(Layer):
         self.state["moving_variance"][...] = m * self.state["moving_variance"] + (1 - m) * var
         return (xhat * gamma[:, None] + beta[:, None]).reshape(x.shape)
 
-    def backward(self, dLdy):
+    def backward(self, dLdy: np.ndarray) -> np.ndarray | None:
         dy = self._as3d(dLdy)
         xhat, inv_std = self._xhat, self._inv_std
         count = dy.shape[0] * dy.shape[2]
@@ -69,7 +71,7 @@ class BatchNorm(Layer):
         dx = scale * (count * dy - sum_dy[:, None] - xhat * sum_dy_xhat[:, None])
         return dx.astype(dLdy.dtype, copy=False).reshape(dLdy.shape)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(momentum=self.momentum, epsilon=self.epsilon)
         return config
