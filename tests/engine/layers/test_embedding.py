@@ -6,7 +6,7 @@ against the same computation written by hand in NumPy from its weights.
 from __future__ import annotations
 
 import numpy as np
-from gradcheck import numeric_grad
+from tests.engine.layer_case import numeric_grad
 import pytest
 
 from sparkdl import layers, optimizers, set_random_seed

@@ -11,7 +11,7 @@ they check the geometry independently of the library's implementation.
 from __future__ import annotations
 
 import numpy as np
-from gradcheck import numeric_grad
+from tests.engine.layer_case import numeric_grad
 import pytest
 
 from sparkdl import layers

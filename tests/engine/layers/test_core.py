@@ -9,7 +9,7 @@ equal ``df/dx`` and fill ``grads`` with ``df/dparam``.
 from __future__ import annotations
 
 import numpy as np
-from gradcheck import numeric_grad
+from tests.engine.layer_case import numeric_grad
 import pytest
 
 from sparkdl import layers, losses

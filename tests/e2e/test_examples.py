@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from test_cluster import ROOT, spark_submit
+from tests.e2e.test_cluster import ROOT, spark_submit
 
 pq = pytest.importorskip("pyarrow.parquet")
 
