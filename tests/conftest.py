@@ -1,14 +1,18 @@
-"""One local[2] SparkSession for every Spark test (UI off, sparkdl's defaults)."""
+"""Fixtures every test directory may use: the one local[2] SparkSession of the suite (UI off,
+sparkdl's defaults; started only when a test asks for it, so engine and distributed tests run
+without a JVM), PyTorch for reference comparisons (skipped without it) and a fixed seed for
+weight initialisation."""
 import os
 import sys
 
 import pytest
 
-pyspark = pytest.importorskip("pyspark")
+import sparkdl
 
 
 @pytest.fixture(scope="session")
 def spark():
+    pytest.importorskip("pyspark")
     os.environ["PYSPARK_PYTHON"] = sys.executable
     os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
     from sparkdl.spark import get_session
@@ -21,15 +25,12 @@ def spark():
 
 
 @pytest.fixture(scope="session")
-def mnist(spark):
-    """The MNIST 5k split as arrays and as cached DataFrames (ml Vector features)."""
-    from pyspark.ml.linalg import Vectors
+def torch():
+    """PyTorch for the reference comparisons: the test is skipped where it is not installed."""
+    return pytest.importorskip("torch")
 
-    from sparkdl.data.samples import mnist_5k
-    x_train, y_train, x_test, y_test = mnist_5k(seed=0)
-    train = spark.createDataFrame([(Vectors.dense(r.astype(float)), float(l)) for r, l in zip(x_train, y_train)],
-                                  ["features", "label"]).repartition(2).cache()
-    test = spark.createDataFrame([(Vectors.dense(r.astype(float)), float(l)) for r, l in zip(x_test, y_test)],
-                                 ["features", "label"]).cache()
-    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test,
-            "train": train, "test": test}
+
+@pytest.fixture
+def seeded():
+    """Deterministic initial weights for the test (``pytestmark = pytest.mark.usefixtures("seeded")``)."""
+    sparkdl.set_random_seed(1234)

@@ -1,118 +1,56 @@
-"""Conv2D, MaxPool2D, AvgPool2D and BatchNorm: float64 central-difference gradient checks and
-forward passes against direct loop implementations written here.
-
-Layers run in float64: a standalone layer keeps the dtype of its input, so after casting its
-params and grads to float64 the analytic backward pass is compared with a central difference
-of ``f = sum(forward(x) * G)`` (random upstream gradient ``G``) at tight tolerances. The
-reference forward passes below loop over output positions and pad by the Keras/TensorFlow
-'same' rule (``out = ceil(n / s)``, total padding split with the extra cell at the end), so
-they check the geometry independently of the library's implementation.
-"""
+"""Conv2D, MaxPool2D and AvgPool2D (``sparkdl.engine.layers.conv``) through the shared layer
+case: forward passes against the direct references of layer_case (Keras/TensorFlow 'same'
+padding: ``out = ceil(n / s)``, the odd cell of padding at the end), float64 central-difference
+gradients, and PyTorch parity (torch's ops get the 'same' padding explicitly; for even sizes
+'same' pooling with stride 2 is torch's ``ceil_mode=True``). Then max-pool ties, and bad shapes
+and arguments, whose messages name the layer, what was received and what was expected."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
-from tests.engine.layer_case import numeric_grad
 import pytest
 
 from sparkdl import layers
-
-EPS = 1e-6
-RTOL = 1e-5
-ATOL = 1e-6
-
-
-# ---- helpers --------------------------------------------------------------------------------
+from sparkdl.models import Input, Sequential
+from tests.engine.layer_case import (NUMPY_ACTIVATIONS, LayerCase, distinct_values, float64_layer, pair,
+                                     ref_conv, ref_pool, torch_activation, torch_same_pad)
+from tests.helpers import esc
 
 
-def build_float64(layer, input_shape, rng, scale=0.5):
-    """Build ``layer`` for ``input_shape`` (no batch axis) and give it random float64 params."""
-    layer(np.zeros((1,) + tuple(input_shape), dtype=np.float32))
-    for k in list(layer.params):
-        layer.params[k] = np.ascontiguousarray(rng.normal(0.0, scale, size=layer.params[k].shape))
-        layer.grads[k] = np.zeros_like(layer.params[k])
-    return layer
+def conv_case(in_shape, filters, kernel, strides, padding, output_shape=None, use_bias=True,
+              activation=None, logits=False, seed=0, batch=2, scale=0.5):
+    kernel, strides = pair(kernel), pair(strides)
+
+    def reference(x, p):
+        z = ref_conv(x, p["kernel"], p.get("bias"), strides, padding)
+        return z if logits or activation is None else NUMPY_ACTIVATIONS[activation](z)
+
+    def torch_fn(x, p):
+        import torch.nn.functional as F
+        z = F.conv2d(torch_same_pad(x, kernel, strides, padding), p["kernel"], p.get("bias"), stride=strides)
+        return z if activation is None else torch_activation(activation)(z)
+    return LayerCase(lambda: layers.Conv2D(filters, kernel, strides=strides, padding=padding,
+                                           use_bias=use_bias, activation=activation),
+                     in_shape, reference=reference, torch_fn=torch_fn, batch=batch, seed=seed, scale=scale,
+                     output_shape=output_shape, logits=logits, kink=activation == "relu" and not logits,
+                     atol=1e-6, torch_rtol=1e-4, torch_atol=1e-4)
 
 
-def check_layer(layer, x, *, logits=False, rng=None):
-    """Gradient-check ``layer`` at float64 ``x`` w.r.t. ``x`` and every param; returns dx."""
-    rng = rng or np.random.default_rng(1234)
-    x = np.ascontiguousarray(x, dtype=np.float64)
-    forward = layer.forward_logits if logits else layer.forward
-    backward = layer.backward_logits if logits else layer.backward
-
-    y = forward(x.copy(), training=True)
-    assert y.dtype == np.float64, "layer must keep a float64 input in float64"
-    G = rng.normal(size=y.shape)
-    dx = backward(G.copy())
-    assert dx is not None and dx.shape == x.shape
-    analytic = {k: np.array(g, copy=True) for k, g in layer.grads.items()}
-    assert set(analytic) == set(layer.params)
-
-    xp = x.copy()
-    num_dx = numeric_grad(lambda: float(np.sum(forward(xp, training=True) * G)), xp)
-    np.testing.assert_allclose(dx, num_dx, rtol=RTOL, atol=ATOL, err_msg="dL/dx")
-    for k, p in layer.params.items():
-        num = numeric_grad(lambda: float(np.sum(forward(x.copy(), training=True) * G)), p)
-        np.testing.assert_allclose(analytic[k], num, rtol=RTOL, atol=ATOL, err_msg=f"dL/d{k}")
-    return dx
+def pool_case(kind, in_shape, pool, strides, padding, output_shape=None, seed=0, batch=2,
+              distinct=True, torch_kwargs=None):
+    def torch_fn(x, p):
+        import torch.nn.functional as F
+        fn = F.max_pool2d if kind == "max" else F.avg_pool2d
+        return fn(x, pool, strides, **(torch_kwargs or {}))
+    cls = layers.MaxPool2D if kind == "max" else layers.AvgPool2D
+    return LayerCase(lambda: cls(pool, strides=strides, padding=padding), in_shape,
+                     reference=lambda x, p: ref_pool(x, pool, strides, padding, kind), torch_fn=torch_fn,
+                     inputs=distinct_values if distinct else None, output_shape=output_shape,
+                     batch=batch, seed=seed, torch_rtol=1e-4, torch_atol=1e-4)
 
 
-def same_geometry(n, k, s):
-    """Keras 'same' along one axis, written out independently: (out, before, after)."""
-    out = (n + s - 1) // s
-    total = max((out - 1) * s + k - n, 0)
-    return out, total // 2, total - total // 2
-
-
-def pad_for(x, kernel, strides, padding, value=0.0):
-    _, _, h, w = x.shape
-    if padding == "valid":
-        return x, (h - kernel[0]) // strides[0] + 1, (w - kernel[1]) // strides[1] + 1
-    oh, top, bottom = same_geometry(h, kernel[0], strides[0])
-    ow, left, right = same_geometry(w, kernel[1], strides[1])
-    xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=value)
-    return xp, oh, ow
-
-
-def ref_conv(x, kernel, bias, strides, padding):
-    f, c, kh, kw = kernel.shape
-    xp, oh, ow = pad_for(x, (kh, kw), strides, padding)
-    y = np.zeros((x.shape[0], f, oh, ow))
-    for i in range(oh):
-        for j in range(ow):
-            patch = xp[:, :, i * strides[0]:i * strides[0] + kh, j * strides[1]:j * strides[1] + kw]
-            y[:, :, i, j] = np.einsum("nchw,fchw->nf", patch, kernel)
-    if bias is not None:
-        y += bias[None, :, None, None]
-    return y
-
-
-def ref_pool(x, pool, strides, padding, kind):
-    kh, kw = pool
-    if kind == "max":
-        xp, oh, ow = pad_for(x, pool, strides, padding, value=-np.inf)
-    else:
-        xp, oh, ow = pad_for(x, pool, strides, padding, value=0.0)
-        mask, _, _ = pad_for(np.ones_like(x), pool, strides, padding, value=0.0)
-    y = np.zeros(x.shape[:2] + (oh, ow))
-    for i in range(oh):
-        for j in range(ow):
-            rows = slice(i * strides[0], i * strides[0] + kh)
-            cols = slice(j * strides[1], j * strides[1] + kw)
-            if kind == "max":
-                y[:, :, i, j] = xp[:, :, rows, cols].max(axis=(2, 3))
-            else:
-                y[:, :, i, j] = xp[:, :, rows, cols].sum(axis=(2, 3)) / mask[:, :, rows, cols].sum(axis=(2, 3))
-    return y
-
-
-def distinct_values(shape, rng):
-    """Values 0.1 apart in random order: every pooling window has a unique maximum that a
-    1e-6 perturbation cannot change."""
-    return (rng.permutation(int(np.prod(shape))).reshape(shape) * 0.1 - 2.0).astype(np.float64)
-
-
-# ---- Conv2D ---------------------------------------------------------------------------------
+# ---- Conv2D ----------------------------------------------------------------------------------
 # (input (C, H, W), filters, kernel, strides, padding, expected output (F, OH, OW)); expected
 # sizes by hand: valid (n - k) // s + 1, same ceil(n / s).
 CONV_CASES = {
@@ -131,64 +69,35 @@ CONV_CASES = {
 @pytest.mark.parametrize("case", list(CONV_CASES))
 def test_conv2d_forward_matches_direct_loop_and_shape(case, use_bias):
     in_shape, filters, kernel, strides, padding, expected = CONV_CASES[case]
-    rng = np.random.default_rng(3)
-    layer = build_float64(layers.Conv2D(filters, kernel, strides=strides, padding=padding,
-                                        use_bias=use_bias), in_shape, rng)
-    assert layer.output_shape == expected
+    layer, _, _ = conv_case(in_shape, filters, kernel, strides, padding, expected, use_bias=use_bias,
+                            seed=3).check_forward()
     assert layer.params["kernel"].shape == (filters, in_shape[0]) + kernel
     assert ("bias" in layer.params) == use_bias
-    x = rng.normal(size=(2,) + in_shape)
-    x_before = x.copy()
-    y = layer.forward(x)
-    assert y.shape == (2,) + expected
-    np.testing.assert_allclose(y, ref_conv(x, layer.params["kernel"], layer.params.get("bias"),
-                                           strides, padding), rtol=1e-12, atol=1e-12)
-    np.testing.assert_array_equal(x, x_before)
 
 
 @pytest.mark.parametrize("use_bias", [True, False], ids=["bias", "no_bias"])
 @pytest.mark.parametrize("case", list(CONV_CASES))
 def test_conv2d_gradients(case, use_bias):
-    in_shape, filters, kernel, strides, padding, _ = CONV_CASES[case]
-    rng = np.random.default_rng(5)
-    layer = build_float64(layers.Conv2D(filters, kernel, strides=strides, padding=padding,
-                                        use_bias=use_bias), in_shape, rng)
-    check_layer(layer, rng.normal(size=(2,) + in_shape), rng=rng)
+    conv_case(*CONV_CASES[case][:5], use_bias=use_bias, seed=5).check_gradients()
 
 
 @pytest.mark.parametrize("activation", ["tanh", "sigmoid", "relu", "softmax"])
 @pytest.mark.parametrize("padding", ["valid", "same"])
 def test_conv2d_gradients_with_activation(activation, padding):
-    rng = np.random.default_rng(7)
-    layer = build_float64(layers.Conv2D(3, (3, 2), strides=2, padding=padding, activation=activation),
-                          (2, 7, 9), rng)
-    for _ in range(200):  # keep every pre-activation away from the ReLU kink
-        x = rng.normal(size=(2, 2, 7, 9))
-        if activation != "relu" or np.min(np.abs(layer.forward_logits(x))) > 1e-3:
-            break
-    else:
-        raise AssertionError("could not draw inputs away from the ReLU kink")
-    z = ref_conv(x, layer.params["kernel"], layer.params["bias"], (2, 2), padding)
-    expected = {"tanh": np.tanh, "sigmoid": lambda v: 1 / (1 + np.exp(-v)),
-                "relu": lambda v: np.maximum(v, 0),
-                "softmax": lambda v: np.exp(v) / np.exp(v).sum(axis=-1, keepdims=True)}[activation](z)
-    np.testing.assert_allclose(layer.forward(x), expected, rtol=1e-12, atol=1e-12)
-    check_layer(layer, x, rng=rng)
+    case = conv_case((2, 7, 9), 3, (3, 2), 2, padding, activation=activation, seed=7)
+    case.check_forward()
+    case.check_gradients()
 
 
 def test_conv2d_logits_path_is_the_linear_part():
-    rng = np.random.default_rng(8)
-    layer = build_float64(layers.Conv2D(2, 3, padding="same", activation="sigmoid"), (2, 5, 5), rng)
-    x = rng.normal(size=(2, 2, 5, 5))
-    np.testing.assert_allclose(layer.forward_logits(x),
-                               ref_conv(x, layer.params["kernel"], layer.params["bias"], (1, 1), "same"),
-                               rtol=1e-12, atol=1e-12)
-    check_layer(layer, x, logits=True, rng=rng)
+    case = conv_case((2, 5, 5), 2, 3, 1, "same", activation="sigmoid", logits=True, seed=8)
+    case.check_forward()
+    case.check_gradients()
 
 
 def test_conv2d_grads_are_overwritten_not_accumulated_and_skip_dx():
     rng = np.random.default_rng(9)
-    layer = build_float64(layers.Conv2D(2, 3, strides=2, padding="same"), (2, 5, 6), rng)
+    layer = float64_layer(layers.Conv2D(2, 3, strides=2, padding="same"), (2, 5, 6), rng)
     x = rng.normal(size=(3, 2, 5, 6))
     G = rng.normal(size=(3, 2, 3, 3))
     layer.forward(x, training=True)
@@ -210,7 +119,33 @@ def test_conv2d_grads_are_overwritten_not_accumulated_and_skip_dx():
         np.testing.assert_allclose(layer.grads[k], first[k], rtol=1e-12)
 
 
-# ---- pooling --------------------------------------------------------------------------------
+# (input (C, H, W), filters, kernel, strides, padding) against torch
+TORCH_CONV_CASES = {
+    "valid_s1": ((3, 7, 9), 4, (3, 3), (1, 1), "valid"),
+    "valid_s2_3x2": ((2, 7, 9), 3, (3, 2), (2, 2), "valid"),
+    "same_s1_3x2": ((2, 7, 9), 3, (3, 2), (1, 1), "same"),
+    "same_s2_3x3": ((3, 7, 9), 4, (3, 3), (2, 2), "same"),
+    "same_s2_even_3x3": ((2, 8, 6), 3, (3, 3), (2, 2), "same"),
+    "same_s2_5x4": ((2, 9, 8), 2, (5, 4), (2, 2), "same"),
+    "same_s12_2x3": ((1, 6, 7), 2, (2, 3), (1, 2), "same"),
+}
+
+
+@pytest.mark.parametrize("activation", ["linear", "relu"])
+@pytest.mark.parametrize("case", list(TORCH_CONV_CASES))
+def test_conv2d_matches_torch(case, activation):
+    conv_case(*TORCH_CONV_CASES[case], activation=activation, batch=3, seed=1, scale=0.4).check_torch()
+
+
+def test_conv2d_same_stride1_odd_kernel_matches_torch_padding_same():
+    """For odd kernels and stride 1, the padding is symmetric: torch's padding='same'."""
+    torch = pytest.importorskip("torch")
+    case = conv_case((2, 6, 7), 3, (3, 5), 1, "same", use_bias=False, seed=2)
+    case.torch_fn = lambda x, p: torch.nn.functional.conv2d(x, p["kernel"], padding="same")
+    case.check_torch()
+
+
+# ---- pooling ---------------------------------------------------------------------------------
 # (input (C, H, W), pool, strides, padding, expected output (C, OH, OW))
 POOL_CASES = {
     "p2s2_valid_7x9": ((2, 7, 9), 2, 2, "valid", (2, 3, 4)),
@@ -226,30 +161,51 @@ POOL_CASES = {
 @pytest.mark.parametrize("kind", ["max", "avg"])
 @pytest.mark.parametrize("case", list(POOL_CASES))
 def test_pool_forward_matches_direct_loop(case, kind):
-    in_shape, pool, strides, padding, expected = POOL_CASES[case]
-    cls = layers.MaxPool2D if kind == "max" else layers.AvgPool2D
-    layer = cls(pool, strides=strides, padding=padding)
-    rng = np.random.default_rng(11)
-    x = distinct_values((3,) + in_shape, rng)
-    y = layer(x)
-    assert layer.output_shape == expected
-    assert y.shape == (3,) + expected
-    pair = lambda v: (v, v) if isinstance(v, int) else v  # noqa: E731
-    np.testing.assert_allclose(y, ref_pool(x, pair(pool), pair(strides), padding, kind),
-                               rtol=1e-12, atol=1e-12)
+    pool_case(kind, *POOL_CASES[case], batch=3, seed=11).check_forward()
 
 
 @pytest.mark.parametrize("kind", ["max", "avg"])
 @pytest.mark.parametrize("case", list(POOL_CASES))
 def test_pool_gradients(case, kind):
-    in_shape, pool, strides, padding, _ = POOL_CASES[case]
-    cls = layers.MaxPool2D if kind == "max" else layers.AvgPool2D
-    layer = cls(pool, strides=strides, padding=padding)
-    rng = np.random.default_rng(13)
-    x = distinct_values((2,) + in_shape, rng)
-    layer(x)
-    assert not layer.params
-    check_layer(layer, x, rng=rng)
+    pool_case(kind, *POOL_CASES[case][:4], seed=13).check_gradients()
+
+
+# torch: 'valid', and 'same' on even sizes (torch's ceil_mode; averages without the padding)
+POOL_VALID = {"p2s2_7x9": ((2, 7, 9), 2, 2), "p3s2_7x9": ((2, 7, 9), 3, 2),
+              "p3s3_9x8": ((1, 9, 8), 3, 3), "p2x3_s1x2_5x7": ((2, 5, 7), (2, 3), (1, 2))}
+POOL_SAME_EVEN = {"p3s2_8x6": ((2, 8, 6), 3, 2), "p2s2_8x6": ((2, 8, 6), 2, 2),
+                  "p3s2_32x32": ((1, 32, 32), 3, 2)}
+
+
+@pytest.mark.parametrize("case", list(POOL_VALID))
+def test_max_pool_valid_matches_torch(case):
+    shape, pool, stride = POOL_VALID[case]
+    pool_case("max", shape, pool, stride, "valid", seed=4).check_torch()
+
+
+@pytest.mark.parametrize("case", list(POOL_VALID))
+def test_avg_pool_valid_matches_torch(case):
+    shape, pool, stride = POOL_VALID[case]
+    pool_case("avg", shape, pool, stride, "valid", seed=5, distinct=False).check_torch()
+
+
+@pytest.mark.parametrize("case", list(POOL_SAME_EVEN))
+def test_max_pool_same_on_even_sizes_matches_torch_ceil_mode(case):
+    shape, pool, stride = POOL_SAME_EVEN[case]
+    pool_case("max", shape, pool, stride, "same", seed=6, torch_kwargs={"ceil_mode": True}).check_torch()
+
+
+@pytest.mark.parametrize("case", list(POOL_SAME_EVEN))
+def test_avg_pool_same_on_even_sizes_matches_torch_ceil_mode(case):
+    shape, pool, stride = POOL_SAME_EVEN[case]
+    pool_case("avg", shape, pool, stride, "same", seed=7, distinct=False,
+              torch_kwargs={"ceil_mode": True, "count_include_pad": False}).check_torch()
+
+
+def test_avg_pool_same_stride1_matches_torch_padding_without_counting_it():
+    """Pool 3 stride 1 'same' pads one cell each side: torch padding=1, count_include_pad=False."""
+    pool_case("avg", (2, 5, 6), 3, 1, "same", seed=8, distinct=False,
+              torch_kwargs={"padding": 1, "count_include_pad": False}).check_torch()
 
 
 def test_max_pool_ties_go_to_first_maximum_in_row_major_order():
@@ -310,76 +266,87 @@ def test_pool_default_strides_equal_pool_size():
     np.testing.assert_allclose(y[0, 1, 2, 0], x[0, 1, 6:9, 0:3].mean(), rtol=1e-12)
 
 
-# ---- BatchNorm ------------------------------------------------------------------------------
-def bn_float64(input_shape, rng, momentum=0.9, epsilon=1e-3):
-    layer = layers.BatchNorm(momentum=momentum, epsilon=epsilon)
-    layer(np.zeros((2,) + tuple(input_shape), dtype=np.float32))
-    layer.params["gamma"] = rng.uniform(0.5, 1.5, size=input_shape[0])
-    layer.params["beta"] = rng.normal(size=input_shape[0])
-    for k in layer.params:
-        layer.grads[k] = np.zeros_like(layer.params[k])
-    return layer
+# ---- bad shapes ------------------------------------------------------------------------------
+def test_2d_array_into_conv_model_built_for_images():
+    model = Sequential([Input((1, 28, 28)), layers.Conv2D(2, 3, name="conv_a")])
+    x = np.zeros((4, 784), dtype=np.float32)
+    with pytest.raises(ValueError, match=esc((None, 1, 28, 28)) + ".*" + esc((4, 784))):
+        model.predict(x)
+    conv = model.layers[0]
+    # the built layer itself, called or run directly
+    with pytest.raises(ValueError, match="conv_a.*" + esc((None, 1, 28, 28)) + ".*" + esc((None, 784))):
+        conv(x)
+    with pytest.raises(ValueError, match="conv_a.*" + esc((None, 1, 28, 28)) + ".*" + esc((4, 784))):
+        conv.forward(x)
 
 
-@pytest.mark.parametrize("shape", [(6, 4), (3, 2, 3, 4), (4, 3, 1, 5)], ids=["NF", "NCHW", "NC1W"])
-def test_batchnorm_training_gradients(shape):
-    rng = np.random.default_rng(17)
-    layer = bn_float64(shape[1:], rng)
-    x = rng.normal(2.0, 3.0, size=shape)
-    check_layer(layer, x, rng=rng)
+def test_2d_array_into_unbuilt_conv():
+    conv = layers.Conv2D(2, 3, name="conv_unbuilt")
+    with pytest.raises(ValueError, match=r"conv_unbuilt.*\(None, channels, height, width\).*"
+                                         + esc((None, 784))):
+        conv(np.zeros((4, 784), dtype=np.float32))
+    a = Input((784,))
+    with pytest.raises(ValueError, match="conv_unbuilt.*" + esc((None, 784))):
+        conv(a)
 
 
-@pytest.mark.parametrize("shape", [(6, 4), (3, 2, 3, 4)], ids=["NF", "NCHW"])
-def test_batchnorm_training_forward_and_moving_statistics(shape):
-    rng = np.random.default_rng(19)
-    layer = bn_float64(shape[1:], rng, momentum=0.9, epsilon=1e-3)
-    x = rng.normal(2.0, 3.0, size=shape)
-    axes = (0,) + tuple(range(2, len(shape)))
-    bshape = (1, shape[1]) + (1,) * (len(shape) - 2)
-    mean = x.mean(axis=axes)
-    var = ((x - mean.reshape(bshape)) ** 2).mean(axis=axes)  # biased
-    y = layer.forward(x, training=True)
-    expected = (layer.params["gamma"].reshape(bshape) * (x - mean.reshape(bshape))
-                / np.sqrt(var.reshape(bshape) + 1e-3) + layer.params["beta"].reshape(bshape))
-    np.testing.assert_allclose(y, expected, rtol=1e-10, atol=1e-10)
-    # Keras momentum: moving = m * moving + (1 - m) * batch, from the initial 0 and 1.
-    np.testing.assert_allclose(layer.state["moving_mean"], 0.1 * mean, rtol=1e-6)
-    np.testing.assert_allclose(layer.state["moving_variance"], 0.9 + 0.1 * var, rtol=1e-6)
-    layer.forward(x, training=True)
-    np.testing.assert_allclose(layer.state["moving_mean"], 0.9 * 0.1 * mean + 0.1 * mean, rtol=1e-6)
+def test_conv_channels_mismatch():
+    conv = layers.Conv2D(4, 3, name="conv_gray")
+    conv(np.zeros((1, 1, 28, 28), dtype=np.float32))
+    x = np.zeros((2, 3, 28, 28), dtype=np.float32)
+    with pytest.raises(ValueError, match="conv_gray.*" + esc((None, 1, 28, 28)) + ".*" + esc((None, 3, 28, 28))):
+        conv(x)
+    with pytest.raises(ValueError, match="conv_gray.*" + esc((None, 1, 28, 28)) + ".*" + esc((2, 3, 28, 28))):
+        conv.forward(x)
 
 
-@pytest.mark.parametrize("shape", [(6, 4), (3, 2, 3, 4)], ids=["NF", "NCHW"])
-def test_batchnorm_eval_uses_moving_statistics(shape):
-    rng = np.random.default_rng(23)
-    layer = bn_float64(shape[1:], rng, epsilon=1e-3)
-    c = shape[1]
-    mm = rng.normal(size=c).astype(np.float32)
-    mv = rng.uniform(0.5, 2.0, size=c).astype(np.float32)
-    layer.state["moving_mean"][...] = mm
-    layer.state["moving_variance"][...] = mv
-    x = rng.normal(size=shape)
-    bshape = (1, c) + (1,) * (len(shape) - 2)
-    y = layer.forward(x, training=False)
-    expected = (layer.params["gamma"].reshape(bshape) * (x - mm.astype(np.float64).reshape(bshape))
-                / np.sqrt(mv.astype(np.float64).reshape(bshape) + 1e-3) + layer.params["beta"].reshape(bshape))
-    np.testing.assert_allclose(y, expected, rtol=1e-6, atol=1e-6)
-    assert y.dtype == np.float64
-    np.testing.assert_array_equal(layer.state["moving_mean"], mm)  # eval leaves them alone
-    np.testing.assert_array_equal(layer.state["moving_variance"], mv)
-    # float32 input stays float32 in eval
-    assert layer.forward(x.astype(np.float32), training=False).dtype == np.float32
+def test_conv_kernel_larger_than_input():
+    with pytest.raises(ValueError, match=r"conv_big.*7x7 kernel.*5x5.*" + esc((None, 1, 5, 5))):
+        Sequential([Input((1, 5, 5)), layers.Conv2D(4, 7, name="conv_big")])
+    with pytest.raises(ValueError, match=r"conv_big2.*7x7 kernel.*5x5.*" + esc((None, 1, 5, 5))):
+        layers.Conv2D(4, 7, name="conv_big2")(Input((1, 5, 5)))
+    with pytest.raises(ValueError, match=r"conv_tall.*6x2 kernel.*5x9"):
+        layers.Conv2D(4, (6, 2), name="conv_tall")(np.zeros((1, 2, 5, 9), dtype=np.float32))
+    # 'same' pads enough for any kernel
+    assert layers.Conv2D(4, 7, padding="same")(Input((1, 5, 5))).shape == (4, 5, 5)
 
 
-def test_batchnorm_eval_is_affine_in_x_with_the_moving_scale():
-    """In eval, dy/dx per channel is gamma / sqrt(moving_variance + eps) (central difference)."""
-    rng = np.random.default_rng(29)
-    layer = bn_float64((3,), rng, epsilon=1e-3)
-    layer.state["moving_variance"][...] = [0.5, 2.0, 4.0]
-    layer.state["moving_mean"][...] = [1.0, -1.0, 0.0]
-    x = rng.normal(size=(4, 3))
-    G = rng.normal(size=(4, 3))
-    xp = x.copy()
-    num = numeric_grad(lambda: float(np.sum(layer.forward(xp, training=False) * G)), xp)
-    scale = layer.params["gamma"] / np.sqrt(np.array([0.5, 2.0, 4.0]) + 1e-3)
-    np.testing.assert_allclose(num, G * scale, rtol=1e-6)
+@pytest.mark.parametrize("cls", [layers.MaxPool2D, layers.AvgPool2D])
+def test_pool_larger_than_input(cls):
+    with pytest.raises(ValueError, match=r"pool_big.*4x4 kernel.*3x3.*" + esc((None, 2, 3, 3))):
+        cls(4, name="pool_big")(np.zeros((1, 2, 3, 3), dtype=np.float32))
+    with pytest.raises(ValueError, match="pool_big2.*" + esc((None, 2, 3, 3))):
+        Sequential([Input((2, 3, 3)), cls(4, name="pool_big2")])
+    assert cls(4, padding="same")(Input((2, 3, 3))).shape == (2, 1, 1)
+
+
+def test_pool_on_2d_input():
+    with pytest.raises(ValueError, match=r"pool_flat.*\(None, channels, height, width\).*" + esc((None, 10))):
+        layers.MaxPool2D(2, name="pool_flat")(Input((10,)))
+
+
+# ---- bad arguments ---------------------------------------------------------------------------
+@pytest.mark.parametrize("filters", [0, -3, 2.5, True])
+def test_conv_bad_filters(filters):
+    with pytest.raises(ValueError, match=f"Conv2D.*filters={re.escape(repr(filters))}"):
+        layers.Conv2D(filters=filters, kernel_size=3)
+
+
+def test_conv_bad_padding():
+    with pytest.raises(ValueError, match=r"Conv2D.*'valid' or 'same'.*'full'"):
+        layers.Conv2D(4, 3, padding="full")
+    with pytest.raises(ValueError, match=r"MaxPool2D.*'full'"):
+        layers.MaxPool2D(2, padding="full")
+
+
+@pytest.mark.parametrize("kwargs, what", [(dict(kernel_size=0), "kernel_size"),
+                                          (dict(kernel_size=(3, -1)), "kernel_size"),
+                                          (dict(kernel_size=3, strides=(1, 0)), "strides")])
+def test_conv_bad_kernel_or_strides(kwargs, what):
+    with pytest.raises(ValueError, match=f"Conv2D.*{what}"):
+        layers.Conv2D(4, **kwargs)
+
+
+def test_conv_kernel_size_not_a_pair():
+    with pytest.raises(TypeError, match="Conv2D.*kernel_size"):
+        layers.Conv2D(4, (3, 3, 3))
