@@ -1,6 +1,8 @@
-"""Helpers the test directories share: small data sets, the models most tests train, weight
-comparisons, and spark-submit for the end-to-end runs. (Layer cases and the references of
-the layer tests live in tests/engine/layer_case.py.)"""
+"""Helpers the test directories share: small data sets and references computed from them
+(softmax, one-hot rows, the exact AUC), the models most tests train, a Probe layer that makes
+batch order and random draws visible, Spark DataFrames of the digits, weight comparisons, the
+wire protocol's raw pieces, and spark-submit for the end-to-end runs. (The shared layer case
+and the layer references live in tests/engine/layer_case.py.)"""
 from __future__ import annotations
 
 import os
@@ -92,6 +94,46 @@ def mlp(*out_layers, input_dim=5, hidden=(8, 4), activations=("tanh", "relu"), d
     return model
 
 
+class Probe(layers.Layer):
+    """An identity layer that is stochastic (so training reseeds it for every batch) and records,
+    per training batch, the rows it sees (their first feature: give rows their index there) and
+    one draw of its generator: a model's batch order and random stream made visible."""
+
+    stochastic = True
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.seen = []
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def forward(self, x, training=False):
+        if training:
+            self.seen.append((x[:, 0].astype(int).tolist(), float(self.rng.random())))
+        return x
+
+    def backward(self, dLdy):
+        return dLdy
+
+
+def probed_model(width=2):
+    """``Input(width) -> Probe -> Dense(1)``, compiled with plain SGD and mse; returns
+    ``(model, probe)``."""
+    probe = Probe()
+    model = Sequential([Input((width,)), probe, layers.Dense(1)])
+    model.compile(optimizers.SGD(0.01), "mse")
+    return model, probe
+
+
+def indexed_rows(n, width=2, seed=0):
+    """``(x, y)``: ``x[:, 0]`` is the row's index (what a Probe records), the rest noise."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, width)).astype(np.float32)
+    x[:, 0] = np.arange(n)
+    return x, rng.normal(size=(n, 1)).astype(np.float32)
+
+
 def compiled_mlp(input_dim=784, hidden=(256, 128), num_classes=10, seed=0, lr=0.05, momentum=0.9,
                  loss="sparse_categorical_crossentropy"):
     """``zoo.mlp`` built after ``set_random_seed(seed)``, compiled with SGD(lr, momentum) and
@@ -176,7 +218,7 @@ def esc(text) -> str:
     return re.escape(str(text))
 
 
-# ---- the wire protocol -------------------------------------------------------------------------
+# ---- the wire protocol --------------------------------------------------------------------------
 def socket_pair(timeout=5.0):
     """Two connected sockets with a timeout (for frames without a server)."""
     a, b = socket.socketpair()

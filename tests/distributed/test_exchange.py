@@ -1,14 +1,66 @@
-"""The sync rounds' data plane (``sparkdl.distributed.exchange``) without Spark: the driver's
-exchange summing pushes weighted by their samples, in partition order, at most once per
-partition, refusing what does not belong to the open round."""
+"""The sync rounds' data plane (``sparkdl.distributed.exchange``) without Spark: the layout of a
+round's vector, and the driver's exchange summing pushes weighted by their samples, in partition
+order, at most once per partition, refusing what does not belong to the open round."""
 import threading
 
 import numpy as np
 import pytest
 
+from sparkdl import layers, optimizers
 from sparkdl.distributed import exchange, protocol
 from sparkdl.distributed.protocol import Op
 from sparkdl.distributed.server import FrameServer
+from sparkdl.models import Input, Sequential
+
+
+# ---- layouts ------------------------------------------------------------------------------------
+LAYOUT = exchange.Layout(("weights", "state", "slot:m"), (3, 1, 2), (True, True, False))
+
+
+def test_layout_bounds_are_consecutive_segments():
+    assert LAYOUT.size == 6
+    assert list(LAYOUT.bounds()) == [("weights", 0, 3, True), ("state", 3, 4, True), ("slot:m", 4, 6, False)]
+
+
+def test_split_gives_views_of_each_segment():
+    vector = np.arange(6, dtype=np.float32)
+    parts = LAYOUT.split(vector)
+    assert list(parts) == ["weights", "state", "slot:m"]
+    assert [p.tolist() for p in parts.values()] == [[0, 1, 2], [3], [4, 5]]
+    assert all(np.shares_memory(p, vector) for p in parts.values())
+
+
+def test_pack_lays_the_parts_back_to_back_flattened_into_the_given_buffer():
+    parts = {"slot:m": np.array([[7.0, 8.0]]), "weights": np.array([[1.0], [2.0], [3.0]]),
+             "state": np.array(4.0)}
+    out = np.full(6, np.nan, np.float32)
+    packed = LAYOUT.pack(parts, out=out)
+    assert packed is out and packed.dtype == np.float32
+    assert packed.tolist() == [1, 2, 3, 4, 7, 8]
+    assert LAYOUT.pack(parts).tolist() == [1, 2, 3, 4, 7, 8]
+    vector = np.arange(6, dtype=np.float32) * 1.5
+    np.testing.assert_array_equal(LAYOUT.pack(LAYOUT.split(vector)), vector)
+
+
+def _model_with_state():
+    """Dense(5 -> 4), BatchNorm(4), Dense(4 -> 2): 24 + 8 + 10 = 42 weights, 8 statistics."""
+    model = Sequential([Input((5,)), layers.Dense(4), layers.BatchNorm(), layers.Dense(2)])
+    model.compile(optimizers.Adam(), "mse")
+    return model
+
+
+def test_round_layouts_for_model_averaging_carry_weights_state_and_slots_weighted():
+    pull, push = exchange.round_layouts(_model_with_state(), "weights")
+    assert push == pull
+    assert pull.names == ("weights", "state", "slot:m", "slot:v")
+    assert pull.sizes == (42, 8, 42, 42) and pull.weighted == (True, True, True, True)
+
+
+def test_round_layouts_for_gradients_push_unweighted_sums_and_no_slots():
+    pull, push = exchange.round_layouts(_model_with_state(), "gradients")
+    assert pull.names == ("weights", "state") and pull.weighted == (True, True)
+    assert push.names == ("gradients", "state") and push.sizes == (42, 8)
+    assert push.weighted == (False, True)      # gradient sums are summed; statistics averaged
 
 
 # ---- the round exchange ------------------------------------------------------------------------------

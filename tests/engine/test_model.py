@@ -376,19 +376,3 @@ def test_set_random_seed_makes_construction_reproducible():
 def test_set_random_seed_validates():
     with pytest.raises(ValueError, match="expected a non-negative int, received -1"):
         sparkdl.set_random_seed(-1)
-
-
-def test_train_epoch_in_slices_equals_one_pass_with_dropout():
-    """A pass trained as slices [0, 2) + [2, 5) (a sync round of tau=2, then 3) draws the same
-    batches and dropout masks as the whole pass in one call."""
-    x, y = regression_data(n=40)
-    whole, sliced, other = mlp(dropout=0.5, sgd=0.05), mlp(dropout=0.5, sgd=0.05), mlp(dropout=0.5, sgd=0.05)
-    for m in (sliced, other):
-        m.set_flat_weights(whole.get_flat_weights())
-    xs, yy = whole._prepare(x, y, "test")
-    whole.train_epoch(xs, yy, 8, (3, 1, 0))
-    sliced.train_epoch(xs, yy, 8, (3, 1, 0), start=0, stop=2)
-    sliced.train_epoch(xs, yy, 8, (3, 1, 0), start=2, stop=5)
-    np.testing.assert_array_equal(sliced.get_flat_weights(), whole.get_flat_weights())
-    other.train_epoch(xs, yy, 8, (3, 1, 1))        # another partition's key: another pass
-    assert not np.array_equal(other.get_flat_weights(), whole.get_flat_weights())
