@@ -15,7 +15,8 @@ TOKEN = b"t" * 32
 
 def test_sync_task_loop_trains_pushes_and_reports_like_run_round():
     """run_fit_task in two threads against a coordinator wrapping the round exchange: the
-    driver's mean equals the mean of run_round on each partition's block."""
+    driver's mean is the mean of run_round on each partition's block, weighted by the rows of
+    the partitions (6 and 14: an unweighted mean would differ)."""
     from sparkdl import layers
     from sparkdl.engine import optimizers
     from sparkdl.models import Sequential
@@ -26,7 +27,7 @@ def test_sync_task_loop_trains_pushes_and_reports_like_run_round():
         return net
 
     rng = np.random.default_rng(0)
-    blocks = [([rng.random((10, 4), dtype=np.float32)], rng.integers(0, 3, 10)) for _ in range(2)]
+    blocks = [([rng.random((n, 4), dtype=np.float32)], rng.integers(0, 3, n)) for n in (6, 14)]
     driver = model()
     pull, push = exchange.round_layouts(driver, "weights")
     rounds = exchange.RoundExchange(push)
@@ -49,11 +50,13 @@ def test_sync_task_loop_trains_pushes_and_reports_like_run_round():
         for t in threads:
             t.join(5)
     expected = [worker.run_round(model(), *blocks[p], spec, p, driver.flat_weights, None, {}, 0) for p in range(2)]
-    assert received == {0: 10, 1: 10}
+    assert received == {0: 6, 1: 14}
     mean = (total[:driver.flat_weights.size] / 20).astype(np.float32)
-    np.testing.assert_allclose(mean, (expected[0].vector + expected[1].vector) / 2, rtol=1e-6, atol=1e-7)
+    weighted = (6 * expected[0].vector.astype(np.float64) + 14 * expected[1].vector) / 20
+    np.testing.assert_allclose(mean, weighted, rtol=1e-6, atol=1e-7)
+    assert np.abs(weighted - (expected[0].vector + expected[1].vector) / 2).max() > 1e-4
     results = [fit_task.report_result(*reports[p]) for p in range(2)]
-    assert [r.samples for r in results] == [10, 10] and [r.steps for r in results] == [3, 3]
+    assert [r.samples for r in results] == [6, 14] and [r.steps for r in results] == [2, 4]
     for got, want in zip(results, expected):
         assert got.loss_sum == pytest.approx(want.loss_sum)
         np.testing.assert_array_equal(got.metric_states[0], want.metric_states[0])
