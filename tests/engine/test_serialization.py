@@ -280,6 +280,30 @@ def test_weights_altered_checksum_mismatch_zip_and_directory(tmp_path):
         load_model(d)
 
 
+def test_weights_rewritten_as_a_valid_archive_are_refused_by_their_sha256(tmp_path):
+    """Other weights in a well-formed weights.npz, in a zip whose CRCs are all valid: only the
+    SHA-256 recorded in model.json can tell, and loading must refuse the file."""
+    model, doc, weights = _saved_bytes(tmp_path)
+    with np.load(io.BytesIO(weights), allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    arrays["weight/0000"] = arrays["weight/0000"] + np.float32(1.0)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    path = _write_zip(tmp_path / "tampered.sparkdl", doc, buf.getvalue())
+    with zipfile.ZipFile(path) as zf:
+        assert zf.testzip() is None                   # every member's CRC is valid
+        with np.load(io.BytesIO(zf.read("weights.npz")), allow_pickle=False) as npz:
+            assert sorted(npz.files) == sorted(arrays)    # and the arrays read back fine
+    with pytest.raises(ValueError, match=r"weights\.npz .* is corrupted or truncated \(its SHA-256 does "
+                                         r"not match the one recorded at save time\)"):
+        load_model(path)
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "dir" / "model.json").write_bytes(doc)
+    (tmp_path / "dir" / "weights.npz").write_bytes(buf.getvalue())
+    with pytest.raises(ValueError, match="SHA-256"):
+        load_model(tmp_path / "dir")
+
+
 @pytest.mark.parametrize("field,value,fragment", [
     ("format", "keras.model", "is not a sparkdl model \\(expected format 'sparkdl.model'\\)"),
     ("version", 99, "has format version 99; this sparkdl reads version 1"),
