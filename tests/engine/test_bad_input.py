@@ -6,7 +6,7 @@ import pytest
 from sparkdl import callbacks, layers, optimizers
 from sparkdl.engine import NotCompiledError, TrainingDivergedError
 from sparkdl.models import Input, Sequential
-from tests.helpers import regression_data, same_weights
+from tests.helpers import assert_same_weights, regression_data, same_weights
 
 
 def _x(n=8, d=3):
@@ -109,8 +109,17 @@ def test_sparse_categorical_one_hot_rows_rejected():
 
 
 def test_sparse_categorical_float_whole_ids_accepted():
-    model = _classifier()
-    model.fit(_x(n=4), np.array([0.0, 1.0, 2.0, 1.0]), verbose=0)
+    """Class ids given as whole floats train exactly like the same ids as ints."""
+    x = _x(n=12)
+    ids = np.array([0, 1, 2, 1, 0, 2, 2, 1, 0, 0, 1, 2])
+    as_floats, as_ints = _classifier(), _classifier()
+    as_ints.set_weights(as_floats.get_weights())
+    start = as_ints.get_weights()
+    as_floats.fit(x, ids.astype(np.float64), epochs=2, batch_size=4, seed=3, verbose=0)
+    as_ints.fit(x, ids, epochs=2, batch_size=4, seed=3, verbose=0)
+    assert_same_weights(as_floats, as_ints)
+    assert not same_weights(as_ints, start)
+    assert as_floats.history.history == as_ints.history.history
 
 
 def test_binary_crossentropy_label_out_of_range():
