@@ -136,11 +136,17 @@ def write_fake_cifar(folder, train_per_file=24, test_rows=30, seed=0):
 
 
 def test_cifar_app_reads_binary_files_and_trains(tmp_path):
-    write_fake_cifar(tmp_path)
+    """120 training images, 15 epochs of rounds of tau=2 on two workers: the brightness signal
+    is learnt. Over data seeds 0-1 and model seeds 0-1 the test accuracy on 100 images was
+    0.86-1.00 (chance: 0.10; after the single epoch this test once ran, 0.07-0.30)."""
+    write_fake_cifar(tmp_path, test_rows=100)
     run = spark_submit(["--master", "local[2]", "examples/cifar_app.py", "--data-dir", str(tmp_path),
-                        "--workers", "2", "--epochs", "1", "--tau", "2", "--batch-size", "20",
+                        "--workers", "2", "--epochs", "15", "--tau", "2", "--batch-size", "20",
                         "--verbose", "0"])
     assert run.returncode == 0, run.stderr[-3000:]
     found = re.search(r"test accuracy: ([0-9.]+).*?(\d+) rounds of tau=2, 2 workers, 120 training images",
                       run.stdout)
     assert found, run.stdout[-2000:]
+    # 60 rows per partition at batch 20: 3 steps an epoch, 2 rounds of tau=2.
+    assert int(found.group(2)) == 30
+    assert float(found.group(1)) >= 0.6, run.stdout[-2000:]

@@ -37,6 +37,7 @@ def test_pipeline_reaches_095_and_the_saved_pipeline_predicts_the_same(digits_df
     fitted = pipeline(NNClassifier(model=digits_mlp(), epochs=20, batchSize=32, numWorkers=2)).fit(train)
     out = fitted.transform(test)
     accuracy = MulticlassClassificationEvaluator(metricName="accuracy").evaluate(out)
+    # Measured with digits_mlp(seed=s) and NNClassifier(seed=s) for s in 0-4: 0.964-0.978.
     assert accuracy >= 0.95, accuracy
     assert dict(out.dtypes)["prediction"] == "double"
     path = str(tmp_path / "pipeline")
@@ -82,19 +83,24 @@ def test_cross_validator_over_learning_rate_and_epochs(digits_df):
 
 def test_binary_classification_evaluator_reads_raw_prediction(digits_df):
     """One sigmoid output: probability and rawPrediction are [1 - p, p]; the evaluator's AUC
-    equals the exact AUC of p."""
+    equals the exact AUC of p, and the model learnt to tell digits >= 5 apart."""
     train, test = digits_df
     sparkdl.set_random_seed(1)
     model = zoo.mlp(input_dim=64, hidden=(16,), num_classes=1)
     model.compile(optimizers.SGD(0.05, momentum=0.9), "binary_crossentropy")
-    frame = lambda df: assembled(df).selectExpr("features", "id", "CAST(label >= 5 AS DOUBLE) AS label")
-    out = NNClassifier(model=model, epochs=3, numWorkers=2).fit(frame(train)).transform(frame(test))
+
+    def frame(df):      # pixels scaled to [0, 1]: raw 0-16 values saturate the sigmoid
+        scaled = df.selectExpr(*[f"{p} / 16 AS {p}" for p in PIXELS], "label", "id")
+        return assembled(scaled).selectExpr("features", "id", "CAST(label >= 5 AS DOUBLE) AS label")
+    out = NNClassifier(model=model, epochs=3, numWorkers=2, seed=1).fit(frame(train)).transform(frame(test))
     auc = BinaryClassificationEvaluator().evaluate(out)
     rows = out.orderBy("id").collect()
     p = np.array([r.rawPrediction[1] for r in rows])
     np.testing.assert_allclose(np.array([r.probability[0] for r in rows]), 1 - p, rtol=1e-12)
     assert auc == pytest.approx(float(exact_auc([r.label for r in rows], p)), abs=1e-9)
-    assert auc > 0.8
+    # Measured with set_random_seed(s) and NNClassifier(seed=s) for s in 0-4: AUC 0.911-0.928
+    # (on unscaled pixels it was 0.61-0.90). Chance is 0.5.
+    assert auc > 0.88
 
 
 # ---- every Param reaches SparkModel -----------------------------------------------------------------
