@@ -9,7 +9,7 @@ PY     := $(VENV)/bin/python
 # PyTorch reference comparisons (they are skipped when torch is absent).
 EXTRA_PIP ?=
 
-.PHONY: demo test lint bench check-java clean
+.PHONY: demo test lint bench check-java clean FORCE
 
 check-java:
 	@full=$$(java -version 2>&1 | sed -n 's/.* version "\([^"]*\)".*/\1/p' | head -n 1); \
@@ -24,7 +24,12 @@ $(VENV)/.examples-installed: $(PY) setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet -e ".[examples]"
 	@touch $@
 
-$(VENV)/.test-installed: $(PY) setup.cfg pyproject.toml
+# Holds the EXTRA_PIP of the last install and is rewritten only when it changes, so that
+# `make test EXTRA_PIP=...` after a plain `make test` installs the extras (and back again).
+$(VENV)/.extra-pip: FORCE | $(PY)
+	@printf '%s\n' '$(EXTRA_PIP)' | cmp -s - $@ || printf '%s\n' '$(EXTRA_PIP)' > $@
+
+$(VENV)/.test-installed: $(PY) setup.cfg pyproject.toml $(VENV)/.extra-pip
 	$(PY) -m pip install --quiet -e ".[test,examples]" $(EXTRA_PIP)
 	@touch $@
 

@@ -1,5 +1,6 @@
 """Training checkpoints without Spark: exact round trips into an existing model, retention,
 corrupted files, mismatched models, bad meta, and a crash during the write."""
+import functools
 import json
 import logging
 import os
@@ -11,23 +12,21 @@ import pytest
 
 from sparkdl.distributed import checkpoint as ckpt_mod
 from sparkdl.distributed.checkpoint import Checkpoint, CheckpointStore
-from sparkdl.engine import layers, optimizers, zoo
+from sparkdl.engine import layers, optimizers
 from sparkdl.engine.sequential import Sequential
+from tests.helpers import classification_data, mlp
 
 LOGGER = "sparkdl.distributed.checkpoint"
 
 
-def _data(n=32, d=8, classes=3, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, d)).astype(np.float32)
-    return x, rng.integers(0, classes, size=n)
+_data = functools.partial(classification_data, n=32, d=8, classes=3)
 
 
-def _mlp(lr=0.01, hidden=(16,)):
-    model = zoo.mlp(input_dim=8, hidden=hidden, num_classes=3)
-    model.compile(optimizer=optimizers.Adam(learning_rate=lr), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
-    return model
+def _adam_classifier(lr=0.01, hidden=(16,), activation="relu"):
+    """8 -> hidden (relu) -> 3 (softmax), Adam, sparse categorical cross-entropy."""
+    return mlp(layers.Dense(3, activation="softmax"), input_dim=8, hidden=hidden,
+               activations=(activation,) * len(hidden), optimizer=optimizers.Adam(learning_rate=lr),
+               loss="sparse_categorical_crossentropy", metrics=["accuracy"])
 
 
 def _bn_model(lr=0.01):
@@ -37,7 +36,7 @@ def _bn_model(lr=0.01):
     return model
 
 
-def _trained(make=_mlp, steps=3, seed=0, **kwargs):
+def _trained(make=_adam_classifier, steps=3, seed=0, **kwargs):
     model = make(**kwargs)
     x, y = _data(seed=seed)
     for _ in range(steps):
@@ -63,7 +62,7 @@ def _assert_same_state(a, b):
 
 
 # ---- 1. exact round trip into an existing model --------------------------------------------------
-@pytest.mark.parametrize("make", [_mlp, _bn_model])
+@pytest.mark.parametrize("make", [_adam_classifier, _bn_model])
 def test_save_then_restore_is_exact_and_training_continues_identically(tmp_path, make):
     source = _trained(make, steps=3, lr=0.01)
     source.optimizer.learning_rate = 0.0037          # as a callback would have changed it
@@ -204,8 +203,9 @@ def test_tampered_member_with_valid_crc_is_caught_by_sha256(tmp_path, caplog):
     (lambda: _trained(hidden=(12,)), r"of shape \(8, 16\), the model has \(8, 12\)"),
     (lambda: _trained(_bn_model), r"layers"),
     (lambda: _compiled_with(optimizers.SGD(momentum=0.9)), r"optimizer 'adam'.*optimizer 'sgd'"),
-    (lambda: zoo.mlp(input_dim=8, hidden=(16,), num_classes=3), r"not compiled"),
-    (lambda: _trained_activation("tanh"), r"'activation'"),
+    (lambda: mlp(layers.Dense(3, activation="softmax"), input_dim=8, hidden=(16,), activations=("relu",)),
+     r"not compiled"),
+    (lambda: _adam_classifier(activation="tanh"), r"'activation'"),
 ])
 def test_mismatched_model_is_refused_and_left_untouched(tmp_path, make_target, match):
     store = CheckpointStore(tmp_path)
@@ -224,15 +224,9 @@ def test_mismatched_model_is_refused_and_left_untouched(tmp_path, make_target, m
 
 
 def _compiled_with(optimizer):
-    model = zoo.mlp(input_dim=8, hidden=(16,), num_classes=3)
-    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
+    model = mlp(layers.Dense(3, activation="softmax"), input_dim=8, hidden=(16,), activations=("relu",),
+                optimizer=optimizer, loss="sparse_categorical_crossentropy")
     model.train_on_batch(*_data())
-    return model
-
-
-def _trained_activation(activation):
-    model = zoo.mlp(input_dim=8, hidden=(16,), num_classes=3, activation=activation)
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     return model
 
 

@@ -1,5 +1,6 @@
 """Callbacks under the engine's fit: History, EarlyStopping, ModelCheckpoint,
 LearningRateScheduler, and the progress output."""
+import functools
 import os
 
 import numpy as np
@@ -7,13 +8,11 @@ import pytest
 
 from sparkdl import callbacks, layers, optimizers
 from sparkdl.models import Input, Sequential, load_model
+from tests.helpers import regression_data, same_weights
 
 
-def _data(n=40, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, 3)).astype(np.float32)
-    y = (x @ np.array([1.0, -2.0, 0.5]) + 0.3).astype(np.float32)
-    return x, y
+# A learnable target: y = x @ [1, -2, 0.5] + 0.3.
+_data = functools.partial(regression_data, n=40, d=3, out=1, linear=True)
 
 
 def _model(lr=0.05, metrics=("mse",)):
@@ -35,10 +34,6 @@ class Script(callbacks.Callback):
         if self.key is not None:
             logs[self.key] = self.values[epoch]
         self.weights.append(self.model.get_weights())
-
-
-def _same(ws, vs):
-    return all(np.array_equal(a, b) for a, b in zip(ws, vs))
 
 
 # ---- History ---------------------------------------------------------------------------------
@@ -105,8 +100,8 @@ def test_early_stopping_restore_best_weights():
     # Best at epoch 1; epochs 2, 3, 4 do not improve -> stop after epoch 4.
     assert history.history["val_loss"] == values[:5]
     assert stopper.stopped_epoch == 4
-    assert _same(model.get_weights(), script.weights[1])
-    assert not _same(model.get_weights(), script.weights[4])
+    assert same_weights(model.get_weights(), script.weights[1])
+    assert not same_weights(model.get_weights(), script.weights[4])
 
 
 def test_early_stopping_without_restore_keeps_last_weights():
@@ -116,7 +111,7 @@ def test_early_stopping_without_restore_keeps_last_weights():
     model = _model()
     model.fit(x, y, epochs=3, verbose=0, callbacks=[script, stopper])
     assert stopper.stopped_epoch == 1
-    assert _same(model.get_weights(), script.weights[1])
+    assert same_weights(model.get_weights(), script.weights[1])
 
 
 def test_early_stopping_max_mode_and_min_delta():
@@ -153,8 +148,8 @@ def test_model_checkpoint_every_epoch_with_epoch_formatting(tmp_path):
               callbacks=[ckpt, recorder])
     assert sorted(os.listdir(tmp_path)) == ["ckpt-01.sparkdl", "ckpt-02.sparkdl", "ckpt-03.sparkdl"]
     second = load_model(tmp_path / "ckpt-02.sparkdl")
-    assert _same(second.get_weights(), recorder.weights[1])
-    assert not _same(second.get_weights(), recorder.weights[2])
+    assert same_weights(second.get_weights(), recorder.weights[1])
+    assert not same_weights(second.get_weights(), recorder.weights[2])
 
 
 def test_model_checkpoint_save_best_only_and_log_formatting(tmp_path):
@@ -166,7 +161,7 @@ def test_model_checkpoint_save_best_only_and_log_formatting(tmp_path):
     model.fit(x, y, epochs=5, verbose=0, callbacks=[script, ckpt])
     assert sorted(os.listdir(tmp_path)) == ["best-01-3.0", "best-02-2.0", "best-04-1.0"]
     best = load_model(tmp_path / "best-04-1.0")
-    assert _same(best.get_weights(), script.weights[3])
+    assert same_weights(best.get_weights(), script.weights[3])
 
 
 def test_model_checkpoint_weights_only(tmp_path):
@@ -177,7 +172,7 @@ def test_model_checkpoint_weights_only(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["w1.npz", "w2.npz"]
     other = _model()
     other.load_weights(tmp_path / "w2.npz")
-    assert _same(other.get_weights(), model.get_weights())
+    assert same_weights(other.get_weights(), model.get_weights())
 
 
 # ---- LearningRateScheduler -------------------------------------------------------------------
@@ -220,7 +215,7 @@ def test_learning_rate_scheduler_rates_are_used_by_the_optimizer():
     for rate in rates:
         reference.optimizer.learning_rate = rate
         reference.train_on_batch(x, y)
-    assert _same(model.get_weights(), reference.get_weights())
+    assert same_weights(model.get_weights(), reference.get_weights())
 
 
 def test_learning_rate_scheduler_rejects_bad_schedules():
@@ -241,7 +236,7 @@ def test_non_callback_is_type_error():
         model.fit(x, y, epochs=1, verbose=0, callbacks=["early_stopping"])
     with pytest.raises(TypeError, match="received function"):
         model.fit(x, y, epochs=1, verbose=0, callbacks=[lambda *a: None])
-    assert _same(model.get_weights(), before)
+    assert same_weights(model.get_weights(), before)
 
 
 def test_hooks_called_in_order_with_params():

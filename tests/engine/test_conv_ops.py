@@ -1,9 +1,9 @@
 """The fast convolution and pooling paths of ``conv_ops`` at sizes where they chunk the batch
-and split it over two threads, in float64 against direct references written here; max-pool
-tie-breaking; and the aliasing rule of the layer workspaces (training outputs live in the
-layer's workspace, inference outputs are fresh arrays, workspaces are never pickled).
+and split it over two threads, in float64 against the direct references of layer_case.py;
+max-pool tie-breaking; and the aliasing rule of the layer workspaces (training outputs live in
+the layer's workspace, inference outputs are fresh arrays, workspaces are never pickled).
 
-The layer tests in test_conv_layers.py use small inputs, which run in one thread and one
+The layer tests in layers/test_conv.py use small inputs, which run in one thread and one
 chunk; these cover the flipped-kernel backward (with dW from either side), col2im, kept and
 recomputed im2col, bias folded into the GEMM or not, and channel-last or NCHW memory.
 """
@@ -13,11 +13,11 @@ import pickle
 
 import numpy as np
 import pytest
-from numpy.lib.stride_tricks import sliding_window_view
 
 from sparkdl import layers
 from sparkdl.engine import conv_ops, threads
 from sparkdl.models import Input, Sequential
+from tests.engine.layer_case import geometry, ref_conv, ref_conv_backward, ref_pool, ref_pool_backward
 
 
 @pytest.fixture(autouse=True)
@@ -31,36 +31,6 @@ def _two_threads():
 def channel_last(a):
     """The same NCHW-shaped values in channel-last memory (what conv/pool outputs are)."""
     return np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
-
-
-def pads_for(h, w, k, s, padding):
-    oh, top, bottom = conv_ops.out_size_and_pads(h, k[0], s[0], padding)
-    ow, left, right = conv_ops.out_size_and_pads(w, k[1], s[1], padding)
-    return (top, bottom, left, right), (oh, ow)
-
-
-def windows(xp, k, s, out):
-    """(N, C, OH, OW, kh, kw) windows of a padded NCHW array."""
-    v = sliding_window_view(xp, k, axis=(2, 3))[:, :, ::s[0], ::s[1]]
-    return v[:, :, :out[0], :out[1]]
-
-
-def ref_conv(x, kernel, bias, s, pads, dy):
-    """Forward and gradients written directly from the definition (loops over kernel offsets)."""
-    top, bottom, left, right = pads
-    kh, kw = kernel.shape[2:]
-    xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
-    out = dy.shape[2:]
-    win = windows(xp, (kh, kw), s, out)
-    y = np.einsum("ncyxij,fcij->nfyx", win, kernel) + bias[None, :, None, None]
-    dkernel = np.einsum("ncyxij,nfyx->fcij", win, dy)
-    dxp = np.zeros_like(xp)
-    for i in range(kh):
-        for j in range(kw):
-            dxp[:, :, i:i + s[0] * (out[0] - 1) + 1:s[0], j:j + s[1] * (out[1] - 1) + 1:s[1]] += \
-                np.einsum("nfyx,fc->ncyx", dy, kernel[:, :, i, j])
-    dx = dxp[:, :, top:top + x.shape[2], left:left + x.shape[3]]
-    return y, dkernel, dy.sum(axis=(0, 2, 3)), dx
 
 
 # (N, C, H, W, F, kernel, strides, padding): the path each one takes is in its name
@@ -81,13 +51,14 @@ CONV_PATHS = {
 def test_conv_paths_match_reference_in_float64(case, layout):
     n, c, h, w, f, k, s, padding = CONV_PATHS[case]
     rng = np.random.default_rng(0)
-    pads, out = pads_for(h, w, k, s, padding)
+    pads, out = geometry(h, w, k, s, padding)
     x = rng.normal(size=(n, c, h, w))
     kernel, bias = rng.normal(size=(f, c) + k), rng.normal(size=f)
     dy = rng.normal(size=(n, f) + out)
     if layout == "channel_last":
         x, dy = channel_last(x), channel_last(dy)
-    y_ref, dk_ref, db_ref, dx_ref = ref_conv(x, kernel, bias, s, pads, dy)
+    y_ref = ref_conv(x, kernel, bias, s, padding)
+    dk_ref, db_ref, dx_ref = ref_conv_backward(x, kernel, s, padding, dy)
     ws = {}
     for _ in range(2):  # the second step reuses the workspace
         y = conv_ops.conv2d_forward(x, kernel, bias, s, pads, ws)
@@ -98,7 +69,8 @@ def test_conv_paths_match_reference_in_float64(case, layout):
         np.testing.assert_allclose(db, db_ref, rtol=1e-12, atol=1e-9)
         np.testing.assert_allclose(dx, dx_ref, rtol=1e-12, atol=1e-10)
     # A smaller last batch reuses the same buffers.
-    y_ref, dk_ref, _, dx_ref = ref_conv(x[:7], kernel, bias, s, pads, dy[:7])
+    y_ref = ref_conv(x[:7], kernel, bias, s, padding)
+    dk_ref, _, dx_ref = ref_conv_backward(x[:7], kernel, s, padding, dy[:7])
     y = conv_ops.conv2d_forward(x[:7], kernel, bias, s, pads, ws)
     np.testing.assert_allclose(y, y_ref, rtol=1e-12, atol=1e-10)
     dk, _, dx = conv_ops.conv2d_backward(dy[:7], kernel, ws)
@@ -109,42 +81,16 @@ def test_conv_paths_match_reference_in_float64(case, layout):
 def test_conv_without_bias_or_input_gradient():
     n, c, h, w, f, k, s, padding = CONV_PATHS["flip_dw_from_x_kept_cols_bias_gemv"]
     rng = np.random.default_rng(1)
-    pads, out = pads_for(h, w, k, s, padding)
+    pads, out = geometry(h, w, k, s, padding)
     x, kernel, dy = rng.normal(size=(n, c, h, w)), rng.normal(size=(f, c) + k), rng.normal(size=(n, f) + out)
-    y_ref, dk_ref, _, _ = ref_conv(x, kernel, np.zeros(f), s, pads, dy)
+    y_ref = ref_conv(x, kernel, None, s, padding)
+    dk_ref, _, _ = ref_conv_backward(x, kernel, s, padding, dy)
     ws = {}
     y = conv_ops.conv2d_forward(x, kernel, None, s, pads, ws)
     np.testing.assert_allclose(y, y_ref, rtol=1e-12, atol=1e-10)
     dk, db, dx = conv_ops.conv2d_backward(dy, kernel, ws, need_dx=False)
     assert db is None and dx is None
     np.testing.assert_allclose(dk, dk_ref, rtol=1e-12, atol=1e-9)
-
-
-def ref_pool(x, pool, s, pads, kind, dy):
-    """Forward and dL/dx directly: for max, each window's gradient to its row-major first
-    maximum (np.argmax order); for avg, spread over the window's real cells."""
-    top, bottom, left, right = pads
-    fill = -np.inf if kind == "max" else 0.0
-    xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=fill)
-    real = np.pad(np.ones(x.shape[2:]), ((top, bottom), (left, right)))
-    out = dy.shape[2:]
-    win = windows(xp, pool, s, out)
-    dxp = np.zeros(xp.shape)
-    kh, kw = pool
-    if kind == "max":
-        y = win.max(axis=(4, 5))
-        first = win.reshape(win.shape[:4] + (kh * kw,)).argmax(axis=-1)
-        shares = [np.where(first == i * kw + j, dy, 0.0) for i in range(kh) for j in range(kw)]
-    else:
-        counts = windows(real[None, None], pool, s, out).sum(axis=(4, 5))
-        y = win.sum(axis=(4, 5)) / counts
-        shares = [dy / counts] * (kh * kw)
-    for i in range(kh):
-        for j in range(kw):
-            rows = slice(i, i + s[0] * (out[0] - 1) + 1, s[0])
-            cols = slice(j, j + s[1] * (out[1] - 1) + 1, s[1])
-            dxp[:, :, rows, cols] += shares[i * kw + j]
-    return y, dxp[:, :, top:top + x.shape[2], left:left + x.shape[3]]
 
 
 # (N, C, H, W, pool, strides, padding)
@@ -162,7 +108,7 @@ POOL_PATHS = {
 def test_pool_paths_match_reference_in_float64(case, kind, layout, ties):
     n, c, h, w, pool, s, padding = POOL_PATHS[case]
     rng = np.random.default_rng(2)
-    pads, out = pads_for(h, w, pool, s, padding)
+    pads, out = geometry(h, w, pool, s, padding)
     # Ties: a few values only, so most windows hold their maximum several times.
     x = rng.integers(0, 3, size=(n, c, h, w)).astype(np.float64) if ties else rng.normal(size=(n, c, h, w))
     dy = rng.normal(size=(n, c) + out)
@@ -170,7 +116,8 @@ def test_pool_paths_match_reference_in_float64(case, kind, layout, ties):
         x, dy = channel_last(x), channel_last(dy)
     forward, backward = ((conv_ops.max_pool_forward, conv_ops.max_pool_backward) if kind == "max" else
                          (conv_ops.avg_pool_forward, conv_ops.avg_pool_backward))
-    y_ref, dx_ref = ref_pool(x, pool, s, pads, kind, dy)
+    y_ref = ref_pool(x, pool, s, padding, kind)
+    dx_ref = ref_pool_backward(x, pool, s, padding, kind, dy)
     ws = {}
     for batch in (n, n, 7):
         y = forward(x[:batch], pool, s, pads, ws)

@@ -1,30 +1,10 @@
 """Streaming metrics: values against hand counts and scikit-learn, merging, the registry."""
-from fractions import Fraction
-
 import numpy as np
 import pytest
 from sklearn.metrics import log_loss, mean_squared_error, roc_auc_score
 
 from sparkdl import metrics
-
-
-def _softmax(z):
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def _one_hot(ids, n_classes):
-    out = np.zeros((len(ids), n_classes), dtype=np.float32)
-    out[np.arange(len(ids)), ids] = 1
-    return out
-
-
-def _exact_mann_whitney(scores, labels):
-    """AUC as a Fraction: pairs (positive, negative) ranked right count 1, ties 1/2."""
-    pos = [s for s, l in zip(scores, labels) if l]
-    neg = [s for s, l in zip(scores, labels) if not l]
-    twice_wins = sum(2 if p > q else 1 if p == q else 0 for p in pos for q in neg)
-    return Fraction(twice_wins, 2 * len(pos) * len(neg))
+from tests.helpers import exact_auc, one_hot, softmax
 
 
 # ---- Accuracy --------------------------------------------------------------------------------
@@ -56,7 +36,7 @@ def test_accuracy_one_hot_rows():
     y_pred = np.array([[0.1, 0.7, 0.2],
                        [0.8, 0.1, 0.1],
                        [0.2, 0.3, 0.5]], dtype=np.float32)
-    y_true = _one_hot(np.array([1, 2, 2]), 3)  # right, wrong, right
+    y_true = one_hot(np.array([1, 2, 2]), 3)  # right, wrong, right
     m = metrics.Accuracy()
     m.update(y_true, y_pred)
     assert m.result() == pytest.approx(2 / 3)
@@ -74,7 +54,7 @@ def test_accuracy_accumulates_over_batches():
 # ---- TopKAccuracy ----------------------------------------------------------------------------
 def test_top_k_with_k1_equals_accuracy():
     rng = np.random.default_rng(1)
-    y_pred = _softmax(rng.normal(size=(50, 6)))
+    y_pred = softmax(rng.normal(size=(50, 6)))
     y_true = rng.integers(0, 6, size=50)
     top1 = metrics.TopKAccuracy(k=1)
     acc = metrics.Accuracy()
@@ -99,7 +79,7 @@ def test_top_k3_against_hand_count():
     assert m.result() == pytest.approx(3 / 6)
     # One-hot targets give the same answer.
     m1 = metrics.TopKAccuracy(k=3)
-    m1.update(_one_hot(y_true, 5), y_pred)
+    m1.update(one_hot(y_true, 5), y_pred)
     assert m1.result() == pytest.approx(3 / 6)
 
 
@@ -155,14 +135,14 @@ def test_logloss_binary_against_sklearn():
 
 def test_logloss_multiclass_against_sklearn_ids_and_one_hot():
     rng = np.random.default_rng(4)
-    p = _softmax(rng.normal(size=(150, 4)))
+    p = softmax(rng.normal(size=(150, 4)))
     y = rng.integers(0, 4, size=150)
     expected = log_loss(y, p, labels=[0, 1, 2, 3])
     m = metrics.LogLoss()
     m.update(y, p)
     assert m.result() == pytest.approx(expected, rel=1e-9)
     m1 = metrics.LogLoss()
-    m1.update(_one_hot(y, 4), p)
+    m1.update(one_hot(y, 4), p)
     assert m1.result() == pytest.approx(expected, rel=1e-9)
 
 
@@ -189,7 +169,7 @@ def test_auc_binary_exact_on_bin_centre_scores_with_ties(num_bins):
     assert len(np.unique(scores)) < n // 10  # heavy ties
     m = metrics.AUC(num_bins=num_bins)
     m.update(y, scores)
-    exact = _exact_mann_whitney(scores.tolist(), y.tolist())
+    exact = exact_auc(y, scores)
     assert m.result() == float(exact)
     assert m.result() == pytest.approx(roc_auc_score(y, scores), abs=1e-12)
 
@@ -205,21 +185,21 @@ def test_auc_binary_hand_example():
 def test_auc_multiclass_ovr_macro_close_to_sklearn():
     rng = np.random.default_rng(7)
     y = rng.integers(0, 4, size=500)
-    logits = rng.normal(size=(500, 4)) + 1.2 * _one_hot(y, 4)
-    p = _softmax(logits)
+    logits = rng.normal(size=(500, 4)) + 1.2 * one_hot(y, 4)
+    p = softmax(logits)
     m = metrics.AUC()
     m.update(y, p)
     expected = roc_auc_score(y, p, multi_class="ovr", average="macro")
     assert m.result() == pytest.approx(expected, abs=1e-3)
     m1 = metrics.AUC()
-    m1.update(_one_hot(y, 4), p)
+    m1.update(one_hot(y, 4), p)
     assert m1.result() == pytest.approx(expected, abs=1e-3)
 
 
 def test_auc_multiclass_skips_classes_without_both_kinds_of_examples():
     rng = np.random.default_rng(8)
     y = rng.integers(0, 2, size=200)  # class 2 never occurs
-    p = _softmax(rng.normal(size=(200, 3)) + _one_hot(y, 3))
+    p = softmax(rng.normal(size=(200, 3)) + one_hot(y, 3))
     m = metrics.AUC()
     m.update(y, p)
     expected = np.mean([roc_auc_score(y == c, p[:, c]) for c in (0, 1)])
@@ -243,7 +223,7 @@ def _merge_cases():
     rng = np.random.default_rng(9)
     n = 90
     ids = rng.integers(0, 3, size=n)
-    probs = _softmax(rng.normal(size=(n, 3)) + _one_hot(ids, 3)).astype(np.float32)
+    probs = softmax(rng.normal(size=(n, 3)) + one_hot(ids, 3)).astype(np.float32)
     yb = rng.integers(0, 2, size=n)
     pb = rng.uniform(0.01, 0.99, size=(n, 1)).astype(np.float32)
     reg = rng.normal(size=(n, 2)).astype(np.float32)

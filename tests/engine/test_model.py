@@ -1,5 +1,6 @@
-"""Sequential basics: structure, weights and the flat buffer, building, training steps,
-determinism, validation split, batch order, user layers, seeding."""
+"""Sequential basics (``sparkdl.engine.model``, ``sparkdl.engine.sequential``): structure,
+weights and the flat buffer, building, training steps, determinism, validation split, batch
+order, user layers, seeding."""
 import numpy as np
 import pytest
 
@@ -7,24 +8,7 @@ import sparkdl
 from sparkdl import callbacks, layers, optimizers
 from sparkdl.engine.layers.core import InputLayer
 from sparkdl.models import Input, Sequential
-
-
-def _data(n=24, d=5, out=2, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, d)).astype(np.float32)
-    y = rng.normal(size=(n, out)).astype(np.float32)
-    return x, y
-
-
-def _mlp(dropout=0.0, compile=True, lr=0.05):
-    stack = [Input((5,)), layers.Dense(8, activation="tanh", name="hidden_a")]
-    if dropout:
-        stack.append(layers.Dropout(dropout, name="drop"))
-    stack += [layers.Dense(4, activation="relu", name="hidden_b"), layers.Dense(2, name="out")]
-    model = Sequential(stack, name="mlp")
-    if compile:
-        model.compile(optimizers.SGD(learning_rate=lr), "mse")
-    return model
+from tests.helpers import mlp, regression_data, same_weights
 
 
 def _manual_forward(model, x):
@@ -34,13 +18,9 @@ def _manual_forward(model, x):
     return h @ w[4] + w[5]
 
 
-def _same(ws, vs):
-    return len(ws) == len(vs) and all(np.array_equal(a, b) for a, b in zip(ws, vs))
-
-
 # ---- structure -------------------------------------------------------------------------------
 def test_layers_exclude_the_input_and_are_a_copy():
-    model = _mlp()
+    model = mlp(sgd=0.05)
     assert [l.name for l in model.layers] == ["hidden_a", "hidden_b", "out"]
     assert not any(isinstance(l, InputLayer) for l in model.layers)
     model.layers.append(layers.Dense(3))
@@ -48,7 +28,7 @@ def test_layers_exclude_the_input_and_are_a_copy():
 
 
 def test_count_params_matches_hand_formula():
-    model = _mlp(dropout=0.5)
+    model = mlp(dropout=0.5, sgd=0.05)
     expected = (5 * 8 + 8) + (8 * 4 + 4) + (4 * 2 + 2)
     assert model.count_params() == expected == 94
     assert model.flat_weights.size == expected
@@ -58,7 +38,7 @@ def test_count_params_matches_hand_formula():
 
 
 def test_summary_lists_layers_shapes_and_total():
-    model = _mlp(dropout=0.5)
+    model = mlp(dropout=0.5, sgd=0.05)
     text = model.summary()
     assert isinstance(text, str)
     for fragment in ("mlp", "hidden_a (Dense)", "drop (Dropout)", "hidden_b (Dense)", "out (Dense)",
@@ -82,17 +62,17 @@ def test_sequential_add_checks():
 
 # ---- weights and the flat buffer -------------------------------------------------------------
 def test_get_weights_order_kernel_then_bias_per_dense():
-    model = _mlp(dropout=0.5)
+    model = mlp(dropout=0.5, sgd=0.05)
     shapes = [w.shape for w in model.get_weights()]
     assert shapes == [(5, 8), (8,), (8, 4), (4,), (4, 2), (2,)]
     dense = [l for l in model.layers if isinstance(l, layers.Dense)]
     expected = [a for l in dense for a in (l.params["kernel"], l.params["bias"])]
-    assert _same(model.get_weights(), expected)
+    assert same_weights(model.get_weights(), expected)
 
 
 def test_get_weights_returns_copies():
-    model = _mlp()
-    x, _ = _data()
+    model = mlp(sgd=0.05)
+    x, _ = regression_data()
     before = model.predict(x)
     weights = model.get_weights()
     for w in weights:
@@ -102,8 +82,8 @@ def test_get_weights_returns_copies():
 
 
 def test_trainable_weights_are_views_into_flat_weights():
-    model = _mlp()
-    x, _ = _data()
+    model = mlp(sgd=0.05)
+    x, _ = regression_data()
     flat = model.flat_weights
     views = model.trainable_weights
     assert sum(v.size for v in views) == flat.size
@@ -122,8 +102,8 @@ def test_trainable_weights_are_views_into_flat_weights():
 
 
 def test_set_and_get_flat_weights_round_trip():
-    model = _mlp()
-    x, _ = _data()
+    model = mlp(sgd=0.05)
+    x, _ = regression_data()
     vector = np.random.default_rng(3).normal(size=model.count_params()).astype(np.float32)
     model.set_flat_weights(vector)
     got = model.get_flat_weights()
@@ -136,10 +116,10 @@ def test_set_and_get_flat_weights_round_trip():
 
 
 def test_set_weights_then_predict_matches_manual_forward():
-    model = _mlp(dropout=0.5)
+    model = mlp(dropout=0.5, sgd=0.05)
     rng = np.random.default_rng(4)
     model.set_weights([rng.normal(size=w.shape) for w in model.get_weights()])
-    x, _ = _data()
+    x, _ = regression_data()
     np.testing.assert_allclose(model.predict(x), _manual_forward(model, x), rtol=1e-5, atol=1e-5)
 
 
@@ -150,7 +130,7 @@ def test_deferred_build_on_first_fit():
     with pytest.raises(ValueError, match="not built yet"):
         model.count_params()
     model.compile(optimizers.SGD(0.01), "mse")
-    x, y = _data(d=6)
+    x, y = regression_data(d=6)
     model.fit(x, y, epochs=1, verbose=0)
     assert model.built
     assert model.layers[0].params["kernel"].shape == (6, 4)
@@ -172,7 +152,7 @@ def test_input_shape_on_first_layer_builds_immediately():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
 def test_predict_returns_float32_of_shape_n_out(dtype):
-    model = _mlp()
+    model = mlp(sgd=0.05)
     x = np.arange(35).reshape(7, 5).astype(dtype) / (1 if dtype == np.int64 else 10)
     out = model.predict(x)
     assert out.dtype == np.float32 and out.shape == (7, 2)
@@ -182,8 +162,8 @@ def test_predict_returns_float32_of_shape_n_out(dtype):
 
 
 def test_dropout_is_inactive_at_inference():
-    model = _mlp(dropout=0.9)
-    x, y = _data()
+    model = mlp(dropout=0.9, sgd=0.05)
+    x, y = regression_data()
     a, b = model.predict(x), model.predict(x)
     assert np.array_equal(a, b)
     np.testing.assert_allclose(a, _manual_forward(model, x), rtol=1e-5, atol=1e-5)
@@ -193,14 +173,14 @@ def test_dropout_is_inactive_at_inference():
 
 # ---- single steps ----------------------------------------------------------------------------
 def test_train_on_batch_returns_loss_before_step_and_changes_weights():
-    model = _mlp()
-    x, y = _data()
+    model = mlp(sgd=0.05)
+    x, y = regression_data()
     before = model.get_weights()
     expected = np.mean((_manual_forward(model, x) - y) ** 2)
     loss = model.train_on_batch(x, y)
     assert isinstance(loss, float)
     assert loss == pytest.approx(expected, rel=1e-5)
-    assert not _same(model.get_weights(), before)
+    assert not same_weights(model.get_weights(), before)
     assert model.optimizer.iterations == 1
     assert model.train_on_batch(x, y) < loss  # a small SGD step lowers the batch loss
 
@@ -208,10 +188,10 @@ def test_train_on_batch_returns_loss_before_step_and_changes_weights():
 def test_compute_gradients_takes_no_step_and_matches_hand_formula():
     model = Sequential([Input((5,)), layers.Dense(2)])
     model.compile(optimizers.SGD(0.1), "mse")
-    x, y = _data()
+    x, y = regression_data()
     before = model.get_weights()
     loss, grads = model.compute_gradients(x, y)
-    assert _same(model.get_weights(), before)
+    assert same_weights(model.get_weights(), before)
     assert model.optimizer.iterations == 0
     w, b = (v.astype(np.float64) for v in before)
     residual = x @ w + b - y
@@ -227,8 +207,8 @@ def test_compute_gradients_takes_no_step_and_matches_hand_formula():
 
 
 def test_one_sgd_step_equals_weights_minus_lr_times_gradients():
-    model = _mlp(lr=0.05)
-    x, y = _data()
+    model = mlp(sgd=0.05)
+    x, y = regression_data()
     before = model.get_weights()
     _, grads = model.compute_gradients(x, y)
     model.train_on_batch(x, y)
@@ -238,67 +218,67 @@ def test_one_sgd_step_equals_weights_minus_lr_times_gradients():
 
 # ---- fit -------------------------------------------------------------------------------------
 def test_fit_same_seed_same_start_gives_identical_weights_including_dropout():
-    x, y = _data(n=40)
-    start = _mlp(dropout=0.5).get_weights()
+    x, y = regression_data(n=40)
+    start = mlp(dropout=0.5, sgd=0.05).get_weights()
 
     def run(seed):
-        model = _mlp(dropout=0.5)
+        model = mlp(dropout=0.5, sgd=0.05)
         model.set_weights(start)
         model.fit(x, y, epochs=3, batch_size=8, verbose=0, seed=seed)
         return model.get_weights()
 
     first, second = run(7), run(7)
-    assert _same(first, second)
-    assert not _same(first, run(8))  # a different seed: different shuffles and masks
+    assert same_weights(first, second)
+    assert not same_weights(first, run(8))  # a different seed: different shuffles and masks
 
 
 def test_fit_seed_fixes_dropout_masks_even_without_shuffle():
-    x, y = _data(n=16)
-    start = _mlp(dropout=0.5).get_weights()
+    x, y = regression_data(n=16)
+    start = mlp(dropout=0.5, sgd=0.05).get_weights()
     results = []
     for seed in (1, 1, 2):
-        model = _mlp(dropout=0.5)
+        model = mlp(dropout=0.5, sgd=0.05)
         model.set_weights(start)
         model.fit(x, y, epochs=1, batch_size=16, shuffle=False, verbose=0, seed=seed)
         results.append(model.get_weights())
-    assert _same(results[0], results[1])
-    assert not _same(results[0], results[2])
+    assert same_weights(results[0], results[1])
+    assert not same_weights(results[0], results[2])
 
 
 def test_validation_split_holds_out_the_last_rows():
-    x, y = _data(n=20)
-    model = _mlp()
-    reference = _mlp()
+    x, y = regression_data(n=20)
+    model = mlp(sgd=0.05)
+    reference = mlp(sgd=0.05)
     reference.set_weights(model.get_weights())
     history = model.fit(x, y, epochs=1, batch_size=64, shuffle=False, verbose=0, validation_split=0.25)
     reference.train_on_batch(x[:15], y[:15])
-    assert _same(model.get_weights(), reference.get_weights())
+    assert same_weights(model.get_weights(), reference.get_weights())
     assert history.history["val_loss"][0] == pytest.approx(model.evaluate(x[15:], y[15:])["loss"], rel=1e-6)
     assert history.history["loss"][0] != pytest.approx(history.history["val_loss"][0])
 
 
 def test_validation_data():
-    x, y = _data(n=20)
-    xv, yv = _data(n=6, seed=5)
-    model = _mlp()
+    x, y = regression_data(n=20)
+    xv, yv = regression_data(n=6, seed=5)
+    model = mlp(sgd=0.05)
     history = model.fit(x, y, epochs=2, verbose=0, validation_data=(xv, yv))
     assert history.history["val_loss"][-1] == pytest.approx(model.evaluate(xv, yv)["loss"], rel=1e-6)
 
 
 def test_shuffle_false_visits_batches_in_order():
-    x, y = _data(n=12)
-    model = _mlp()
-    reference = _mlp()
-    shuffled = _mlp()
+    x, y = regression_data(n=12)
+    model = mlp(sgd=0.05)
+    reference = mlp(sgd=0.05)
+    shuffled = mlp(sgd=0.05)
     reference.set_weights(model.get_weights())
     shuffled.set_weights(model.get_weights())
     model.fit(x, y, epochs=2, batch_size=4, shuffle=False, verbose=0)
     for _ in range(2):
         for a in range(0, 12, 4):
             reference.train_on_batch(x[a:a + 4], y[a:a + 4])
-    assert _same(model.get_weights(), reference.get_weights())
+    assert same_weights(model.get_weights(), reference.get_weights())
     shuffled.fit(x, y, epochs=2, batch_size=4, shuffle=True, verbose=0, seed=0)
-    assert not _same(shuffled.get_weights(), reference.get_weights())
+    assert not same_weights(shuffled.get_weights(), reference.get_weights())
 
 
 def test_last_batch_may_be_short_and_loss_is_the_example_mean():
@@ -308,8 +288,8 @@ def test_last_batch_may_be_short_and_loss_is_the_example_mean():
         def on_batch_end(self, batch, logs=None):
             seen.append(logs["loss"])
 
-    x, y = _data(n=10)
-    model = _mlp(lr=0.0)  # no movement: every batch loss is from the same weights
+    x, y = regression_data(n=10)
+    model = mlp(sgd=0.0)  # no movement: every batch loss is from the same weights
     expected = np.mean((_manual_forward(model, x) - y) ** 2)
     history = model.fit(x, y, epochs=1, batch_size=4, shuffle=False, verbose=0, callbacks=[Sizes()])
     assert len(seen) == 3
@@ -317,11 +297,11 @@ def test_last_batch_may_be_short_and_loss_is_the_example_mean():
 
 
 def test_epochs_zero_trains_nothing():
-    x, y = _data()
-    model = _mlp()
+    x, y = regression_data()
+    model = mlp(sgd=0.05)
     before = model.get_weights()
     history = model.fit(x, y, epochs=0, verbose=0)
-    assert history.history == {} and _same(model.get_weights(), before)
+    assert history.history == {} and same_weights(model.get_weights(), before)
 
 
 # ---- a user layer that rebinds its gradient --------------------------------------------------
@@ -342,7 +322,7 @@ class RebindScale(layers.Layer):
 
 
 def test_custom_layer_rebinding_grads_trains_correctly():
-    x, y = _data(n=6, d=3, out=3)
+    x, y = regression_data(n=6, d=3, out=3)
     model = Sequential([Input((3,)), RebindScale()])
     lr = 0.1
     model.compile(optimizers.SGD(learning_rate=lr), "mse")
@@ -362,7 +342,7 @@ def test_custom_layer_rebinding_grads_trains_correctly():
 
 
 def test_custom_layer_rebinding_grads_inside_an_mlp():
-    x, y = _data(n=8, d=5, out=2)
+    x, y = regression_data(n=8, d=5, out=2)
     model = Sequential([Input((5,)), layers.Dense(4, activation="tanh"), RebindScale(), layers.Dense(2)])
     model.compile(optimizers.SGD(learning_rate=0.05), "mse")
     _, grads = model.compute_gradients(x, y)
@@ -382,33 +362,17 @@ def test_custom_layer_rebinding_grads_inside_an_mlp():
 # ---- seeding ---------------------------------------------------------------------------------
 def test_set_random_seed_makes_construction_reproducible():
     sparkdl.set_random_seed(11)
-    first = _mlp(compile=False).get_weights()
+    first = mlp().get_weights()
     sparkdl.set_random_seed(11)
-    second = _mlp(compile=False).get_weights()
+    second = mlp().get_weights()
     sparkdl.set_random_seed(12)
-    third = _mlp(compile=False).get_weights()
-    assert _same(first, second)
-    assert not _same(first, third)
+    third = mlp().get_weights()
+    assert same_weights(first, second)
+    assert not same_weights(first, third)
     # Without reseeding, the next model differs from the previous one.
-    assert not _same(_mlp(compile=False).get_weights(), third)
+    assert not same_weights(mlp().get_weights(), third)
 
 
 def test_set_random_seed_validates():
     with pytest.raises(ValueError, match="expected a non-negative int, received -1"):
         sparkdl.set_random_seed(-1)
-
-
-def test_train_epoch_in_slices_equals_one_pass_with_dropout():
-    """A pass trained as slices [0, 2) + [2, 5) (a sync round of tau=2, then 3) draws the same
-    batches and dropout masks as the whole pass in one call."""
-    x, y = _data(n=40)
-    whole, sliced, other = _mlp(dropout=0.5), _mlp(dropout=0.5), _mlp(dropout=0.5)
-    for m in (sliced, other):
-        m.set_flat_weights(whole.get_flat_weights())
-    xs, yy = whole._prepare(x, y, "test")
-    whole.train_epoch(xs, yy, 8, (3, 1, 0))
-    sliced.train_epoch(xs, yy, 8, (3, 1, 0), start=0, stop=2)
-    sliced.train_epoch(xs, yy, 8, (3, 1, 0), start=2, stop=5)
-    np.testing.assert_array_equal(sliced.get_flat_weights(), whole.get_flat_weights())
-    other.train_epoch(xs, yy, 8, (3, 1, 1))        # another partition's key: another pass
-    assert not np.array_equal(other.get_flat_weights(), whole.get_flat_weights())

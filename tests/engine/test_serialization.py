@@ -11,6 +11,7 @@ import pytest
 from sparkdl import layers, optimizers
 from sparkdl.engine import schedules
 from sparkdl.models import Input, Sequential, load_model
+from tests.helpers import assert_same_weights, classification_data
 
 
 class Scale(layers.Layer):
@@ -39,13 +40,6 @@ class Scale(layers.Layer):
         return config
 
 
-def _data(n=48, d=4, classes=3, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, d)).astype(np.float32)
-    y = (x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 0.5)
-    return x, np.minimum(y, classes - 1)
-
-
 def _model(optimizer=None, metrics=("accuracy",), compile=True):
     model = Sequential([Input((4,)), layers.Dense(6, activation="tanh"), layers.Dropout(0.2),
                         layers.Dense(3, activation="softmax")])
@@ -56,18 +50,10 @@ def _model(optimizer=None, metrics=("accuracy",), compile=True):
 
 
 def _trained(optimizer=None):
-    x, y = _data()
+    x, y = classification_data()
     model = _model(optimizer)
     model.fit(x, y, epochs=2, batch_size=16, verbose=0, seed=0)
     return model, x, y
-
-
-def _assert_same_weights(a, b):
-    wa, wb = a.get_weights(), b.get_weights()
-    assert len(wa) == len(wb)
-    for u, v in zip(wa, wb):
-        assert u.dtype == v.dtype and u.shape == v.shape
-        assert np.array_equal(u, v)
 
 
 # ---- round trips -----------------------------------------------------------------------------
@@ -77,7 +63,7 @@ def test_zip_file_round_trip_gives_identical_predictions(tmp_path):
     model.save(path)
     assert zipfile.is_zipfile(path)
     loaded = load_model(path)
-    _assert_same_weights(model, loaded)
+    assert_same_weights(model, loaded)
     assert np.array_equal(model.predict(x), loaded.predict(x))
     assert loaded.evaluate(x, y) == model.evaluate(x, y)
     assert [type(l).__name__ for l in loaded.layers] == ["Dense", "Dropout", "Dense"]
@@ -109,7 +95,7 @@ def test_compile_settings_and_optimizer_config_restored(tmp_path):
 
 def test_learning_rate_schedule_and_metric_configs_restored(tmp_path):
     schedule = schedules.ExponentialDecay(0.05, decay_steps=3, decay_rate=0.5)
-    x, y = _data()
+    x, y = classification_data()
     model = _model(optimizers.Adam(learning_rate=schedule),
                    metrics=["accuracy", {"name": "top_k_accuracy", "k": 2}])
     model.fit(x, y, epochs=1, batch_size=16, verbose=0, seed=1)
@@ -141,7 +127,7 @@ def test_optimizer_state_restored_so_training_continues_bitwise(tmp_path, make_o
         la = model.train_on_batch(x[:16], y[:16])
         lb = loaded.train_on_batch(x[:16], y[:16])
         assert la == lb
-    _assert_same_weights(model, loaded)
+    assert_same_weights(model, loaded)
     # A fresh optimizer (no state) would have taken a different step.
     fresh = load_model(tmp_path / "ckpt", compile=False)
     fresh.compile(optimizer=make_opt(), loss="sparse_categorical_crossentropy")
@@ -164,11 +150,11 @@ def test_uncompiled_model_round_trip(tmp_path):
     model.save(tmp_path / "m")
     loaded = load_model(tmp_path / "m")
     assert loaded.loss is None
-    _assert_same_weights(model, loaded)
+    assert_same_weights(model, loaded)
 
 
 def test_custom_layer_through_custom_objects(tmp_path):
-    x, y = _data()
+    x, y = classification_data()
     model = Sequential([Input((4,)), layers.Dense(5, activation="relu"), Scale(init=0.5, name="scale"),
                         layers.Dense(3, activation="softmax")])
     model.compile(optimizers.SGD(0.1), "sparse_categorical_crossentropy")
@@ -180,7 +166,7 @@ def test_custom_layer_through_custom_objects(tmp_path):
         load_model(tmp_path / "custom")
     loaded = load_model(tmp_path / "custom", custom_objects={"Scale": Scale})
     assert isinstance(loaded.layers[1], Scale) and loaded.layers[1].init == 0.5
-    _assert_same_weights(model, loaded)
+    assert_same_weights(model, loaded)
     assert np.array_equal(model.predict(x), loaded.predict(x))
 
 
@@ -191,7 +177,7 @@ def test_save_weights_and_load_weights(tmp_path):
     other = _model()
     assert not np.array_equal(other.predict(x), model.predict(x))
     other.load_weights(path)
-    _assert_same_weights(model, other)
+    assert_same_weights(model, other)
     assert np.array_equal(other.predict(x), model.predict(x))
     with np.load(path, allow_pickle=False) as npz:
         assert len(npz.files) == 4  # kernel, bias per Dense; no optimizer state
@@ -292,6 +278,30 @@ def test_weights_altered_checksum_mismatch_zip_and_directory(tmp_path):
     (d / "weights.npz").write_bytes(weights[:-10])
     with pytest.raises(ValueError, match="corrupted or truncated"):
         load_model(d)
+
+
+def test_weights_rewritten_as_a_valid_archive_are_refused_by_their_sha256(tmp_path):
+    """Other weights in a well-formed weights.npz, in a zip whose CRCs are all valid: only the
+    SHA-256 recorded in model.json can tell, and loading must refuse the file."""
+    model, doc, weights = _saved_bytes(tmp_path)
+    with np.load(io.BytesIO(weights), allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    arrays["weight/0000"] = arrays["weight/0000"] + np.float32(1.0)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    path = _write_zip(tmp_path / "tampered.sparkdl", doc, buf.getvalue())
+    with zipfile.ZipFile(path) as zf:
+        assert zf.testzip() is None                   # every member's CRC is valid
+        with np.load(io.BytesIO(zf.read("weights.npz")), allow_pickle=False) as npz:
+            assert sorted(npz.files) == sorted(arrays)    # and the arrays read back fine
+    with pytest.raises(ValueError, match=r"weights\.npz .* is corrupted or truncated \(its SHA-256 does "
+                                         r"not match the one recorded at save time\)"):
+        load_model(path)
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "dir" / "model.json").write_bytes(doc)
+    (tmp_path / "dir" / "weights.npz").write_bytes(buf.getvalue())
+    with pytest.raises(ValueError, match="SHA-256"):
+        load_model(tmp_path / "dir")
 
 
 @pytest.mark.parametrize("field,value,fragment", [

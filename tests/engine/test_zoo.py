@@ -5,15 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sparkdl import set_random_seed
 from sparkdl.engine import zoo
 from sparkdl.models import load_model
 
 
-@pytest.fixture(autouse=True)
-def _seeded():
-    """Deterministic initial weights for every test here."""
-    set_random_seed(1234)
+pytestmark = pytest.mark.usefixtures("seeded")
 
 
 def conv_params(c_in, filters, k):

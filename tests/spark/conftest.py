@@ -1,23 +1,13 @@
-"""One local[2] SparkSession for every Spark test (UI off, sparkdl's defaults)."""
-import os
-import sys
-
+"""Data the Spark tests share (the session itself comes from tests/conftest.py)."""
 import pytest
-
-pyspark = pytest.importorskip("pyspark")
 
 
 @pytest.fixture(scope="session")
-def spark():
-    os.environ["PYSPARK_PYTHON"] = sys.executable
-    os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
-    from sparkdl.spark import get_session
-    session = get_session("local[2]", app_name="sparkdl-tests",
-                          conf={"spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "4",
-                                "spark.default.parallelism": "2"})
-    session.sparkContext.setLogLevel("ERROR")
-    yield session
-    session.stop()
+def data():
+    """scikit-learn's digits (pixels in [0, 1]), a stratified 80/20 split: ``x, y, x_test, y_test``."""
+    from sparkdl.data.samples import digits
+    x_train, y_train, x_test, y_test = digits(seed=0)
+    return {"x": x_train, "y": y_train, "x_test": x_test, "y_test": y_test}
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from sparkdl.spark import SparkModel
-from spark_models import compiled_mlp
+from tests.helpers import compiled_mlp
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,8 @@ import cloudpickle
 import numpy as np
 import pytest
 
-import faults
-from test_cluster import ROOT, spark_submit
+from tests.helpers import ROOT, spark_submit
+from tests.spark import faults
 
 cloudpickle.register_pickle_by_value(faults)
 JOB = "tests/spark/fault_job.py"

@@ -5,7 +5,7 @@ import pytest
 import sparkdl
 from sparkdl.engine import optimizers, zoo
 from sparkdl.spark import SparkModel
-from spark_models import compiled_mlp
+from tests.helpers import compiled_mlp
 
 
 def test_sync_mnist_accuracy_and_history_is_complete(mnist):

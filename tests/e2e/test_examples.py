@@ -1,5 +1,5 @@
-"""The pyspark.ml pipeline example and the click-through example, end to end through
-spark-submit on data written here (each run well under a minute on two cores)."""
+"""The examples end to end through spark-submit on data written here (each run well under a
+minute on two cores): the pyspark.ml pipeline, the click-through model and the CIFAR-10 app."""
 import importlib.util
 import json
 import re
@@ -7,7 +7,8 @@ import re
 import numpy as np
 import pytest
 
-from test_cluster import ROOT, spark_submit
+from sparkdl.data import cifar10
+from tests.helpers import ROOT, spark_submit
 
 pq = pytest.importorskip("pyarrow.parquet")
 
@@ -116,3 +117,36 @@ def test_ctr_app_reads_libsvm_and_nears_the_ground_truth_auc(tmp_path):
     assert truth == pytest.approx(meta["true_test_auc"], abs=1e-4)
     assert abs(auc - spark_auc) <= 0.002          # binned (4096 bins) vs Spark's exact AUC
     assert truth - 0.03 <= auc <= truth + 0.01
+
+
+def write_fake_cifar(folder, train_per_file=24, test_rows=30, seed=0):
+    """Small files in the exact CIFAR-10 binary layout, with a learnable signal: the class
+    sets the mean brightness of one colour channel."""
+    rng = np.random.default_rng(seed)
+
+    def make(n):
+        labels = rng.integers(0, 10, n)
+        images = rng.integers(0, 120, (n, 3, 32, 32)).astype(np.uint8)
+        images[np.arange(n), labels % 3] += (labels * 12).astype(np.uint8)[:, None, None]
+        return images, labels
+
+    for name in cifar10.TRAIN_FILES:
+        cifar10.write_batch(folder / name, *make(train_per_file))
+    cifar10.write_batch(folder / cifar10.TEST_FILE, *make(test_rows))
+
+
+def test_cifar_app_reads_binary_files_and_trains(tmp_path):
+    """120 training images, 15 epochs of rounds of tau=2 on two workers: the brightness signal
+    is learnt. Over data seeds 0-1 and model seeds 0-1 the test accuracy on 100 images was
+    0.86-1.00 (chance: 0.10; after the single epoch this test once ran, 0.07-0.30)."""
+    write_fake_cifar(tmp_path, test_rows=100)
+    run = spark_submit(["--master", "local[2]", "examples/cifar_app.py", "--data-dir", str(tmp_path),
+                        "--workers", "2", "--epochs", "15", "--tau", "2", "--batch-size", "20",
+                        "--verbose", "0"])
+    assert run.returncode == 0, run.stderr[-3000:]
+    found = re.search(r"test accuracy: ([0-9.]+).*?(\d+) rounds of tau=2, 2 workers, 120 training images",
+                      run.stdout)
+    assert found, run.stdout[-2000:]
+    # 60 rows per partition at batch 20: 3 steps an epoch, 2 rounds of tau=2.
+    assert int(found.group(2)) == 30
+    assert float(found.group(1)) >= 0.6, run.stdout[-2000:]

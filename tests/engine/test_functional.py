@@ -1,209 +1,19 @@
-"""Embedding, Add, Concatenate and functional (multi-input) models.
-
-Gradients are checked against float64 central differences; the functional model is checked
-against the same computation written by hand in NumPy from its weights.
-"""
+"""Functional (multi-input) models (``sparkdl.engine.functional``): a two-input model against the
+same computation written by hand in NumPy (predictions, float64 central differences of the
+loss, save/load, copies), and the graph rules (fan-out, shared layers, unconnected inputs)."""
 from __future__ import annotations
 
 import numpy as np
-from gradcheck import numeric_grad
 import pytest
 
-from sparkdl import layers, optimizers, set_random_seed
+from sparkdl import layers, optimizers
 from sparkdl.models import Input, Model, load_model
+from tests.engine.layer_case import numeric_grad
 
-EPS = 1e-6
-
-
-@pytest.fixture(autouse=True)
-def _seeded():
-    """Deterministic initial weights for every test here."""
-    set_random_seed(1234)
+pytestmark = pytest.mark.usefixtures("seeded")
 
 
-
-
-def float64_embedding(input_dim, output_dim, rng):
-    layer = layers.Embedding(input_dim, output_dim)
-    layer(np.zeros((1, 1), dtype=np.int64))
-    layer.params["embeddings"] = rng.normal(size=(input_dim, output_dim))
-    layer.grads["embeddings"] = np.zeros((input_dim, output_dim))
-    return layer
-
-
-# ---- Embedding ------------------------------------------------------------------------------
-def test_embedding_forward_is_a_table_lookup():
-    layer = layers.Embedding(6, 3)
-    ids = np.array([[0, 5, 2], [2, 2, 4]])
-    y = layer(ids)
-    assert layer.output_shape == (3, 3)
-    assert y.shape == (2, 3, 3)
-    table = layer.params["embeddings"]
-    for i in range(2):
-        for j in range(3):
-            np.testing.assert_array_equal(y[i, j], table[ids[i, j]])
-    layer.params["embeddings"][...] = np.arange(18, dtype=np.float32).reshape(6, 3)
-    np.testing.assert_array_equal(layer(np.array([[4, 0, 4]]))[0, 0], [12.0, 13.0, 14.0])
-    # 1-D ids (one field) give (n, dim)
-    np.testing.assert_array_equal(layers.Embedding(6, 3)(np.array([1, 2])).shape, (2, 3))
-
-
-def test_embedding_gradient_central_difference_on_used_rows():
-    rng = np.random.default_rng(1)
-    layer = float64_embedding(10, 3, rng)
-    ids = np.array([[1, 7, 4], [4, 8, 1]])
-    G = rng.normal(size=(2, 3, 3))
-    layer.forward(ids, training=True)
-    assert layer.backward(G) is None  # ids have no gradient
-    analytic = layer.grads["embeddings"].copy()
-    table = layer.params["embeddings"]
-    num = numeric_grad(lambda: float(np.sum(layer.forward(ids, training=True) * G)), table)
-    np.testing.assert_allclose(analytic, num, rtol=1e-7, atol=1e-9)
-    unused = [0, 2, 3, 5, 6, 9]
-    assert np.all(analytic[unused] == 0)
-    assert np.all(np.abs(analytic[[1, 4, 7, 8]]).sum(axis=1) > 0)
-    np.testing.assert_array_equal(np.sort(layer.touched_rows["embeddings"]), [1, 4, 7, 8])
-
-
-def test_embedding_repeated_ids_accumulate():
-    rng = np.random.default_rng(2)
-    layer = float64_embedding(5, 2, rng)
-    ids = np.array([[3, 3, 0], [3, 1, 0]])
-    G = rng.normal(size=(2, 3, 2))
-    layer.forward(ids, training=True)
-    layer.backward(G)
-    expected = np.zeros((5, 2))
-    for i in range(2):
-        for j in range(3):
-            expected[ids[i, j]] += G[i, j]
-    np.testing.assert_allclose(layer.grads["embeddings"], expected, rtol=1e-12)
-    np.testing.assert_allclose(layer.grads["embeddings"][3], G[0, 0] + G[0, 1] + G[1, 0], rtol=1e-12)
-
-
-def test_embedding_second_backward_clears_rows_of_the_first():
-    rng = np.random.default_rng(3)
-    layer = float64_embedding(6, 2, rng)
-    layer.forward(np.array([[0, 1]]), training=True)
-    layer.backward(np.ones((1, 2, 2)))
-    layer.forward(np.array([[1, 5]]), training=True)
-    layer.backward(np.full((1, 2, 2), 2.0))
-    expected = np.zeros((6, 2))
-    expected[1] = expected[5] = 2.0
-    np.testing.assert_array_equal(layer.grads["embeddings"], expected)
-
-
-def _embedding_model(seed=0):
-    ids = Input((3,), dtype="int64", name="ids")
-    emb = layers.Embedding(20, 4, name="emb")
-    h = layers.Flatten()(emb(ids))
-    out = layers.Dense(1, activation="sigmoid", name="out")(h)
-    model = Model(inputs=[ids], outputs=out)
-    model.compile(optimizer=optimizers.Adam(learning_rate=0.05), loss="binary_crossentropy")
-    return model, emb
-
-
-def _slot_view(model, array, slot):
-    """The optimizer slot entries of ``array`` (a trainable weight): slots follow the flat
-    buffer's order, so they sit at the array's offset inside ``flat_weights``."""
-    flat = model.flat_weights
-    if not np.shares_memory(flat, array):
-        raise AssertionError("array is not a trainable weight of the model")
-    offset = (array.ctypes.data - flat.ctypes.data) // flat.itemsize
-    return model.optimizer.slots[slot][offset:offset + array.size].reshape(array.shape)
-
-
-def test_sparse_adam_step_leaves_unused_rows_and_their_slots_alone():
-    model, emb = _embedding_model()
-    y = np.array([[1.0], [0.0]])
-    # Step 1 touches rows {1, 2, 3, 4, 5, 6}; they get non-zero Adam moments.
-    model.train_on_batch(np.array([[1, 2, 3], [4, 5, 6]]), y)
-    table1 = emb.params["embeddings"].copy()
-    m1, v1 = _slot_view(model, emb.params["embeddings"], "m").copy(), \
-        _slot_view(model, emb.params["embeddings"], "v").copy()
-    assert np.all(m1[[1, 2, 3, 4, 5, 6]] != 0)
-    assert np.all(m1[[0, 7, 19]] == 0)
-    dense_kernel = model.layers[-1].params["kernel"].copy()
-
-    # Step 2 touches rows {2, 7, 9, 10}. A dense Adam step would still move rows 1, 3-6
-    # through their momentum; the sparse step must not.
-    model.train_on_batch(np.array([[2, 7, 9], [10, 7, 2]]), y)
-    table2 = emb.params["embeddings"]
-    m2 = _slot_view(model, table2, "m")
-    v2 = _slot_view(model, table2, "v")
-    used = [2, 7, 9, 10]
-    unused = [r for r in range(20) if r not in used]
-    np.testing.assert_array_equal(table2[unused], table1[unused])
-    np.testing.assert_array_equal(m2[unused], m1[unused])
-    np.testing.assert_array_equal(v2[unused], v1[unused])
-    assert np.all(np.abs(table2[used] - table1[used]).sum(axis=1) > 0)
-    assert np.all(np.abs(m2[used] - m1[used]).sum(axis=1) > 0)
-    # dense weights take a dense step every time
-    assert np.all(model.layers[-1].params["kernel"] != dense_kernel)
-    # rows never used keep their initial values through both steps (row 0 untouched)
-    assert np.all(v2[[0, 19]] == 0)
-
-
-def test_compute_gradients_of_embedding_model_is_zero_on_unused_rows():
-    model, emb = _embedding_model()
-    ids = np.array([[0, 3, 3], [5, 0, 9]])
-    _, grads = model.compute_gradients(ids, np.array([[1.0], [0.0]]))
-    g = next(g for w, g in zip(model.trainable_weights, grads) if np.shares_memory(w, emb.params["embeddings"]))
-    assert g.shape == (20, 4)
-    assert np.all(g[[r for r in range(20) if r not in (0, 3, 5, 9)]] == 0)
-    assert np.all(np.abs(g[[0, 3, 5, 9]]).sum(axis=1) > 0)
-
-
-# ---- Add and Concatenate --------------------------------------------------------------------
-def check_merge(layer, xs, rng):
-    xs = [np.ascontiguousarray(x, dtype=np.float64) for x in xs]
-    y = layer(xs, training=True)
-    G = rng.normal(size=y.shape)
-    dxs = layer.backward(G.copy())
-    assert len(dxs) == len(xs)
-    for i, x in enumerate(xs):
-        xp = [a.copy() for a in xs]
-        num = numeric_grad(lambda: float(np.sum(layer.forward(xp, training=True) * G)), xp[i])  # noqa: B023
-        assert dxs[i].shape == x.shape
-        np.testing.assert_allclose(dxs[i], num, rtol=1e-7, atol=1e-9, err_msg=f"input {i}")
-    return y
-
-
-def test_add_forward_and_gradients():
-    rng = np.random.default_rng(4)
-    xs = [rng.normal(size=(3, 2, 4)) for _ in range(3)]
-    layer = layers.Add()
-    snapshot = [x.copy() for x in xs]
-    y = check_merge(layer, xs, rng)
-    np.testing.assert_allclose(y, snapshot[0] + snapshot[1] + snapshot[2], rtol=1e-12)
-    for x, s in zip(xs, snapshot):  # inputs not modified
-        np.testing.assert_array_equal(x, s)
-    assert layer.output_shape == (2, 4)
-
-
-@pytest.mark.parametrize("axis, shapes, expected", [
-    (-1, [(3, 2), (3, 4)], (3, 6)),
-    (1, [(2, 3, 4), (2, 1, 4), (2, 2, 4)], (2, 6, 4)),
-    (2, [(2, 3, 1), (2, 3, 2)], (2, 3, 3)),
-    (-2, [(2, 1, 3), (2, 2, 3)], (2, 3, 3)),
-])
-def test_concatenate_forward_and_gradients(axis, shapes, expected):
-    rng = np.random.default_rng(5)
-    xs = [rng.normal(size=s) for s in shapes]
-    layer = layers.Concatenate(axis=axis)
-    y = check_merge(layer, xs, rng)
-    assert y.shape == expected
-    assert layer.output_shape == expected[1:]
-    # each input sits at its offset along the axis
-    ax = axis % len(expected)
-    start = 0
-    for x in xs:
-        idx = [slice(None)] * len(expected)
-        idx[ax] = slice(start, start + x.shape[ax])
-        np.testing.assert_array_equal(y[tuple(idx)], x)
-        start += x.shape[ax]
-
-
-# ---- a functional two-input model -----------------------------------------------------------
+# ---- a functional two-input model ------------------------------------------------------------
 N_IDS, FIELDS, DIM, N_DENSE, HIDDEN = 12, 2, 4, 3, 5
 
 
@@ -344,7 +154,7 @@ def test_two_input_model_input_order_follows_inputs_list():
         model.predict([ids, x_dense])  # ids has 2 columns, dense_in expects 3
 
 
-# ---- graph semantics ------------------------------------------------------------------------
+# ---- graph semantics -------------------------------------------------------------------------
 def test_fan_out_tensor_gets_summed_gradient():
     rng = np.random.default_rng(9)
     x_in = Input((3,))

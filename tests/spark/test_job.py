@@ -7,7 +7,7 @@ import pytest
 
 from sparkdl import callbacks, optimizers
 from sparkdl.spark import SparkModel, from_arrays, job
-from spark_models import compiled_mlp
+from tests.helpers import compiled_mlp
 
 
 @pytest.fixture(scope="module")

@@ -7,15 +7,7 @@ import sparkdl
 from sparkdl import layers, optimizers
 from sparkdl.data.samples import digits, mnist_5k
 from sparkdl.models import Sequential
-
-
-def mnist_mlp():
-    return Sequential([
-        layers.Input((784,)),
-        layers.Dense(256, activation="relu"),
-        layers.Dense(128, activation="relu"),
-        layers.Dense(10, activation="softmax"),
-    ])
+from tests.helpers import compiled_mlp
 
 
 def test_digits_mlp_reaches_097():
@@ -34,10 +26,7 @@ def test_digits_mlp_reaches_097():
 
 def train_mnist_mlp(seed, data):
     x_train, y_train, x_test, y_test = data
-    sparkdl.set_random_seed(seed)
-    model = mnist_mlp()
-    model.compile(optimizer=optimizers.SGD(learning_rate=0.05, momentum=0.9),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model = compiled_mlp(seed=seed)        # 784-256-128-10, SGD(0.05, momentum 0.9)
     history = model.fit(x_train, y_train, epochs=10, batch_size=64, seed=seed, verbose=0,
                         validation_data=(x_test, y_test))
     return model, history

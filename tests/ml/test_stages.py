@@ -1,4 +1,6 @@
-"""pyspark.ml stages: Params, Pipelines, persistence, CrossValidator, evaluators, bad input."""
+"""The pyspark.ml stages (``sparkdl.ml.stages``): Params, Pipelines, CrossValidator,
+evaluators, bad input. Saving and loading a stage alone is in test_persistence.py."""
+import functools
 import os
 
 import numpy as np
@@ -11,33 +13,13 @@ from pyspark.ml.tuning import CrossValidator, ParamGridBuilder
 import sparkdl
 from sparkdl.engine import optimizers, zoo
 from sparkdl.ml import NNClassifier, NNClassifierModel, NNEstimator, NNModel
-from sparkdl.models import Input, Sequential
 from sparkdl import layers
+from sparkdl.models import Input, Sequential
+from tests import helpers
+from tests.helpers import PIXELS, assembled, exact_auc
 
-PIXELS = [f"p{i}" for i in range(64)]
-
-
-@pytest.fixture(scope="module")
-def digits_df(spark):
-    """load_digits as 64 pixel columns and a label, split 80/20 (ordered by an id column)."""
-    from sklearn.datasets import load_digits
-    d = load_digits()
-    rows = [tuple(float(v) for v in x) + (float(t), i) for i, (x, t) in enumerate(zip(d.data, d.target))]
-    df = spark.createDataFrame(rows, PIXELS + ["label", "id"]).repartition(2).cache()
-    train = df.filter("id % 5 != 0").cache()
-    test = df.filter("id % 5 = 0").cache()
-    return train, test
-
-
-def digits_mlp(seed=0, lr=0.05, hidden=(64,)):
-    sparkdl.set_random_seed(seed)
-    model = zoo.mlp(input_dim=64, hidden=hidden, num_classes=10)
-    model.compile(optimizers.SGD(lr, momentum=0.9), "sparse_categorical_crossentropy", metrics=["accuracy"])
-    return model
-
-
-def assembled(df):
-    return VectorAssembler(inputCols=PIXELS, outputCol="features").transform(df)
+# The stages' template: 64 -> 64 (relu) -> 10 (softmax), SGD(0.05, momentum 0.9).
+digits_mlp = functools.partial(helpers.digits_mlp, lr=0.05, hidden=(64,), loss="sparse_categorical_crossentropy")
 
 
 def pipeline(clf):
@@ -55,6 +37,7 @@ def test_pipeline_reaches_095_and_the_saved_pipeline_predicts_the_same(digits_df
     fitted = pipeline(NNClassifier(model=digits_mlp(), epochs=20, batchSize=32, numWorkers=2)).fit(train)
     out = fitted.transform(test)
     accuracy = MulticlassClassificationEvaluator(metricName="accuracy").evaluate(out)
+    # Measured with digits_mlp(seed=s) and NNClassifier(seed=s) for s in 0-4: 0.964-0.978.
     assert accuracy >= 0.95, accuracy
     assert dict(out.dtypes)["prediction"] == "double"
     path = str(tmp_path / "pipeline")
@@ -100,22 +83,24 @@ def test_cross_validator_over_learning_rate_and_epochs(digits_df):
 
 def test_binary_classification_evaluator_reads_raw_prediction(digits_df):
     """One sigmoid output: probability and rawPrediction are [1 - p, p]; the evaluator's AUC
-    equals the AUC computed by hand from p."""
+    equals the exact AUC of p, and the model learnt to tell digits >= 5 apart."""
     train, test = digits_df
     sparkdl.set_random_seed(1)
     model = zoo.mlp(input_dim=64, hidden=(16,), num_classes=1)
     model.compile(optimizers.SGD(0.05, momentum=0.9), "binary_crossentropy")
-    frame = lambda df: assembled(df).selectExpr("features", "id", "CAST(label >= 5 AS DOUBLE) AS label")
-    out = NNClassifier(model=model, epochs=3, numWorkers=2).fit(frame(train)).transform(frame(test))
+
+    def frame(df):      # pixels scaled to [0, 1]: raw 0-16 values saturate the sigmoid
+        scaled = df.selectExpr(*[f"{p} / 16 AS {p}" for p in PIXELS], "label", "id")
+        return assembled(scaled).selectExpr("features", "id", "CAST(label >= 5 AS DOUBLE) AS label")
+    out = NNClassifier(model=model, epochs=3, numWorkers=2, seed=1).fit(frame(train)).transform(frame(test))
     auc = BinaryClassificationEvaluator().evaluate(out)
     rows = out.orderBy("id").collect()
     p = np.array([r.rawPrediction[1] for r in rows])
     np.testing.assert_allclose(np.array([r.probability[0] for r in rows]), 1 - p, rtol=1e-12)
-    y = np.array([r.label for r in rows])
-    pos, neg = p[y == 1], p[y == 0]
-    by_hand = ((pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()) / (len(pos) * len(neg))
-    assert auc == pytest.approx(by_hand, abs=1e-9)
-    assert auc > 0.8
+    assert auc == pytest.approx(float(exact_auc([r.label for r in rows], p)), abs=1e-9)
+    # Measured with set_random_seed(s) and NNClassifier(seed=s) for s in 0-4: AUC 0.911-0.928
+    # (on unscaled pixels it was 0.61-0.90). Chance is 0.5.
+    assert auc > 0.88
 
 
 # ---- every Param reaches SparkModel -----------------------------------------------------------------
@@ -238,15 +223,6 @@ def test_nn_estimator_regression_and_save_load(digits_df, tmp_path):
     assert a == b
 
 
-def test_unfitted_estimator_saves_and_loads(tmp_path):
-    clf = NNClassifier(model=digits_mlp(seed=4), epochs=3, learningRate=0.01, frequency="2")
-    clf.save(str(tmp_path / "clf"))
-    back = NNClassifier.load(str(tmp_path / "clf"))
-    assert (back.getEpochs(), back.getLearningRate(), back.getFrequency()) == (3, 0.01, "2")
-    assert back.uid == clf.uid
-    np.testing.assert_array_equal(back.getModel().get_flat_weights(), clf.getModel().get_flat_weights())
-
-
 # ---- bad input ---------------------------------------------------------------------------------------
 def test_a_model_without_a_loss_is_refused():
     model = Sequential([Input((64,)), layers.Dense(10, activation="softmax")])
@@ -283,22 +259,3 @@ def test_features_of_the_wrong_width(spark, digits_df):
     clf = NNClassifier(model=digits_mlp(), epochs=1)
     with pytest.raises(ValueError, match="expects 64 feature values.*received rows of 10|expected vectors of size 64"):
         clf.fit(narrow)
-
-
-def test_loading_with_missing_or_corrupted_weights(tmp_path, digits_df):
-    train, _ = digits_df
-    fitted = NNClassifier(model=digits_mlp(), epochs=0).fit(assembled(train))
-    path = str(tmp_path / "m")
-    fitted.save(path)
-    weights = os.path.join(path, "model", "weights.npz")
-    data = open(weights, "rb").read()
-    with open(weights, "wb") as f:
-        f.write(data[: len(data) // 2])
-    crc = os.path.join(path, "model", ".weights.npz.crc")
-    if os.path.exists(crc):
-        os.remove(crc)            # Hadoop's own checksum would otherwise object first
-    with pytest.raises(ValueError, match="weights.npz .* corrupted or truncated"):
-        NNClassifierModel.load(path)
-    os.remove(weights)
-    with pytest.raises(ValueError, match="missing file .*weights.npz"):
-        NNClassifierModel.load(path)

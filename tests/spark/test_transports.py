@@ -1,0 +1,75 @@
+"""Sync rounds average the partitions weighted by the rows they trained on, on every transport
+(``sparkdl.spark.transports``): the socket data plane in one job per fit or a job per round,
+and Spark's broadcast and treeReduce.
+
+Two partitions of very different sizes (12 and 108 rows) each take one full-batch SGD step from
+the same start. The sample-weighted mean of those steps is one full-batch step over all 120
+rows, computed here in NumPy from the mse gradient of a linear model; the plain mean of the two
+partitions' results would land elsewhere (checked, so the test can tell them apart)."""
+import numpy as np
+import pytest
+
+from sparkdl import layers, optimizers
+from sparkdl.models import Input, Sequential
+from sparkdl.spark import SparkModel
+
+ROWS = (12, 108)
+LR = 0.1
+
+
+@pytest.fixture(scope="module")
+def rows():
+    """120 rows of 4 features and 2 targets; the first 12 (partition 0) have targets from
+    another linear map, so the two partitions pull the weights in different directions."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(sum(ROWS), 4)).astype(np.float32)
+    w_true = rng.normal(size=(4, 2))
+    y = x @ w_true + 0.5
+    y[:ROWS[0]] = -3.0 * (x[:ROWS[0]] @ w_true) + 5.0
+    return x, y.astype(np.float32)
+
+
+def unequal_partitions(spark, x, y):
+    """An RDD of (x, y) pairs with the first 12 rows in partition 0 and the other 108 in
+    partition 1, placed by a partitioner on a block key (not by Spark's even splitting)."""
+    keyed = [(0 if i < ROWS[0] else 1, (x[i], y[i])) for i in range(len(x))]
+    return spark.sparkContext.parallelize(keyed, 2).partitionBy(2, lambda block: block).values()
+
+
+def linear_model():
+    model = Sequential([Input((4,)), layers.Dense(2)])
+    model.compile(optimizers.SGD(learning_rate=LR), "mse")
+    rng = np.random.default_rng(1)
+    model.set_weights([rng.normal(size=(4, 2)).astype(np.float32), rng.normal(size=2).astype(np.float32)])
+    return model
+
+
+def sgd_step(w, b, x, y):
+    """One plain SGD step on mean((x @ w + b - y) ** 2) over all entries, in float64."""
+    x, y = x.astype(np.float64), y.astype(np.float64)
+    residual = x @ w + b - y
+    scale = 2.0 / residual.size
+    return w - LR * scale * x.T @ residual, b - LR * scale * residual.sum(axis=0)
+
+
+@pytest.mark.parametrize("aggregate", ["weights", "gradients"])
+@pytest.mark.parametrize("transport, execution", [("socket", "auto"), ("socket", "rounds"), ("spark", "auto")],
+                         ids=["socket-one-job", "socket-job-per-round", "spark"])
+def test_partitions_of_very_different_sizes_are_weighted_by_their_rows(spark, rows, transport, execution,
+                                                                       aggregate):
+    x, y = rows
+    model = linear_model()
+    w0, b0 = (v.astype(np.float64) for v in model.get_weights())
+    expected = sgd_step(w0, b0, x, y)
+    parts = [sgd_step(w0, b0, x[:ROWS[0]], y[:ROWS[0]]), sgd_step(w0, b0, x[ROWS[0]:], y[ROWS[0]:])]
+    plain_mean = [(a + b) / 2 for a, b in zip(*parts)]
+    assert max(np.abs(e - m).max() for e, m in zip(expected, plain_mean)) > 0.05
+
+    history = SparkModel(model, num_workers=2, transport=transport, execution=execution, aggregate=aggregate,
+                         seed=3).fit(unequal_partitions(spark, x, y), epochs=1, batch_size=128, verbose=0)
+    assert history.rows_per_partition == list(ROWS)
+    assert [r["samples"] for r in history.rounds] == [120]
+    assert history.settings["execution"].startswith("one job per fit") == (execution == "auto" and
+                                                                            transport == "socket")
+    for got, want in zip(model.get_weights(), expected):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
