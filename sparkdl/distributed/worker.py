@@ -10,7 +10,7 @@ retried task recomputes exactly the same result.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -77,12 +77,10 @@ def combine(a: RoundResult, b: RoundResult, aggregate: str) -> RoundResult:
                            diverged=a.diverged + b.diverged,
                            empty_partitions=a.empty_partitions + b.empty_partitions,
                            short_partitions=a.short_partitions + b.short_partitions)
-    if a.samples == 0 and a.vector is None:
-        merged = b
-        merged.empty_partitions = a.empty_partitions + b.empty_partitions
-        merged.short_partitions = a.short_partitions + b.short_partitions
-        merged.partitions += a.partitions
-        return merged
+    if a.samples == 0 and a.vector is None:      # a new result: neither argument changes
+        return replace(b, empty_partitions=a.empty_partitions + b.empty_partitions,
+                       short_partitions=a.short_partitions + b.short_partitions,
+                       partitions=a.partitions + b.partitions)
     if b.samples == 0 and b.vector is None:
         return combine(b, a, aggregate)
     na, nb = a.samples, b.samples

@@ -181,3 +181,15 @@ def test_partitions_draw_different_dropout_masks_and_a_retry_the_same(mode):
     _, retry = run_partition(0, "epoch", start, mode, build, rows=4)
     np.testing.assert_array_equal(retry, first)
     assert np.abs(other - first).max() > 1e-3
+
+
+def test_combine_with_an_empty_partition_leaves_both_arguments_alone():
+    """Merging an empty partition's result returns a new result: reusing an argument later
+    (a tree reduce may) must not count the empty partition twice."""
+    full = worker.RoundResult(samples=4, steps=1, loss_sum=2.0, vector=np.ones(3, np.float32),
+                              partitions=1)
+    empty = worker.RoundResult(partitions=1, empty_partitions=[5])
+    for merged in (worker.combine(empty, full, "weights"), worker.combine(full, empty, "weights")):
+        assert merged is not full and merged.partitions == 2 and merged.empty_partitions == [5]
+    assert full.partitions == 1 and full.empty_partitions == []
+    assert empty.partitions == 1 and empty.empty_partitions == [5]

@@ -73,5 +73,5 @@ def test_pickling_drops_what_forward_kept_for_backward_and_keeps_the_weights():
 
 @pytest.mark.parametrize("shape, error", [((0,), ValueError), ((3, -1), ValueError), ("abc", TypeError)])
 def test_a_declared_input_shape_must_be_positive_ints(shape, error):
-    with pytest.raises(error, match="Dense input_shape: expected a tuple of positive ints"):
+    with pytest.raises(error, match="Dense: expected input_shape as a positive int or a tuple of positive ints"):
         layers.Dense(2, input_shape=shape)
