@@ -5,6 +5,13 @@ The server holds the model as one float32 vector (weights, then moving statistic
 they made (``aggregate="weights"``: the server adds the delta) or the summed gradient of those
 steps (``aggregate="gradients"``: the server's optimizer steps, as in DOWNPOUR).
 
+A delta (weights, and moving statistics in both aggregations) is divided by ``workers``
+before it is added. The Spark layer sets it to the number of training partitions when a push
+holds several local steps: N workers that pulled the same weights and each trained a pass
+would otherwise move the model N passes' worth (an N-fold step that overshoots, most with
+momentum); divided, their deltas add up to their mean, as sync averaging would. A push of one
+step is added as it is (``workers=1``), as DOWNPOUR and Hogwild add gradient steps.
+
 - ``async``: pushes are applied one at a time under a lock and pulls read a consistent copy.
 - ``hogwild``: deltas are added without a lock and pulls read the live vector.
 - ``ssp`` (stale synchronous parallel, bound ``staleness``): as ``async``, and a worker whose
@@ -41,7 +48,7 @@ MODES = ("async", "hogwild", "ssp")
 class ParameterServer(PushBuffers):
     def __init__(self, vector: np.ndarray, mode: str = "async", staleness: int | None = None,
                  optimizer=None, weights_size: int | None = None, timeout: float = 120.0,
-                 max_inflight: int = 2):
+                 max_inflight: int = 2, workers: int = 1):
         if mode not in MODES:
             raise ValueError(f"ParameterServer: expected mode in {MODES}, received {mode!r}")
         strategy = get_strategy(mode, **({"staleness": staleness} if mode == "ssp" else {}))
@@ -54,6 +61,7 @@ class ParameterServer(PushBuffers):
         if optimizer is not None:
             optimizer.build(self.weights_size)
         self.timeout = float(timeout)
+        self.workers = checks.integer(workers, "workers", "ParameterServer", at_least=1)
         self.max_data = self.vector.nbytes
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
@@ -161,6 +169,9 @@ class ParameterServer(PushBuffers):
     def _apply(self, update: np.ndarray, samples: int) -> None:
         start = time.perf_counter()
         w = self.weights_size
+        deltas = update if self.optimizer is None else update[w:]
+        if self.workers > 1:          # the push's buffer is the server's own until it answers
+            np.divide(deltas, np.float32(self.workers), out=deltas)
         if self.optimizer is None:
             np.add(self.vector, update, out=self.vector)
         else:

@@ -45,14 +45,19 @@ def serve(sc, service, name: str, port, timeout: float):
     return server, (host, server.address[1]), token
 
 
-def parameter_server(spark_model):
-    """The parameter server of the async modes, holding the model's weights and state."""
+def parameter_server(spark_model, blocks):
+    """The parameter server of the async modes, holding the model's weights and state. A
+    delta of several local steps (frequency "epoch" or tau > 1) is divided by the number of
+    partitions that train, so that deltas from the same weights average as in sync; a delta
+    of one step is an optimizer step, added as it is (as DOWNPOUR and Hogwild do)."""
     from sparkdl.distributed.parameter_server import ParameterServer
     model = spark_model.model
     vector = np.concatenate([model.flat_weights, model.flat_state])
     return ParameterServer(vector, mode=spark_model.mode, staleness=spark_model.strategy.staleness,
                            optimizer=model.optimizer if spark_model.aggregate == "gradients" else None,
-                           weights_size=model.flat_weights.size, timeout=spark_model.timeout)
+                           weights_size=model.flat_weights.size, timeout=spark_model.timeout,
+                           workers=1 if spark_model.frequency in ("batch", 1) else
+                           max(1, sum(1 for rows in blocks.rows if rows)))
 
 
 def round_payload(model, layout, out=None) -> np.ndarray:
@@ -105,7 +110,7 @@ class InJob:
         self.timeout, self.round_timeout = spark_model.timeout, spark_model.round_timeout
         self.training = [p for p, rows in enumerate(blocks.rows) if rows]
         if spark_model.strategy.asynchronous:
-            self.ps, self.exchange = parameter_server(spark_model), None
+            self.ps, self.exchange = parameter_server(spark_model, blocks), None
             inner, pull, push = self.ps, None, None
         else:
             pull, push = exchange.round_layouts(model, spark_model.aggregate)
@@ -234,7 +239,7 @@ class RoundJobs:
         self.end: Any = None
         sm = spark_model
         if sm.strategy.asynchronous:
-            self.service = parameter_server(sm)
+            self.service = parameter_server(sm, blocks)
             self.server, address, token = serve(self.sc, self.service, f"sparkdl-{sm.mode}", sm.port, sm.timeout)
             self.end = executor.PSEndpoint(address, token, sm.timeout, self.service.vector.size)
         elif sm.transport == "socket":

@@ -426,6 +426,31 @@ def test_gradient_pushes_step_the_server_optimizer():
         assert sgd.iterations == 1
 
 
+@pytest.mark.parametrize("mode", ["async", "hogwild"])
+def test_deltas_are_divided_among_the_workers(mode):
+    """With workers=N each delta moves the server by delta / N: N deltas from the same pulled
+    weights add up to their mean, as sync averaging would."""
+    d = np.array([4, -2, 1, 0, 6, 8, 2, -4], np.float32)
+    e = np.array([2, 2, -1, 3, 0, 4, 6, 1], np.float32)
+    with ps_server(mode=mode, workers=2) as (ps, server, token):
+        with clients(server, token, (0, 0), (1, 0)) as (a, b):
+            assert a.push(0, 10, d.copy()) and b.push(0, 10, e.copy())
+        np.testing.assert_array_equal(ps.snapshot(), INIT + d / np.float32(2) + e / np.float32(2))
+
+
+def test_gradient_pushes_divide_only_the_moving_statistics_among_the_workers():
+    init = np.array([1, -2, 3, 0.5, 10, 20], np.float32)
+    g = np.array([3, -6, 1.5, 12, 0.25, -1], np.float32)
+    with ps_server(init, mode="async", optimizer=optimizers.SGD(0.5), weights_size=4,
+                   workers=4) as (ps, server, token):
+        with clients(server, token, (0, 0), size=6) as c:
+            assert c.push(0, 4, g.copy())
+    expected = init.copy()
+    expected[:4] = init[:4] - np.float32(0.5) * (g[:4] / np.float32(4))     # the optimizer's step
+    expected[4:] = init[4:] + g[4:] / np.float32(4)                        # a quarter of the delta
+    np.testing.assert_array_equal(ps.snapshot(), expected)
+
+
 def test_momentum_over_two_gradient_pushes_matches_a_local_optimizer():
     rng = np.random.default_rng(3)
     init = small_ints(rng, 6)
@@ -480,6 +505,7 @@ def test_hogwild_acknowledges_every_concurrent_push():
     ({"mode": "ssp", "staleness": True}, "staleness"),
     ({"mode": "ssp", "staleness": 1.5}, "staleness"),
     ({"mode": "sync"}, "mode"),
+    ({"workers": 0}, "workers >= 1"),
 ])
 def test_invalid_configurations(kwargs, match):
     with pytest.raises(ValueError, match=match):
