@@ -55,6 +55,9 @@ class Coordinator:
         self._seq = -1
         self._reports: dict[int, tuple[dict, np.ndarray | None]] = {}
         self._registrations: dict[int, int] = {}
+        # Async modes: each partition's worker optimizer state ``(meta, vector)`` as of the last
+        # completed epoch; a (re)starting task takes it on REGISTER.
+        self.worker_states: dict[int, tuple[dict, np.ndarray]] = {}
         self.partitions = sorted(int(p) for p in partitions)
         if inner is not None and hasattr(inner, "receive_buffer"):
             self.receive_buffer = inner.receive_buffer
@@ -119,7 +122,10 @@ class Coordinator:
         with self._cond:
             attempt = self._registrations.get(partition, -1) + 1
             self._registrations[partition] = attempt
-        return Frame(Op.OK, {"attempt": attempt})
+            state = self.worker_states.get(partition)
+        if state is None:
+            return Frame(Op.OK, {"attempt": attempt})
+        return Frame(Op.OK, {"attempt": attempt, "optimizer_state": state[0]}, state[1])
 
     def _next(self, meta: dict) -> Frame:
         partition, after = int_field(meta, "partition"), int_field(meta, "after")

@@ -49,7 +49,11 @@ def run_fit_task(model, block, val_block, partition: int, end: FitEndpoint) -> d
     conn = Connection(end.address, end.token, end.timeout)
     done = 0
     try:
-        attempt = conn.request(Op.REGISTER, {"partition": partition}).meta["attempt"]
+        registered = conn.request(Op.REGISTER, {"partition": partition})
+        attempt = registered.meta["attempt"]
+        if "optimizer_state" in registered.meta:    # async: this partition's worker optimizer
+            set_optimizer_state(model.optimizer, model.flat_weights.size,
+                                registered.meta["optimizer_state"], registered.array)
         buffer = np.empty(max(end.pull.size if end.pull else 0, end.server_size), np.float32)
         after: int | None = -1
         conn.send(Op.NEXT, {"partition": partition, "after": after})
@@ -101,7 +105,11 @@ def _carry_out(model, block, val_block, partition, attempt, frame, end):
             result = worker.run_async_epoch(model, xs, y, spec, partition, client)
         finally:
             client.close()
-        return result_report(result), None
+        meta, metrics = result_report(result)
+        state_meta, state = optimizer_state(model.optimizer)
+        meta["optimizer_state"] = state_meta
+        parts = ([] if metrics is None else [metrics]) + [state.astype(np.float64)]
+        return (meta, np.concatenate(parts)), None
     parts = end.pull.split(frame.array)
     slots = {name[5:]: v for name, v in parts.items() if name.startswith("slot:")}
     result = worker.run_round(model, xs, y, spec, partition, parts["weights"], parts.get("state"),
@@ -182,3 +190,29 @@ def report_result(meta: dict, array: np.ndarray | None) -> worker.RoundResult:
         metric_states=metric_states(meta, array), compute_seconds=float(meta["compute_seconds"]),
         partitions=1, short_partitions=[tuple(s) for s in meta.get("short", [])],
         diverged=[tuple(d) for d in meta.get("diverged", [])])
+
+
+# ---- a worker's optimizer state (async modes) ---------------------------------------------------
+def optimizer_state(opt) -> tuple[dict, np.ndarray]:
+    """``(meta, float32 vector)`` of an optimizer's slots and iterations: what a worker of the
+    async modes carries from one epoch to the next, kept by the driver per partition."""
+    names = sorted(opt.slots)
+    vector = np.concatenate([opt.slots[k] for k in names]) if names else np.zeros(0, np.float32)
+    return {"slots": names, "iterations": int(opt.iterations)}, vector.astype(np.float32, copy=False)
+
+
+def set_optimizer_state(opt, size: int, meta: dict, vector: np.ndarray | None) -> None:
+    """Give ``opt`` the slots and iterations of ``optimizer_state`` (for ``size`` weights)."""
+    opt.reset_slots()
+    if meta["slots"]:
+        assert vector is not None, "slots travel with their vector"
+        opt.build(size)
+        for i, name in enumerate(meta["slots"]):
+            opt.slots[name][...] = vector[i * size:(i + 1) * size]
+    opt.iterations = int(meta["iterations"])
+
+
+def reported_optimizer_state(meta: dict, array: np.ndarray) -> tuple[dict, np.ndarray]:
+    """The optimizer state an async epoch's report carries after its metric states."""
+    used = sum(int(np.prod(shape)) if shape else 1 for shape in meta.get("metric_shapes", []))
+    return meta["optimizer_state"], array[used:].astype(np.float32)

@@ -211,13 +211,13 @@ class SparkModel:
                            len(blocks.short_partitions), run.batch_size, blocks.short_partitions,
                            blocks.empty_partitions)
 
-    def _open_transport(self, blocks, model_bc, val_blocks, reason, run):
+    def _open_transport(self, blocks, model_bc, val_blocks, reason, run, worker_states=None):
         assert self.history is not None, "_start_history ran first"
         group = self.history.settings["job_group"] = f"sparkdl-{uuid.uuid4().hex[:12]}"
         if reason is not None:
             return transports.RoundJobs(self, blocks, model_bc, group)
         description = f"sparkdl fit: {self.mode}, {run.epochs} epochs"
-        return transports.InJob(self, blocks, model_bc, val_blocks, group, description)
+        return transports.InJob(self, blocks, model_bc, val_blocks, group, description, worker_states)
 
     def _fit_rounds(self, blocks, val, val_blocks, callbacks, prep_seconds, run, reason):
         model = self.model
@@ -233,15 +233,16 @@ class SparkModel:
         model_bc = executor.ModelBroadcast(blocks.rdd.context, model)
 
         def begin():
+            worker_states = None
             if run.store is not None and run.resume:
-                fit.round, fit.partial = self._resume(run.store, settings, per_epoch)
-            fit.transport = self._open_transport(blocks, model_bc, val_blocks, reason, run)
+                fit.round, fit.partial, worker_states = self._resume(run.store, settings, per_epoch)
+            fit.transport = self._open_transport(blocks, model_bc, val_blocks, reason, run, worker_states)
             return fit.round // per_epoch
 
         def after_epoch(epoch, logs):
             if run.store is not None and (fit.round % run.every == 0 or epoch + 1 == run.epochs
                                           or model.stop_training):
-                self._checkpoint(run.store, fit.round, settings, epoch + 1)
+                self._checkpoint(run.store, fit.round, settings, epoch + 1, transport=fit.transport)
 
         failed = True
         try:
@@ -275,7 +276,7 @@ class SparkModel:
             fit.round += 1
             bar.update(r + 1, {"loss": sums.mean_loss})
             if run.store is not None and r + 1 < per_epoch and fit.round % run.every == 0:
-                self._checkpoint(run.store, fit.round, fit.settings, epoch, sums)
+                self._checkpoint(run.store, fit.round, fit.settings, epoch, sums, fit.transport)
         logs = sums.logs()
         if val is not None:
             logs.update({f"val_{k}": v for k, v in self._evaluate_validation(val, fit.transport).items()})
@@ -333,7 +334,7 @@ class SparkModel:
         restored = store.restore_latest(self.model, check=functools.partial(
             _check_resumable, settings=settings, store=store))
         if restored is None:
-            return 0, None
+            return 0, None, None
         meta = restored.meta
         done = int(meta["round"])
         epoch, in_epoch = divmod(done, rounds_per_epoch)
@@ -347,18 +348,24 @@ class SparkModel:
         self.history.resumed_from = done
         logger.info("SparkModel.fit: resuming from %s after round %d (epoch %d, round %d of %d in it)",
                     restored.path, done, epoch + 1, in_epoch, rounds_per_epoch)
-        return done, partial
+        workers = {int(p): (state, restored.arrays[f"worker_{p}"])
+                   for p, state in meta.get("worker_optimizers", {}).items()}
+        return done, partial, workers
 
-    def _checkpoint(self, store, round_index, settings, epoch, sums=None):
+    def _checkpoint(self, store, round_index, settings, epoch, sums=None, transport=None):
         """Save the state after ``round_index`` rounds; ``sums`` (the ``EpochSums`` so far) when
         the checkpoint falls inside ``epoch``, None at an epoch's end."""
         assert self.history is not None, "_start_history ran first"
         loss_sum, samples, metric_objs = (sums.loss_sum, sums.samples, sums.metrics) if sums else (0.0, 0, [])
+        # Async modes: each partition's worker optimizer state, so a resumed fit continues it.
+        workers = transport.worker_states() if isinstance(transport, transports.InJob) else {}
         meta = json_plain({"round": round_index, "epoch": epoch, "settings": settings,
                        "loss_sum": loss_sum, "samples": samples, "history": self.history.history,
-                       "epochs_done": self.history.epoch, "rounds": self.history.rounds})
-        store.save(self.model, round_index, meta,
-                   {f"metric_{i}": m.state for i, m in enumerate(metric_objs)})
+                       "epochs_done": self.history.epoch, "rounds": self.history.rounds,
+                       "worker_optimizers": {str(p): state for p, (state, _) in workers.items()}})
+        arrays = {f"metric_{i}": m.state for i, m in enumerate(metric_objs)}
+        arrays.update({f"worker_{p}": vector for p, (_, vector) in workers.items()})
+        store.save(self.model, round_index, meta, arrays)
 
     @staticmethod
     def _round_info(round_index, start, result) -> dict:

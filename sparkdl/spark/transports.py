@@ -104,7 +104,8 @@ def combine_all(results, aggregate):
 class InJob:
     """The fit as one barrier job (see the module docstring)."""
 
-    def __init__(self, spark_model, blocks, model_bc, val_blocks, group: str, description: str):
+    def __init__(self, spark_model, blocks, model_bc, val_blocks, group: str, description: str,
+                 worker_states: dict | None = None):
         model = spark_model.model
         self.model, self.aggregate = model, spark_model.aggregate
         self.timeout, self.round_timeout = spark_model.timeout, spark_model.round_timeout
@@ -120,6 +121,11 @@ class InJob:
             self._mean = np.empty(push.size, np.float32)
         self.coordinator = Coordinator(inner, partitions=range(len(blocks.rows)),
                                        poll=min(10.0, spark_model.timeout / 2))
+        if spark_model.strategy.asynchronous:
+            # Each partition's worker starts from the checkpoint's state for it, or from the
+            # model's optimizer as compiled; a retried task starts from its last epoch's.
+            start = fit_task.optimizer_state(model.optimizer)
+            self.coordinator.worker_states = {p: (worker_states or {}).get(p, start) for p in self.training}
         self.server, address, token = serve(blocks.rdd.context, self.coordinator,
                                             f"sparkdl-{spark_model.mode}", spark_model.port, self.timeout)
         self.end = fit_task.FitEndpoint(address, token, self.timeout, pull, push,
@@ -158,10 +164,18 @@ class InJob:
         pushes, duplicates = ps.stats["pushes"], ps.stats["duplicates"]
         self.coordinator.order("train", {"spec": vars(spec), "label": f"sparkdl {what}"},
                                expected=self.training)
-        result = self._results(what)
+        reports = self._wait(what)
+        result = combine_all([fit_task.report_result(*reports[p]) for p in sorted(reports)], self.aggregate)
         check_result(result, f"epoch {spec.round + 1}", "epoch")
+        self.coordinator.worker_states.update(
+            {p: fit_task.reported_optimizer_state(*reports[p]) for p in sorted(reports)})
         set_from_server(self.model, ps)
         return result, ps.stats["pushes"] - pushes, ps.stats["duplicates"] - duplicates
+
+    def worker_states(self) -> dict:
+        """Async modes: ``{partition: (meta, vector)}``, each worker's optimizer state after the
+        last completed epoch (what a checkpoint keeps); empty in sync mode."""
+        return dict(self.coordinator.worker_states)
 
     def evaluate_validation(self) -> dict | None:
         """Loss and metrics of the validation rows the tasks hold, at the driver's weights."""

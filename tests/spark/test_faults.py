@@ -137,17 +137,19 @@ def test_a_round_that_hangs_is_cancelled_after_round_timeout(spark):
     np.testing.assert_array_equal(again.get_flat_weights(), good.get_flat_weights())
 
 
-def test_async_fit_resumes_from_its_epoch_checkpoints(spark, tmp_path):
-    """In the async modes a checkpoint is taken per epoch and the parameter server starts from
-    the restored weights. With one worker the pushes are sequential, and plain SGD keeps no
-    optimizer state in the worker (momentum or Adam moments live in the workers' processes
-    and are not checkpointed), so the resumed fit must end exactly where a straight one does."""
+@pytest.mark.parametrize("optimizer, frequency", [("plain-sgd", "batch"), ("sgd", "batch"),
+                                                  ("adam", "epoch")])
+def test_async_fit_resumes_from_its_epoch_checkpoints(spark, tmp_path, optimizer, frequency):
+    """In the async modes a checkpoint is taken per epoch with the server's weights and each
+    partition's worker optimizer state (momentum, Adam moments, iterations); the resumed fit
+    hands the state back to the worker of that partition. With one worker the pushes are
+    sequential, so the resumed fit must end exactly where a straight one does."""
     from sparkdl.spark import SparkModel
     frame = faults.digits_frame(spark)
 
     def fit(epochs, **options):
-        net = faults.model(optimizer="plain-sgd")
-        spark_model = SparkModel(net, mode="async", frequency="batch", num_workers=1, seed=0)
+        net = faults.model(optimizer=optimizer)
+        spark_model = SparkModel(net, mode="async", frequency=frequency, num_workers=1, seed=0)
         history = spark_model.fit(frame, epochs=epochs, batch_size=32, verbose=0, **options)
         return net, history
 
