@@ -33,7 +33,7 @@ import numpy as np
 
 from sparkdl.engine import checks
 from sparkdl.engine.files import atomic_write, json_plain, npz_arrays
-from sparkdl.engine.files import npz_bytes as _npz_bytes
+from sparkdl.engine.files import npz_bytes
 from sparkdl.engine.serialization import assign_weights, check_document, model_to_bytes, split_arrays
 
 logger = logging.getLogger("sparkdl.distributed.checkpoint")
@@ -201,7 +201,7 @@ class CheckpointStore:
         arrays = _check_arrays(arrays)
 
         model_doc, weights = model_to_bytes(model, _SAVE)
-        extra = _npz_bytes(arrays)
+        extra = npz_bytes(arrays)
         members = {_MODEL: model_doc, _WEIGHTS: weights, _ARRAYS: extra}
         manifest = {"format": FORMAT, "version": VERSION, "step": step, "meta": meta,
                     "layout": _layout(model),

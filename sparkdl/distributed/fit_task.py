@@ -183,6 +183,11 @@ def metric_states(meta: dict, array: np.ndarray | None) -> list[np.ndarray]:
     return states
 
 
+def _metric_values(meta: dict) -> int:
+    """How many values of a report's array are its metric states (the rest follows them)."""
+    return sum(int(np.prod(shape)) if shape else 1 for shape in meta.get("metric_shapes", []))
+
+
 def report_result(meta: dict, array: np.ndarray | None) -> worker.RoundResult:
     """A REPORT of a training order back into a (vector-less) RoundResult."""
     return worker.RoundResult(
@@ -214,5 +219,4 @@ def set_optimizer_state(opt, size: int, meta: dict, vector: np.ndarray | None) -
 
 def reported_optimizer_state(meta: dict, array: np.ndarray) -> tuple[dict, np.ndarray]:
     """The optimizer state an async epoch's report carries after its metric states."""
-    used = sum(int(np.prod(shape)) if shape else 1 for shape in meta.get("metric_shapes", []))
-    return meta["optimizer_state"], array[used:].astype(np.float32)
+    return meta["optimizer_state"], array[_metric_values(meta):].astype(np.float32)

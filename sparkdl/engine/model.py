@@ -359,10 +359,6 @@ class Model:
         check_lengths(xs, targets, who)
         return xs, targets
 
-    # The underscored spellings keep working for code outside the package that uses them.
-    _loss_and_backward = loss_and_backward
-    _prepare = check_data
-
     @_engine_threads
     def train_on_batch(self, x: npt.ArrayLike, y: npt.ArrayLike) -> float:
         """One optimizer step on ``(x, y)``; returns the batch loss before the step."""

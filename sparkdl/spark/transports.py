@@ -151,7 +151,7 @@ class InJob:
         try:
             self.coordinator.order("train", {"spec": vars(spec), "iterations": iterations,
                                              "label": f"sparkdl {what}"}, payload, self.training)
-            result = self._results(what)
+            result = self._results(self._wait(what))
         finally:
             total, received = self.exchange.close_round()
         check_result(result, what.split("/")[0], "round")
@@ -165,7 +165,7 @@ class InJob:
         self.coordinator.order("train", {"spec": vars(spec), "label": f"sparkdl {what}"},
                                expected=self.training)
         reports = self._wait(what)
-        result = combine_all([fit_task.report_result(*reports[p]) for p in sorted(reports)], self.aggregate)
+        result = self._results(reports)
         check_result(result, f"epoch {spec.round + 1}", "epoch")
         self.coordinator.worker_states.update(
             {p: fit_task.reported_optimizer_state(*reports[p]) for p in sorted(reports)})
@@ -209,8 +209,8 @@ class InJob:
             self.server.close()
 
     # ---- waiting for the tasks ------------------------------------------------------------------
-    def _results(self, what: str):
-        reports = self._wait(what)
+    def _results(self, reports: dict):
+        """The reports of a training order combined into one result, in partition order."""
         results = [fit_task.report_result(*reports[p]) for p in sorted(reports)]
         return combine_all(results, self.aggregate)
 

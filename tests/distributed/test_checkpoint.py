@@ -189,7 +189,7 @@ def test_tampered_member_with_valid_crc_is_caught_by_sha256(tmp_path, caplog):
     store, _, newest = _two_checkpoints(tmp_path)
     with zipfile.ZipFile(newest) as zf:
         members = {n: zf.read(n) for n in zf.namelist()}
-    members["arrays.npz"] = ckpt_mod._npz_bytes({"x": np.ones(1)})
+    members["arrays.npz"] = ckpt_mod.npz_bytes({"x": np.ones(1)})
     with zipfile.ZipFile(newest, "w") as zf:
         for n, data in members.items():
             zf.writestr(n, data)

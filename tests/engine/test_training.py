@@ -71,7 +71,7 @@ def test_train_epoch_in_slices_equals_one_pass_with_dropout():
     whole, sliced, other = mlp(dropout=0.5, sgd=0.05), mlp(dropout=0.5, sgd=0.05), mlp(dropout=0.5, sgd=0.05)
     for m in (sliced, other):
         m.set_flat_weights(whole.get_flat_weights())
-    xs, yy = whole._prepare(x, y, "test")
+    xs, yy = whole.check_data(x, y, "test")
     whole.train_epoch(xs, yy, 8, (3, 1, 0))
     sliced.train_epoch(xs, yy, 8, (3, 1, 0), start=0, stop=2)
     sliced.train_epoch(xs, yy, 8, (3, 1, 0), start=2, stop=5)

@@ -63,10 +63,10 @@ def test_async_gradients_are_stepped_by_the_servers_optimizer(spark, mnist):
     # The same steps by hand: each batch of the worker's shuffled pass, gradient at the
     # current weights, one optimizer step.
     from sparkdl.engine.training import BatchPlan
-    xs, yy = local._prepare(x, y, "test")
+    xs, yy = local.check_data(x, y, "test")
     for epoch in range(2):
         for _, xb, yb in BatchPlan(len(yy), 32, (9, epoch, 0), 0, 8).iterate(local, xs, yy):
-            local._loss_and_backward(xb, yb)
+            local.loss_and_backward(xb, yb)
             local.optimizer.apply(local.flat_weights, local._params.grads.copy())
     np.testing.assert_allclose(remote.get_flat_weights(), local.get_flat_weights(), rtol=1e-5, atol=1e-6)
     assert remote.optimizer.iterations == 16
