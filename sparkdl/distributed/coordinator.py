@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from sparkdl.distributed import worker
+from sparkdl.distributed.fit_task import reported_worker_state
 from sparkdl.distributed.protocol import Frame, Op
 from sparkdl.distributed.server import Refused, int_field
 from sparkdl.engine import checks
@@ -55,8 +57,8 @@ class Coordinator:
         self._seq = -1
         self._reports: dict[int, tuple[dict, np.ndarray | None]] = {}
         self._registrations: dict[int, int] = {}
-        # Async modes: each partition's worker optimizer state ``(meta, vector)`` as of the last
-        # completed epoch; a (re)starting task takes it on REGISTER.
+        # Async modes and EASGD: each partition's worker state ``(meta, vector)`` as of the last
+        # completed order; a (re)starting task takes it on REGISTER.
         self.worker_states: dict[int, tuple[dict, np.ndarray]] = {}
         self.partitions = sorted(int(p) for p in partitions)
         if inner is not None and hasattr(inner, "receive_buffer"):
@@ -122,10 +124,18 @@ class Coordinator:
         with self._cond:
             attempt = self._registrations.get(partition, -1) + 1
             self._registrations[partition] = attempt
-            state = self.worker_states.get(partition)
+            state = self._worker_state(partition)
         if state is None:
             return Frame(Op.OK, {"attempt": attempt})
-        return Frame(Op.OK, {"attempt": attempt, "optimizer_state": state[0]}, state[1])
+        return Frame(Op.OK, {"attempt": attempt, "worker_state": state[0]}, state[1])
+
+    def _worker_state(self, partition: int):
+        """The state a registering task takes: after the open order if its partition reported
+        it (the task will not carry it out again), else as of the last completed order."""
+        report, order = self._reports.get(partition), self._order
+        if order is not None and report is not None and "worker_state" in report[0]:
+            return state_after(order, report)
+        return self.worker_states.get(partition)
 
     def _next(self, meta: dict) -> Frame:
         partition, after = int_field(meta, "partition"), int_field(meta, "after")
@@ -156,3 +166,16 @@ class Coordinator:
             if partition not in self._reports:
                 self._reports[partition] = (meta, array)
                 self._cond.notify_all()
+
+
+def state_after(order: Order, report: tuple[dict, np.ndarray | None]) -> tuple[dict, np.ndarray]:
+    """A worker's state after a training order, from its report: as reported, or for a
+    synchronous EASGD round (which reports the state before the exchange) with the exchange
+    against the order's center applied, as the task applied it."""
+    assert report[1] is not None, "a report with a worker state carries it"
+    meta, vector = reported_worker_state(report[0], report[1])
+    if order.kind == "elastic":
+        center = order.payload
+        assert center is not None, "an elastic round carries the center"
+        worker.elastic_exchange(vector[:center.size], center, order.meta["spec"]["alpha"])
+    return meta, vector

@@ -2,10 +2,13 @@
 orders until it says stop (see ``sparkdl.distributed.coordinator``).
 
 A training order runs exactly the code of the per-round path (``worker.run_round`` for sync,
-``worker.run_async_epoch`` against the parameter server for the async modes), so a fit gives
-the same numbers whichever way it is executed. Results travel in two parts: the big vector
-as a ``PUSH`` to the round exchange (sync), and the small rest — counts, loss, timings,
-metric states — as the order's ``REPORT``.
+``worker.run_elastic_round`` for synchronous EASGD, ``worker.run_async_epoch`` against the
+parameter server for the async modes), so a fit gives the same numbers whichever way it is
+executed. Results travel in two parts: the big vector as a ``PUSH`` to the round exchange
+(sync), and the small rest — counts, loss, timings, metric states — as the order's
+``REPORT``. Where a worker carries state between orders (its optimizer in the async modes,
+its weights too in EASGD), the task keeps it, reports it after each training order (the
+driver keeps it per partition) and, when it is a retry, takes it back on ``REGISTER``.
 """
 from __future__ import annotations
 
@@ -38,7 +41,7 @@ class FitEndpoint:
     timeout: float
     pull: Layout | None = None        # sync: the layout of a round's weights
     push: Layout | None = None        # sync: the layout of a partition's result
-    server_size: int = 0              # async: the parameter server's vector size
+    server_size: int = 0              # async: the parameter server's vector size; EASGD: the center's
 
 
 def run_fit_task(model, block, val_block, partition: int, end: FitEndpoint) -> dict:
@@ -51,9 +54,10 @@ def run_fit_task(model, block, val_block, partition: int, end: FitEndpoint) -> d
     try:
         registered = conn.request(Op.REGISTER, {"partition": partition})
         attempt = registered.meta["attempt"]
-        if "optimizer_state" in registered.meta:    # async: this partition's worker optimizer
-            set_optimizer_state(model.optimizer, model.flat_weights.size,
-                                registered.meta["optimizer_state"], registered.array)
+        local = None        # the worker's own state between orders (async modes, EASGD)
+        if "worker_state" in registered.meta:
+            local = (registered.meta["worker_state"],
+                     None if registered.array is None else registered.array.copy())
         buffer = np.empty(max(end.pull.size if end.pull else 0, end.server_size), np.float32)
         after: int | None = -1
         conn.send(Op.NEXT, {"partition": partition, "after": after})
@@ -67,7 +71,8 @@ def run_fit_task(model, block, val_block, partition: int, end: FitEndpoint) -> d
                 continue
             _current.order = dict(frame.meta, partition=partition, attempt=attempt)
             try:
-                (meta, array), push = _carry_out(model, block, val_block, partition, attempt, frame, end)
+                (meta, array), push, local = _carry_out(model, block, val_block, partition, attempt,
+                                                        frame, end, local)
             finally:
                 _current.order = None
             meta = dict(meta, partition=partition, seq=seq)
@@ -88,17 +93,33 @@ def run_fit_task(model, block, val_block, partition: int, end: FitEndpoint) -> d
         conn.close()
 
 
-def _carry_out(model, block, val_block, partition, attempt, frame, end):
-    """``(report, push)``: what the order's REPORT carries, and ``(meta, vector)`` of the sync
-    round's PUSH (None for other orders, and for a diverged round: nothing non-finite reaches
-    the driver)."""
+def _carry_out(model, block, val_block, partition, attempt, frame, end, local):
+    """``(report, push, local)``: what the order's REPORT carries, ``(meta, vector)`` of the
+    sync round's PUSH (None for other orders, and for a diverged round: nothing non-finite
+    reaches the driver), and the worker's own state after the order."""
     order = frame.meta
     if order["kind"] == "evaluate":
-        return _evaluate(model, val_block, frame.array, order["batch_size"]), None
+        return _evaluate(model, val_block, frame.array, order["batch_size"]), None, local
     spec = worker.RoundSpec(**order["spec"])
     xs, y = block
+    if order["kind"] == "elastic":          # synchronous EASGD
+        center = frame.array
+        if local is not None:
+            worker.set_worker_state(model, *local)
+        else:                                # no state handed out: start from the center
+            worker.set_model_vector(model, center)
+        result = worker.run_elastic_round(model, xs, y, spec, partition)
+        meta, metrics = result_report(result)
+        if partition not in result.worker_states:      # diverged, or no rows
+            return (meta, metrics), None, local
+        state_meta, before = result.worker_states[partition]
+        after = before.copy()
+        worker.elastic_exchange(after[:center.size], center, spec.alpha)
+        return _with_state(meta, metrics, state_meta, before), None, (state_meta, after)
     if end.pull is None:
         from sparkdl.distributed import parameter_server
+        if local is not None:
+            worker.set_worker_state(model, *local)
         client = parameter_server.Client(end.address, end.token, end.timeout, spec.round, partition,
                                          attempt, end.server_size)
         try:
@@ -106,20 +127,25 @@ def _carry_out(model, block, val_block, partition, attempt, frame, end):
         finally:
             client.close()
         meta, metrics = result_report(result)
-        state_meta, state = optimizer_state(model.optimizer)
-        meta["optimizer_state"] = state_meta
-        parts = ([] if metrics is None else [metrics]) + [state.astype(np.float64)]
-        return (meta, np.concatenate(parts)), None
+        local = worker.worker_state(model, with_weights=spec.mode == "easgd")
+        return _with_state(meta, metrics, *local), None, local
     parts = end.pull.split(frame.array)
     slots = {name[5:]: v for name, v in parts.items() if name.startswith("slot:")}
     result = worker.run_round(model, xs, y, spec, partition, parts["weights"], parts.get("state"),
                               slots, int(order["iterations"]), views=True)
     if result.diverged:
-        return result_report(result), None
+        return result_report(result), None, local
     out = {end.push.names[0]: result.vector, "state": result.state}
     out.update({f"slot:{k}": v for k, v in result.slots.items()})
     meta = {"round": spec.round, "partition": partition, "attempt": attempt, "samples": result.samples}
-    return result_report(result), (meta, end.push.pack(out, out=_push_buffer(end.push.size)))
+    return result_report(result), (meta, end.push.pack(out, out=_push_buffer(end.push.size))), local
+
+
+def _with_state(meta: dict, metrics: np.ndarray | None, state_meta: dict, state: np.ndarray):
+    """A report that carries the worker's state after its metric states."""
+    meta["worker_state"] = state_meta
+    parts = ([] if metrics is None else [metrics]) + [state.astype(np.float64)]
+    return meta, np.concatenate(parts)
 
 
 _push_buffers = threading.local()
@@ -137,10 +163,7 @@ def _evaluate(model, val_block, payload, batch_size):
     """Loss sum, row count and metric states of this task's validation rows at the payload's
     weights (and moving statistics)."""
     from sparkdl.engine import metrics as metrics_mod
-    w = model.flat_weights.size
-    model.set_flat_weights(payload[:w])
-    if model.flat_state.size:
-        model.flat_state[...] = payload[w:w + model.flat_state.size]
+    worker.set_model_vector(model, payload)
     metrics = [metrics_mod.get(m.get_config()) for m in model.metrics]
     loss_sum, count = 0.0, 0
     if val_block is not None and len(val_block[1]):
@@ -197,26 +220,6 @@ def report_result(meta: dict, array: np.ndarray | None) -> worker.RoundResult:
         diverged=[tuple(d) for d in meta.get("diverged", [])])
 
 
-# ---- a worker's optimizer state (async modes) ---------------------------------------------------
-def optimizer_state(opt) -> tuple[dict, np.ndarray]:
-    """``(meta, float32 vector)`` of an optimizer's slots and iterations: what a worker of the
-    async modes carries from one epoch to the next, kept by the driver per partition."""
-    names = sorted(opt.slots)
-    vector = np.concatenate([opt.slots[k] for k in names]) if names else np.zeros(0, np.float32)
-    return {"slots": names, "iterations": int(opt.iterations)}, vector.astype(np.float32, copy=False)
-
-
-def set_optimizer_state(opt, size: int, meta: dict, vector: np.ndarray | None) -> None:
-    """Give ``opt`` the slots and iterations of ``optimizer_state`` (for ``size`` weights)."""
-    opt.reset_slots()
-    if meta["slots"]:
-        assert vector is not None, "slots travel with their vector"
-        opt.build(size)
-        for i, name in enumerate(meta["slots"]):
-            opt.slots[name][...] = vector[i * size:(i + 1) * size]
-    opt.iterations = int(meta["iterations"])
-
-
-def reported_optimizer_state(meta: dict, array: np.ndarray) -> tuple[dict, np.ndarray]:
-    """The optimizer state an async epoch's report carries after its metric states."""
-    return meta["optimizer_state"], array[_metric_values(meta):].astype(np.float32)
+def reported_worker_state(meta: dict, array: np.ndarray) -> tuple[dict, np.ndarray]:
+    """The worker state a training order's report carries after its metric states."""
+    return meta["worker_state"], array[_metric_values(meta):].astype(np.float32)

@@ -5,7 +5,8 @@ The server holds the model as one float32 vector (weights, then moving statistic
 they made (``aggregate="weights"``: the server adds the delta) or the summed gradient of those
 steps (``aggregate="gradients"``: the server's optimizer steps, as in DOWNPOUR).
 
-A delta (weights, and moving statistics in both aggregations) is divided by ``workers``
+A delta (weights, and moving statistics in both aggregations; only the moving statistics in
+ADAG, whose workers normalize their weight change themselves) is divided by ``workers``
 before it is added. The Spark layer sets it to the number of training partitions when a push
 holds several local steps: N workers that pulled the same weights and each trained a pass
 would otherwise move the model N passes' worth (an N-fold step that overshoots, most with
@@ -17,6 +18,8 @@ step is added as it is (``workers=1``), as DOWNPOUR and Hogwild add gradient ste
 - ``ssp`` (stale synchronous parallel, bound ``staleness``): as ``async``, and a worker whose
   clock (pushes made this epoch) is more than ``staleness`` ahead of the slowest running
   worker waits, on a condition variable, before its next pull.
+- ``adag`` and ``easgd`` (its async variant): as ``async``; a push is a normalized weight
+  change (ADAG) or an elastic difference (EASGD, added as it is: ``workers=1``).
 
 Every push is tagged ``(epoch, partition, attempt, sequence)`` and applied at most once: a
 retried task recomputes the same sequence of pushes, and those already applied are
@@ -42,7 +45,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-MODES = ("async", "hogwild", "ssp")
+MODES = ("async", "hogwild", "ssp", "adag", "easgd")
 
 
 class ParameterServer(PushBuffers):
@@ -51,7 +54,8 @@ class ParameterServer(PushBuffers):
                  max_inflight: int = 2, workers: int = 1):
         if mode not in MODES:
             raise ValueError(f"ParameterServer: expected mode in {MODES}, received {mode!r}")
-        strategy = get_strategy(mode, **({"staleness": staleness} if mode == "ssp" else {}))
+        options = {"staleness": staleness} if mode == "ssp" else {"variant": "async"} if mode == "easgd" else {}
+        strategy = get_strategy(mode, **options)
         strategy.check_aggregate("weights" if optimizer is None else "gradients", "ParameterServer")
         self.vector = np.array(vector, dtype=np.float32).reshape(-1)
         self.mode = mode
@@ -169,7 +173,8 @@ class ParameterServer(PushBuffers):
     def _apply(self, update: np.ndarray, samples: int) -> None:
         start = time.perf_counter()
         w = self.weights_size
-        deltas = update if self.optimizer is None else update[w:]
+        # ADAG's workers normalize their weight change; a gradient is divided by its samples
+        deltas = update if self.optimizer is None and self.mode != "adag" else update[w:]
         if self.workers > 1:          # the push's buffer is the server's own until it answers
             np.divide(deltas, np.float32(self.workers), out=deltas)
         if self.optimizer is None:

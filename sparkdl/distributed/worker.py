@@ -27,6 +27,8 @@ class RoundSpec:
     frequency: str | int       # "epoch", "batch" or an int tau
     aggregate: str             # "weights" or "gradients"
     optimizer: dict | None = None   # the driver's optimizer config (a callback may change it)
+    mode: str = "sync"         # the strategy's name ("easgd" and "adag" change what is pushed)
+    alpha: float = 0.0         # easgd: the moving rate of the elastic exchange
 
 
 @dataclass
@@ -44,6 +46,9 @@ class RoundResult:
     short_partitions: list = field(default_factory=list)   # (partition, rows) below batch_size
     empty_partitions: list = field(default_factory=list)
     diverged: list = field(default_factory=list)   # (partition, what became non-finite)
+    # per partition, the worker's state ``(meta, vector)`` after the round (``worker_state``):
+    # what the driver keeps for the next round where tasks do not keep it themselves
+    worker_states: dict = field(default_factory=dict)
 
 
 def non_finite(loss_sum: float, arrays: dict) -> str | None:
@@ -71,6 +76,7 @@ def _weighted_mean(a, na, b, nb):
 
 def combine(a: RoundResult, b: RoundResult, aggregate: str) -> RoundResult:
     """Merge two results; associative and commutative up to float rounding."""
+    worker_states = {**a.worker_states, **b.worker_states}
     if a.diverged or b.diverged:
         return RoundResult(samples=a.samples + b.samples, steps=max(a.steps, b.steps),
                            loss_sum=a.loss_sum + b.loss_sum, partitions=a.partitions + b.partitions,
@@ -80,7 +86,7 @@ def combine(a: RoundResult, b: RoundResult, aggregate: str) -> RoundResult:
     if a.samples == 0 and a.vector is None:      # a new result: neither argument changes
         return replace(b, empty_partitions=a.empty_partitions + b.empty_partitions,
                        short_partitions=a.short_partitions + b.short_partitions,
-                       partitions=a.partitions + b.partitions)
+                       partitions=a.partitions + b.partitions, worker_states=worker_states)
     if b.samples == 0 and b.vector is None:
         return combine(b, a, aggregate)
     na, nb = a.samples, b.samples
@@ -100,6 +106,7 @@ def combine(a: RoundResult, b: RoundResult, aggregate: str) -> RoundResult:
         partitions=a.partitions + b.partitions,
         short_partitions=a.short_partitions + b.short_partitions,
         empty_partitions=a.empty_partitions + b.empty_partitions,
+        worker_states=worker_states,
     )
 
 
@@ -112,7 +119,7 @@ def steps_in_round(frequency, rows: int, batch_size: int) -> int:
 
 
 def run_round(model, xs: list[np.ndarray], y: np.ndarray, spec: RoundSpec, partition: int,
-              weights: np.ndarray, state: np.ndarray | None, slots: dict,
+              weights: np.ndarray | None, state: np.ndarray | None, slots: dict,
               iterations: int, views: bool = False) -> RoundResult:
     """Train ``model`` on one partition's block for one round and return its result.
 
@@ -120,23 +127,26 @@ def run_round(model, xs: list[np.ndarray], y: np.ndarray, spec: RoundSpec, parti
     that sends them on before the model trains again (a one-job fit's task packs its push).
 
     ``model`` is the worker's copy (compiled); its weights, moving statistics and optimizer
-    state are overwritten from the driver's before anything runs.
+    state are overwritten from the driver's before anything runs. With ``weights=None`` the
+    worker trains from its own weights, statistics, slots and iterations (EASGD).
     """
     n = len(y)
     if n == 0:
         return RoundResult(partitions=1, empty_partitions=[partition])
     start = time.perf_counter()
-    model.set_flat_weights(weights)
-    if state is not None and state.size:
-        model.flat_state[...] = state
+    if weights is not None:
+        model.set_flat_weights(weights)
+        if state is not None and state.size:
+            model.flat_state[...] = state
     opt = model.optimizer
     # The driver's config first: a change of hyperparameters may add a slot the driver sends.
     if spec.optimizer is not None:
         opt.apply_config(spec.optimizer)
-    opt.build(weights.size)
-    for k, v in slots.items():
-        opt.slots[k][...] = v
-    opt.iterations = iterations
+    opt.build(model.flat_weights.size)
+    if weights is not None:
+        for k, v in slots.items():
+            opt.slots[k][...] = v
+        opt.iterations = iterations
     short = [(partition, n)] if n < spec.batch_size else []
     per_epoch = -(-n // spec.batch_size)
     steps = steps_in_round(spec.frequency, n, spec.batch_size)
@@ -165,6 +175,96 @@ def run_round(model, xs: list[np.ndarray], y: np.ndarray, spec: RoundSpec, parti
         slots={k: v if views else v.copy() for k, v in opt.slots.items()} if spec.aggregate == "weights" else {},
         metric_states=metric_states, compute_seconds=time.perf_counter() - start, partitions=1,
         short_partitions=short)
+
+
+def run_elastic_round(model, xs: list[np.ndarray], y: np.ndarray, spec: RoundSpec,
+                      partition: int) -> RoundResult:
+    """Synchronous EASGD, a worker's part of one round: ``frequency`` local steps from its own
+    weights (already in ``model``). The result carries the worker's state after the steps and
+    before the exchange (``worker_states``); the caller and the driver apply the exchange
+    (``elastic_exchange``) to it, so both hold the same bits."""
+    result = run_round(model, xs, y, spec, partition, None, None, {}, 0)
+    if result.diverged or not result.samples:
+        return result
+    result.vector, result.state, result.slots = None, None, {}
+    result.worker_states = {partition: worker_state(model, with_weights=True)}
+    return result
+
+
+def elastic_exchange(local: np.ndarray, center: np.ndarray, alpha: float,
+                     out: np.ndarray | None = None) -> np.ndarray:
+    """EASGD's exchange seen from a worker: returns the elastic difference
+    ``e = alpha * (local - center)`` and moves ``local`` to ``local - e`` in place (the center
+    then adds ``e``). Element-wise float32 arithmetic: a worker and the driver that apply it
+    to the same vectors get the same bits."""
+    e = np.subtract(local, center, out=out)
+    e *= np.float32(alpha)
+    local -= e
+    return e
+
+
+def elastic_center(center: np.ndarray, states: dict, alpha: float) -> tuple[np.ndarray, dict]:
+    """Synchronous EASGD on the driver: ``center + sum_i alpha (x_i - center)`` over the
+    workers' reported states ``{partition: (meta, vector)}`` (their weights and moving
+    statistics first, as ``worker_state`` lays them out), added in partition order; returns
+    it with each worker's state after the exchange."""
+    n = center.size
+    new_center = center.copy()
+    after = {}
+    e = np.empty(n, np.float32)
+    for partition in sorted(states):
+        meta, vector = states[partition]
+        vector = vector.copy()
+        new_center += elastic_exchange(vector[:n], center, alpha, out=e)
+        after[partition] = (meta, vector)
+    return new_center, after
+
+
+# ---- a worker's own state (the async modes and EASGD) -------------------------------------------
+def model_vector(model) -> np.ndarray:
+    """The model's weights and moving statistics as one new vector (what the parameter server
+    holds, EASGD's center, what validation evaluates)."""
+    return np.concatenate([model.flat_weights, model.flat_state])
+
+
+def set_model_vector(model, vector: np.ndarray) -> None:
+    """Give ``model`` the weights and moving statistics of a ``model_vector`` (its first
+    ``flat_weights.size + flat_state.size`` values)."""
+    w, s = model.flat_weights.size, model.flat_state.size
+    model.set_flat_weights(vector[:w])
+    if s:
+        model.flat_state[...] = vector[w:w + s]
+
+
+
+def worker_state(model, with_weights: bool = False) -> tuple[dict, np.ndarray]:
+    """``(meta, float32 vector)``: what a worker carries from one round or epoch to the next,
+    kept by the driver per partition. The vector holds the weights and moving statistics
+    (``with_weights``, EASGD), then the optimizer's slots; meta names the slots and holds
+    the optimizer's iterations."""
+    opt = model.optimizer
+    names = sorted(opt.slots)
+    parts = ([model.flat_weights, model.flat_state] if with_weights else []) + [opt.slots[k] for k in names]
+    vector = np.concatenate(parts).astype(np.float32, copy=False) if parts else np.zeros(0, np.float32)
+    return {"slots": names, "iterations": int(opt.iterations), "weights": bool(with_weights)}, vector
+
+
+def set_worker_state(model, meta: dict, vector: np.ndarray | None) -> None:
+    """Give ``model`` the state ``worker_state`` took (weights only if it holds them)."""
+    opt = model.optimizer
+    w, s = model.flat_weights.size, model.flat_state.size
+    start = 0
+    if meta.get("weights"):
+        assert vector is not None and vector.size >= w + s, "a state with weights carries them"
+        set_model_vector(model, vector)
+        start = w + s
+    opt.reset_slots()
+    if meta["slots"]:
+        assert vector is not None, "slots travel with their vector"
+        opt.build(w)
+        for i, name in enumerate(meta["slots"]):
+            opt.slots[name][...] = vector[start + i * w:start + (i + 1) * w]
+    opt.iterations = int(meta["iterations"])
 
 
 def _pass_slices(spec, partition, steps, per_epoch):
@@ -222,10 +322,16 @@ def _gradient_sum(model, xs, y, batch_size, slices, out) -> float:
 
 def run_async_epoch(model, xs: list[np.ndarray], y: np.ndarray, spec: RoundSpec, partition: int,
                     client) -> RoundResult:
-    """One pass over a partition against a parameter server: repeatedly pull the weights,
-    train ``frequency`` steps (or sum their gradients) and push the change (or the gradient
-    sum). ``client`` has ``start() / pull(clock) / push(sequence, samples, update) / done()``.
-    Batches and dropout draw from ``(seed, epoch, partition)`` as in sync mode."""
+    """One pass over a partition against a parameter server, ``frequency`` steps per push.
+    ``client`` has ``start() / pull(clock) / push(sequence, samples, update) / done()``.
+    Batches and dropout draw from ``(seed, epoch, partition)`` as in sync mode.
+
+    - async, hogwild, ssp: pull the weights, train (or sum the gradients of) the steps, push
+      the change (or the gradient sum).
+    - adag: as async, with the weight change divided by the number of steps it holds.
+    - easgd (async): train the steps from the worker's own weights, then pull the center and
+      push the elastic difference ``alpha (x - center)``, which the worker also subtracts.
+    """
     n = len(y)
     if n == 0:
         return RoundResult(partitions=1, empty_partitions=[partition])
@@ -234,6 +340,7 @@ def run_async_epoch(model, xs: list[np.ndarray], y: np.ndarray, spec: RoundSpec,
     if spec.optimizer is not None:
         opt.apply_config(spec.optimizer)
     opt.build(w)
+    elastic = spec.mode == "easgd"
     per_epoch = -(-n // spec.batch_size)
     tau = per_epoch if spec.frequency == "epoch" else 1 if spec.frequency == "batch" else int(spec.frequency)
     key = (spec.seed, spec.round, partition)
@@ -242,11 +349,11 @@ def run_async_epoch(model, xs: list[np.ndarray], y: np.ndarray, spec: RoundSpec,
     client.start()
     for sequence, a in enumerate(range(0, per_epoch, tau)):
         b = min(a + tau, per_epoch)
-        pulled = client.pull(sequence)
+        if not elastic:
+            pulled = client.pull(sequence)
         start = time.perf_counter()
-        model.set_flat_weights(pulled[:w])
-        if s:
-            model.flat_state[...] = pulled[w:]
+        if not elastic:
+            set_model_vector(model, pulled)
         rows = _rows(n, spec.batch_size, a, b)
         seen += rows
         try:
@@ -255,9 +362,20 @@ def run_async_epoch(model, xs: list[np.ndarray], y: np.ndarray, spec: RoundSpec,
                 loss_sum += _gradient_sum(model, xs, y, spec.batch_size, [(key, a, b)], update[:w])
             else:
                 loss_sum += model.train_epoch(xs, y, spec.batch_size, key, start=a, stop=b)
-                np.subtract(model.flat_weights, pulled[:w], out=update[:w])
-            if s:
-                np.subtract(model.flat_state, pulled[w:], out=update[w:])
+            if elastic:
+                compute += time.perf_counter() - start
+                pulled = client.pull(sequence)
+                start = time.perf_counter()
+                elastic_exchange(model.flat_weights, pulled[:w], spec.alpha, out=update[:w])
+                if s:
+                    elastic_exchange(model.flat_state, pulled[w:], spec.alpha, out=update[w:])
+            else:
+                if spec.aggregate == "weights":
+                    np.subtract(model.flat_weights, pulled[:w], out=update[:w])
+                    if spec.mode == "adag":     # the accumulated change, normalized by its steps
+                        update[:w] /= np.float32(b - a)
+                if s:
+                    np.subtract(model.flat_state, pulled[w:], out=update[w:])
             what = non_finite(loss_sum, {"gradients" if spec.aggregate == "gradients" else "update": update})
         except TrainingDivergedError as error:
             loss_sum, what = float("nan"), str(error)

@@ -94,17 +94,32 @@ def socket_round_task(model_bc, end: exchange.Endpoint, spec: worker.RoundSpec):
     return _partition_task(model_bc, train)
 
 
-def async_epoch_task(model_bc, end, spec: worker.RoundSpec):
-    """One epoch of a partition against the driver's parameter server (async modes)."""
+def async_epoch_task(model_bc, end, spec: worker.RoundSpec, states_bc):
+    """One epoch of a partition against the driver's parameter server (async modes), from the
+    partition's worker state (``states_bc``: a broadcast of every partition's); the result
+    carries the state after the epoch."""
     def train(model, xs, y, partition, attempt):
         from sparkdl.distributed import parameter_server
 
+        worker.set_worker_state(model, *states_bc.value[partition])
         client = parameter_server.Client(end.address, end.token, end.timeout, spec.round, partition,
                                          attempt, end.size)
         try:
-            return worker.run_async_epoch(model, xs, y, spec, partition, client)
+            result = worker.run_async_epoch(model, xs, y, spec, partition, client)
         finally:
             client.close()
+        if not result.diverged:
+            result.worker_states = {partition: worker.worker_state(model, with_weights=spec.mode == "easgd")}
+        return result
+    return _partition_task(model_bc, train)
+
+
+def elastic_round_task(model_bc, states_bc, spec: worker.RoundSpec):
+    """A synchronous EASGD round of a partition from its worker state (``states_bc``: a
+    broadcast of every partition's)."""
+    def train(model, xs, y, partition, attempt):
+        worker.set_worker_state(model, *states_bc.value[partition])
+        return worker.run_elastic_round(model, xs, y, spec, partition)
     return _partition_task(model_bc, train)
 
 

@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sparkdl.distributed import worker
-from sparkdl.distributed.strategies import check_frequency, get_strategy
+from sparkdl.distributed.strategies import EASGDStrategy, check_frequency, get_strategy
 from sparkdl.engine import checks
 from sparkdl.engine.callbacks import History
 from sparkdl.engine.files import json_plain
@@ -48,7 +48,11 @@ class SparkModel:
     (alias ``"asynchronous"``), ``"hogwild"`` and ``"ssp"`` (with ``staleness=s``): a
     parameter server on the driver; each worker pulls the weights,
     trains ``frequency`` steps and pushes its change (see
-    ``sparkdl.distributed.parameter_server``). ``frequency``: ``"epoch"`` (one pass over each
+    ``sparkdl.distributed.parameter_server``). ``"adag"``: as async, with each change divided
+    by its number of steps. ``"easgd"`` (with ``rho=`` and ``variant="sync"`` or ``"async"``):
+    elastic averaging; each worker keeps its own weights and every ``frequency`` steps
+    exchanges an elastic difference with the center, the driver's model (see
+    ``sparkdl.distributed.strategies``). ``frequency``: ``"epoch"`` (one pass over each
     partition per round or push), ``"batch"`` (one step) or an int tau. ``aggregate``:
     ``"weights"`` (average the models, weighted by samples; optimizer slots are averaged with
     them) or ``"gradients"`` (average the gradients at the broadcast weights; the driver's
@@ -84,6 +88,9 @@ class SparkModel:
         who = "SparkModel"
         self.frequency = check_frequency(frequency, who)
         self.strategy.check_aggregate(aggregate, who)
+        if isinstance(self.strategy, EASGDStrategy) and self.strategy.rho is not None:
+            assert model.optimizer is not None, "checked above"
+            self.strategy.alpha(model.optimizer.learning_rate, 1)      # 0 < lr * rho < 1, checked now
         self.aggregate = aggregate
         self.num_workers = checks.optional_integer(num_workers, "num_workers", who, at_least=1)
         self.seed = checks.integer(seed, "seed", who, at_least=0)
@@ -193,6 +200,7 @@ class SparkModel:
         execution = job.IN_JOB if reason is None else \
             ("one job per epoch" if self.strategy.asynchronous else "one job per round") + f" ({reason})"
         history.settings = {"mode": self.mode, "staleness": getattr(self.strategy, "staleness", None),
+                            "options": self.strategy.options(),
                             "frequency": self.frequency, "aggregate": self.aggregate,
                             "partitions": len(blocks.rows), "seed": self.seed,
                             "transport": "parameter server" if self.strategy.asynchronous
@@ -215,7 +223,7 @@ class SparkModel:
         assert self.history is not None, "_start_history ran first"
         group = self.history.settings["job_group"] = f"sparkdl-{uuid.uuid4().hex[:12]}"
         if reason is not None:
-            return transports.RoundJobs(self, blocks, model_bc, group)
+            return transports.RoundJobs(self, blocks, model_bc, group, worker_states)
         description = f"sparkdl fit: {self.mode}, {run.epochs} epochs"
         return transports.InJob(self, blocks, model_bc, val_blocks, group, description, worker_states)
 
@@ -227,7 +235,8 @@ class SparkModel:
         self._start_history(loop.history, blocks, run, reason)
         loop.history.data_seconds = prep_seconds
         # What a checkpoint must match to be resumed: the same rounds over the same partitions.
-        settings = {k: loop.history.settings[k] for k in ("mode", "staleness", "aggregate", "seed", "batch_size")}
+        settings = {k: loop.history.settings[k]
+                    for k in ("mode", "staleness", "options", "aggregate", "seed", "batch_size")}
         settings.update(frequency=str(self.frequency), rows_per_partition=list(blocks.rows))
         fit = _FitState(run, per_epoch, settings)
         model_bc = executor.ModelBroadcast(blocks.rdd.context, model)
@@ -287,15 +296,23 @@ class SparkModel:
         start = time.perf_counter()
         opt = model.optimizer
         assert opt is not None, "SparkModel takes a compiled model"
+        strategy = self.strategy
         spec = worker.RoundSpec(round=round_index, seed=self.seed, batch_size=batch_size,
                                 frequency=self.frequency, aggregate=self.aggregate,
-                                optimizer=opt.get_config())
+                                optimizer=opt.get_config(), mode=self.mode,
+                                alpha=strategy.alpha(opt.learning_rate, transport.workers)
+                                if isinstance(strategy, EASGDStrategy) else 0.0)
         opt.build(model.flat_weights.size)
-        if self.strategy.asynchronous:
+        if strategy.asynchronous:
             result, pushes, duplicates = transport.async_epoch(spec, what)
             info = self._round_info(round_index, start, result)
             info.update(pushes=pushes, duplicate_pushes=duplicates)
             return info
+        if strategy.elastic:
+            result, center = transport.elastic_round(spec, what)
+            worker.set_model_vector(model, center)
+            opt.iterations += result.steps
+            return self._round_info(round_index, start, result)
         result, vector = transport.sync_round(spec, what)
         if self.aggregate == "gradients":
             self._driver_step(vector, round_index)
@@ -349,7 +366,7 @@ class SparkModel:
         logger.info("SparkModel.fit: resuming from %s after round %d (epoch %d, round %d of %d in it)",
                     restored.path, done, epoch + 1, in_epoch, rounds_per_epoch)
         workers = {int(p): (state, restored.arrays[f"worker_{p}"])
-                   for p, state in meta.get("worker_optimizers", {}).items()}
+                   for p, state in meta.get("worker_states", {}).items()}
         return done, partial, workers
 
     def _checkpoint(self, store, round_index, settings, epoch, sums=None, transport=None):
@@ -357,12 +374,12 @@ class SparkModel:
         the checkpoint falls inside ``epoch``, None at an epoch's end."""
         assert self.history is not None, "_start_history ran first"
         loss_sum, samples, metric_objs = (sums.loss_sum, sums.samples, sums.metrics) if sums else (0.0, 0, [])
-        # Async modes: each partition's worker optimizer state, so a resumed fit continues it.
-        workers = transport.worker_states() if isinstance(transport, transports.InJob) else {}
+        # Async modes and EASGD: each partition's worker state, so a resumed fit continues it.
+        workers = transport.worker_states() if transport is not None else {}
         meta = json_plain({"round": round_index, "epoch": epoch, "settings": settings,
                        "loss_sum": loss_sum, "samples": samples, "history": self.history.history,
                        "epochs_done": self.history.epoch, "rounds": self.history.rounds,
-                       "worker_optimizers": {str(p): state for p, (state, _) in workers.items()}})
+                       "worker_states": {str(p): state for p, (state, _) in workers.items()}})
         arrays = {f"metric_{i}": m.state for i, m in enumerate(metric_objs)}
         arrays.update({f"worker_{p}": vector for p, (_, vector) in workers.items()})
         store.save(self.model, round_index, meta, arrays)

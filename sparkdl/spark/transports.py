@@ -1,7 +1,9 @@
 """How a fit's rounds reach the executors, behind one small protocol.
 
 A transport offers ``sync_round(spec, what)`` → ``(result, mean weights or mean gradient)``,
+``elastic_round(spec, what)`` → ``(result, new center)`` (synchronous EASGD),
 ``async_epoch(spec, what)`` → ``(result, pushes applied, duplicates dropped)``,
+``worker_states()`` → each partition's worker state (async modes, EASGD; for checkpoints),
 ``evaluate_validation()`` → metrics of a validation DataFrame (or None when the fit loop
 evaluates it itself), and ``close(failed)``. The fit loop (``SparkModel``) owns the model,
 callbacks, history and checkpoints; a transport owns its Spark jobs, sockets and checks.
@@ -49,15 +51,25 @@ def parameter_server(spark_model, blocks):
     """The parameter server of the async modes, holding the model's weights and state. A
     delta of several local steps (frequency "epoch" or tau > 1) is divided by the number of
     partitions that train, so that deltas from the same weights average as in sync; a delta
-    of one step is an optimizer step, added as it is (as DOWNPOUR and Hogwild do)."""
+    of one step is an optimizer step, added as it is (as DOWNPOUR and Hogwild do). EASGD's
+    elastic differences are added as they are."""
     from sparkdl.distributed.parameter_server import ParameterServer
     model = spark_model.model
-    vector = np.concatenate([model.flat_weights, model.flat_state])
+    vector = worker.model_vector(model)
+    one_step = spark_model.frequency in ("batch", 1) or spark_model.strategy.elastic
     return ParameterServer(vector, mode=spark_model.mode, staleness=spark_model.strategy.staleness,
                            optimizer=model.optimizer if spark_model.aggregate == "gradients" else None,
                            weights_size=model.flat_weights.size, timeout=spark_model.timeout,
-                           workers=1 if spark_model.frequency in ("batch", 1) else
-                           max(1, sum(1 for rows in blocks.rows if rows)))
+                           workers=1 if one_step else max(1, sum(1 for rows in blocks.rows if rows)))
+
+
+def initial_worker_states(spark_model, partitions, resumed: dict | None) -> dict:
+    """Each training partition's worker state at the start of the fit: the resumed
+    checkpoint's, or the model's (its optimizer as compiled, and in EASGD its weights)."""
+    if not spark_model.strategy.keeps_worker_state:
+        return {}
+    start = worker.worker_state(spark_model.model, with_weights=spark_model.strategy.elastic)
+    return {p: (resumed or {}).get(p, start) for p in partitions}
 
 
 def round_payload(model, layout, out=None) -> np.ndarray:
@@ -110,9 +122,15 @@ class InJob:
         self.model, self.aggregate = model, spark_model.aggregate
         self.timeout, self.round_timeout = spark_model.timeout, spark_model.round_timeout
         self.training = [p for p, rows in enumerate(blocks.rows) if rows]
+        self.workers = len(self.training)
+        order_size = 0
         if spark_model.strategy.asynchronous:
             self.ps, self.exchange = parameter_server(spark_model, blocks), None
             inner, pull, push = self.ps, None, None
+            order_size = self.ps.vector.size
+        elif spark_model.strategy.elastic:         # synchronous EASGD: the center rides in the order
+            self.ps, self.exchange, inner, pull, push = None, None, None, None, None
+            order_size = model.flat_weights.size + model.flat_state.size
         else:
             pull, push = exchange.round_layouts(model, spark_model.aggregate)
             self.ps, self.exchange = None, exchange.RoundExchange(push, timeout=spark_model.timeout)
@@ -121,15 +139,12 @@ class InJob:
             self._mean = np.empty(push.size, np.float32)
         self.coordinator = Coordinator(inner, partitions=range(len(blocks.rows)),
                                        poll=min(10.0, spark_model.timeout / 2))
-        if spark_model.strategy.asynchronous:
-            # Each partition's worker starts from the checkpoint's state for it, or from the
-            # model's optimizer as compiled; a retried task starts from its last epoch's.
-            start = fit_task.optimizer_state(model.optimizer)
-            self.coordinator.worker_states = {p: (worker_states or {}).get(p, start) for p in self.training}
+        # Each partition's worker starts from the checkpoint's state for it, or from the model;
+        # a retried task starts from its last completed order's.
+        self.coordinator.worker_states = initial_worker_states(spark_model, self.training, worker_states)
         self.server, address, token = serve(blocks.rdd.context, self.coordinator,
                                             f"sparkdl-{spark_model.mode}", spark_model.port, self.timeout)
-        self.end = fit_task.FitEndpoint(address, token, self.timeout, pull, push,
-                                        server_size=self.ps.vector.size if self.ps else 0)
+        self.end = fit_task.FitEndpoint(address, token, self.timeout, pull, push, server_size=order_size)
         self.val_blocks = val_blocks
         rdd = blocks.rdd if val_blocks is None else blocks.rdd.zip(val_blocks.rdd)
         task = executor.persistent_task(model_bc, self.end, with_validation=val_blocks is not None)
@@ -168,13 +183,27 @@ class InJob:
         result = self._results(reports)
         check_result(result, f"epoch {spec.round + 1}", "epoch")
         self.coordinator.worker_states.update(
-            {p: fit_task.reported_optimizer_state(*reports[p]) for p in sorted(reports)})
+            {p: fit_task.reported_worker_state(*reports[p]) for p in sorted(reports)})
         set_from_server(self.model, ps)
         return result, ps.stats["pushes"] - pushes, ps.stats["duplicates"] - duplicates
 
+    def elastic_round(self, spec, what: str):
+        """Synchronous EASGD: the center goes out with the order; each task trains from its own
+        weights and reports them; the driver applies the exchange (``worker.elastic_center``)."""
+        center = worker.model_vector(self.model)
+        self.coordinator.order("elastic", {"spec": vars(spec), "label": f"sparkdl {what}"}, center,
+                               self.training)
+        reports = self._wait(what)
+        result = self._results(reports)
+        check_result(result, what.split("/")[0], "round")
+        states = {p: fit_task.reported_worker_state(*reports[p]) for p in sorted(reports)}
+        new_center, after = worker.elastic_center(center, states, spec.alpha)
+        self.coordinator.worker_states.update(after)
+        return result, new_center
+
     def worker_states(self) -> dict:
-        """Async modes: ``{partition: (meta, vector)}``, each worker's optimizer state after the
-        last completed epoch (what a checkpoint keeps); empty in sync mode."""
+        """Async modes and EASGD: ``{partition: (meta, vector)}``, each worker's state after the
+        last completed round or epoch (what a checkpoint keeps); empty in sync mode."""
         return dict(self.coordinator.worker_states)
 
     def evaluate_validation(self) -> dict | None:
@@ -183,7 +212,7 @@ class InJob:
             return None
         from sparkdl.engine import metrics as metrics_mod
         model = self.model
-        payload = np.concatenate([model.flat_weights, model.flat_state])
+        payload = worker.model_vector(model)
         self.coordinator.order("evaluate", {"batch_size": 256}, payload)
         reports = self._wait("validation")
         metrics = [metrics_mod.get(m.get_config()) for m in model.metrics]
@@ -231,21 +260,22 @@ class InJob:
 
 def set_from_server(model, ps) -> None:
     """The driver's model takes the parameter server's weights and moving statistics."""
-    vector = ps.snapshot()
-    w = model.flat_weights.size
-    model.set_flat_weights(vector[:w])
-    if model.flat_state.size:
-        model.flat_state[...] = vector[w:]
+    worker.set_model_vector(model, ps.snapshot())
 
 
 class RoundJobs:
     """The fallback: one Spark job per sync round or async epoch."""
 
-    def __init__(self, spark_model, blocks, model_bc, group: str):
+    def __init__(self, spark_model, blocks, model_bc, group: str, worker_states: dict | None = None):
         self.spark_model, self.model = spark_model, spark_model.model
         self.aggregate, self.round_timeout = spark_model.aggregate, spark_model.round_timeout
         self.blocks, self.model_bc, self.group = blocks, model_bc, group
         self.sc = blocks.rdd.context
+        self.workers = sum(1 for rows in blocks.rows if rows)
+        # Each partition's worker state, kept here and sent to every round's or epoch's tasks:
+        # a partition may run in a different Python worker each time.
+        self._worker_states = initial_worker_states(
+            spark_model, [p for p, rows in enumerate(blocks.rows) if rows], worker_states)
         self.server: FrameServer | None = None
         # The parameter server (async modes) or the round exchange (sync over sockets), and
         # the endpoint through which tasks reach it; None with transport="spark".
@@ -256,7 +286,7 @@ class RoundJobs:
             self.service = parameter_server(sm, blocks)
             self.server, address, token = serve(self.sc, self.service, f"sparkdl-{sm.mode}", sm.port, sm.timeout)
             self.end = executor.PSEndpoint(address, token, sm.timeout, self.service.vector.size)
-        elif sm.transport == "socket":
+        elif sm.transport == "socket" and not sm.strategy.elastic:
             pull, push = exchange.round_layouts(self.model, sm.aggregate)
             self.service = exchange.RoundExchange(push, timeout=sm.timeout)
             self.server, address, token = serve(self.sc, self.service, "sparkdl-sync", sm.port, sm.timeout)
@@ -264,6 +294,9 @@ class RoundJobs:
 
     def evaluate_validation(self):
         return None
+
+    def worker_states(self) -> dict:
+        return dict(self._worker_states)
 
     def close(self, failed: bool) -> None:
         if self.server is not None:
@@ -300,12 +333,33 @@ class RoundJobs:
         ps = self.service
         ps.begin_epoch(spec.round)
         pushes, duplicates = ps.stats["pushes"], ps.stats["duplicates"]
-        task = executor.async_epoch_task(self.model_bc, self.end, spec)
-        results = self._job(lambda: self.blocks.rdd.mapPartitionsWithIndex(task).collect(), what)
+        states_bc = self.sc.broadcast(self._worker_states)
+        try:
+            task = executor.async_epoch_task(self.model_bc, self.end, spec, states_bc)
+            results = self._job(lambda: self.blocks.rdd.mapPartitionsWithIndex(task).collect(), what)
+        finally:
+            states_bc.destroy()
         result = combine_all(results, self.aggregate)
         check_result(result, f"epoch {spec.round + 1}", "epoch")
+        self._worker_states.update(result.worker_states)
         set_from_server(self.model, ps)
         return result, ps.stats["pushes"] - pushes, ps.stats["duplicates"] - duplicates
+
+    def elastic_round(self, spec, what: str):
+        """Synchronous EASGD: every partition's worker state by broadcast; each task returns
+        its worker's state before the exchange, which the driver applies."""
+        center = worker.model_vector(self.model)
+        states_bc = self.sc.broadcast(self._worker_states)
+        try:
+            task = executor.elastic_round_task(self.model_bc, states_bc, spec)
+            results = self._job(lambda: self.blocks.rdd.mapPartitionsWithIndex(task).collect(), what)
+        finally:
+            states_bc.destroy()
+        result = combine_all(results, self.aggregate)
+        check_result(result, what.split("/")[0], "round")
+        new_center, after = worker.elastic_center(center, result.worker_states, spec.alpha)
+        self._worker_states.update(after)
+        return result, new_center
 
     def _round_via_spark(self, spec, what):
         """Broadcast the weights, tree-reduce the results."""

@@ -80,3 +80,34 @@ def test_a_retried_task_registers_again_and_skips_what_its_partition_reported(se
         other.request(Op.REGISTER, {"partition": 5})
     retry.close()
     other.close()
+
+
+def test_a_retried_task_takes_back_its_partitions_own_state(served):
+    """Workers that keep state (async modes, EASGD) get it back on REGISTER: as of the last
+    completed order, or after the open one when their partition already reported it. An
+    EASGD round reports the state before the exchange; the one handed back has the exchange
+    against the round's center applied: ``x - alpha (x - center)``."""
+    coordinator, server = served
+    meta = {"slots": [], "iterations": 3, "weights": True}
+    coordinator.worker_states = {0: (meta, np.full(2, 1.0, np.float32)), 1: (meta, np.full(2, 2.0, np.float32))}
+    center = np.array([0.0, 4.0], np.float32)
+    seq = coordinator.order("elastic", {"spec": {"alpha": 0.25}}, center, [0, 1])
+    reported = dict(meta, iterations=5)
+    with connect(server) as conn:
+        conn.request(Op.REPORT, {"partition": 1, "seq": seq, "metric_shapes": [[2]], "worker_state": reported},
+                     np.array([7.0, 8.0, 6.0, -4.0]))        # metric states, then the worker's state
+    with connect(server) as conn:
+        first = conn.request(Op.REGISTER, {"partition": 0})
+        assert first.meta["worker_state"] == meta
+        np.testing.assert_array_equal(first.array, [1.0, 1.0])
+    with connect(server) as conn:
+        second = conn.request(Op.REGISTER, {"partition": 1})
+        assert second.meta["worker_state"] == reported
+        np.testing.assert_array_equal(second.array, [6.0 - 0.25 * 6.0, -4.0 - 0.25 * (-8.0)])
+    # An async epoch's report holds the state after it, handed back as it is.
+    seq = coordinator.order("train", {"spec": {}}, None, [0, 1])
+    with connect(server) as conn:
+        conn.request(Op.REPORT, {"partition": 0, "seq": seq, "worker_state": reported}, np.array([3.0, 9.0]))
+        again = conn.request(Op.REGISTER, {"partition": 0})
+        np.testing.assert_array_equal(again.array, [3.0, 9.0])
+        assert again.meta["attempt"] == 1

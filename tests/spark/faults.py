@@ -95,11 +95,12 @@ def model(seed=0, optimizer="sgd", **fault):
     return net
 
 
-def train(spark, epochs=3, mode="sync", frequency=4, seed=0, optimizer="sgd", fit_options=None, **fault):
+def train(spark, epochs=3, mode="sync", frequency=4, seed=0, optimizer="sgd", fit_options=None,
+          mode_options=None, **fault):
     """Fit the faulty model on the digits; returns ``(model, history)``."""
     from sparkdl.spark import SparkModel
     net = model(seed=seed, optimizer=optimizer, **fault)
-    spark_model = SparkModel(net, mode=mode, frequency=frequency, num_workers=2, seed=seed)
+    spark_model = SparkModel(net, mode=mode, frequency=frequency, num_workers=2, seed=seed, **(mode_options or {}))
     history = spark_model.fit(digits_frame(spark), epochs=epochs, batch_size=32, verbose=0,
                               **(fit_options or {}))
     return net, history

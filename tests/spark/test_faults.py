@@ -39,14 +39,17 @@ def run_job(tmp_path, master, scenarios):
 def test_failed_tasks_are_retried_sync_to_bit_identical_weights_async_applying_every_push_once(tmp_path):
     """On local[2,4] (four attempts per task). Sync: the task of round 3, partition 0 raises in
     attempt 0; the retry recomputes the same result, so the weights equal those of a fit without
-    the fault bit for bit. Async: the Python worker of epoch 2, partition 0 is killed after 5
+    the fault bit for bit. The same in synchronous EASGD, where each retried task must first
+    take back its own weights and momentum: as of round 2, or of round 3 for a task that had
+    already reported it. Async: the Python worker of epoch 2, partition 0 is killed after 5
     pushes; the retry replays them and the parameter server drops the replays."""
-    jobs = run_job(tmp_path, "local[2,4]", ["sync-raise", "async-kill"])
-    report, markers = jobs["sync-raise"]
-    assert len(markers) == 1 and markers[0].startswith("raise-"), markers   # the fault happened, once
-    assert report["identical"], report["max_abs_diff"]
-    # 600 rows per partition at batch 32 are 19 steps; tau 4 makes 5 rounds per epoch.
-    assert report["rounds"] == 15
+    jobs = run_job(tmp_path, "local[2,4]", ["sync-raise", "async-kill", "easgd-raise"])
+    for scenario in ("sync-raise", "easgd-raise"):
+        report, markers = jobs[scenario]
+        assert len(markers) == 1 and markers[0].startswith("raise-"), markers   # the fault happened, once
+        assert report["identical"], (scenario, report["max_abs_diff"])
+        # 600 rows per partition at batch 32 are 19 steps; tau 4 makes 5 rounds per epoch.
+        assert report["rounds"] == 15
 
     report, markers = jobs["async-kill"]
     assert len(markers) == 1 and markers[0].startswith("kill-"), markers
@@ -137,20 +140,23 @@ def test_a_round_that_hangs_is_cancelled_after_round_timeout(spark):
     np.testing.assert_array_equal(again.get_flat_weights(), good.get_flat_weights())
 
 
-@pytest.mark.parametrize("optimizer, frequency", [("plain-sgd", "batch"), ("sgd", "batch"),
-                                                  ("adam", "epoch")])
-def test_async_fit_resumes_from_its_epoch_checkpoints(spark, tmp_path, optimizer, frequency):
+@pytest.mark.parametrize("mode, optimizer, frequency", [
+    ("async", "plain-sgd", "batch"), ("async", "sgd", "batch"), ("async", "adam", "epoch"),
+    ("easgd-async", "sgd", "batch"), ("adag", "sgd", 4)])
+def test_async_fit_resumes_from_its_epoch_checkpoints(spark, tmp_path, mode, optimizer, frequency):
     """In the async modes a checkpoint is taken per epoch with the server's weights and each
-    partition's worker optimizer state (momentum, Adam moments, iterations); the resumed fit
-    hands the state back to the worker of that partition. With one worker the pushes are
-    sequential, so the resumed fit must end exactly where a straight one does."""
+    partition's worker state (momentum, Adam moments, iterations; in EASGD the worker's own
+    weights too); the resumed fit hands the state back to the worker of that partition. With
+    one worker the pushes are sequential, so the resumed fit must end exactly where a straight
+    one does."""
     from sparkdl.spark import SparkModel
     frame = faults.digits_frame(spark)
+    options = {"mode": "easgd", "variant": "async"} if mode == "easgd-async" else {"mode": mode}
 
-    def fit(epochs, **options):
+    def fit(epochs, **fit_options):
         net = faults.model(optimizer=optimizer)
-        spark_model = SparkModel(net, mode="async", frequency=frequency, num_workers=1, seed=0)
-        history = spark_model.fit(frame, epochs=epochs, batch_size=32, verbose=0, **options)
+        spark_model = SparkModel(net, frequency=frequency, num_workers=1, seed=0, **options)
+        history = spark_model.fit(frame, epochs=epochs, batch_size=32, verbose=0, **fit_options)
         return net, history
 
     folder = str(tmp_path / "async")
@@ -160,6 +166,25 @@ def test_async_fit_resumes_from_its_epoch_checkpoints(spark, tmp_path, optimizer
     assert history.resumed_from == 2 and [r["round"] for r in history.rounds] == [1, 2, 3]
     assert history.history == expected.history
     np.testing.assert_array_equal(resumed.get_flat_weights(), straight.get_flat_weights())
+
+
+def test_sync_easgd_resumes_mid_epoch_with_every_workers_own_weights(spark, tmp_path):
+    """Synchronous EASGD with two workers is deterministic: a checkpoint inside an epoch keeps
+    the center and each worker's own weights and momentum, and the resumed fit ends on the
+    straight fit's weights bit for bit."""
+    folder = tmp_path / "easgd"
+    options = {"mode": "easgd", "frequency": 4}
+    faults.train(spark, epochs=1, fit_options={"checkpoint_dir": str(folder), "checkpoint_every": 3}, **options)
+    # As if the fit had stopped in round 4: only the checkpoint of round 3 is there.
+    newest = sorted(folder.iterdir())
+    assert [p.name for p in newest] == ["ckpt-00000003.sdlckpt", "ckpt-00000005.sdlckpt"]
+    newest[-1].unlink()
+    resumed, history = faults.train(spark, epochs=2, fit_options={"checkpoint_dir": str(folder), "resume": True},
+                                    **options)
+    straight, expected = faults.train(spark, epochs=2, **options)
+    assert history.resumed_from == 3 and len(history.rounds) == 10      # 5 rounds per epoch
+    np.testing.assert_array_equal(resumed.get_flat_weights(), straight.get_flat_weights())
+    assert history.history == expected.history
 
 
 def test_async_divergence_names_epoch_and_partition_and_keeps_the_last_epochs_weights(spark):

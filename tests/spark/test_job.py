@@ -30,7 +30,9 @@ def jobs_of(spark, history):
 
 
 @pytest.mark.parametrize("mode, options", [("sync", {"frequency": 5}), ("sync", {"aggregate": "gradients"}),
-                                           ("async", {"frequency": "batch"}), ("ssp", {"staleness": 1})])
+                                           ("async", {"frequency": "batch"}), ("ssp", {"staleness": 1}),
+                                           ("easgd", {"frequency": 5}), ("easgd", {"variant": "async"}),
+                                           ("adag", {"frequency": 4})])
 def test_a_fit_is_one_spark_job(spark, frames, mode, options):
     spark_model = SparkModel(compiled_mlp(), mode=mode, num_workers=2, **options)
     history = spark_model.fit(frames["train"], epochs=3, batch_size=32, verbose=0)
@@ -40,21 +42,29 @@ def test_a_fit_is_one_spark_job(spark, frames, mode, options):
     assert not tracker(spark).getActiveJobsIds()
 
 
-@pytest.mark.parametrize("options", [{"frequency": 5}, {"frequency": "epoch", "aggregate": "gradients"}])
+@pytest.mark.parametrize("options", [{"frequency": 5}, {"frequency": "epoch", "aggregate": "gradients"},
+                                     {"mode": "easgd", "frequency": 5},
+                                     {"mode": "easgd", "variant": "async", "frequency": 4, "num_workers": 1},
+                                     {"mode": "async", "frequency": 4, "num_workers": 1}],
+                         ids=["sync", "sync-gradients", "easgd", "easgd-async-one-worker", "async-one-worker"])
 def test_in_job_rounds_equal_a_job_per_round_bit_for_bit(spark, frames, options):
     """The same worker code and the same partition-ordered sum: executing the rounds inside
-    one job changes nothing in the numbers."""
+    one job changes nothing in the numbers. Where workers keep state between rounds or epochs
+    (EASGD's own weights and momentum, the async workers' momentum), it is the partition's
+    on both paths: kept by the task, or by the driver and sent to whichever Python worker runs
+    the partition next."""
     weights, histories = [], []
     for execution in ("auto", "rounds"):
         model = compiled_mlp(seed=2)
-        history = SparkModel(model, num_workers=2, seed=4, execution=execution, **options).fit(
+        history = SparkModel(model, **{"num_workers": 2, "seed": 4, "execution": execution, **options}).fit(
             frames["train"], epochs=2, batch_size=32, verbose=0)
         weights.append(model.get_flat_weights())
         histories.append(history)
     np.testing.assert_array_equal(weights[0], weights[1])
     assert histories[0].history == histories[1].history
     assert histories[0].settings["execution"] == "one job per fit"
-    assert histories[1].settings["execution"] == "one job per round (execution='rounds' was asked for)"
+    unit = "epoch" if options.get("mode") in ("async",) or options.get("variant") == "async" else "round"
+    assert histories[1].settings["execution"] == f"one job per {unit} (execution='rounds' was asked for)"
     assert len(jobs_of(spark, histories[1])) == len(histories[1].rounds)
     assert np.abs(weights[0] - compiled_mlp(seed=2).get_flat_weights()).max() > 1e-3
 
