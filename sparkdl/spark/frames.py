@@ -83,8 +83,10 @@ def _plan(schema, cols, width, who: str, what: str) -> ColumnPlan:
             raise ValueError(f"{who}: {what} column {names[0]!r} holds one number per row, the model "
                              f"expects {width} values (use a vector or array column, or a list of columns)")
         return ColumnPlan("columns", names, 1)
+    hint = "; index string labels first with pyspark.ml.feature.StringIndexer" \
+        if what == "label" and _type_name(dtype) == "StringType" else ""
     raise TypeError(f"{who}: {what} column {names[0]!r} has type {dtype.simpleString()}; expected an "
-                    f"ml Vector, an array of numbers, or numeric columns")
+                    f"ml Vector, an array of numbers, or numeric columns{hint}")
 
 
 def is_integer_input(dtype) -> bool:
@@ -118,12 +120,12 @@ def batch_to_array(batch, plan: ColumnPlan, who: str) -> np.ndarray:
                                            vector_struct_to_ids)
 
     if plan.kind == "columns":
-        return columns_to_dense([batch.column(name) for name in plan.names], who, ids=plan.ids)
+        return columns_to_dense([batch.column(name) for name in plan.names], who, ids=plan.ids, names=plan.names)
     column = batch.column(plan.names[0])
     width = plan.width
     if width is None:
         width = _first_width(column, plan.kind)
-    if plan.ids:
+    if repr(plan.names[0]) not in who:
         who = f"{who} (features column {plan.names[0]!r})"
     if plan.kind == "vector":
         if plan.ids:
@@ -233,6 +235,46 @@ def arrow_batch_rdd(df):
     return RDD(jrdd, df.sparkSession.sparkContext, NoOpSerializer()).mapPartitions(read)
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """Bad input found inside a task (a ``ValueError`` or ``TypeError`` of the conversion),
+    carried back as the task's result: the job ends normally, the driver raises one clean
+    exception, and no executor logs a stack trace per task attempt."""
+    kind: str            # "ValueError" or "TypeError"
+    message: str
+
+    def error(self) -> Exception:
+        return (TypeError if self.kind == "TypeError" else ValueError)(self.message)
+
+    def encode(self) -> bytes:
+        return f"{self.kind}\n{self.message}".encode()
+
+    @staticmethod
+    def decode(data: bytes) -> Refusal:
+        kind, message = data.decode().split("\n", 1)
+        return Refusal(kind, message)
+
+
+def refusing(fn):
+    """``fn`` returning a ``Refusal`` instead of raising a ValueError or TypeError."""
+    def run(*args):
+        try:
+            return fn(*args)
+        except (ValueError, TypeError) as exc:
+            return Refusal(type(exc).__name__, str(exc))
+    return run
+
+
+def raise_refusal(results, cleanup=None) -> None:
+    """Raise the first (in partition order) ``Refusal`` among a job's results, after
+    ``cleanup``."""
+    for result in results:
+        if isinstance(result, Refusal):
+            if cleanup is not None:
+                cleanup()
+            raise result.error()
+
+
 def _python_error(exc: BaseException) -> BaseException:
     """The ValueError/TypeError a Python task raised, recovered from Spark's wrapper."""
     text = str(exc)
@@ -324,19 +366,31 @@ def dataframe_blocks(df, model, features_col, label_col, num_workers, who, cache
     if probe.getNumPartitions() != parts or not barrier_ready(probe):
         selected = selected.repartition(parts)
         batches = arrow_batch_rdd(selected)
+    convert = refusing(convert)
     if batches is not None:
         rdd = batches.mapPartitions(lambda part: [convert(part)])
     else:                  # no RDD of Arrow batches: a mapInArrow's rows carry the blocks
         with_label = label is not None
 
         def encoded(batches):
-            xs, y = convert(batches)
+            block = convert(batches)
+            if isinstance(block, Refusal):
+                yield pa.RecordBatch.from_pydict({"rows": [-1], "block": [block.encode()]})
+                return
+            xs, y = block
             yield pa.RecordBatch.from_pydict({"rows": [len(xs[0])], "block": [encode_block(xs[0], y)]})
-        rdd = selected.mapInArrow(encoded, "rows long, block binary").rdd.map(
-            lambda row: decode_block(row.block, with_label)).map(lambda b: ([b[0]], b[1]))
+
+        def decoded(row):
+            if row.rows < 0:
+                return Refusal.decode(row.block)
+            x, y = decode_block(row.block, with_label)
+            return [x], y
+        rdd = selected.mapInArrow(encoded, "rows long, block binary").rdd.map(decoded)
     if cache:
         rdd.persist(StorageLevel.MEMORY_AND_DISK)
-    rows = _run_prep_job(lambda: rdd.map(lambda b: len(b[0][0])).collect(), who)
+    rows = _run_prep_job(lambda: rdd.map(lambda b: b if isinstance(b, Refusal) else len(b[0][0])).collect(),
+                         who)
+    raise_refusal(rows, rdd.unpersist)
     total = sum(rows)
     if total == 0:
         rdd.unpersist()
@@ -370,7 +424,7 @@ def rdd_blocks(rdd, model, num_workers, who, cache=True) -> Blocks:
     if rdd.getNumPartitions() != parts or not barrier_ready(rdd):
         rdd = rdd.repartition(parts)
 
-    def stack(index, pairs):
+    def stack(pairs):
         xs_rows, ys = [], []
         for pair in pairs:
             if not isinstance(pair, (tuple, list)) or len(pair) != 2:
@@ -389,12 +443,14 @@ def rdd_blocks(rdd, model, num_workers, who, cache=True) -> Blocks:
             xs.append(arr)
         y = loss.validate_targets(np.asarray(ys), out_shape) if ys else \
             loss.validate_targets(np.zeros((0,) + (out_shape if out_shape != (1,) else ())), out_shape)
-        yield xs, y
+        return xs, y
 
-    blocks = rdd.mapPartitionsWithIndex(stack)
+    stack = refusing(stack)
+    blocks = rdd.mapPartitions(lambda pairs: [stack(pairs)])
     if cache:
         blocks.persist(StorageLevel.MEMORY_AND_DISK)
-    rows = _run_prep_job(lambda: blocks.map(lambda b: len(b[1])).collect(), who)
+    rows = _run_prep_job(lambda: blocks.map(lambda b: b if isinstance(b, Refusal) else len(b[1])).collect(), who)
+    raise_refusal(rows, blocks.unpersist)
     if sum(rows) == 0:
         blocks.unpersist()
         raise ValueError(f"{who}: the RDD is empty; expected at least one (x, y) pair")
@@ -506,6 +562,11 @@ def evaluate_frame(df, model, features_col, label_col, batch_size) -> dict:
 
     def run(batches):
         import pyarrow as pa
+        state = refusing(evaluate_partition)(batches)
+        data = state.encode() if isinstance(state, Refusal) else pickle.dumps(state)
+        yield pa.RecordBatch.from_pydict({"refused": [isinstance(state, Refusal)], "state": [data]})
+
+    def evaluate_partition(batches):
         executor.use_task_cpus()
         m = executor.cached_model(model_bc)
         mets = [metrics_mod.get(x.get_config()) for x in m.metrics]
@@ -523,11 +584,11 @@ def evaluate_frame(df, model, features_col, label_col, batch_size) -> dict:
                 for met in mets:
                     met.update(y[a:a + batch_size], out)
             count += len(x)
-        state = pickle.dumps((loss_sum, count, [met.state for met in mets]))
-        yield pa.RecordBatch.from_pydict({"state": [state]})
+        return loss_sum, count, [met.state for met in mets]
 
     selected = df.select(*(features.names + label.names))
-    rows = _run_prep_job(lambda: selected.mapInArrow(run, "state binary").collect(), who)
+    rows = _run_prep_job(lambda: selected.mapInArrow(run, "refused boolean, state binary").collect(), who)
+    raise_refusal([Refusal.decode(row.state) for row in rows if row.refused], model_bc.destroy)
     loss_sum, count = 0.0, 0
     mets = [metrics_mod.get(x.get_config()) for x in model.metrics]
     for row in rows:
