@@ -1,8 +1,9 @@
 """sparkdl: train neural networks inside Apache Spark with a NumPy layer stack.
 
 The engine (``layers``, ``optimizers``, ``losses``, ``metrics``, ``callbacks``,
-``sparkdl.models``) needs only NumPy; ``SparkModel`` and the pyspark.ml stages import pyspark
-when first used. The exceptions callers catch (``sparkdl.errors``) are importable from here.
+``sparkdl.models``) needs only NumPy; ``SparkModel``, ``load_spark_model`` and the pyspark.ml
+stages import pyspark when first used. The exceptions callers catch (``sparkdl.errors``) are
+importable from here.
 """
 from __future__ import annotations
 
@@ -14,12 +15,12 @@ from sparkdl.errors import (AuthenticationError, NotCompiledError, ProtocolError
                             SparkTrainingDivergedError, TrainingDivergedError)
 
 if TYPE_CHECKING:
-    from sparkdl.spark import SparkModel
+    from sparkdl.spark import SparkModel, load_spark_model
 
 __version__ = "0.1.0"
 
-__all__ = ["SparkModel", "callbacks", "layers", "losses", "metrics", "optimizers", "set_random_seed",
-           "__version__", "AuthenticationError", "NotCompiledError", "ProtocolError", "RemoteError",
+__all__ = ["SparkModel", "load_spark_model", "callbacks", "layers", "losses", "metrics", "optimizers",
+           "set_random_seed", "__version__", "AuthenticationError", "NotCompiledError", "ProtocolError", "RemoteError",
            "SparkTrainingDivergedError", "TrainingDivergedError"]
 
 
@@ -28,9 +29,12 @@ def __getattr__(name: str) -> Any:
     if name == "SparkModel":
         from sparkdl.spark import SparkModel
         return SparkModel
+    if name == "load_spark_model":
+        from sparkdl.spark import load_spark_model
+        return load_spark_model
     raise AttributeError(f"module 'sparkdl' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    # dir() and tab completion list SparkModel although it is imported only on access.
-    return sorted([*globals(), "SparkModel"])
+    # dir() and tab completion list the Spark names although they are imported only on access.
+    return sorted([*globals(), "SparkModel", "load_spark_model"])

@@ -543,6 +543,36 @@ def _dense_vectors(values: np.ndarray):
         names=["type", "size", "indices", "values"])
 
 
+def _add_scores(model, metrics, xs, y, batch_size) -> float:
+    """Update ``metrics`` with the inference-mode outputs of ``(xs, y)``, batch by batch;
+    returns the loss summed over the rows."""
+    loss_sum = 0.0
+    for a in range(0, len(y), batch_size):
+        out = model.predict([x[a:a + batch_size] for x in xs], batch_size=batch_size)
+        loss_sum += float(np.sum(model.loss.per_sample(y[a:a + batch_size], out)))
+        for met in metrics:
+            met.update(y[a:a + batch_size], out)
+    return loss_sum
+
+
+def _combined_scores(model, parts, who: str, what: str) -> dict:
+    """``{"loss": ..., metric: ...}`` from each partition's ``(loss sum, rows, metric states)``."""
+    from sparkdl.engine import metrics as metrics_mod
+
+    loss_sum, count = 0.0, 0
+    mets = [metrics_mod.get(x.get_config()) for x in model.metrics]
+    for part_loss, part_count, states in parts:
+        loss_sum += part_loss
+        count += part_count
+        for met, st in zip(mets, states):
+            met.merge_state(st)
+    if count == 0:
+        raise ValueError(f"{who}: {what} is empty; expected at least one row")
+    result = {"loss": loss_sum / count}
+    result.update({met.name: met.result() for met in mets})
+    return result
+
+
 def evaluate_frame(df, model, features_col, label_col, batch_size) -> dict:
     """Loss and compiled metrics over ``df``, computed per partition on the executors; the
     driver adds up one small state per partition."""
@@ -578,31 +608,118 @@ def evaluate_frame(df, model, features_col, label_col, batch_size) -> dict:
             check_values(x, who, "features")
             x = x.reshape((-1,) + tuple(shape)).astype(dtype, copy=False)
             y = to_targets(batch_to_array(batch, label, _label_who(who, label)))
-            for a in range(0, len(x), batch_size):
-                out = m.predict(x[a:a + batch_size], batch_size=batch_size)
-                loss_sum += float(np.sum(m.loss.per_sample(y[a:a + batch_size], out)))
-                for met in mets:
-                    met.update(y[a:a + batch_size], out)
+            loss_sum += _add_scores(m, mets, [x], y, batch_size)
             count += len(x)
         return loss_sum, count, [met.state for met in mets]
 
     selected = df.select(*(features.names + label.names))
-    rows = _run_prep_job(lambda: selected.mapInArrow(run, "refused boolean, state binary").collect(), who)
-    raise_refusal([Refusal.decode(row.state) for row in rows if row.refused], model_bc.destroy)
-    loss_sum, count = 0.0, 0
-    mets = [metrics_mod.get(x.get_config()) for x in model.metrics]
-    for row in rows:
-        part_loss, part_count, states = pickle.loads(row.state)
-        loss_sum += part_loss
-        count += part_count
-        for met, st in zip(mets, states):
-            met.merge_state(st)
-    model_bc.destroy()
-    if count == 0:
-        raise ValueError(f"{who}: the DataFrame is empty; expected at least one row")
-    result = {"loss": loss_sum / count}
-    result.update({met.name: met.result() for met in mets})
-    return result
+    try:
+        rows = _run_prep_job(lambda: selected.mapInArrow(run, "refused boolean, state binary").collect(), who)
+    finally:
+        model_bc.destroy()
+    raise_refusal([Refusal.decode(row.state) for row in rows if row.refused])
+    return _combined_scores(model, [pickle.loads(row.state) for row in rows], who, "the DataFrame")
+
+
+def evaluate_blocks(rdd, model, batch_size: int, who: str) -> dict:
+    """Loss and compiled metrics over an RDD of blocks ``([x, ...], y)`` (the rows a fit holds
+    out with ``validation_split``), one small state per partition added up on the driver."""
+    from sparkdl.engine import metrics as metrics_mod
+    from sparkdl.spark import executor
+
+    model_bc = executor.ModelBroadcast(rdd.context, model)
+
+    def run(blocks):
+        executor.use_task_cpus()
+        m = executor.cached_model(model_bc)
+        mets = [metrics_mod.get(x.get_config()) for x in m.metrics]
+        loss_sum, count = 0.0, 0
+        for xs, y in blocks:
+            if len(y):
+                loss_sum += _add_scores(m, mets, xs, y, batch_size)
+                count += len(y)
+        yield loss_sum, count, [met.state for met in mets]
+
+    try:
+        parts = _run_prep_job(lambda: rdd.mapPartitions(run).collect(), who)
+    finally:
+        model_bc.destroy()
+    return _combined_scores(model, parts, who, "the validation data")
+
+
+# ---- rows held out for validation ------------------------------------------------------------
+def held_out_rows(rows: int, validation_split: float) -> int:
+    """How many of a partition's ``rows`` ``validation_split`` holds out: its last
+    ``rows - int(rows * (1 - validation_split))``, as Keras holds out the last fraction."""
+    return rows - int(rows * (1 - validation_split))
+
+
+def split_blocks(blocks: Blocks, validation_split: float) -> tuple[Blocks, Blocks]:
+    """``(training blocks, validation blocks)``: each partition's block cut before its last
+    ``held_out_rows``. Both read ``blocks``' cached RDD (no job runs, nothing more is cached),
+    so releasing ``blocks`` releases them."""
+    def head(block):
+        xs, y = block
+        at = len(y) - held_out_rows(len(y), validation_split)
+        return [x[:at] for x in xs], y[:at]
+
+    def tail(block):
+        xs, y = block
+        at = len(y) - held_out_rows(len(y), validation_split)
+        return [x[at:] for x in xs], y[at:]
+
+    held = [held_out_rows(r, validation_split) for r in blocks.rows]
+    train = Blocks(blocks.rdd.map(head, preservesPartitioning=True), [r - h for r, h in zip(blocks.rows, held)])
+    val = Blocks(blocks.rdd.map(tail, preservesPartitioning=True), held)
+    train.kept = val.kept = True       # nothing of their own to unpersist
+    return train, val
+
+
+# ---- prediction of an RDD of feature rows ----------------------------------------------------------
+def predict_rdd(rdd, model, batch_size: int, who: str = "SparkModel.predict") -> np.ndarray:
+    """The model's outputs for an RDD whose elements are one example's features each (an
+    array or a list of numbers; for a model of several inputs, a list of one array per
+    input), computed on the executors with the model broadcast once, in the RDD's order."""
+    from sparkdl.engine.data_adapter import to_input_list
+    from sparkdl.spark import executor
+
+    if not model.built:
+        raise ValueError(f"{who}: model '{model.name}' is not built; give it an input shape")
+    specs = model.input_specs()
+    out_shape = tuple(model.output_shape)
+    model_bc = executor.ModelBroadcast(rdd.context, model)
+
+    def run(rows):
+        rows = list(rows)
+        if not rows:
+            return
+        executor.use_task_cpus()
+        m = executor.cached_model(model_bc)
+        yield m.predict(to_input_list(_stack_rows(rows, specs, who), specs, who), batch_size=batch_size)
+
+    try:
+        parts = _run_prep_job(lambda: rdd.mapPartitions(run).collect(), who)
+    finally:
+        model_bc.destroy()
+    if not parts:
+        return np.zeros((0,) + out_shape, np.float32)
+    return np.concatenate(parts)
+
+
+def _stack_rows(rows: list, specs, who: str) -> list[np.ndarray]:
+    """One partition's feature rows as one array per model input."""
+    expected = " and ".join(str((None,) + tuple(shape)) for shape, _ in specs)
+    try:
+        if len(specs) == 1:
+            return [np.asarray(rows)]
+        if not all(isinstance(r, (list, tuple)) and len(r) == len(specs) for r in rows):
+            bad = next(r for r in rows if not (isinstance(r, (list, tuple)) and len(r) == len(specs)))
+            raise TypeError(f"{who}: expected each element of the RDD to be a list of {len(specs)} "
+                            f"arrays (one per model input), received {type(bad).__name__}")
+        return [np.asarray([r[i] for r in rows]) for i in range(len(specs))]
+    except ValueError as exc:     # rows of different lengths, or (x, y) pairs
+        raise ValueError(f"{who}: expected each element of the RDD to be one example's features "
+                         f"(inputs of shape {expected}), received rows NumPy cannot stack: {exc}") from None
 
 
 #: Most bytes of Arrow data from_arrays puts into one task (Spark warns above 1000 KiB per task).
