@@ -151,13 +151,23 @@ def modes() -> list[str]:
     return sorted(_MODES) + sorted(_ALIASES)
 
 
-def get_strategy(mode, **options) -> Strategy:
-    if isinstance(mode, Strategy):
-        return mode
+def _strategy_class(mode) -> type[Strategy]:
     key = _ALIASES.get(mode, mode) if isinstance(mode, str) else None
     if key not in _MODES:
         raise ValueError(f"unknown mode {mode!r}; expected one of {modes()}")
-    cls = _MODES[key]
+    return _MODES[key]
+
+
+def option_names(mode: str) -> tuple[str, ...]:
+    """The keyword options ``mode`` takes, as ``get_strategy(mode, **options)``."""
+    return _strategy_class(mode).option_names
+
+
+def get_strategy(mode, **options) -> Strategy:
+    if isinstance(mode, Strategy):
+        return mode
+    cls = _strategy_class(mode)
+    key = cls.name
     unknown = sorted(set(options) - set(cls.option_names))
     if unknown:
         takes = ", ".join(f"{name}=..." for name in cls.option_names)
