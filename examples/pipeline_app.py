@@ -149,7 +149,7 @@ def parse_args(argv=None):
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--lr", type=float, default=0.0, help="SGD learning rate (0: the model's 0.05)")
+    parser.add_argument("--lr", type=float, help="SGD learning rate (default: the model's 0.05)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if not args.input and not args.write_digits_csv:

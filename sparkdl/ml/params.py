@@ -141,7 +141,7 @@ class _NNParams(HasLabelCol, HasFeaturesCol, HasPredictionCol, HasSeed):
     def _set_given(self, given: dict[str, Any]) -> None:
         """Set the Params a ``@keyword_only`` call was given (None: not given), then check how
         they go together."""
-        self._set_checked(**{k: v for k, v in given.items() if k != "model" and v is not None})
+        self._set_checked(**{k: v for k, v in given.items() if v is not None})
         self._check_params()
 
     def _check_params(self) -> None:

@@ -73,6 +73,12 @@ class _NNStage(_NNParams):
     def _take_model(self, model: EngineModel | None) -> None:
         self._model = _check_model(model, type(self).__name__, self._classifier) if model is not None else None
 
+    def _construct(self, given: dict[str, Any]) -> None:
+        """A ``@keyword_only`` constructor's work: the model and the Params it was given."""
+        params = dict(given)
+        self._take_model(params.pop("model", None))
+        self._set_given(params)
+
     def _require_model(self, who: str) -> EngineModel:
         if self._model is None:
             raise ValueError(f"{type(self).__name__}.{who}: no model; pass model=<a compiled sparkdl model>")
@@ -240,8 +246,7 @@ class NNModel(_NNModelBase, PredictionModel[Vector], NNWritable, NNReadable):
                  seed: int | None = None, checkpointDir: str | None = None,
                  checkpointInterval: int | None = None, resume: bool | None = None):
         super().__init__()
-        self._take_model(model)
-        self._set_given(self._input_kwargs)
+        self._construct(self._input_kwargs)
 
 
 class NNClassifierModel(_NNClassifierMixin, _NNModelBase, ProbabilisticClassificationModel, NNWritable,
@@ -264,8 +269,7 @@ class NNClassifierModel(_NNClassifierMixin, _NNModelBase, ProbabilisticClassific
                  seed: int | None = None, checkpointDir: str | None = None,
                  checkpointInterval: int | None = None, resume: bool | None = None):
         super().__init__()
-        self._take_model(model)
-        self._set_given(self._input_kwargs)
+        self._construct(self._input_kwargs)
 
     @property
     def numClasses(self) -> int:
@@ -307,8 +311,7 @@ class NNEstimator(_NNEstimatorBase, Predictor[NNModel], NNWritable, NNReadable):
                  seed: int | None = None, checkpointDir: str | None = None,
                  checkpointInterval: int | None = None, resume: bool | None = None):
         super().__init__()
-        self._take_model(model)
-        self._set_given(self._input_kwargs)
+        self._construct(self._input_kwargs)
 
     def _fit(self, dataset: DataFrame) -> NNModel:
         return self._fitted(NNModel, dataset)
@@ -343,8 +346,7 @@ class NNClassifier(_NNClassifierMixin, _NNEstimatorBase, ProbabilisticClassifier
                  seed: int | None = None, checkpointDir: str | None = None,
                  checkpointInterval: int | None = None, resume: bool | None = None):
         super().__init__()
-        self._take_model(model)
-        self._set_given(self._input_kwargs)
+        self._construct(self._input_kwargs)
 
     def _fit(self, dataset: DataFrame) -> NNClassifierModel:
         return self._fitted(NNClassifierModel, dataset)
