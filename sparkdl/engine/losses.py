@@ -122,7 +122,9 @@ class CategoricalCrossentropy(Loss):
         """One-hot rows of class ids (``like``'s width and dtype); one-hot rows as they are."""
         if y_true.ndim == like.ndim:
             return y_true
-        return np.eye(like.shape[-1], dtype=like.dtype)[y_true]
+        rows = np.zeros(like.shape, dtype=like.dtype)
+        rows[np.arange(len(y_true)), y_true] = 1
+        return rows
 
     def per_sample(self, y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
         y_true = self._rows(y_true, y_pred)

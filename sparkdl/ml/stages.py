@@ -91,17 +91,6 @@ class _NNStage(_NNParams):
     def setPredictBatchSize(self: _S, value: int) -> _S:
         return self._set_checked(predictBatchSize=value)
 
-    def _check_params(self) -> None:
-        super()._check_params()
-        thresholds = self.getOrDefault("thresholds") if self.hasParam("thresholds") and \
-            self.isDefined("thresholds") else None
-        if thresholds is not None and self._model is not None:
-            from sparkdl.spark.frames import class_count
-            classes = class_count(self._model)
-            if len(thresholds) != classes:
-                raise ValueError(f"{type(self).__name__}: expected thresholds of length {classes} (the "
-                                 f"model's classes), received {len(thresholds)}: {thresholds}")
-
 
 class _NNEstimatorBase(_NNStage):
     """Training: the setters of every Param and the fit (concrete classes add Spark's
@@ -230,6 +219,15 @@ class _NNClassifierMixin(_NNStage):
 
     def setThresholds(self: _S, value: list[float]) -> _S:
         return self._set_checked(thresholds=value)
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        if self._model is not None and self.isDefined("thresholds"):
+            from sparkdl.spark.frames import class_count
+            thresholds, classes = self.getOrDefault("thresholds"), class_count(self._model)
+            if len(thresholds) != classes:
+                raise ValueError(f"{type(self).__name__}: expected thresholds of length {classes} (the "
+                                 f"model's classes), received {len(thresholds)}: {thresholds}")
 
 
 class NNModel(_NNModelBase, PredictionModel[Vector], NNWritable, NNReadable):
