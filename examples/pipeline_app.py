@@ -149,7 +149,7 @@ def build_parser():
     parser.add_argument("--epochs", type=int, default=10, help="passes over the training set (default 10)")
     parser.add_argument("--batch-size", type=int, default=32, help="examples per step (default 32)")
     parser.add_argument("--workers", type=int, default=2, help="partitions that train (default 2)")
-    parser.add_argument("--lr", type=float, default=0.0, help="SGD learning rate (0: the model's 0.05)")
+    parser.add_argument("--lr", type=float, help="SGD learning rate (default: the model's 0.05)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split, the weights and the batches")
     return parser
 

@@ -110,14 +110,29 @@ class BinaryCrossentropy(Loss):
 
 
 class CategoricalCrossentropy(Loss):
+    """Cross-entropy against one-hot (or probability) rows, or against class ids: targets of
+    shape ``(n,)`` for a ``(k,)`` output are one-hot encoded batch by batch, so a label column
+    of class ids (what Spark's evaluators read) trains exactly as its one-hot rows would."""
+
     name = "categorical_crossentropy"
     fusable_activation = "softmax"
 
+    @staticmethod
+    def _rows(y_true: np.ndarray, like: np.ndarray) -> np.ndarray:
+        """One-hot rows of class ids (``like``'s width and dtype); one-hot rows as they are."""
+        if y_true.ndim == like.ndim:
+            return y_true
+        rows = np.zeros(like.shape, dtype=like.dtype)
+        rows[np.arange(len(y_true)), y_true] = 1
+        return rows
+
     def per_sample(self, y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+        y_true = self._rows(y_true, y_pred)
         p = np.clip(y_pred, EPSILON, 1 - EPSILON)
         return -np.sum(y_true * np.log(p), axis=-1)
 
     def value_and_grad(self, y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, np.ndarray]:
+        y_true = self._rows(y_true, y_pred)
         p = np.clip(y_pred, EPSILON, 1 - EPSILON)
         n = len(p)
         loss = float(-np.sum(y_true * np.log(p)) / n)
@@ -126,9 +141,10 @@ class CategoricalCrossentropy(Loss):
         return loss, grad.astype(y_pred.dtype, copy=False)
 
     def per_sample_logits(self, y_true: np.ndarray, z: np.ndarray) -> np.ndarray:
-        return -np.sum(y_true * _log_softmax(z), axis=-1)
+        return -np.sum(self._rows(y_true, z) * _log_softmax(z), axis=-1)
 
     def value_and_grad_logits(self, y_true: np.ndarray, z: np.ndarray) -> tuple[float, np.ndarray]:
+        y_true = self._rows(y_true, z)
         logp = _log_softmax(z)
         n = len(z)
         loss = float(-np.sum(y_true * logp) / n)
@@ -136,6 +152,11 @@ class CategoricalCrossentropy(Loss):
         return loss, grad.astype(z.dtype, copy=False)
 
     def validate_targets(self, y: npt.ArrayLike, output_shape: tuple[int, ...]) -> np.ndarray:
+        y = np.asarray(y)
+        shape = tuple(output_shape)
+        # Class ids: (n,) or (n, 1) for a (k,) output with k > 1 (one-hot rows are (n, k)).
+        if len(shape) == 1 and shape[0] > 1 and y.ndim in (1, 2) and y.shape[1:] in ((), (1,)):
+            return class_ids(y.reshape(-1), shape[0], self.name)
         y = super().validate_targets(y, output_shape)
         if y.size and y.min() < 0:
             raise ValueError(f"{self.name}: expected one-hot or probability rows, received a "
@@ -184,17 +205,23 @@ class SparseCategoricalCrossentropy(Loss):
         if y.ndim != 1:
             raise ValueError(f"{self.name}: expected integer class ids of shape (n,), received "
                              f"shape {y.shape} (use categorical_crossentropy for one-hot rows)")
-        if not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)):
-            raise TypeError(f"{self.name}: expected integer class ids, received dtype {y.dtype}")
-        n_classes = output_shape[-1]
-        if y.size:
-            if np.issubdtype(y.dtype, np.floating) and not np.all(np.isfinite(y) & (y == np.round(y))):
-                raise ValueError(f"{self.name}: expected integer class ids, received non-integer values")
-            lo, hi = y.min(), y.max()
-            if lo < 0 or hi >= n_classes:
-                raise ValueError(f"{self.name}: expected class ids in [0, {n_classes - 1}] for a model "
-                                 f"with {n_classes} outputs, received values in [{lo:g}, {hi:g}]")
-        return y.astype(np.int64, copy=False)
+        return class_ids(y, output_shape[-1], self.name)
+
+
+def class_ids(y: np.ndarray, n_classes: int, who: str) -> np.ndarray:
+    """``y`` (one dimension) checked as class ids of a model with ``n_classes`` outputs: whole
+    numbers (integers, or floats such as a Spark label column holds) in ``[0, n_classes)``;
+    returned as int64."""
+    if not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)):
+        raise TypeError(f"{who}: expected integer class ids, received dtype {y.dtype}")
+    if y.size:
+        if np.issubdtype(y.dtype, np.floating) and not np.all(np.isfinite(y) & (y == np.round(y))):
+            raise ValueError(f"{who}: expected integer class ids, received non-integer values")
+        lo, hi = y.min(), y.max()
+        if lo < 0 or hi >= n_classes:
+            raise ValueError(f"{who}: expected class ids in [0, {n_classes - 1}] for a model "
+                             f"with {n_classes} outputs, received values in [{lo:g}, {hi:g}]")
+    return y.astype(np.int64, copy=False)
 
 
 _REGISTRY = {cls.name: cls for cls in (MeanSquaredError, BinaryCrossentropy,

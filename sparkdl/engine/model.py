@@ -488,6 +488,33 @@ class Model:
             out[a:b] = self._forward([x[a:b] for x in xs], training=False)
         return out
 
+    def _logits_layer(self) -> Layer | None:
+        """The output layer when it ends with a softmax or sigmoid it can leave out (the
+        activations a cross-entropy fuses with), else None."""
+        out = self._output_layer()
+        act = getattr(getattr(out, "activation", None), "name", None)
+        # The activations the cross-entropies fuse with (Loss.fusable_activation).
+        return out if act in ("softmax", "sigmoid") and hasattr(out, "forward_logits") else None
+
+    @_engine_threads
+    def logits_and_outputs(self, xs: list[np.ndarray], batch_size: int
+                           ) -> tuple[npt.NDArray[np.float32] | None, npt.NDArray[np.float32]]:
+        """``(logits, outputs)`` of checked inputs (as ``predict_arrays`` takes them) from one
+        forward pass in inference mode: the logits are the values the output layer's softmax
+        or sigmoid is applied to, and None when the output layer has neither. Internal API:
+        the pyspark.ml classifiers' ``rawPrediction`` (``sparkdl.spark.frames``)."""
+        layer = self._logits_layer()
+        if layer is None:
+            return None, self.predict_arrays(xs, batch_size)
+        n = len(xs[0])
+        logits = np.empty((n,) + tuple(self.output_shape), dtype=np.float32)
+        outputs = np.empty_like(logits)
+        activation = layer.activation  # type: ignore[attr-defined]  # _logits_layer checked it
+        for a, b in batches(n, batch_size):
+            logits[a:b] = self._forward([x[a:b] for x in xs], training=False, logits=True)
+            activation.forward(logits[a:b], out=outputs[a:b])
+        return logits, outputs
+
     @_engine_threads
     def predict(self, x: npt.ArrayLike, batch_size: int = 256, verbose: int = 0) -> npt.NDArray[np.float32]:
         batch_size = checks.integer(batch_size, "batch_size", "predict", at_least=1)

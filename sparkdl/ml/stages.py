@@ -1,11 +1,15 @@
 """pyspark.ml stages around a compiled sparkdl model: ``NNEstimator`` -> ``NNModel`` and
-``NNClassifier`` -> ``NNClassifierModel``.
+``NNClassifier`` -> ``NNClassifierModel``, built on Spark's own ``Predictor`` and
+``ProbabilisticClassifier`` bases so they answer as ``LogisticRegression`` does (a setter and a
+getter per Param, ``numFeatures``, ``numClasses``, ``predict``, ``predictRaw``,
+``predictProbability``, and the columns ``rawPrediction``, ``probability``, ``prediction``).
 
 The estimators hold a compiled model as a template (never trained in place: each ``fit``
 trains a copy, so ``CrossValidator`` starts every fold from the same weights) and train it with
 ``SparkModel``; the fitted models predict on the executors through Arrow batches. Every
-training option is a Param, so ``ParamGridBuilder`` can vary it; the model itself travels
-next to the Params (JSON architecture and binary weights on save, see ``persistence``).
+training option is a Param (``sparkdl.ml.params``), so ``ParamGridBuilder`` can vary it; the
+model itself travels next to the Params (JSON architecture and binary weights on save, see
+``persistence``).
 """
 from __future__ import annotations
 
@@ -13,13 +17,13 @@ import logging
 import pickle
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import numpy as np
 from pyspark import keyword_only
-from pyspark.ml import Estimator, Model
-from pyspark.ml.param import Param, Params, TypeConverters
-from pyspark.ml.param.shared import (HasFeaturesCol, HasLabelCol, HasPredictionCol, HasProbabilityCol,
-                                     HasRawPredictionCol, HasSeed)
+from pyspark.ml.base import PredictionModel, Predictor
+from pyspark.ml.classification import ProbabilisticClassificationModel, ProbabilisticClassifier
+from pyspark.ml.linalg import DenseVector, Vector
 
-from sparkdl.engine import checks
+from sparkdl.ml.params import _NNParams
 from sparkdl.ml.persistence import NNReadable, NNWritable
 
 if TYPE_CHECKING:
@@ -30,121 +34,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_E = TypeVar("_E", bound="_NNEstimatorBase")
+_S = TypeVar("_S", bound="_NNStage")
+_M = TypeVar("_M", bound="_NNModelBase")
 
 
-class _NNParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, HasSeed):
-    """Params shared by the estimators and their models."""
-
-    _input_kwargs: dict[str, Any]  # set by @keyword_only
-
-    epochs = Param(Params._dummy(), "epochs", "passes over the training data (>= 0)",
-                   typeConverter=TypeConverters.toInt)
-    batchSize = Param(Params._dummy(), "batchSize", "examples per training step (>= 1)",
-                      typeConverter=TypeConverters.toInt)
-    mode = Param(Params._dummy(), "mode",
-                 "how workers combine: sync, async, hogwild or ssp (see SparkModel)",
-                 typeConverter=TypeConverters.toString)
-    frequency = Param(Params._dummy(), "frequency",
-                      "local steps between synchronisations: 'epoch', 'batch' or an integer tau",
-                      typeConverter=TypeConverters.toString)
-    staleness = Param(Params._dummy(), "staleness",
-                      "mode ssp: how many pushes a worker may run ahead of the slowest (>= 0)",
-                      typeConverter=TypeConverters.toInt)
-    aggregate = Param(Params._dummy(), "aggregate",
-                      "what workers send: 'weights' (model averaging) or 'gradients'",
-                      typeConverter=TypeConverters.toString)
-    numWorkers = Param(Params._dummy(), "numWorkers",
-                       "partitions that train (0: the cluster's default parallelism)",
-                       typeConverter=TypeConverters.toInt)
-    learningRate = Param(Params._dummy(), "learningRate",
-                         "the optimizer's learning rate (0: keep the compiled optimizer's)",
-                         typeConverter=TypeConverters.toFloat)
-    predictBatchSize = Param(Params._dummy(), "predictBatchSize",
-                             "rows per forward pass when predicting (>= 1)",
-                             typeConverter=TypeConverters.toInt)
-
-    checkpointDir = Param(Params._dummy(), "checkpointDir",
-                          "a local directory for training checkpoints ('': none); see SparkModel.fit",
-                          typeConverter=TypeConverters.toString)
-    checkpointInterval = Param(Params._dummy(), "checkpointInterval",
-                               "rounds (epochs in the async modes) between checkpoints (>= 1)",
-                               typeConverter=TypeConverters.toInt)
-    resume = Param(Params._dummy(), "resume",
-                   "continue from the newest checkpoint in checkpointDir, if there is one",
-                   typeConverter=TypeConverters.toBoolean)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._setDefault(epochs=10, batchSize=64, mode="sync", frequency="epoch", staleness=2,
-                         aggregate="weights", numWorkers=0, learningRate=0.0,
-                         predictBatchSize=1024, seed=0, checkpointDir="", checkpointInterval=1,
-                         resume=False)
-
-    def getEpochs(self) -> int:
-        return self.getOrDefault(self.epochs)
-
-    def getBatchSize(self) -> int:
-        return self.getOrDefault(self.batchSize)
-
-    def getMode(self) -> str:
-        return self.getOrDefault(self.mode)
-
-    def getFrequency(self) -> str:
-        return self.getOrDefault(self.frequency)
-
-    def getStaleness(self) -> int:
-        return self.getOrDefault(self.staleness)
-
-    def getAggregate(self) -> str:
-        return self.getOrDefault(self.aggregate)
-
-    def getNumWorkers(self) -> int:
-        return self.getOrDefault(self.numWorkers)
-
-    def getLearningRate(self) -> float:
-        return self.getOrDefault(self.learningRate)
-
-    def getPredictBatchSize(self) -> int:
-        return self.getOrDefault(self.predictBatchSize)
-
-    def getCheckpointDir(self) -> str:
-        return self.getOrDefault(self.checkpointDir)
-
-    def getCheckpointInterval(self) -> int:
-        return self.getOrDefault(self.checkpointInterval)
-
-    def getResume(self) -> bool:
-        return self.getOrDefault(self.resume)
-
-    # ---- checks ------------------------------------------------------------------------------
-    def _frequency_value(self) -> str | int:
-        """The frequency Param (a string) as SparkModel takes it: "3" is the int 3."""
-        from sparkdl.distributed.strategies import check_frequency
-        value = self.getFrequency()
-        return check_frequency(int(value) if value.isdigit() else value, type(self).__name__)
-
-    def _spark_options(self) -> dict:
-        return {"staleness": self.getStaleness()} if self.getMode() == "ssp" else {}
-
-    def _check_params(self) -> None:
-        """Clear errors for out-of-range values, whether set at construction, by ``set`` or by a
-        grid: the rules of SparkModel's arguments, run before every fit and transform."""
-        name = type(self).__name__
-        for param, low in ((self.epochs, 0), (self.batchSize, 1), (self.numWorkers, 0),
-                           (self.predictBatchSize, 1), (self.staleness, 0), (self.checkpointInterval, 1)):
-            checks.integer(self.getOrDefault(param), param.name, name, at_least=low)
-        checks.number(self.getLearningRate(), "learningRate", name, at_least=0)
-        from sparkdl.distributed.strategies import get_strategy, modes
-        if self.getMode() not in modes():
-            raise ValueError(f"{name}: unknown mode {self.getMode()!r}; expected one of {modes()}")
-        get_strategy(self.getMode(), **self._spark_options()).check_aggregate(self.getAggregate(), name)
-        self._frequency_value()
-        if self.getResume() and not self.getCheckpointDir():
-            raise ValueError(f"{name}: resume=True needs checkpointDir (the directory to resume from)")
-
-
-def _check_model(model: EngineModel, who: str, classifier: bool) -> EngineModel:
+def _check_model(model: Any, who: str, classifier: bool) -> EngineModel:
     from sparkdl.engine.model import Model as EngineModel
     if not isinstance(model, EngineModel):
         raise TypeError(f"{who}: expected model=<a compiled sparkdl model>, received "
@@ -167,178 +61,304 @@ def _copy_of(model: EngineModel) -> EngineModel:
     return pickle.loads(cloudpickle.dumps(model))
 
 
-class _NNEstimatorBase(Estimator, _NNParams, NNWritable, NNReadable):
+class _NNStage(_NNParams):
+    """What estimators and models share besides the Params: the sparkdl model they hold."""
+
     _classifier = False
-    _model_class: type[_NNModelBase]
 
-    def __init__(self, model: EngineModel | None):
+    def __init__(self) -> None:
         super().__init__()
-        self._model = _check_model(model, type(self).__name__, self._classifier) \
-            if model is not None else None
+        self._model: EngineModel | None = None
 
-    def getModel(self) -> EngineModel | None:
-        """The template model (compiled, untrained by ``fit``)."""
+    def _take_model(self, model: EngineModel | None) -> None:
+        self._model = _check_model(model, type(self).__name__, self._classifier) if model is not None else None
+
+    def _construct(self, given: dict[str, Any]) -> None:
+        """A ``@keyword_only`` constructor's work: the model and the Params it was given."""
+        params = dict(given)
+        self._take_model(params.pop("model", None))
+        self._set_given(params)
+
+    def _require_model(self, who: str) -> EngineModel:
+        if self._model is None:
+            raise ValueError(f"{type(self).__name__}.{who}: no model; pass model=<a compiled sparkdl model>")
         return self._model
 
-    def setModel(self: _E, model: EngineModel) -> _E:
+    def getModel(self) -> EngineModel | None:
+        """The sparkdl model: the template of an estimator, the trained network of a model."""
+        return self._model
+
+    def setPredictBatchSize(self: _S, value: int) -> _S:
+        return self._set_checked(predictBatchSize=value)
+
+
+class _NNEstimatorBase(_NNStage):
+    """Training: the setters of every Param and the fit (concrete classes add Spark's
+    ``Predictor`` or ``ProbabilisticClassifier``, which bring the column setters)."""
+
+    def setModel(self: _S, model: EngineModel) -> _S:
         self._model = _check_model(model, type(self).__name__, self._classifier)
         return self
 
-    def _fit(self, dataset: DataFrame) -> _NNModelBase:
+    def setEpochs(self: _S, value: int) -> _S:
+        return self._set_checked(epochs=value)
+
+    def setBatchSize(self: _S, value: int) -> _S:
+        return self._set_checked(batchSize=value)
+
+    def setMode(self: _S, value: str) -> _S:
+        return self._set_checked(mode=value)
+
+    def setFrequency(self: _S, value: str | int) -> _S:
+        return self._set_checked(frequency=value)
+
+    def setStaleness(self: _S, value: int) -> _S:
+        return self._set_checked(staleness=value)
+
+    def setAggregate(self: _S, value: str) -> _S:
+        return self._set_checked(aggregate=value)
+
+    def setNumWorkers(self: _S, value: int) -> _S:
+        return self._set_checked(numWorkers=value)
+
+    def setLearningRate(self: _S, value: float) -> _S:
+        return self._set_checked(learningRate=value)
+
+    def setSeed(self: _S, value: int) -> _S:
+        return self._set_checked(seed=value)
+
+    def setCheckpointDir(self: _S, value: str) -> _S:
+        return self._set_checked(checkpointDir=value)
+
+    def setCheckpointInterval(self: _S, value: int) -> _S:
+        return self._set_checked(checkpointInterval=value)
+
+    def setResume(self: _S, value: bool) -> _S:
+        return self._set_checked(resume=value)
+
+    def _fitted(self, model_class: type[_M], dataset: DataFrame) -> _M:
+        """``_fit``: train a copy of the template, and return it as a ``model_class`` stage with
+        this stage's Params and the History."""
         name = type(self).__name__
-        if self._model is None:
-            raise ValueError(f"{name}: no model; pass model=<a compiled sparkdl model>")
+        template = self._require_model("fit")
         self._check_params()
         from sparkdl.spark import SparkModel
-        model = _copy_of(self._model)
-        if self.getLearningRate() > 0:
+        model = _copy_of(template)
+        if self.isDefined(self.learningRate):
             assert model.optimizer is not None, "_check_model took a compiled model"
             model.optimizer.learning_rate = self.getLearningRate()
         spark_model = SparkModel(model, mode=self.getMode(), frequency=self._frequency_value(),
-                                 num_workers=self.getNumWorkers() or None,
-                                 aggregate=self.getAggregate(), seed=self.getSeed(),
-                                 **self._spark_options())
+                                 num_workers=self.getNumWorkers() if self.isDefined(self.numWorkers) else None,
+                                 aggregate=self.getAggregate(), seed=self.getSeed(), **self._mode_options())
+        checkpoints = self.isDefined(self.checkpointDir)
         history = spark_model.fit(dataset, epochs=self.getEpochs(), batch_size=self.getBatchSize(),
                                   features_col=self.getFeaturesCol(), label_col=self.getLabelCol(),
-                                  verbose=0, checkpoint_dir=self.getCheckpointDir() or None,
+                                  verbose=0, checkpoint_dir=self.getCheckpointDir() if checkpoints else None,
                                   checkpoint_every=self.getCheckpointInterval(), resume=self.getResume())
-        logger.info("%s: trained %d epochs, final loss %s", name, len(history.history.get("loss", [])),
-                    history.history.get("loss", [None])[-1] if history.history.get("loss") else None)
-        fitted = self._model_class(model=model)
+        losses = history.history.get("loss") or [None]
+        logger.info("%s: trained %d epochs, final loss %s", name, len(history.epoch), losses[-1])
+        fitted = model_class()
+        fitted._take_model(model)
         self._copyValues(fitted)
         fitted.history = history
         return fitted
 
 
-class _NNModelBase(Model, _NNParams, NNWritable, NNReadable):
-    _classifier = False
+class _NNModelBase(_NNStage):
+    """Inference: ``numFeatures``, ``predict`` on one Vector and ``transform`` on the executors;
+    ``history`` is the training History (kept by save and load)."""
 
-    def __init__(self, model: EngineModel | None):
+    def __init__(self) -> None:
         super().__init__()
-        self._model = _check_model(model, type(self).__name__, self._classifier) \
-            if model is not None else None
         self.history: History | None = None
 
-    def getModel(self) -> EngineModel | None:
-        """The trained sparkdl model."""
-        return self._model
+    @property
+    def numFeatures(self) -> int:
+        """Feature values per row the model takes (-1 without a model, as in Spark)."""
+        if self._model is None:
+            return -1
+        (shape, _), = self._model.input_specs()
+        return int(np.prod(shape))
 
-    def _output_columns(self) -> dict:
+    def _predictions(self, value: Vector, who: str) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """``(prediction, rawPrediction, probability)`` of one row, as ``transform`` computes them."""
+        from sparkdl.spark import frames
+        model = self._require_model(who)
+        self._check_params()
+        x = frames.vector_rows(model, [value], f"{type(self).__name__}.{who}")
+        return frames.predictions(model, x, 1, self._thresholds())
+
+    def predict(self, value: Vector) -> float:
+        """The prediction of one feature Vector: the class index for a classifier, the output of
+        a one-output regressor (a model with several outputs: use ``transform``)."""
+        prediction, _, _ = self._predictions(value, "predict")
+        if prediction.ndim != 1:
+            raise ValueError(f"{type(self).__name__}.predict: expected a model with one output (or a "
+                             f"classifier), received one with {prediction.shape[1]} outputs; use transform")
+        return float(prediction[0])
+
+    def _thresholds(self) -> list[float] | None:
+        return None
+
+    def _output_columns(self) -> dict[str, Any]:
         return {"probability_col": None, "raw_prediction_col": None}
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
+        model = self._require_model("transform")
         self._check_params()
         from sparkdl.spark import frames
-        return frames.predict_frame(dataset, self._model, self.getFeaturesCol(), self.getPredictionCol(),
-                                    batch_size=self.getPredictBatchSize(),
+        return frames.predict_frame(dataset, model, self.getFeaturesCol(), self.getPredictionCol(),
+                                    batch_size=self.getPredictBatchSize(), thresholds=self._thresholds(),
                                     who=f"{type(self).__name__}.transform", **self._output_columns())
 
 
-class NNModel(_NNModelBase):
-    """A trained network: ``transform`` adds ``predictionCol`` (a double for one output, an
-    array of doubles for several), computed on the executors."""
-
-    @keyword_only
-    def __init__(self, *, model: EngineModel | None = None, featuresCol: str = "features",
-                 labelCol: str = "label", predictionCol: str = "prediction", epochs: int = 10,
-                 batchSize: int = 64, mode: str = "sync", frequency: str = "epoch", staleness: int = 2,
-                 aggregate: str = "weights", numWorkers: int = 0, learningRate: float = 0.0,
-                 predictBatchSize: int = 1024, seed: int = 0, checkpointDir: str = "",
-                 checkpointInterval: int = 1, resume: bool = False):
-        super().__init__(model)
-        kwargs = dict(self._input_kwargs)
-        kwargs.pop("model", None)
-        self._set(**kwargs)
-
-
-class NNClassifierModel(_NNModelBase, HasProbabilityCol, HasRawPredictionCol):
-    """A trained classifier: ``transform`` adds ``predictionCol`` (the class index as a
-    double), ``probabilityCol`` and ``rawPredictionCol`` (class probabilities as ml Vectors;
-    for one sigmoid output ``[1 - p, p]``), which Spark's classification evaluators read."""
+class _NNClassifierMixin(_NNStage):
+    """Thresholds as Spark's probabilistic classifiers take them, checked when set."""
 
     _classifier = True
 
-    @keyword_only
-    def __init__(self, *, model: EngineModel | None = None, featuresCol: str = "features",
-                 labelCol: str = "label", predictionCol: str = "prediction",
-                 probabilityCol: str = "probability", rawPredictionCol: str = "rawPrediction",
-                 epochs: int = 10, batchSize: int = 64, mode: str = "sync", frequency: str = "epoch",
-                 staleness: int = 2, aggregate: str = "weights", numWorkers: int = 0,
-                 learningRate: float = 0.0, predictBatchSize: int = 1024, seed: int = 0,
-                 checkpointDir: str = "", checkpointInterval: int = 1, resume: bool = False):
-        super().__init__(model)
-        kwargs = dict(self._input_kwargs)
-        kwargs.pop("model", None)
-        self._set(**kwargs)
+    def setThresholds(self: _S, value: list[float]) -> _S:
+        return self._set_checked(thresholds=value)
 
-    def _output_columns(self) -> dict:
+    def _check_params(self) -> None:
+        super()._check_params()
+        if self._model is not None and self.isDefined("thresholds"):
+            from sparkdl.spark.frames import class_count
+            thresholds, classes = self.getOrDefault("thresholds"), class_count(self._model)
+            if len(thresholds) != classes:
+                raise ValueError(f"{type(self).__name__}: expected thresholds of length {classes} (the "
+                                 f"model's classes), received {len(thresholds)}: {thresholds}")
+
+
+class NNModel(_NNModelBase, PredictionModel[Vector], NNWritable, NNReadable):
+    """A trained network: ``transform`` adds ``predictionCol`` (a double for one output, an
+    array of doubles for several; the class index for a crossentropy model), computed on the
+    executors."""
+
+    @keyword_only
+    def __init__(self, *, model: EngineModel | None = None, featuresCol: str | None = None,
+                 labelCol: str | None = None, predictionCol: str | None = None, epochs: int | None = None,
+                 batchSize: int | None = None, mode: str | None = None, frequency: str | int | None = None,
+                 staleness: int | None = None, aggregate: str | None = None, numWorkers: int | None = None,
+                 learningRate: float | None = None, predictBatchSize: int | None = None,
+                 seed: int | None = None, checkpointDir: str | None = None,
+                 checkpointInterval: int | None = None, resume: bool | None = None):
+        super().__init__()
+        self._construct(self._input_kwargs)
+
+
+class NNClassifierModel(_NNClassifierMixin, _NNModelBase, ProbabilisticClassificationModel, NNWritable,
+                        NNReadable):
+    """A trained classifier, answering as Spark's ``LogisticRegressionModel``: ``transform``
+    adds ``rawPredictionCol`` (margins: the logits of a softmax output, ``[-z, z]`` for one
+    sigmoid unit of logit ``z``; the probabilities where the output has neither activation),
+    ``probabilityCol`` (class probabilities; ``[1 - p, p]`` for one sigmoid unit) and
+    ``predictionCol`` (the class index as a double), in that order. An empty column name
+    leaves that column out."""
+
+    @keyword_only
+    def __init__(self, *, model: EngineModel | None = None, featuresCol: str | None = None,
+                 labelCol: str | None = None, predictionCol: str | None = None,
+                 probabilityCol: str | None = None, rawPredictionCol: str | None = None,
+                 thresholds: list[float] | None = None, epochs: int | None = None,
+                 batchSize: int | None = None, mode: str | None = None, frequency: str | int | None = None,
+                 staleness: int | None = None, aggregate: str | None = None, numWorkers: int | None = None,
+                 learningRate: float | None = None, predictBatchSize: int | None = None,
+                 seed: int | None = None, checkpointDir: str | None = None,
+                 checkpointInterval: int | None = None, resume: bool | None = None):
+        super().__init__()
+        self._construct(self._input_kwargs)
+
+    @property
+    def numClasses(self) -> int:
+        """Classes the model tells apart: its output units, 2 for one sigmoid unit (-1 without
+        a model)."""
+        from sparkdl.spark.frames import class_count
+        return class_count(self._model) if self._model is not None else -1
+
+    def predictRaw(self, value: Vector) -> DenseVector:
+        """The margins of one feature Vector (the ``rawPrediction`` of its row)."""
+        _, raw, _ = self._predictions(value, "predictRaw")
+        assert raw is not None, "a classifier has margins"
+        return DenseVector(raw[0])
+
+    def predictProbability(self, value: Vector) -> DenseVector:
+        """The class probabilities of one feature Vector (the ``probability`` of its row)."""
+        _, _, prob = self._predictions(value, "predictProbability")
+        assert prob is not None, "a classifier has probabilities"
+        return DenseVector(prob[0])
+
+    def _thresholds(self) -> list[float] | None:
+        return self.getThresholds() if self.isDefined(self.thresholds) else None
+
+    def _output_columns(self) -> dict[str, Any]:
         return {"probability_col": self.getProbabilityCol() or None,
                 "raw_prediction_col": self.getRawPredictionCol() or None}
 
 
-class NNEstimator(_NNEstimatorBase):
+class NNEstimator(_NNEstimatorBase, Predictor[NNModel], NNWritable, NNReadable):
     """Trains a compiled sparkdl model on a DataFrame with ``SparkModel``; ``fit`` returns an
-    ``NNModel``. For classifiers, ``NNClassifier`` adds probability columns."""
-
-    _model_class = NNModel
+    ``NNModel``. For classifiers, ``NNClassifier`` adds the probability columns."""
 
     @keyword_only
-    def __init__(self, *, model: EngineModel | None = None, featuresCol: str = "features",
-                 labelCol: str = "label", predictionCol: str = "prediction", epochs: int = 10,
-                 batchSize: int = 64, mode: str = "sync", frequency: str = "epoch", staleness: int = 2,
-                 aggregate: str = "weights", numWorkers: int = 0, learningRate: float = 0.0,
-                 predictBatchSize: int = 1024, seed: int = 0, checkpointDir: str = "",
-                 checkpointInterval: int = 1, resume: bool = False):
-        super().__init__(model)
-        kwargs = dict(self._input_kwargs)
-        kwargs.pop("model", None)
-        self._set(**kwargs)
-        self._check_params()
+    def __init__(self, *, model: EngineModel | None = None, featuresCol: str | None = None,
+                 labelCol: str | None = None, predictionCol: str | None = None, epochs: int | None = None,
+                 batchSize: int | None = None, mode: str | None = None, frequency: str | int | None = None,
+                 staleness: int | None = None, aggregate: str | None = None, numWorkers: int | None = None,
+                 learningRate: float | None = None, predictBatchSize: int | None = None,
+                 seed: int | None = None, checkpointDir: str | None = None,
+                 checkpointInterval: int | None = None, resume: bool | None = None):
+        super().__init__()
+        self._construct(self._input_kwargs)
+
+    def _fit(self, dataset: DataFrame) -> NNModel:
+        return self._fitted(NNModel, dataset)
 
     @keyword_only
     def setParams(self, *, featuresCol: str | None = None, labelCol: str | None = None,
                   predictionCol: str | None = None, epochs: int | None = None, batchSize: int | None = None,
-                  mode: str | None = None, frequency: str | None = None, staleness: int | None = None,
+                  mode: str | None = None, frequency: str | int | None = None, staleness: int | None = None,
                   aggregate: str | None = None, numWorkers: int | None = None,
                   learningRate: float | None = None, predictBatchSize: int | None = None,
                   seed: int | None = None, checkpointDir: str | None = None,
                   checkpointInterval: int | None = None, resume: bool | None = None) -> NNEstimator:
-        self._set(**{k: v for k, v in self._input_kwargs.items() if v is not None})
-        self._check_params()
+        """Set the Params given (None leaves a Param as it is)."""
+        self._set_given(self._input_kwargs)
         return self
 
 
-class NNClassifier(_NNEstimatorBase, HasProbabilityCol, HasRawPredictionCol):
-    """``NNEstimator`` for classifiers (a crossentropy loss): ``fit`` returns an
-    ``NNClassifierModel`` whose output columns Spark's ``MulticlassClassificationEvaluator``
-    and ``BinaryClassificationEvaluator`` read."""
-
-    _classifier = True
-    _model_class = NNClassifierModel
+class NNClassifier(_NNClassifierMixin, _NNEstimatorBase, ProbabilisticClassifier, NNWritable, NNReadable):
+    """``NNEstimator`` for classifiers (a crossentropy loss), as Spark's ``LogisticRegression``:
+    ``fit`` returns an ``NNClassifierModel`` whose columns Spark's
+    ``MulticlassClassificationEvaluator`` and ``BinaryClassificationEvaluator`` read. The label
+    column holds class ids (numbers), or one-hot vectors for ``categorical_crossentropy``."""
 
     @keyword_only
-    def __init__(self, *, model: EngineModel | None = None, featuresCol: str = "features",
-                 labelCol: str = "label", predictionCol: str = "prediction",
-                 probabilityCol: str = "probability", rawPredictionCol: str = "rawPrediction",
-                 epochs: int = 10, batchSize: int = 64, mode: str = "sync", frequency: str = "epoch",
-                 staleness: int = 2, aggregate: str = "weights", numWorkers: int = 0,
-                 learningRate: float = 0.0, predictBatchSize: int = 1024, seed: int = 0,
-                 checkpointDir: str = "", checkpointInterval: int = 1, resume: bool = False):
-        super().__init__(model)
-        kwargs = dict(self._input_kwargs)
-        kwargs.pop("model", None)
-        self._set(**kwargs)
-        self._check_params()
+    def __init__(self, *, model: EngineModel | None = None, featuresCol: str | None = None,
+                 labelCol: str | None = None, predictionCol: str | None = None,
+                 probabilityCol: str | None = None, rawPredictionCol: str | None = None,
+                 thresholds: list[float] | None = None, epochs: int | None = None,
+                 batchSize: int | None = None, mode: str | None = None, frequency: str | int | None = None,
+                 staleness: int | None = None, aggregate: str | None = None, numWorkers: int | None = None,
+                 learningRate: float | None = None, predictBatchSize: int | None = None,
+                 seed: int | None = None, checkpointDir: str | None = None,
+                 checkpointInterval: int | None = None, resume: bool | None = None):
+        super().__init__()
+        self._construct(self._input_kwargs)
+
+    def _fit(self, dataset: DataFrame) -> NNClassifierModel:
+        return self._fitted(NNClassifierModel, dataset)
 
     @keyword_only
     def setParams(self, *, featuresCol: str | None = None, labelCol: str | None = None,
                   predictionCol: str | None = None, probabilityCol: str | None = None,
-                  rawPredictionCol: str | None = None, epochs: int | None = None,
-                  batchSize: int | None = None, mode: str | None = None, frequency: str | None = None,
-                  staleness: int | None = None, aggregate: str | None = None, numWorkers: int | None = None,
+                  rawPredictionCol: str | None = None, thresholds: list[float] | None = None,
+                  epochs: int | None = None, batchSize: int | None = None, mode: str | None = None,
+                  frequency: str | int | None = None, staleness: int | None = None,
+                  aggregate: str | None = None, numWorkers: int | None = None,
                   learningRate: float | None = None, predictBatchSize: int | None = None,
                   seed: int | None = None, checkpointDir: str | None = None,
                   checkpointInterval: int | None = None, resume: bool | None = None) -> NNClassifier:
-        self._set(**{k: v for k, v in self._input_kwargs.items() if v is not None})
-        self._check_params()
+        """Set the Params given (None leaves a Param as it is)."""
+        self._set_given(self._input_kwargs)
         return self

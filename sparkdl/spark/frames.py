@@ -308,10 +308,9 @@ def _target_converter(model, label_plan, who):
     where = _label_who(who, label_plan)
 
     def convert(y2d):
-        y = y2d[:, 0] if y2d.ndim == 2 and y2d.shape[1] == 1 and \
-            loss.name == "sparse_categorical_crossentropy" else y2d
-        if y.ndim == 2 and y.shape[1] == 1 and out_shape != (1,):
-            y = y[:, 0]
+        # One number per row for a wider output: class ids (the cross-entropies one-hot them)
+        # or, for another loss, a shape error that names (n,).
+        y = y2d[:, 0] if y2d.ndim == 2 and y2d.shape[1] == 1 and out_shape != (1,) else y2d
         try:
             return loss.validate_targets(y, out_shape)
         except (ValueError, TypeError) as exc:
@@ -466,11 +465,70 @@ def is_classifier(model) -> bool:
     return model.loss is not None and model.loss.name.endswith("crossentropy")
 
 
+def class_count(model) -> int:
+    """The classes a classifier tells apart: its output units, or 2 for one (sigmoid) unit."""
+    units = int(np.prod(model.output_shape))
+    return 2 if units == 1 else units
+
+
+def predictions(model, x: np.ndarray, batch_size: int, thresholds=None):
+    """``(prediction, rawPrediction, probability)`` of the rows ``x`` (shaped and typed as the
+    model's input), as Spark's probabilistic classifiers define them.
+
+    For a classifier (a crossentropy loss): ``probability`` is the outputs, ``[1 - p, p]`` for
+    one unit; ``rawPrediction`` the margins, that is the logits the output's softmax is applied
+    to, or ``[-z, z]`` for one sigmoid unit of logit ``z`` (the probability itself where the
+    output has neither activation); ``prediction`` the class of the largest probability, or
+    of the largest ``probability / thresholds`` (a threshold of 0 wins) when ``thresholds`` are
+    given. For other models ``prediction`` is the outputs, ``(n,)`` for one unit, and the
+    other two are None."""
+    n = len(x)
+    if not is_classifier(model):
+        out = model.predict(x, batch_size=batch_size).reshape(n, -1) if n else \
+            np.zeros((0, int(np.prod(model.output_shape))), np.float32)
+        return (out[:, 0] if out.shape[1] == 1 else out).astype(np.float64), None, None
+    logits, out = model.logits_and_outputs([x], batch_size)
+    prob = out.reshape(n, -1).astype(np.float64)
+    raw = prob if logits is None else logits.reshape(n, -1).astype(np.float64)
+    if prob.shape[1] == 1:
+        prob = np.concatenate([1 - prob, prob], axis=1)
+        raw = prob if logits is None else np.concatenate([-raw, raw], axis=1)
+    scores = prob
+    if thresholds is not None:
+        t = np.asarray(thresholds, dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            scores = np.where(t == 0, np.inf, prob / t)
+    return scores.argmax(axis=1).astype(np.float64), raw, prob
+
+
+def vector_rows(model, vectors, who: str) -> np.ndarray:
+    """ml Vectors as the model's input array, converted exactly as a features column of them
+    is (dense and sparse; active indices for an integer input)."""
+    import pyarrow as pa
+    from pyspark.ml.linalg import Vector, VectorUDT
+
+    for v in vectors:
+        if not isinstance(v, Vector):
+            raise TypeError(f"{who}: expected an ml Vector (pyspark.ml.linalg), received "
+                            f"{type(v).__name__}: {v!r}")
+    udt = VectorUDT()
+    struct = pa.struct([("type", pa.int8()), ("size", pa.int32()), ("indices", pa.list_(pa.int32())),
+                        ("values", pa.list_(pa.float64()))])
+    rows = [dict(zip(("type", "size", "indices", "values"), udt.serialize(v))) for v in vectors]
+    batch = pa.RecordBatch.from_arrays([pa.array(rows, type=struct)], names=["features"])
+    (shape, dtype), = model.input_specs()
+    plan = ColumnPlan("vector", ["features"], int(np.prod(shape)), ids=is_integer_input(dtype))
+    x = batch_to_array(batch, plan, who)
+    check_values(x, who, "features")
+    return x.reshape((-1,) + tuple(shape)).astype(dtype, copy=False)
+
+
 def predict_frame(df, model, features_col, prediction_col, probability_col, batch_size,
-                  raw_prediction_col=None, who="SparkModel.predict"):
+                  raw_prediction_col=None, thresholds=None, who="SparkModel.predict"):
     """``df`` plus a ``prediction`` column (and ``probability`` for classifiers, and
-    ``rawPrediction`` when asked: the same class scores, which Spark's evaluators read),
-    computed on the executors from Arrow batches with the model broadcast once."""
+    ``rawPrediction`` when asked), computed on the executors from Arrow batches with the model
+    broadcast once. New columns come in Spark's order: rawPrediction, probability, prediction
+    (see ``predictions`` for what they hold)."""
     import pyarrow as pa
 
     from sparkdl.spark import executor
@@ -481,11 +539,10 @@ def predict_frame(df, model, features_col, prediction_col, probability_col, batc
         if col and col in existing:
             raise ValueError(f"{who}: the DataFrame already has a column {col!r}")
     (shape, dtype), = model.input_specs()
-    out_units = int(np.prod(model.output_shape))
     classifier = is_classifier(model)
     outputs = (prediction_col, raw_prediction_col if classifier else None,
                probability_col if classifier else None)
-    schema = _prediction_schema(df.schema, classifier or out_units == 1, *outputs)
+    schema = _prediction_schema(df.schema, classifier or int(np.prod(model.output_shape)) == 1, *outputs)
     model_bc = executor.ModelBroadcast(df.sparkSession.sparkContext, model)
 
     def run(batches):
@@ -493,9 +550,7 @@ def predict_frame(df, model, features_col, prediction_col, probability_col, batc
         m = executor.cached_model(model_bc)
         for batch in batches:
             x = batch_to_array(batch, features, who).reshape((-1,) + tuple(shape)).astype(dtype, copy=False)
-            out = m.predict(x, batch_size=batch_size).reshape(len(x), -1) if len(x) else \
-                np.zeros((0, out_units), np.float32)
-            added = _output_columns(out, classifier, *outputs)
+            added = _output_columns(predictions(m, x, batch_size, thresholds), *outputs)
             yield pa.RecordBatch.from_arrays(list(batch.columns) + [c for _, c in added],
                                              names=list(batch.schema.names) + [n for n, _ in added])
 
@@ -503,33 +558,28 @@ def predict_frame(df, model, features_col, prediction_col, probability_col, batc
 
 
 def _prediction_schema(schema, scalar: bool, prediction_col, raw_prediction_col, probability_col):
-    """The input schema plus the prediction (a double, or an array of them for a multi-output
-    regressor) and, when named, rawPrediction and probability vectors."""
+    """The input schema plus, when named, rawPrediction and probability vectors, and the
+    prediction (a double, or an array of them for a multi-output regressor)."""
     from pyspark.ml.linalg import VectorUDT
     from pyspark.sql.types import ArrayType, DoubleType, StructField, StructType
 
     fields = list(schema.fields)
-    fields.append(StructField(prediction_col, DoubleType() if scalar else ArrayType(DoubleType(), False), True))
     fields += [StructField(col, VectorUDT(), True) for col in (raw_prediction_col, probability_col) if col]
+    fields.append(StructField(prediction_col, DoubleType() if scalar else ArrayType(DoubleType(), False), True))
     return StructType(fields)
 
 
-def _output_columns(out: np.ndarray, classifier: bool, prediction_col, raw_prediction_col, probability_col):
-    """``[(name, Arrow array)]`` of the predictions of one batch's model outputs ``out``."""
+def _output_columns(predicted, prediction_col, raw_prediction_col, probability_col):
+    """``[(name, Arrow array)]`` of one batch's ``predictions``, in the schema's order."""
     import pyarrow as pa
 
-    if not classifier:
-        if out.shape[1] == 1:
-            return [(prediction_col, pa.array(out[:, 0].astype(np.float64), pa.float64()))]
-        return [(prediction_col, pa.FixedSizeListArray.from_arrays(
-            pa.array(out.reshape(-1).astype(np.float64)), out.shape[1]).cast(pa.list_(pa.float64())))]
-    if out.shape[1] == 1:
-        p1 = out[:, 0].astype(np.float64)
-        pred, prob = (p1 > 0.5).astype(np.float64), np.stack([1 - p1, p1], axis=1)
-    else:
-        pred, prob = out.argmax(axis=1).astype(np.float64), out.astype(np.float64)
-    return [(prediction_col, pa.array(pred, pa.float64()))] + \
-        [(col, _dense_vectors(prob)) for col in (raw_prediction_col, probability_col) if col]
+    pred, raw, prob = predicted
+    columns = [(col, _dense_vectors(values)) for col, values in
+               ((raw_prediction_col, raw), (probability_col, prob)) if col and values is not None]
+    if pred.ndim == 1:
+        return columns + [(prediction_col, pa.array(pred, pa.float64()))]
+    return columns + [(prediction_col, pa.FixedSizeListArray.from_arrays(
+        pa.array(pred.reshape(-1)), pred.shape[1]).cast(pa.list_(pa.float64())))]
 
 
 def _dense_vectors(values: np.ndarray):

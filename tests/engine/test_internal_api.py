@@ -75,3 +75,34 @@ def test_reset_slots_returns_an_optimizer_to_before_its_first_step():
 def test_declared_input_shape():
     assert layers.Dense(2, input_shape=(3,)).declared_input_shape == (3,)
     assert layers.Dense(2).declared_input_shape is None
+
+
+@pytest.mark.parametrize("activation", ["softmax", "sigmoid"])
+def test_logits_and_outputs_are_the_output_layers_pre_activation_and_predict(activation):
+    """The logits are the last Dense layer's x @ W + b, written out in NumPy; the outputs are
+    predict's, bit for bit."""
+    model = Sequential([layers.Dense(4, activation="relu", input_shape=(3,)),
+                        layers.Dense(2, activation=activation)])
+    model.compile("sgd", "categorical_crossentropy" if activation == "softmax" else "binary_crossentropy")
+    x, _ = _data(7)
+    w1, b1, w2, b2 = [w.astype(np.float64) for w in model.get_weights()]
+    by_hand = np.maximum(x @ w1 + b1, 0) @ w2 + b2
+    logits, outputs = model.logits_and_outputs([x], 3)
+    assert logits.dtype == outputs.dtype == np.float32 and logits.shape == (7, 2)
+    np.testing.assert_allclose(logits, by_hand, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(outputs, model.predict(x, batch_size=3))
+
+
+def test_logits_and_outputs_without_a_softmax_or_sigmoid_output():
+    """A separate Activation layer has logits too (its input); a relu or linear output has none."""
+    separate = Sequential([layers.Dense(3, input_shape=(3,)), layers.Activation("softmax")])
+    x, _ = _data(5)
+    logits, outputs = separate.logits_and_outputs([x], 4)
+    np.testing.assert_allclose(logits, x.astype(np.float64) @ separate.get_weights()[0] + separate.get_weights()[1],
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(outputs, separate.predict(x))
+    for last in (layers.Dense(2, activation="relu"), layers.Dense(2)):
+        model = Sequential([layers.Dense(3, input_shape=(3,)), last])
+        logits, outputs = model.logits_and_outputs([x], 4)
+        assert logits is None
+        np.testing.assert_array_equal(outputs, model.predict(x))

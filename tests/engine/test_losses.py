@@ -167,3 +167,39 @@ def test_sparse_categorical_crossentropy_probabilities_match_torch_nll(torch):
     p = layers.Softmax()((rng.normal(size=(9, 5)) * 2).astype(np.float32))
     _check_loss(losses.get("sparse_categorical_crossentropy").value_and_grad(labels, p),
                 _torch_value_and_grad(lambda pt: F.nll_loss(torch.log(pt), torch.tensor(labels)), p))
+
+
+# ---- categorical_crossentropy on class ids ----------------------------------------------------
+def test_categorical_crossentropy_takes_class_ids_as_their_one_hot_rows():
+    """Ids one-hot encoded batch by batch: every form gives, bit for bit, what the one-hot rows
+    give, and the per-sample loss is -log p[id] written out by hand."""
+    loss = losses.get("categorical_crossentropy")
+    rng = np.random.default_rng(8)
+    ids = np.array([2, 0, 3, 3, 1])
+    rows = np.zeros((5, 4), np.float32)
+    rows[[0, 1, 2, 3, 4], [2, 0, 3, 3, 1]] = 1
+    z = rng.normal(size=(5, 4)).astype(np.float32)
+    p = softmax(z.astype(np.float64)).astype(np.float32)
+    np.testing.assert_allclose(loss.per_sample(ids, p), -np.log(p[np.arange(5), ids]), rtol=1e-6)
+    for method, pred in [("per_sample", p), ("per_sample_logits", z)]:
+        np.testing.assert_array_equal(getattr(loss, method)(ids, pred), getattr(loss, method)(rows, pred))
+    for method, pred in [("value_and_grad", p), ("value_and_grad_logits", z)]:
+        (v_ids, g_ids), (v_rows, g_rows) = getattr(loss, method)(ids, pred), getattr(loss, method)(rows, pred)
+        assert v_ids == v_rows and g_ids.dtype == np.float32
+        np.testing.assert_array_equal(g_ids, g_rows)
+
+
+def test_categorical_crossentropy_checks_class_ids():
+    loss = losses.get("categorical_crossentropy")
+    # Spark label columns hold doubles; a column of one value per row arrives as (n, 1).
+    for y in ([2.0, 0.0, 1.0], [[2], [0], [1]], np.array([2, 0, 1], np.int32)):
+        out = loss.validate_targets(y, (3,))
+        assert out.dtype == np.int64 and out.tolist() == [2, 0, 1]
+    assert loss.validate_targets(np.eye(3)[[2, 0]], (3,)).shape == (2, 3)    # one-hot rows stay
+    with pytest.raises(ValueError, match=r"categorical_crossentropy: expected class ids in \[0, 2\] .* "
+                                         r"received values in \[0, 3\]"):
+        loss.validate_targets([0.0, 3.0], (3,))
+    with pytest.raises(ValueError, match="expected integer class ids, received non-integer values"):
+        loss.validate_targets([0.5, 1.0], (3,))
+    # One output unit: a number per row is that unit's target, not a class id.
+    assert loss.validate_targets([1.0, 0.0], (1,)).shape == (2, 1)

@@ -8,7 +8,7 @@ import sparkdl
 from sparkdl import callbacks, layers, optimizers
 from sparkdl.engine.layers.core import InputLayer
 from sparkdl.models import Input, Sequential
-from tests.helpers import mlp, regression_data, same_weights
+from tests.helpers import classification_data, mlp, one_hot, regression_data, same_weights
 
 
 def _manual_forward(model, x):
@@ -376,3 +376,23 @@ def test_set_random_seed_makes_construction_reproducible():
 def test_set_random_seed_validates():
     with pytest.raises(ValueError, match="expected a non-negative int, received -1"):
         sparkdl.set_random_seed(-1)
+
+
+# ---- label forms -----------------------------------------------------------------------------
+def test_categorical_crossentropy_trains_on_class_ids_as_on_one_hot_rows():
+    """The same fit from class ids and from their one-hot rows: bit-identical weights, and the
+    same loss and accuracy in the history; evaluate's accuracy is the share of argmax hits."""
+    x, y = classification_data(n=40, d=5, classes=3)
+
+    def trained(targets):
+        sparkdl.set_random_seed(3)
+        model = mlp(layers.Dense(3, activation="softmax", name="out"), sgd=0.1,
+                    loss="categorical_crossentropy", metrics=["accuracy"])
+        model.fit(x, targets, epochs=3, batch_size=8, seed=0, verbose=0)
+        return model
+    on_ids, on_rows = trained(y), trained(one_hot(y, 3))
+    assert same_weights(on_ids, on_rows)
+    assert on_ids.history.history == on_rows.history.history
+    hits = np.mean(np.argmax(on_ids.predict(x), axis=1) == y)
+    assert on_ids.evaluate(x, y)["accuracy"] == pytest.approx(hits)
+    assert on_ids.evaluate(x, y) == on_rows.evaluate(x, one_hot(y, 3))

@@ -1,13 +1,17 @@
-"""The pyspark.ml stages (``sparkdl.ml.stages``): Params, Pipelines, CrossValidator,
-evaluators, bad input. Saving and loading a stage alone is in test_persistence.py."""
+"""The pyspark.ml stages (``sparkdl.ml.stages``): Pipelines, CrossValidator, every Param
+reaching SparkModel, the output columns next to Spark's own LogisticRegression (order, margins,
+evaluators, one-vector predictions, thresholds), bad input. The Params themselves are in
+test_params.py; saving and loading a stage alone in test_persistence.py."""
 import functools
 import os
 
 import numpy as np
 import pytest
 from pyspark.ml import Pipeline, PipelineModel
+from pyspark.ml.classification import LogisticRegression
 from pyspark.ml.evaluation import BinaryClassificationEvaluator, MulticlassClassificationEvaluator
-from pyspark.ml.feature import StandardScaler, VectorAssembler
+from pyspark.ml.feature import OneHotEncoder, StandardScaler, VectorAssembler
+from pyspark.ml.linalg import Vectors
 from pyspark.ml.tuning import CrossValidator, ParamGridBuilder
 
 import sparkdl
@@ -16,7 +20,7 @@ from sparkdl.ml import NNClassifier, NNClassifierModel, NNEstimator, NNModel
 from sparkdl import layers
 from sparkdl.models import Input, Sequential
 from tests import helpers
-from tests.helpers import PIXELS, assembled, exact_auc
+from tests.helpers import PIXELS, assembled, exact_auc, softmax
 
 # The stages' template: 64 -> 64 (relu) -> 10 (softmax), SGD(0.05, momentum 0.9).
 digits_mlp = functools.partial(helpers.digits_mlp, lr=0.05, hidden=(64,), loss="sparse_categorical_crossentropy")
@@ -81,9 +85,11 @@ def test_cross_validator_over_learning_rate_and_epochs(digits_df):
     assert accuracy > 0.9
 
 
-def test_binary_classification_evaluator_reads_raw_prediction(digits_df):
-    """One sigmoid output: probability and rawPrediction are [1 - p, p]; the evaluator's AUC
-    equals the exact AUC of p, and the model learnt to tell digits >= 5 apart."""
+def test_binary_classifier_margins_and_the_binary_evaluator(digits_df):
+    """One sigmoid output, as Spark's binary LogisticRegression: rawPrediction [-m, m] with m
+    the logit (computed here from the weights), probability [1 - p, p] with p = sigmoid(m),
+    numClasses 2; BinaryClassificationEvaluator's AUC on rawPrediction is the exact AUC of m,
+    and the model learnt to tell digits >= 5 apart."""
     train, test = digits_df
     sparkdl.set_random_seed(1)
     model = zoo.mlp(input_dim=64, hidden=(16,), num_classes=1)
@@ -92,15 +98,129 @@ def test_binary_classification_evaluator_reads_raw_prediction(digits_df):
     def frame(df):      # pixels scaled to [0, 1]: raw 0-16 values saturate the sigmoid
         scaled = df.selectExpr(*[f"{p} / 16 AS {p}" for p in PIXELS], "label", "id")
         return assembled(scaled).selectExpr("features", "id", "CAST(label >= 5 AS DOUBLE) AS label")
-    out = NNClassifier(model=model, epochs=3, numWorkers=2, seed=1).fit(frame(train)).transform(frame(test))
-    auc = BinaryClassificationEvaluator().evaluate(out)
+    fitted = NNClassifier(model=model, epochs=3, numWorkers=2, seed=1).fit(frame(train))
+    assert fitted.numClasses == 2
+    out = fitted.transform(frame(test))
+    auc = BinaryClassificationEvaluator(rawPredictionCol="rawPrediction").evaluate(out)
     rows = out.orderBy("id").collect()
-    p = np.array([r.rawPrediction[1] for r in rows])
-    np.testing.assert_allclose(np.array([r.probability[0] for r in rows]), 1 - p, rtol=1e-12)
-    assert auc == pytest.approx(float(exact_auc([r.label for r in rows], p)), abs=1e-9)
+    x = np.array([r.features.toArray() for r in rows])
+    w1, b1, w2, b2 = [w.astype(np.float64) for w in fitted.getModel().get_weights()]
+    m = (np.maximum(x @ w1 + b1, 0) @ w2 + b2)[:, 0]
+    raw = np.array([r.rawPrediction.toArray() for r in rows])
+    np.testing.assert_allclose(raw, np.stack([-m, m], axis=1), rtol=1e-4, atol=1e-5)
+    p = 1 / (1 + np.exp(-raw[:, 1]))
+    np.testing.assert_allclose(probabilities(out), np.stack([1 - p, p], axis=1), rtol=1e-5, atol=1e-6)
+    assert auc == pytest.approx(float(exact_auc([r.label for r in rows], raw[:, 1])), abs=1e-9)
     # Measured with set_random_seed(s) and NNClassifier(seed=s) for s in 0-4: AUC 0.911-0.928
     # (on unscaled pixels it was 0.61-0.90). Chance is 0.5.
     assert auc > 0.88
+
+
+# ---- next to Spark's LogisticRegression ----------------------------------------------------------
+def one_layer_softmax(seed=0):
+    """64 -> 10 softmax, categorical_crossentropy (so the label column of class ids is one-hot
+    encoded on the fly): its logits are x @ W + b."""
+    sparkdl.set_random_seed(seed)
+    model = Sequential([Input((64,)), layers.Dense(10, activation="softmax")])
+    model.compile(optimizers.SGD(0.01, momentum=0.9), "categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+@pytest.fixture(scope="module")
+def softmax_fit(digits_df):
+    """A one-layer softmax classifier fitted on the training digits, its output on the test
+    digits (cached) and that output's rows in id order."""
+    train, test = digits_df
+    fitted = NNClassifier(model=one_layer_softmax(), epochs=3, batchSize=32, numWorkers=2).fit(assembled(train))
+    out = fitted.transform(assembled(test)).cache()
+    return fitted, out, out.orderBy("id").collect()
+
+
+def test_columns_types_and_sizes_are_those_of_logistic_regression(digits_df, softmax_fit):
+    train, test = digits_df
+    spark_model = LogisticRegression(maxIter=3).fit(assembled(train))
+    fitted, ours, _ = softmax_fit
+    theirs = spark_model.transform(assembled(test))
+    added = [c for c in theirs.columns if c not in assembled(test).columns]
+    assert added == ["rawPrediction", "probability", "prediction"]
+    assert [c for c in ours.columns if c not in assembled(test).columns] == added
+    assert {c: t for c, t in ours.dtypes if c in added} == {c: t for c, t in theirs.dtypes if c in added}
+    assert (fitted.numClasses, fitted.numFeatures) == (spark_model.numClasses, spark_model.numFeatures) == (10, 64)
+    v = Vectors.dense(np.linspace(0, 1, 64))
+    assert type(fitted.predictRaw(v)) is type(spark_model.predictRaw(v))
+    assert fitted.predictRaw(v).size == spark_model.predictRaw(v).size == 10
+    assert fitted.predictProbability(v).size == spark_model.predictProbability(v).size == 10
+    assert isinstance(fitted.predict(v), float) and isinstance(spark_model.predict(v), float)
+    # An empty column name leaves the column out, as in Spark.
+    assert "rawPrediction" not in fitted.copy({fitted.rawPredictionCol: ""}).transform(assembled(test)).columns
+
+
+def test_raw_prediction_is_the_logits_and_softmax_of_it_the_probability(softmax_fit):
+    fitted, _, rows = softmax_fit
+    x = np.array([r.features.toArray() for r in rows])
+    kernel, bias = [w.astype(np.float64) for w in fitted.getModel().get_weights()]
+    raw = np.array([r.rawPrediction.toArray() for r in rows])
+    np.testing.assert_allclose(raw, x @ kernel + bias, rtol=1e-4, atol=1e-5)
+    prob = np.array([r.probability.toArray() for r in rows])
+    np.testing.assert_allclose(softmax(raw), prob, rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal([r.prediction for r in rows], prob.argmax(axis=1))
+    assert not np.allclose(raw, prob, atol=0.1)        # margins, not probabilities
+
+
+def test_evaluators_on_the_output(softmax_fit):
+    """MulticlassClassificationEvaluator reads the class-id label column the model trained on:
+    its accuracy is the share of right predictions, counted here."""
+    fitted, out, rows = softmax_fit
+    accuracy = MulticlassClassificationEvaluator(metricName="accuracy").evaluate(out)
+    assert accuracy == pytest.approx(np.mean([r.prediction == r.label for r in rows]))
+    assert accuracy > 0.85, accuracy
+    assert fitted.history.history["accuracy"][-1] > 0.85
+
+
+def test_predict_predict_raw_and_predict_probability_on_one_vector(softmax_fit):
+    fitted, _, rows = softmax_fit
+    for r in rows[:5]:
+        assert fitted.predict(r.features) == r.prediction
+        # One row at a time or a batch of them: float32 sums may round apart in the last bit.
+        np.testing.assert_allclose(fitted.predictRaw(r.features).toArray(), r.rawPrediction.toArray(),
+                                   rtol=1e-6, atol=1e-5)
+        np.testing.assert_allclose(fitted.predictProbability(r.features).toArray(), r.probability.toArray(),
+                                   rtol=1e-5, atol=1e-7)
+    dense = rows[0].features.toArray()
+    sparse = Vectors.sparse(64, np.flatnonzero(dense).tolist(), dense[dense != 0].tolist())
+    np.testing.assert_array_equal(fitted.predictRaw(sparse).toArray(), fitted.predictRaw(rows[0].features).toArray())
+    with pytest.raises(TypeError, match=r"NNClassifierModel.predict: expected an ml Vector .*received list"):
+        fitted.predict(list(dense))
+    with pytest.raises(ValueError, match="expected vectors of size 64"):
+        fitted.predictRaw(Vectors.dense([1.0, 2.0]))
+
+
+def test_thresholds_scale_the_probabilities_as_in_spark(softmax_fit, digits_df):
+    """prediction = argmax(probability / thresholds); a threshold of 0 always wins."""
+    fitted, _, rows = softmax_fit
+    _, test = digits_df
+    prob = np.array([r.probability.toArray() for r in rows])
+    thresholds = [1.0, 1e-9] + [1.0] * 8       # the model is confident: class 1 needs a big push
+    scaled = fitted.copy({fitted.thresholds: thresholds}).transform(assembled(test)).orderBy("id").collect()
+    np.testing.assert_array_equal([r.prediction for r in scaled], (prob / thresholds).argmax(axis=1))
+    assert sum(r.prediction == 1 for r in scaled) > sum(r.prediction == 1 for r in rows)
+    zero = fitted.copy().setThresholds([1.0] * 9 + [0.0])
+    assert zero.predict(rows[0].features) == 9.0
+    with pytest.raises(ValueError, match="expected thresholds of length 10"):
+        fitted.copy({fitted.thresholds: [0.5, 0.5]}).transform(assembled(test))
+
+
+def test_class_ids_and_one_hot_labels_train_to_the_same_weights(digits_df):
+    """categorical_crossentropy on the class-id label column and on its one-hot vectors (Spark's
+    OneHotEncoder with dropLast=False) gives the same weights, bit for bit."""
+    train, _ = digits_df
+    df = OneHotEncoder(inputCol="label", outputCol="onehot", dropLast=False).fit(train).transform(
+        assembled(train.filter("id < 400"))).cache()
+    fit = lambda col: NNClassifier(model=one_layer_softmax(seed=2), labelCol=col, epochs=2, numWorkers=2)\
+        .fit(df).getModel().get_flat_weights()
+    on_ids, on_one_hot = fit("label"), fit("onehot")
+    np.testing.assert_array_equal(on_ids, on_one_hot)
+    assert np.abs(on_ids - one_layer_softmax(seed=2).get_flat_weights()).max() > 1e-3
 
 
 # ---- every Param reaches SparkModel -----------------------------------------------------------------
@@ -161,8 +281,12 @@ def test_ssp_staleness_and_learning_rate_params(digits_df, spy):
     assert fitted.history.settings["staleness"] == 1
     assert fitted.getModel().optimizer.learning_rate == pytest.approx(0.02)
     assert template.optimizer.learning_rate == pytest.approx(0.05)
-    kept = NNClassifier(model=template, epochs=0).fit(assembled(train))       # learningRate 0: keep
+    kept = NNClassifier(model=template, epochs=0).fit(assembled(train))       # learningRate unset: keep
     assert kept.getModel().optimizer.learning_rate == pytest.approx(0.05)
+    assert spy["init"]["num_workers"] is None                                  # numWorkers unset
+    frozen = NNClassifier(model=template, epochs=1, learningRate=0.0).fit(assembled(train))
+    assert frozen.getModel().optimizer.learning_rate == 0.0
+    np.testing.assert_array_equal(frozen.getModel().get_flat_weights(), template.get_flat_weights())
 
 
 def test_checkpoint_params_checkpoint_and_resume_the_fit(digits_df, spy, tmp_path):
@@ -218,9 +342,16 @@ def test_nn_estimator_regression_and_save_load(digits_df, tmp_path):
     fitted.write().overwrite().save(str(tmp_path / "reg"))
     loaded = NNModel.load(str(tmp_path / "reg"))
     assert loaded.getEpochs() == 5
-    a = [r.prediction for r in out.orderBy("id").collect()]
+    rows = out.orderBy("id").collect()
+    a = [r.prediction for r in rows]
     b = [r.prediction for r in loaded.transform(assembled(test)).orderBy("id").collect()]
     assert a == b
+    assert loaded.numFeatures == 64
+    assert loaded.predict(rows[0].features) == pytest.approx(rows[0].prediction, rel=1e-6)
+    two = Sequential([Input((64,)), layers.Dense(2)])
+    two.compile("sgd", "mse")
+    with pytest.raises(ValueError, match="NNModel.predict: expected a model with one output .* 2 outputs"):
+        NNModel(model=two).predict(rows[0].features)
 
 
 # ---- bad input ---------------------------------------------------------------------------------------
@@ -240,17 +371,6 @@ def test_probability_columns_belong_to_classifiers():
         NNClassifier(model=regressor)
     with pytest.raises(TypeError, match="probabilityCol"):
         NNEstimator(model=regressor, probabilityCol="p")
-
-
-@pytest.mark.parametrize("kwargs, match", [
-    ({"epochs": -1}, "epochs >= 0"), ({"batchSize": 0}, "batchSize >= 1"),
-    ({"mode": "fast"}, "unknown mode 'fast'"), ({"frequency": "often"}, "frequency 'epoch', 'batch'"),
-    ({"aggregate": "mean"}, "aggregate 'weights' or 'gradients'"), ({"learningRate": -0.1}, "learningRate >= 0"),
-    ({"checkpointInterval": 0}, "checkpointInterval >= 1"), ({"resume": True}, "resume=True needs checkpointDir"),
-])
-def test_bad_param_values(kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        NNClassifier(model=digits_mlp(), **kwargs)
 
 
 def test_features_of_the_wrong_width(spark, digits_df):

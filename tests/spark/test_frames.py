@@ -130,14 +130,28 @@ def test_label_rows_of_the_wrong_width_fail_before_training(spark, data, label_a
         spark_model.evaluate(df)
 
 
-def test_one_hot_rows_for_a_sparse_categorical_model_and_ids_for_a_categorical_one(spark, data):
+def test_one_hot_rows_for_a_sparse_categorical_model_are_refused(spark, data):
     x, y = data["x"][:20], data["y"][:20]
     sparse_model = digits_mlp(loss="sparse_categorical_crossentropy")
     with pytest.raises(ValueError,
                        match=r"expected integer class ids of shape \(n,\).*categorical_crossentropy"):
         SparkModel(sparse_model, num_workers=1).fit(vector_frame(spark, x, one_hot(y, 10)), epochs=1, verbose=0)
-    with pytest.raises(ValueError, match=r"expected targets of shape \(None, 10\).*received \(20,\)"):
-        SparkModel(digits_mlp(), num_workers=1).fit(vector_frame(spark, x, y, label_as="scalar"),
+
+
+def test_class_ids_for_a_categorical_model_train_as_their_one_hot_rows(spark, data):
+    """A label column of class ids (what Spark's evaluators read) for a categorical_crossentropy
+    model: one-hot encoded batch by batch, so the fit equals the fit on one-hot rows."""
+    x, y = data["x"][:200], data["y"][:200]
+    on_ids, on_rows = digits_mlp(seed=5), digits_mlp(seed=5)
+    ids = SparkModel(on_ids, num_workers=1, seed=3).fit(vector_frame(spark, x, y, label_as="scalar"),
+                                                        epochs=2, batch_size=32, verbose=0).history
+    rows = SparkModel(on_rows, num_workers=1, seed=3).fit(vector_frame(spark, x, one_hot(y, 10)),
+                                                          epochs=2, batch_size=32, verbose=0).history
+    assert_same_weights(on_ids, on_rows)
+    assert ids == rows and ids["loss"][-1] < ids["loss"][0]
+    assert not np.array_equal(on_ids.get_flat_weights(), digits_mlp(seed=5).get_flat_weights())
+    with pytest.raises(ValueError, match=r"class ids in \[0, 9\] .* received values in \[0, 12\]"):
+        SparkModel(digits_mlp(), num_workers=1).fit(vector_frame(spark, x[:3], [0, 12, 1], label_as="scalar"),
                                                      epochs=1, verbose=0)
 
 
