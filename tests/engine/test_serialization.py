@@ -88,7 +88,7 @@ def test_compile_settings_and_optimizer_config_restored(tmp_path):
     assert loaded.loss.name == "sparse_categorical_crossentropy"
     assert [m.name for m in loaded.metrics] == ["accuracy"]
     assert isinstance(loaded.optimizer, optimizers.SGD)
-    assert loaded.optimizer.get_config() == {"name": "sgd", "learning_rate": 0.03,
+    assert loaded.optimizer.get_config() == {"name": "sgd", "learning_rate": 0.03, "decay": 0.0,
                                              "momentum": 0.7, "nesterov": True}
     assert loaded.optimizer.iterations == model.optimizer.iterations == 6
 
