@@ -201,6 +201,14 @@ def serialize(obj: object, config: dict[str, Any]) -> dict[str, Any]:
     return config if name is None else {"class_name": name, "config": config}
 
 
+def split(doc: Mapping[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """``(registered name, config)`` of a ``serialize`` document; ``(None, doc)`` for a plain
+    config."""
+    if "class_name" in doc and isinstance(doc.get("config"), Mapping):
+        return str(doc["class_name"]), dict(doc["config"])
+    return None, dict(doc)
+
+
 def instantiate(obj: Any, config: Mapping[str, Any] | None) -> Any:
     """A class made from ``config`` (``from_config`` when it has one, else its constructor on
     the config without ``name``); any other object as it is."""

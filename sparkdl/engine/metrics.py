@@ -8,6 +8,7 @@ outputs means class ids, otherwise one-hot (or probability) rows.
 """
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
@@ -41,6 +42,13 @@ class Metric:
 
     def reset(self) -> None:
         self.state = self._zero_state()
+
+    def fresh(self) -> Metric:
+        """A metric of the same kind and settings with an empty state, for a separate pass
+        (evaluation, a worker's share); user metrics need no registered name for it."""
+        new = copy.deepcopy(self)
+        new.reset()
+        return new
 
     def update(self, y_true: np.ndarray, y_pred: np.ndarray) -> None:
         raise NotImplementedError

@@ -500,7 +500,7 @@ class Model:
         """``evaluate`` on arrays already checked by ``check_data``. Internal API: ``SparkModel``
         evaluates validation arrays on the driver with it."""
         assert self.loss is not None, "callers check that the model is compiled"
-        metrics = [metrics_mod.get(m.get_config()) for m in self.metrics]
+        metrics = [m.fresh() for m in self.metrics]
         total = 0.0
         for a, b in batches(len(y), batch_size):
             out = self._forward([x[a:b] for x in xs], training=False)

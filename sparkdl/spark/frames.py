@@ -492,7 +492,6 @@ def evaluate_frame(df, model, features_col, label_col, batch_size) -> dict:
     driver adds up one small state per partition."""
     import pickle
 
-    from sparkdl.engine import metrics as metrics_mod
     from sparkdl.spark import executor
 
     who = "SparkModel.evaluate"
@@ -508,7 +507,7 @@ def evaluate_frame(df, model, features_col, label_col, batch_size) -> dict:
         import pyarrow as pa
         executor.use_task_cpus()
         m = executor.cached_model(model_bc)
-        mets = [metrics_mod.get(x.get_config()) for x in m.metrics]
+        mets = [x.fresh() for x in m.metrics]
         loss_sum, count = 0.0, 0
         for batch in batches:
             if batch.num_rows == 0:
@@ -529,7 +528,7 @@ def evaluate_frame(df, model, features_col, label_col, batch_size) -> dict:
     selected = df.select(*(features.names + label.names))
     rows = _run_prep_job(lambda: selected.mapInArrow(run, "state binary").collect(), who)
     loss_sum, count = 0.0, 0
-    mets = [metrics_mod.get(x.get_config()) for x in model.metrics]
+    mets = [x.fresh() for x in model.metrics]
     for row in rows:
         part_loss, part_count, states = pickle.loads(row.state)
         loss_sum += part_loss

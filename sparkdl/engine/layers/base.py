@@ -276,8 +276,11 @@ class ActivatedLayer(Layer):
         config = super().get_config()
         act = self.activation
         if isinstance(act, Layer):
+            # Without its auto-numbered name: two equal layers have equal configs (checkpoints
+            # compare them).
+            act_config = {k: v for k, v in act.get_config().items() if k != "name"}
             config["activation"] = {"class_name": custom_objects.get_registered_name(type(act)),
-                                    "config": act.get_config()}
+                                    "config": act_config}
         else:
             config["activation"] = activations.serialize(act)
         return config
