@@ -1,11 +1,11 @@
 """User objects the tests save and load by their registered names, in this process and in
-fresh ones that import this module: a layer with a weight, and an activation function with
-its derivative (the protocol of ``sparkdl.engine.activations``)."""
+fresh ones that import this module: a layer with a weight, an activation function with its
+derivative (the protocol of ``sparkdl.engine.activations``) and an optimizer."""
 from __future__ import annotations
 
 import numpy as np
 
-from sparkdl import layers
+from sparkdl import layers, optimizers
 from sparkdl.saving import register_serializable
 
 PACKAGE = "sparkdl_tests"
@@ -49,3 +49,23 @@ def swish(x):
 
 # dy/dx = sigmoid(x) + x sigmoid(x) (1 - sigmoid(x)) = y + sigmoid(x) (1 - y)
 swish.derivative = lambda x, y: y + (1 - y) / (1 + np.exp(-x))
+
+
+@register_serializable(package=PACKAGE)
+class SignSGD(optimizers.Optimizer):
+    """``p -= learning_rate * scale * sign(g)``."""
+
+    name = "sign_sgd"
+    scale = optimizers.Hyperparameter()
+
+    def __init__(self, learning_rate=None, scale=1.0, **kwargs):
+        super().__init__(learning_rate, **kwargs)
+        self.scale = scale
+
+    def _update(self, p, g, lr, slots, tmp):
+        np.sign(g, out=tmp)
+        tmp *= lr * np.float32(self.scale)
+        p -= tmp
+
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale}

@@ -403,7 +403,7 @@ def _optimizer_state(model, model_doc: dict, weights: dict, where: str) -> dict 
     if opt is None:
         raise ValueError(f"checkpoint {where} holds the state of optimizer {saved_name!r}, the "
                          f"model '{model.name}' is not compiled")
-    name = custom_objects.get_registered_name(opt) if registered else opt.name
+    name = custom_objects.get_registered_name(opt) if custom_objects.is_registered(opt) else opt.name
     if saved_name != name:
         raise ValueError(f"checkpoint {where} holds the state of optimizer {saved_name!r}, the "
                          f"model '{model.name}' has optimizer {name!r}")
