@@ -245,7 +245,12 @@ class Optimizer:
         config.pop("name", None)
         if "learning_rate" in config:
             config["learning_rate"] = schedules.deserialize(config["learning_rate"])
-        return cls(**config)
+        # Set after construction: a user optimizer's __init__ need not take decay, which every
+        # config holds.
+        decay = config.pop("decay", 0.0)
+        opt = cls(**config)
+        opt.decay = decay
+        return opt
 
     def get_state(self) -> dict[str, np.ndarray]:
         """Slots and the step counter, for checkpoints."""

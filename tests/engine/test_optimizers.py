@@ -436,6 +436,25 @@ def test_decay_is_declared_like_the_other_hyperparameters():
     assert clone.current_learning_rate == pytest.approx(0.1 / 1.02)
 
 
+def test_a_user_optimizer_whose_constructor_takes_no_decay_round_trips_its_config():
+    class Halving(optimizers.Optimizer):
+        name = "halving"
+
+        def __init__(self, learning_rate=0.5, factor=0.5):
+            super().__init__(learning_rate)
+            self.factor = factor
+
+        def _update(self, p, g, lr, slots, tmp):
+            p -= lr * self.factor * g
+
+        def get_config(self):
+            return {**super().get_config(), "factor": self.factor}
+    opt = Halving(factor=0.25)
+    opt.decay = 0.5
+    clone = Halving.from_config(json.loads(json.dumps(opt.get_config())))
+    assert (clone.factor, clone.decay, clone.learning_rate) == (0.25, 0.5, 0.5)
+
+
 def test_decay_and_a_schedule_exclude_each_other():
     schedule = schedules.StepDecay(0.1, step_size=2)
     message = r"SGD: expected decay=0 with a learning-rate schedule .* received decay=0.1 and learning_rate="

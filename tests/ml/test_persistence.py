@@ -61,6 +61,27 @@ def test_weights_rewritten_as_a_valid_archive_are_refused_by_their_sha256(tmp_pa
         NNClassifierModel.load(path)
 
 
+# ---- user objects ------------------------------------------------------------------------------------
+def test_an_unregistered_user_layer_loads_within_a_custom_object_scope(spark, tmp_path):
+    from sparkdl import layers, optimizers
+    from sparkdl.models import Input, Sequential
+    from sparkdl.saving import custom_object_scope
+    from tests.custom_layers import Scale
+
+    class Unregistered(Scale):
+        pass
+    model = Sequential([Input((4,)), Unregistered(init=0.25), layers.Dense(3, activation="softmax")])
+    model.compile(optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+    path = str(tmp_path / "stage")
+    NNClassifierModel(model=model).save(path)
+    with pytest.raises(ValueError, match="unknown layer class 'Unregistered'; register it with @register_serializable"):
+        NNClassifierModel.load(path)
+    with custom_object_scope({"Unregistered": Unregistered}):
+        back = NNClassifierModel.load(path)
+    assert type(back.getModel().layers[0]) is Unregistered
+    np.testing.assert_array_equal(back.getModel().get_flat_weights(), model.get_flat_weights())
+
+
 # ---- registered user objects in another process ---------------------------------------------------
 _FEATURES = [f"f{i}" for i in range(6)]
 
