@@ -75,7 +75,7 @@ def build_model(kind, num_features, num_fields, embedding_dim, hidden, lr, seed)
     return model
 
 
-def main(argv=None):
+def build_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", help="folder with train.libsvm, test.libsvm (and meta.json)")
     parser.add_argument("--train", help="training libsvm file (default: DATA_DIR/train.libsvm)")
@@ -88,17 +88,24 @@ def main(argv=None):
     parser.add_argument("--num-features", type=int, help="vector size (default: from meta.json)")
     parser.add_argument("--num-fields", type=int,
                         help="ids per row (default: meta.json, else the first training row's count)")
-    parser.add_argument("--model", default="wide_and_deep", choices=("wide_and_deep", "dnn"))
-    parser.add_argument("--embedding-dim", type=int, default=8)
+    parser.add_argument("--model", default="wide_and_deep", choices=("wide_and_deep", "dnn"),
+                        help="Wide & Deep (default) or the deep tower alone")
+    parser.add_argument("--embedding-dim", type=int, default=8, help="embedding size per field (default 8)")
     parser.add_argument("--hidden", default="64,32", help="deep tower sizes, comma-separated")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--mode", default="sync", help="sync, async, hogwild or ssp")
+    parser.add_argument("--workers", type=int, default=2, help="partitions that train (default 2)")
+    parser.add_argument("--epochs", type=int, default=3, help="passes over the training set (default 3)")
+    parser.add_argument("--batch-size", type=int, default=256, help="examples per step (default 256)")
+    parser.add_argument("--mode", default="sync", help="sync, async, hogwild, ssp, adag or easgd")
     parser.add_argument("--tau", default="epoch", help="'epoch', 'batch' or local steps per round")
     parser.add_argument("--lr", type=float, default=0.01, help="Adam's learning rate")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2))
+    parser.add_argument("--seed", type=int, default=0, help="seed of the data, the weights and the batches")
+    parser.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2),
+                        help="0 silent (default), 1 progress bar, 2 a line per epoch")
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
 

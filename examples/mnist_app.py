@@ -21,11 +21,11 @@ from sparkdl.models import Sequential
 from sparkdl.spark import SparkModel, from_arrays, get_session
 
 
-def main(argv=None):
+def build_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=2, help="partitions that train (default 2)")
+    parser.add_argument("--epochs", type=int, default=10, help="passes over the training set (default 10)")
+    parser.add_argument("--batch-size", type=int, default=64, help="examples per step (default 64)")
     parser.add_argument("--mode", default="sync",
                         help="sync, async, hogwild, ssp, adag or easgd (or several, comma-separated)")
     parser.add_argument("--staleness", type=int, default=2, help="ssp: how many pushes a worker may run ahead")
@@ -33,10 +33,15 @@ def main(argv=None):
     parser.add_argument("--rho", type=float, default=None,
                         help="easgd: the elasticity (alpha = lr * rho; default alpha = 0.9 / workers)")
     parser.add_argument("--tau", default="epoch", help="'epoch', 'batch' or local steps per round (or per push)")
-    parser.add_argument("--lr", type=float, default=0.05)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2))
-    args = parser.parse_args(argv)
+    parser.add_argument("--lr", type=float, default=0.05, help="SGD learning rate, momentum 0.9 (default 0.05)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the split, the weights and the batches")
+    parser.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2),
+                        help="0 silent, 1 progress bar, 2 a line per epoch (default)")
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     frequency = int(args.tau) if args.tau.isdigit() else args.tau
 

@@ -130,7 +130,7 @@ def build_model(num_features, num_classes, hidden, seed):
     return model
 
 
-def parse_args(argv=None):
+def build_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input", help="a CSV file (with a header) or a Parquet file or folder")
     parser.add_argument("--format", default="auto", choices=("auto", "csv", "parquet"),
@@ -138,19 +138,24 @@ def parse_args(argv=None):
     parser.add_argument("--output", help="where to write the test predictions (Parquet)")
     parser.add_argument("--write-digits-csv", metavar="PATH",
                         help="write scikit-learn's digits (plus dirty rows) as CSV to PATH first")
-    parser.add_argument("--label-col", default="label")
+    parser.add_argument("--label-col", default="label", help="the label column (default 'label')")
     parser.add_argument("--feature-cols", help="comma-separated (default: every numeric column but the label)")
     parser.add_argument("--num-classes", type=int,
                         help="labels must be 0..N-1 (default: 1 + the largest whole label)")
     parser.add_argument("--feature-min", type=float, help="drop rows with a feature below this")
     parser.add_argument("--feature-max", type=float, help="drop rows with a feature above this")
-    parser.add_argument("--test-fraction", type=float, default=0.2)
+    parser.add_argument("--test-fraction", type=float, default=0.2, help="rows held out for the test (default 0.2)")
     parser.add_argument("--hidden", default="64", help="hidden layer sizes, comma-separated")
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=10, help="passes over the training set (default 10)")
+    parser.add_argument("--batch-size", type=int, default=32, help="examples per step (default 32)")
+    parser.add_argument("--workers", type=int, default=2, help="partitions that train (default 2)")
     parser.add_argument("--lr", type=float, default=0.0, help="SGD learning rate (0: the model's 0.05)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the split, the weights and the batches")
+    return parser
+
+
+def parse_args(argv=None):
+    parser = build_parser()
     args = parser.parse_args(argv)
     if not args.input and not args.write_digits_csv:
         parser.error("expected --input PATH (or --write-digits-csv PATH)")

@@ -2,7 +2,8 @@
 
 The engine's public modules follow Keras' import paths (``sparkdl.layers``,
 ``sparkdl.optimizers``, ``sparkdl.losses``, ``sparkdl.metrics``, ``sparkdl.callbacks``,
-``sparkdl.models``, ``sparkdl.saving``) and need only NumPy; ``SparkModel`` and the pyspark.ml
+``sparkdl.models``, ``sparkdl.saving``) and need only NumPy; ``SparkModel``,
+``load_spark_model`` and the pyspark.ml
 stages import pyspark when first used. The exceptions callers catch (``sparkdl.errors``) are
 importable from here.
 """
@@ -17,11 +18,11 @@ from sparkdl.errors import (AuthenticationError, NotCompiledError, ProtocolError
 from sparkdl.saving import custom_object_scope, register_serializable
 
 if TYPE_CHECKING:
-    from sparkdl.spark import SparkModel
+    from sparkdl.spark import SparkModel, load_spark_model
 
 __version__ = "0.1.0"
 
-__all__ = ["SparkModel", "callbacks", "layers", "losses", "metrics", "optimizers", "saving",
+__all__ = ["SparkModel", "load_spark_model", "callbacks", "layers", "losses", "metrics", "optimizers", "saving",
            "custom_object_scope", "register_serializable", "set_random_seed", "__version__",
            "AuthenticationError", "NotCompiledError", "ProtocolError", "RemoteError",
            "SparkTrainingDivergedError", "TrainingDivergedError"]
@@ -32,9 +33,12 @@ def __getattr__(name: str) -> Any:
     if name == "SparkModel":
         from sparkdl.spark import SparkModel
         return SparkModel
+    if name == "load_spark_model":
+        from sparkdl.spark import load_spark_model
+        return load_spark_model
     raise AttributeError(f"module 'sparkdl' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    # dir() and tab completion list SparkModel although it is imported only on access.
-    return sorted([*globals(), "SparkModel"])
+    # dir() and tab completion list the Spark names although they are imported only on access.
+    return sorted([*globals(), "SparkModel", "load_spark_model"])

@@ -150,13 +150,17 @@ def list_to_dense(arr: pa.Array, width: int, who: str = "features", ids: bool = 
     return values.astype(np.float32, copy=False).reshape(len(arr), width)
 
 
-def columns_to_dense(arrays: list[pa.Array], who: str = "features", ids: bool = False) -> np.ndarray:
-    """Dense ``(n, len(arrays))`` float32 from several numeric columns (int64 with ``ids=True``)."""
+def columns_to_dense(arrays: list[pa.Array], who: str = "features", ids: bool = False,
+                     names: list[str] | None = None) -> np.ndarray:
+    """Dense ``(n, len(arrays))`` float32 from several numeric columns (int64 with ``ids=True``);
+    ``names`` name the columns in errors."""
     n = len(arrays[0]) if arrays else 0
     out = np.empty((n, len(arrays)), dtype=np.int64 if ids else np.float32)
     for j, a in enumerate(arrays):
         if a.null_count:
-            raise ValueError(f"{who}: column {j} has {a.null_count} null values; expected none")
+            name = repr(names[j]) if names else str(j)
+            raise ValueError(f"{who}: column {name} has {a.null_count} null values; expected none "
+                             f"(drop or fill them first, e.g. df.na.drop(subset=[{name}]))")
         values = a.to_numpy(zero_copy_only=False)
         out[:, j] = _as_ids(values, who) if ids else values
     return out

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tarfile
 import urllib.request
 
@@ -73,7 +74,16 @@ def download(data_dir) -> str:
     archive = os.path.join(data_dir, "cifar-10-binary.tar.gz")
     logger.info("downloading %s", URL)
     tmp = archive + ".part"
-    urllib.request.urlretrieve(URL, tmp)
+    try:
+        with urllib.request.urlopen(URL, timeout=60) as response, open(tmp, "wb") as out:
+            shutil.copyfileobj(response, out)
+    except OSError as error:            # no route, refused, timed out, HTTP errors
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        reason = getattr(error, "reason", None) or error
+        raise ConnectionError(f"could not download CIFAR-10 from {URL} ({reason}); fetch "
+                              f"cifar-10-binary.tar.gz on a machine with internet and unpack it "
+                              f"into {data_dir!r}") from None
     os.replace(tmp, archive)
     with tarfile.open(archive) as tar:
         tar.extractall(data_dir, filter="data")

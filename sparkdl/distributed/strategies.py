@@ -151,13 +151,23 @@ def modes() -> list[str]:
     return sorted(_MODES) + sorted(_ALIASES)
 
 
-def get_strategy(mode, **options) -> Strategy:
-    if isinstance(mode, Strategy):
-        return mode
+def _mode_class(mode) -> type[Strategy]:
     key = _ALIASES.get(mode, mode) if isinstance(mode, str) else None
     if key not in _MODES:
         raise ValueError(f"unknown mode {mode!r}; expected one of {modes()}")
-    cls = _MODES[key]
+    return _MODES[key]
+
+
+def option_names(mode) -> tuple[str, ...]:
+    """The keyword options ``mode`` (a name or alias, or a Strategy) takes."""
+    return mode.option_names if isinstance(mode, Strategy) else _mode_class(mode).option_names
+
+
+def get_strategy(mode, **options) -> Strategy:
+    if isinstance(mode, Strategy):
+        return mode
+    cls = _mode_class(mode)
+    key = cls.name
     unknown = sorted(set(options) - set(cls.option_names))
     if unknown:
         takes = ", ".join(f"{name}=..." for name in cls.option_names)

@@ -65,12 +65,15 @@ class History(Callback):
     """Records every epoch's logs: ``history.history["loss"]`` is one float per epoch.
 
     ``SparkModel.fit`` adds what its rounds did: ``rounds`` (one dict per round), the fit's
-    ``settings``, ``rows_per_partition``, ``short_partitions``, ``empty_partitions``,
-    ``resumed_from`` (the round a resumed fit started after, or None) and ``data_seconds``."""
+    ``settings``, ``rows_per_partition`` (the rows that train), ``validation_rows_per_partition``
+    (the rows ``validation_split`` holds out, or None), ``short_partitions``,
+    ``empty_partitions``, ``resumed_from`` (the round a resumed fit started after, or None)
+    and ``data_seconds``."""
 
     rounds: list[dict[str, Any]]
     settings: dict[str, Any]
     rows_per_partition: list[int]
+    validation_rows_per_partition: list[int] | None
     short_partitions: list[int]
     empty_partitions: list[int]
     resumed_from: int | None

@@ -12,7 +12,7 @@ import functools
 import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, cast, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -22,11 +22,13 @@ from sparkdl.engine import checks
 from sparkdl.engine import losses as losses_mod
 from sparkdl.engine import metrics as metrics_mod
 from sparkdl.engine import optimizers as optimizers_mod
+from sparkdl.engine import scores as scores_mod
 from sparkdl.engine import threads
 from sparkdl.engine.callbacks import History
 from sparkdl.engine.data_adapter import batches, check_lengths, to_input_list
 from sparkdl.engine.functional import Graph
 from sparkdl.engine.params import FlatBuffer
+from sparkdl.engine.scores import Scores
 from sparkdl.engine.training import BatchPlan, FitLoop
 # The errors are defined in sparkdl.errors and stay importable from here.
 from sparkdl.errors import NotCompiledError, TrainingDivergedError
@@ -511,14 +513,33 @@ class Model:
         result.update({m.name: m.result() for m in metrics})
         return result
 
-    @_engine_threads
+    @overload
+    def evaluate(self, x: npt.ArrayLike | None = ..., y: npt.ArrayLike | None = ..., batch_size: int = ...,
+                 verbose: int = ..., return_dict: None = ...) -> Scores: ...
+
+    @overload
+    def evaluate(self, x: npt.ArrayLike | None = ..., y: npt.ArrayLike | None = ..., batch_size: int = ...,
+                 verbose: int = ..., *, return_dict: Literal[True]) -> dict[str, float]: ...
+
+    @overload
+    def evaluate(self, x: npt.ArrayLike | None = ..., y: npt.ArrayLike | None = ..., batch_size: int = ...,
+                 verbose: int = ..., *, return_dict: Literal[False]) -> list[float] | float: ...
+
     def evaluate(self, x: npt.ArrayLike | None = None, y: npt.ArrayLike | None = None, batch_size: int = 256,
-                 verbose: int = 0) -> dict[str, float]:
-        """Loss and compiled metrics over ``(x, y)`` in inference mode, as a dict."""
+                 verbose: int = 0, return_dict: bool | None = None
+                 ) -> Scores | dict[str, float] | list[float] | float:
+        """Loss and compiled metrics over ``(x, y)`` in inference mode: a ``Scores`` dict
+        (``{"loss": ..., "accuracy": ...}``) that also reads by position as Keras' list
+        (``[0]`` the loss, ``[1]`` the first compiled metric). ``return_dict=True``: a plain
+        dict; ``False``: Keras' list of floats (the loss alone without metrics). ``verbose``
+        is accepted for Keras' signature; evaluation shows no progress."""
         self._require_compiled("evaluate")
         batch_size = checks.integer(batch_size, "batch_size", "evaluate", at_least=1)
+        return_dict = scores_mod.check_return_dict(return_dict, "evaluate")
         xs, y = self.check_data(x, y, "evaluate")
-        return self.evaluate_arrays(xs, y, batch_size)
+        with self._threading():       # as _engine_threads does (it would hide the overloads)
+            scores = self.evaluate_arrays(xs, y, batch_size)
+        return scores_mod.returned(scores, return_dict)
 
     # ---- description and persistence ---------------------------------------------------------
     def summary(self) -> str:

@@ -83,8 +83,10 @@ def _plan(schema, cols, width, who: str, what: str) -> ColumnPlan:
             raise ValueError(f"{who}: {what} column {names[0]!r} holds one number per row, the model "
                              f"expects {width} values (use a vector or array column, or a list of columns)")
         return ColumnPlan("columns", names, 1)
+    hint = "; index string labels first with pyspark.ml.feature.StringIndexer" \
+        if what == "label" and _type_name(dtype) == "StringType" else ""
     raise TypeError(f"{who}: {what} column {names[0]!r} has type {dtype.simpleString()}; expected an "
-                    f"ml Vector, an array of numbers, or numeric columns")
+                    f"ml Vector, an array of numbers, or numeric columns{hint}")
 
 
 def is_integer_input(dtype) -> bool:
@@ -118,12 +120,12 @@ def batch_to_array(batch, plan: ColumnPlan, who: str) -> np.ndarray:
                                            vector_struct_to_ids)
 
     if plan.kind == "columns":
-        return columns_to_dense([batch.column(name) for name in plan.names], who, ids=plan.ids)
+        return columns_to_dense([batch.column(name) for name in plan.names], who, ids=plan.ids, names=plan.names)
     column = batch.column(plan.names[0])
     width = plan.width
     if width is None:
         width = _first_width(column, plan.kind)
-    if plan.ids:
+    if repr(plan.names[0]) not in who:
         who = f"{who} (features column {plan.names[0]!r})"
     if plan.kind == "vector":
         if plan.ids:
@@ -233,6 +235,46 @@ def arrow_batch_rdd(df):
     return RDD(jrdd, df.sparkSession.sparkContext, NoOpSerializer()).mapPartitions(read)
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """Bad input found inside a task (a ``ValueError`` or ``TypeError`` of the conversion),
+    carried back as the task's result: the job ends normally, the driver raises one clean
+    exception, and no executor logs a stack trace per task attempt."""
+    kind: str            # "ValueError" or "TypeError"
+    message: str
+
+    def error(self) -> Exception:
+        return (TypeError if self.kind == "TypeError" else ValueError)(self.message)
+
+    def encode(self) -> bytes:
+        return f"{self.kind}\n{self.message}".encode()
+
+    @staticmethod
+    def decode(data: bytes) -> Refusal:
+        kind, message = data.decode().split("\n", 1)
+        return Refusal(kind, message)
+
+
+def refusing(fn):
+    """``fn`` returning a ``Refusal`` instead of raising a ValueError or TypeError."""
+    def run(*args):
+        try:
+            return fn(*args)
+        except (ValueError, TypeError) as exc:
+            return Refusal(type(exc).__name__, str(exc))
+    return run
+
+
+def raise_refusal(results, cleanup=None) -> None:
+    """Raise the first (in partition order) ``Refusal`` among a job's results, after
+    ``cleanup``."""
+    for result in results:
+        if isinstance(result, Refusal):
+            if cleanup is not None:
+                cleanup()
+            raise result.error()
+
+
 def _python_error(exc: BaseException) -> BaseException:
     """The ValueError/TypeError a Python task raised, recovered from Spark's wrapper."""
     text = str(exc)
@@ -324,19 +366,31 @@ def dataframe_blocks(df, model, features_col, label_col, num_workers, who, cache
     if probe.getNumPartitions() != parts or not barrier_ready(probe):
         selected = selected.repartition(parts)
         batches = arrow_batch_rdd(selected)
+    convert = refusing(convert)
     if batches is not None:
         rdd = batches.mapPartitions(lambda part: [convert(part)])
     else:                  # no RDD of Arrow batches: a mapInArrow's rows carry the blocks
         with_label = label is not None
 
         def encoded(batches):
-            xs, y = convert(batches)
+            block = convert(batches)
+            if isinstance(block, Refusal):
+                yield pa.RecordBatch.from_pydict({"rows": [-1], "block": [block.encode()]})
+                return
+            xs, y = block
             yield pa.RecordBatch.from_pydict({"rows": [len(xs[0])], "block": [encode_block(xs[0], y)]})
-        rdd = selected.mapInArrow(encoded, "rows long, block binary").rdd.map(
-            lambda row: decode_block(row.block, with_label)).map(lambda b: ([b[0]], b[1]))
+
+        def decoded(row):
+            if row.rows < 0:
+                return Refusal.decode(row.block)
+            x, y = decode_block(row.block, with_label)
+            return [x], y
+        rdd = selected.mapInArrow(encoded, "rows long, block binary").rdd.map(decoded)
     if cache:
         rdd.persist(StorageLevel.MEMORY_AND_DISK)
-    rows = _run_prep_job(lambda: rdd.map(lambda b: len(b[0][0])).collect(), who)
+    rows = _run_prep_job(lambda: rdd.map(lambda b: b if isinstance(b, Refusal) else len(b[0][0])).collect(),
+                         who)
+    raise_refusal(rows, rdd.unpersist)
     total = sum(rows)
     if total == 0:
         rdd.unpersist()
@@ -370,7 +424,7 @@ def rdd_blocks(rdd, model, num_workers, who, cache=True) -> Blocks:
     if rdd.getNumPartitions() != parts or not barrier_ready(rdd):
         rdd = rdd.repartition(parts)
 
-    def stack(index, pairs):
+    def stack(pairs):
         xs_rows, ys = [], []
         for pair in pairs:
             if not isinstance(pair, (tuple, list)) or len(pair) != 2:
@@ -389,12 +443,14 @@ def rdd_blocks(rdd, model, num_workers, who, cache=True) -> Blocks:
             xs.append(arr)
         y = loss.validate_targets(np.asarray(ys), out_shape) if ys else \
             loss.validate_targets(np.zeros((0,) + (out_shape if out_shape != (1,) else ())), out_shape)
-        yield xs, y
+        return xs, y
 
-    blocks = rdd.mapPartitionsWithIndex(stack)
+    stack = refusing(stack)
+    blocks = rdd.mapPartitions(lambda pairs: [stack(pairs)])
     if cache:
         blocks.persist(StorageLevel.MEMORY_AND_DISK)
-    rows = _run_prep_job(lambda: blocks.map(lambda b: len(b[1])).collect(), who)
+    rows = _run_prep_job(lambda: blocks.map(lambda b: b if isinstance(b, Refusal) else len(b[1])).collect(), who)
+    raise_refusal(rows, blocks.unpersist)
     if sum(rows) == 0:
         blocks.unpersist()
         raise ValueError(f"{who}: the RDD is empty; expected at least one (x, y) pair")
@@ -487,6 +543,34 @@ def _dense_vectors(values: np.ndarray):
         names=["type", "size", "indices", "values"])
 
 
+def _add_scores(model, metrics, xs, y, batch_size) -> float:
+    """Update ``metrics`` with the inference-mode outputs of ``(xs, y)``, batch by batch;
+    returns the loss summed over the rows."""
+    loss_sum = 0.0
+    for a in range(0, len(y), batch_size):
+        out = model.predict([x[a:a + batch_size] for x in xs], batch_size=batch_size)
+        loss_sum += float(np.sum(model.loss.per_sample(y[a:a + batch_size], out)))
+        for met in metrics:
+            met.update(y[a:a + batch_size], out)
+    return loss_sum
+
+
+def _combined_scores(model, parts, who: str, what: str) -> dict:
+    """``{"loss": ..., metric: ...}`` from each partition's ``(loss sum, rows, metric states)``."""
+    loss_sum, count = 0.0, 0
+    mets = [x.fresh() for x in model.metrics]
+    for part_loss, part_count, states in parts:
+        loss_sum += part_loss
+        count += part_count
+        for met, st in zip(mets, states):
+            met.merge_state(st)
+    if count == 0:
+        raise ValueError(f"{who}: {what} is empty; expected at least one row")
+    result = {"loss": loss_sum / count}
+    result.update({met.name: met.result() for met in mets})
+    return result
+
+
 def evaluate_frame(df, model, features_col, label_col, batch_size) -> dict:
     """Loss and compiled metrics over ``df``, computed per partition on the executors; the
     driver adds up one small state per partition."""
@@ -505,6 +589,11 @@ def evaluate_frame(df, model, features_col, label_col, batch_size) -> dict:
 
     def run(batches):
         import pyarrow as pa
+        state = refusing(evaluate_partition)(batches)
+        data = state.encode() if isinstance(state, Refusal) else pickle.dumps(state)
+        yield pa.RecordBatch.from_pydict({"refused": [isinstance(state, Refusal)], "state": [data]})
+
+    def evaluate_partition(batches):
         executor.use_task_cpus()
         m = executor.cached_model(model_bc)
         mets = [x.fresh() for x in m.metrics]
@@ -516,31 +605,117 @@ def evaluate_frame(df, model, features_col, label_col, batch_size) -> dict:
             check_values(x, who, "features")
             x = x.reshape((-1,) + tuple(shape)).astype(dtype, copy=False)
             y = to_targets(batch_to_array(batch, label, _label_who(who, label)))
-            for a in range(0, len(x), batch_size):
-                out = m.predict(x[a:a + batch_size], batch_size=batch_size)
-                loss_sum += float(np.sum(m.loss.per_sample(y[a:a + batch_size], out)))
-                for met in mets:
-                    met.update(y[a:a + batch_size], out)
+            loss_sum += _add_scores(m, mets, [x], y, batch_size)
             count += len(x)
-        state = pickle.dumps((loss_sum, count, [met.state for met in mets]))
-        yield pa.RecordBatch.from_pydict({"state": [state]})
+        return loss_sum, count, [met.state for met in mets]
 
     selected = df.select(*(features.names + label.names))
-    rows = _run_prep_job(lambda: selected.mapInArrow(run, "state binary").collect(), who)
-    loss_sum, count = 0.0, 0
-    mets = [x.fresh() for x in model.metrics]
-    for row in rows:
-        part_loss, part_count, states = pickle.loads(row.state)
-        loss_sum += part_loss
-        count += part_count
-        for met, st in zip(mets, states):
-            met.merge_state(st)
-    model_bc.destroy()
-    if count == 0:
-        raise ValueError(f"{who}: the DataFrame is empty; expected at least one row")
-    result = {"loss": loss_sum / count}
-    result.update({met.name: met.result() for met in mets})
-    return result
+    try:
+        rows = _run_prep_job(lambda: selected.mapInArrow(run, "refused boolean, state binary").collect(), who)
+    finally:
+        model_bc.destroy()
+    raise_refusal([Refusal.decode(row.state) for row in rows if row.refused])
+    return _combined_scores(model, [pickle.loads(row.state) for row in rows], who, "the DataFrame")
+
+
+def evaluate_blocks(rdd, model, batch_size: int, who: str) -> dict:
+    """Loss and compiled metrics over an RDD of blocks ``([x, ...], y)`` (the rows a fit holds
+    out with ``validation_split``), one small state per partition added up on the driver."""
+    from sparkdl.spark import executor
+
+    model_bc = executor.ModelBroadcast(rdd.context, model)
+
+    def run(blocks):
+        executor.use_task_cpus()
+        m = executor.cached_model(model_bc)
+        mets = [x.fresh() for x in m.metrics]
+        loss_sum, count = 0.0, 0
+        for xs, y in blocks:
+            if len(y):
+                loss_sum += _add_scores(m, mets, xs, y, batch_size)
+                count += len(y)
+        yield loss_sum, count, [met.state for met in mets]
+
+    try:
+        parts = _run_prep_job(lambda: rdd.mapPartitions(run).collect(), who)
+    finally:
+        model_bc.destroy()
+    return _combined_scores(model, parts, who, "the validation data")
+
+
+# ---- rows held out for validation ------------------------------------------------------------
+def held_out_rows(rows: int, validation_split: float) -> int:
+    """How many of a partition's ``rows`` ``validation_split`` holds out: its last
+    ``rows - int(rows * (1 - validation_split))``, as Keras holds out the last fraction."""
+    return rows - int(rows * (1 - validation_split))
+
+
+def split_blocks(blocks: Blocks, validation_split: float) -> tuple[Blocks, Blocks]:
+    """``(training blocks, validation blocks)``: each partition's block cut before its last
+    ``held_out_rows``. Both read ``blocks``' cached RDD (no job runs, nothing more is cached),
+    so releasing ``blocks`` releases them."""
+    def head(block):
+        xs, y = block
+        at = len(y) - held_out_rows(len(y), validation_split)
+        return [x[:at] for x in xs], y[:at]
+
+    def tail(block):
+        xs, y = block
+        at = len(y) - held_out_rows(len(y), validation_split)
+        return [x[at:] for x in xs], y[at:]
+
+    held = [held_out_rows(r, validation_split) for r in blocks.rows]
+    train = Blocks(blocks.rdd.map(head, preservesPartitioning=True), [r - h for r, h in zip(blocks.rows, held)])
+    val = Blocks(blocks.rdd.map(tail, preservesPartitioning=True), held)
+    train.kept = val.kept = True       # nothing of their own to unpersist
+    return train, val
+
+
+# ---- prediction of an RDD of feature rows ----------------------------------------------------------
+def predict_rdd(rdd, model, batch_size: int, who: str = "SparkModel.predict") -> np.ndarray:
+    """The model's outputs for an RDD whose elements are one example's features each (an
+    array or a list of numbers; for a model of several inputs, a list of one array per
+    input), computed on the executors with the model broadcast once, in the RDD's order."""
+    from sparkdl.engine.data_adapter import to_input_list
+    from sparkdl.spark import executor
+
+    if not model.built:
+        raise ValueError(f"{who}: model '{model.name}' is not built; give it an input shape")
+    specs = model.input_specs()
+    out_shape = tuple(model.output_shape)
+    model_bc = executor.ModelBroadcast(rdd.context, model)
+
+    def run(rows):
+        rows = list(rows)
+        if not rows:
+            return
+        executor.use_task_cpus()
+        m = executor.cached_model(model_bc)
+        yield m.predict(to_input_list(_stack_rows(rows, specs, who), specs, who), batch_size=batch_size)
+
+    try:
+        parts = _run_prep_job(lambda: rdd.mapPartitions(run).collect(), who)
+    finally:
+        model_bc.destroy()
+    if not parts:
+        return np.zeros((0,) + out_shape, np.float32)
+    return np.concatenate(parts)
+
+
+def _stack_rows(rows: list, specs, who: str) -> list[np.ndarray]:
+    """One partition's feature rows as one array per model input."""
+    expected = " and ".join(str((None,) + tuple(shape)) for shape, _ in specs)
+    try:
+        if len(specs) == 1:
+            return [np.asarray(rows)]
+        if not all(isinstance(r, (list, tuple)) and len(r) == len(specs) for r in rows):
+            bad = next(r for r in rows if not (isinstance(r, (list, tuple)) and len(r) == len(specs)))
+            raise TypeError(f"{who}: expected each element of the RDD to be a list of {len(specs)} "
+                            f"arrays (one per model input), received {type(bad).__name__}")
+        return [np.asarray([r[i] for r in rows]) for i in range(len(specs))]
+    except ValueError as exc:     # rows of different lengths, or (x, y) pairs
+        raise ValueError(f"{who}: expected each element of the RDD to be one example's features "
+                         f"(inputs of shape {expected}), received rows NumPy cannot stack: {exc}") from None
 
 
 #: Most bytes of Arrow data from_arrays puts into one task (Spark warns above 1000 KiB per task).

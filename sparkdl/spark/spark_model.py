@@ -10,25 +10,28 @@ modes); where that cannot run, one Spark job per round.
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import os
 import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
 import numpy.typing as npt
 
 from sparkdl.distributed import worker
-from sparkdl.distributed.strategies import EASGDStrategy, check_frequency, get_strategy
+from sparkdl.distributed.strategies import EASGDStrategy, check_frequency, get_strategy, option_names
 from sparkdl.engine import checks
+from sparkdl.engine import scores as scores_mod
 from sparkdl.engine.callbacks import History
 from sparkdl.engine.files import json_plain
 from sparkdl.engine.training import EpochSums, FitLoop
 from sparkdl.errors import NotCompiledError, SparkTrainingDivergedError
 from sparkdl.spark import block_cache, executor, frames, job, transports
+from sparkdl.spark.persistence import load_spark_model, save_spark_model
 
 if TYPE_CHECKING:
     from pyspark import RDD
@@ -37,6 +40,9 @@ if TYPE_CHECKING:
     from sparkdl.distributed.checkpoint import CheckpointStore
     from sparkdl.engine.callbacks import Callback
     from sparkdl.engine.model import Model
+    from sparkdl.engine.scores import Scores
+
+__all__ = ["SparkModel", "load_spark_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -73,16 +79,23 @@ class SparkModel:
     ``execution``: ``"auto"`` (default) runs each fit as one Spark barrier job whose tasks keep
     their partition and model between rounds, unless that cannot run; ``"rounds"`` runs one
     job per round (per epoch in the async modes), as on clusters without barrier scheduling.
+
+    ``parameter_server_mode``: Elephas' choice of parameter server, accepted so Elephas code
+    runs unchanged and otherwise ignored (``None``, ``"socket"`` or ``"http"``): sparkdl has
+    one parameter server, over its own sockets. Any other keyword is a TypeError naming it,
+    except the mode's own options (``staleness`` for ssp, ``rho`` and ``variant`` for easgd).
     """
 
     def __init__(self, model: Model, mode: str = "sync", frequency: str | int = "epoch",
                  num_workers: int | None = None, aggregate: str = "weights", seed: int = 0,
                  transport: str = "socket", port: int | None = None, timeout: float = 120.0,
-                 round_timeout: float | None = None, execution: str = "auto", **mode_options: Any):
+                 round_timeout: float | None = None, execution: str = "auto",
+                 parameter_server_mode: str | None = None, **mode_options: Any):
         if getattr(model, "loss", None) is None or getattr(model, "optimizer", None) is None:
             raise NotCompiledError("SparkModel: expected a compiled model; call "
                                    "model.compile(optimizer=..., loss=...) first")
         self.model = model
+        _check_keywords(mode, mode_options)
         self.strategy = get_strategy(mode, **mode_options)
         self.mode = self.strategy.name
         who = "SparkModel"
@@ -99,7 +112,38 @@ class SparkModel:
         self.timeout = checks.number(timeout, "timeout", who, above=0)
         self.round_timeout = checks.optional_number(round_timeout, "round_timeout", who, above=0)
         self.execution = checks.one_of(execution, ("auto", "rounds"), "execution", who)
+        self.parameter_server_mode = checks.one_of(parameter_server_mode, (None, "socket", "http"),
+                                                   "parameter_server_mode", who)
         self.history: History | None = None
+
+    # ---- Elephas' surface: settings, weights, persistence ----------------------------------------
+    @property
+    def master_network(self) -> Model:
+        """The driver's model (Elephas' name; the same object as ``model``)."""
+        return self.model
+
+    def get_weights(self) -> list[np.ndarray]:
+        """The model's weights (copies), as ``model.get_weights()``."""
+        return self.model.get_weights()
+
+    def set_weights(self, weights: Sequence[npt.ArrayLike]) -> None:
+        """Set the model's weights, as ``model.set_weights(weights)``."""
+        self.model.set_weights(weights)
+
+    def get_config(self) -> dict[str, Any]:
+        """The settings, as keywords: ``SparkModel(model, **spark_model.get_config())`` is an
+        equal SparkModel (the mode under its canonical name, with its options)."""
+        return {"mode": self.mode, **self.strategy.options(), "frequency": self.frequency,
+                "num_workers": self.num_workers, "aggregate": self.aggregate, "seed": self.seed,
+                "transport": self.transport, "port": self.port, "timeout": self.timeout,
+                "round_timeout": self.round_timeout, "execution": self.execution,
+                "parameter_server_mode": self.parameter_server_mode}
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the model (as ``model.save`` does) and these settings to ``path``: a single
+        zip file, or a directory when ``path`` is an existing directory; written atomically,
+        nothing pickled. ``sparkdl.load_spark_model(path)`` reads it back."""
+        save_spark_model(self, path)
 
     # ---- data ------------------------------------------------------------------------------
     def _workers(self, sc) -> int:
@@ -135,8 +179,16 @@ class SparkModel:
             validation_data: DataFrame | tuple[npt.ArrayLike, npt.ArrayLike] | None = None,
             callbacks: Sequence[Callback] | None = None, verbose: int = 1,
             checkpoint_dir: str | os.PathLike[str] | None = None, checkpoint_every: int = 1,
-            resume: bool = False, checkpoint_keep: int = 3) -> History:
+            resume: bool = False, checkpoint_keep: int = 3, validation_split: float = 0.0) -> History:
         """Train for ``epochs`` on ``data``; returns the History (``history.rounds`` per round).
+
+        ``validation_data`` (a DataFrame or ``(x_val, y_val)`` arrays) or ``validation_split``
+        (``0 <= validation_split < 1``, not both) is evaluated after each epoch as
+        ``val_loss`` and ``val_<metric>``. ``validation_split`` holds out the last
+        ``rows - int(rows * (1 - validation_split))`` rows of each training partition, as
+        Keras holds out the last fraction of its arrays: a DataFrame or RDD of the same
+        partitions holds out the same rows in every fit. The held-out rows stay in the training
+        tasks, which evaluate them (``history.validation_rows_per_partition`` counts them).
 
         The whole fit runs as one Spark barrier job whose tasks keep their partition and model
         in memory between rounds; where that cannot run (more partitions than task slots,
@@ -155,25 +207,32 @@ class SparkModel:
         who = "SparkModel.fit"
         epochs = checks.integer(epochs, "epochs", who, at_least=0)
         batch_size = checks.integer(batch_size, "batch_size", who, at_least=1)
+        split = _check_validation_split(validation_split, validation_data, who)
         store = _checkpoint_store(checkpoint_dir, checkpoint_every, resume, checkpoint_keep, who)
         val = self._validation(validation_data, features_col, label_col) if validation_data is not None else None
         prep_start = time.perf_counter()
         blocks = self._blocks(data, features_col, label_col, who)
-        val_blocks = None
+        frame_blocks = None          # a validation DataFrame's blocks, released after the fit
         try:
-            blocks.note_batch_size(batch_size)
+            train = blocks
+            if split:
+                train, held = frames.split_blocks(blocks, split)
+                _check_held_out(train, held, split, who)
+                val = ("blocks", held)
+            train.note_batch_size(batch_size)
             reason = "execution='rounds' was asked for" if self.execution == "rounds" else \
-                job.fallback_reason(blocks.rdd.context, len(blocks.rows), self.transport)
+                job.fallback_reason(train.rdd.context, len(train.rows), self.transport)
             if reason is None and val is not None and val[0] == "frame":
-                val_blocks = frames.dataframe_blocks(val[1], self.model, features_col, label_col,
-                                                     len(blocks.rows), f"{who}(validation_data)")
+                frame_blocks = frames.dataframe_blocks(val[1], self.model, features_col, label_col,
+                                                       len(train.rows), f"{who}(validation_data)")
+            val_blocks = val[1] if val is not None and val[0] == "blocks" else frame_blocks
             prep_seconds = time.perf_counter() - prep_start
-            run = _FitRun(epochs, batch_size, verbose, store, int(checkpoint_every), resume)
-            return self._fit_rounds(blocks, val, val_blocks, callbacks, prep_seconds, run, reason)
+            run = _FitRun(epochs, batch_size, verbose, store, int(checkpoint_every), resume, split)
+            return self._fit_rounds(train, val, val_blocks, callbacks, prep_seconds, run, reason)
         finally:
             blocks.release()
-            if val_blocks is not None:
-                val_blocks.release()
+            if frame_blocks is not None:
+                frame_blocks.release()
 
     def _validation(self, validation_data, features_col, label_col):
         from pyspark.sql import DataFrame
@@ -192,7 +251,9 @@ class SparkModel:
         held = transport.evaluate_validation()
         if held is not None:
             return held
-        return self.evaluate(val[1], features_col=val[2], label_col=val[3])
+        if val[0] == "blocks":      # rows held out by validation_split, on the job-per-round path
+            return frames.evaluate_blocks(val[1].rdd, self.model, 256, "SparkModel.fit(validation_split)")
+        return frames.evaluate_frame(val[1], self.model, val[2], val[3], 256)
 
     def _start_history(self, history, blocks, run, reason) -> None:
         self.history = history
@@ -205,7 +266,7 @@ class SparkModel:
                             "partitions": len(blocks.rows), "seed": self.seed,
                             "transport": "parameter server" if self.strategy.asynchronous
                             else self.transport, "batch_size": run.batch_size, "epochs": run.epochs,
-                            "execution": execution}
+                            "execution": execution, "validation_split": run.validation_split}
         if reason is not None:
             chosen = self.transport == "spark" or self.execution == "rounds"
             (logger.info if chosen else logger.warning)("SparkModel.fit runs %s", execution)
@@ -234,6 +295,7 @@ class SparkModel:
                        log=logger.info, rounds=run.epochs * per_epoch)
         self._start_history(loop.history, blocks, run, reason)
         loop.history.data_seconds = prep_seconds
+        loop.history.validation_rows_per_partition = list(val[1].rows) if val and val[0] == "blocks" else None
         # What a checkpoint must match to be resumed: the same rounds over the same partitions.
         settings = {k: loop.history.settings[k]
                     for k in ("mode", "staleness", "options", "aggregate", "seed", "batch_size")}
@@ -397,32 +459,109 @@ class SparkModel:
     # ---- inference ---------------------------------------------------------------------------
     @overload
     def predict(self, data: DataFrame, features_col: str | Sequence[str] = ..., prediction_col: str = ...,
-                probability_col: str | None = ..., batch_size: int = ...) -> DataFrame: ...
+                probability_col: str | None = ..., batch_size: int = ..., verbose: int = ...) -> DataFrame: ...
 
     @overload
-    def predict(self, data: npt.ArrayLike, features_col: str | Sequence[str] = ..., prediction_col: str = ...,
-                probability_col: str | None = ..., batch_size: int = ...) -> npt.NDArray[np.float32]: ...
+    def predict(self, data: RDD[Any] | npt.ArrayLike, features_col: str | Sequence[str] = ...,
+                prediction_col: str = ..., probability_col: str | None = ..., batch_size: int = ...,
+                verbose: int = ...) -> npt.NDArray[np.float32]: ...
 
-    def predict(self, data: DataFrame | npt.ArrayLike, features_col: str | Sequence[str] = "features",
+    def predict(self, data: DataFrame | RDD[Any] | npt.ArrayLike, features_col: str | Sequence[str] = "features",
                 prediction_col: str = "prediction", probability_col: str | None = "probability",
-                batch_size: int = 256) -> DataFrame | npt.NDArray[np.float32]:
+                batch_size: int = 256, verbose: int = 0) -> DataFrame | npt.NDArray[np.float32]:
         """NumPy in, NumPy out (locally); a DataFrame in, the DataFrame plus predictions out
-        (computed on the executors)."""
+        (computed on the executors); an RDD of feature rows (one example's array or list of
+        numbers each, as Elephas takes) in, the outputs in the RDD's order as one NumPy array
+        out (computed on the executors, the model broadcast once). ``verbose`` is accepted for
+        Keras' signature; prediction shows no progress."""
+        from pyspark import RDD
         from pyspark.sql import DataFrame
         batch_size = checks.integer(batch_size, "batch_size", "SparkModel.predict", at_least=1)
         if isinstance(data, DataFrame):
             return frames.predict_frame(data, self.model, features_col, prediction_col,
                                         probability_col, batch_size)
+        if isinstance(data, RDD):
+            return frames.predict_rdd(data, self.model, batch_size)
         return self.model.predict(data, batch_size=batch_size)
 
-    def evaluate(self, data: DataFrame, features_col: str | Sequence[str] = "features",
-                 label_col: str | Sequence[str] = "label", batch_size: int = 256) -> dict[str, float]:
-        """Loss and compiled metrics computed on the executors and combined on the driver."""
+    @overload
+    def evaluate(self, data: DataFrame | npt.ArrayLike, y: npt.ArrayLike | None = ..., batch_size: int = ...,
+                 verbose: int = ..., *, features_col: str | Sequence[str] = ...,
+                 label_col: str | Sequence[str] = ..., return_dict: None = ...) -> Scores: ...
+
+    @overload
+    def evaluate(self, data: DataFrame | npt.ArrayLike, y: npt.ArrayLike | None = ..., batch_size: int = ...,
+                 verbose: int = ..., *, features_col: str | Sequence[str] = ...,
+                 label_col: str | Sequence[str] = ..., return_dict: Literal[True]) -> dict[str, float]: ...
+
+    @overload
+    def evaluate(self, data: DataFrame | npt.ArrayLike, y: npt.ArrayLike | None = ..., batch_size: int = ...,
+                 verbose: int = ..., *, features_col: str | Sequence[str] = ...,
+                 label_col: str | Sequence[str] = ..., return_dict: Literal[False]) -> list[float] | float: ...
+
+    def evaluate(self, data: DataFrame | npt.ArrayLike, y: npt.ArrayLike | None = None, batch_size: int = 256,
+                 verbose: int = 0, *, features_col: str | Sequence[str] = "features",
+                 label_col: str | Sequence[str] = "label", return_dict: bool | None = None
+                 ) -> Scores | dict[str, float] | list[float] | float:
+        """Loss and compiled metrics: of a DataFrame (``features_col``, ``label_col``) computed
+        on the executors and combined on the driver, or of NumPy arrays ``(x, y)`` computed on
+        the driver by the engine. Returns what the engine's ``evaluate`` returns: a ``Scores``
+        dict (``{"loss": ..., "accuracy": ...}``) that also reads by position as Keras' list
+        (``[0]`` the loss, ``[1]`` the first compiled metric); ``return_dict=True`` a plain
+        dict, ``False`` Keras' list (the loss alone without metrics). ``verbose`` is accepted
+        for Keras' and Elephas' signature; evaluation shows no progress."""
         from pyspark.sql import DataFrame
-        if not isinstance(data, DataFrame):
-            raise TypeError(f"SparkModel.evaluate: expected a DataFrame, received {type(data).__name__}")
-        batch_size = checks.integer(batch_size, "batch_size", "SparkModel.evaluate", at_least=1)
-        return frames.evaluate_frame(data, self.model, features_col, label_col, batch_size)
+        who = "SparkModel.evaluate"
+        batch_size = checks.integer(batch_size, "batch_size", who, at_least=1)
+        return_dict = scores_mod.check_return_dict(return_dict, who)
+        if isinstance(data, DataFrame):
+            if y is not None:
+                raise TypeError(f"{who}: a DataFrame carries its labels in label_col={label_col!r}; "
+                                f"expected y=None, received {type(y).__name__}: {y!r}"[:400])
+            scores = frames.evaluate_frame(data, self.model, features_col, label_col, batch_size)
+            return scores_mod.returned(scores, return_dict)
+        if y is None:
+            raise ValueError(f"{who}: expected a DataFrame, or NumPy features x with their targets y; "
+                             f"received {type(data).__name__} and y=None")
+        scores = self.model.evaluate(data, y, batch_size=batch_size, return_dict=True)
+        return scores_mod.returned(scores, return_dict)
+
+
+def _check_keywords(mode, mode_options: dict) -> None:
+    """An unknown keyword of ``SparkModel(...)`` is a TypeError naming it and the keywords that
+    exist; the mode's options (``staleness``, ``rho``, ...) pass."""
+    takes = option_names(mode)          # an unknown mode is a ValueError listing the modes
+    unknown = sorted(set(mode_options) - set(takes))
+    if unknown:
+        own = [name for name, p in inspect.signature(SparkModel.__init__).parameters.items()
+               if name != "self" and p.kind is not inspect.Parameter.VAR_KEYWORD]
+        key = getattr(mode, "name", mode)         # a Strategy object, or the name given
+        raise TypeError(f"SparkModel: unexpected keyword argument{'s' if len(unknown) > 1 else ''} "
+                        f"{', '.join(map(repr, unknown))}; SparkModel takes {', '.join(own)}, and mode "
+                        f"{key!r} takes {', '.join(takes) if takes else 'no options'}")
+
+
+def _check_validation_split(split, validation_data, who) -> float:
+    """``validation_split`` as a float in [0, 1), refused together with ``validation_data``."""
+    if not checks.is_number(split):
+        raise checks.invalid(who, "validation_split as a number, 0 <= validation_split < 1",
+                             "validation_split", split, TypeError)
+    split = checks.fraction(split, "validation_split", who)
+    if split and validation_data is not None:
+        raise ValueError(f"{who}: expected validation_data or validation_split, not both; received "
+                         f"validation_split={split!r} and validation_data")
+    return split
+
+
+def _check_held_out(train, held, split, who) -> None:
+    """Both sides of a ``validation_split`` hold rows."""
+    if sum(train.rows) == 0:
+        raise ValueError(f"{who}: validation_split={split!r} leaves no rows to train on (partitions "
+                         f"of {[t + h for t, h in zip(train.rows, held.rows)]} rows); expected a "
+                         f"smaller validation_split")
+    if sum(held.rows) == 0:
+        raise ValueError(f"{who}: validation_split={split!r} holds out no row of partitions of "
+                         f"{train.rows} rows; expected a larger validation_split, or 0")
 
 
 def _checkpoint_store(directory, every, resume, keep, who):
@@ -473,3 +612,4 @@ class _FitRun:
     store: CheckpointStore | None
     every: int
     resume: bool
+    validation_split: float = 0.0

@@ -135,18 +135,49 @@ def write_fake_cifar(folder, train_per_file=24, test_rows=30, seed=0):
     cifar10.write_batch(folder / cifar10.TEST_FILE, *make(test_rows))
 
 
-def test_cifar_app_reads_binary_files_and_trains(tmp_path):
+def test_cifar_app_reads_binary_files_and_trains_quietly(tmp_path):
     """120 training images, 15 epochs of rounds of tau=2 on two workers: the brightness signal
     is learnt. Over data seeds 0-1 and model seeds 0-1 the test accuracy on 100 images was
-    0.86-1.00 (chance: 0.10; after the single epoch this test once ran, 0.07-0.30)."""
+    0.86-1.00 (chance: 0.10; after the single epoch this test once ran, 0.07-0.30). Spark's
+    start-up logs stay off: at most 5 lines come before the first epoch's line."""
     write_fake_cifar(tmp_path, test_rows=100)
     run = spark_submit(["--master", "local[2]", "examples/cifar_app.py", "--data-dir", str(tmp_path),
                         "--workers", "2", "--epochs", "15", "--tau", "2", "--batch-size", "20",
-                        "--verbose", "0"])
+                        "--verbose", "2"])
     assert run.returncode == 0, run.stderr[-3000:]
+    stdout = run.stdout.splitlines()
+    first_epoch = next(i for i, line in enumerate(stdout) if line.startswith("Epoch 1/15"))
+    before = run.stderr.splitlines() + stdout[:first_epoch]
+    assert len(before) <= 5, before
+    assert "very large size" not in run.stderr
     found = re.search(r"test accuracy: ([0-9.]+).*?(\d+) rounds of tau=2, 2 workers, 120 training images",
                       run.stdout)
     assert found, run.stdout[-2000:]
     # 60 rows per partition at batch 20: 3 steps an epoch, 2 rounds of tau=2.
     assert int(found.group(2)) == 30
     assert float(found.group(1)) >= 0.6, run.stdout[-2000:]
+
+
+@pytest.mark.parametrize("name", ["mnist_app", "cifar_app", "ctr_app", "pipeline_app"])
+def test_every_example_flag_has_help(name):
+    parser = load_example(name).build_parser()
+    assert [a.dest for a in parser._actions if not a.help] == []
+
+
+def test_cifar_app_without_data_or_network_says_what_to_do_in_one_line(tmp_path, monkeypatch):
+    app = load_example("cifar_app")
+    for folder in (tmp_path, tmp_path / "missing"):
+        with pytest.raises(SystemExit) as ended:
+            app.main(["--data-dir", str(folder)])
+        message = str(ended.value.code)
+        assert "\n" not in message and message.startswith("cifar_app.py: no CIFAR-10 binary files")
+        assert "--download" in message
+    # Port 9 (discard) on loopback refuses the connection: what --download meets without a network.
+    monkeypatch.setattr(cifar10, "URL", "http://127.0.0.1:9/cifar-10-binary.tar.gz")
+    with pytest.raises(SystemExit) as ended:
+        app.main(["--data-dir", str(tmp_path / "new"), "--download"])
+    message = str(ended.value.code)
+    assert "\n" not in message, message
+    assert message.startswith("cifar_app.py: could not download CIFAR-10 from http://127.0.0.1:9/"), message
+    assert "unpack it into" in message
+    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == []      # no partial download left

@@ -51,6 +51,37 @@ def test_non_finite_features(spark, model):
         SparkModel(model, num_workers=1).fit(df, epochs=1, verbose=0)
 
 
+def test_bad_values_found_by_the_tasks_end_the_job_cleanly(spark, model):
+    """A NaN, a null label or an unknown class id is found while the tasks convert their
+    partitions: the task hands the refusal back as its result, so the job ends normally (no
+    executor logs a stack trace per attempt) and the driver raises one exception of its own,
+    not one chained to Spark's."""
+    nan = spark.createDataFrame([(Vectors.dense([1.0, float("nan"), 0.0, 1.0]), 1.0)] * 4, ["features", "label"])
+    from pyspark.ml.linalg import VectorUDT
+    from pyspark.sql.types import DoubleType, StructField, StructType
+    schema = StructType([StructField("features", VectorUDT()), StructField("y", DoubleType())])
+    null_label = spark.createDataFrame([(Vectors.dense([1.0, 0.0, 0.0, 1.0]), None)] * 3 +
+                                       [(Vectors.dense([1.0, 0.0, 0.0, 1.0]), 1.0)], schema)
+    tracker = spark.sparkContext.statusTracker()
+    null_message = r"column 'y' has 3 null values; expected none \(drop or fill them first, e\.g\. " \
+                   r"df\.na\.drop\(subset=\['y'\]\)\)"
+    for df, options, match in [(nan, {}, "contain 4 NaN"), (null_label, {"label_col": "y"}, null_message)]:
+        spark.sparkContext._jsc.sc().listenerBus().waitUntilEmpty(30_000)
+        before = set(tracker.getJobIdsForGroup(None))
+        with pytest.raises(ValueError, match=match) as error:
+            SparkModel(model, num_workers=1).fit(df, epochs=1, verbose=0, **options)
+        assert error.value.__cause__ is None and error.value.__context__ is None
+        spark.sparkContext._jsc.sc().listenerBus().waitUntilEmpty(30_000)
+        jobs = set(tracker.getJobIdsForGroup(None)) - before
+        assert jobs and all(tracker.getJobInfo(j).status == "SUCCEEDED" for j in jobs)
+
+
+def test_string_labels_suggest_a_string_indexer(spark, model):
+    df = spark.createDataFrame([(Vectors.dense([1.0, 0.0, 0.0, 1.0]), "cat")] * 2, ["features", "label"])
+    with pytest.raises(TypeError, match=r"label column 'label' has type string.*pyspark\.ml\.feature\.StringIndexer"):
+        SparkModel(model).fit(df, epochs=1, verbose=0)
+
+
 def test_labels_outside_the_models_classes(spark, model):
     df = spark.createDataFrame([(Vectors.dense([1.0, 0.0, 0.0, 1.0]), 7.0)] * 4, ["features", "label"])
     with pytest.raises(ValueError, match=r"class ids in \[0, 2\].*received values in \[7, 7\]"):
