@@ -20,7 +20,7 @@ and a loader finds it by that name in the registry or ``custom_objects``.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import numpy as np
@@ -143,13 +143,13 @@ class CallableActivation(ActivationFn):
 
     needs_input = True
 
-    def __init__(self, fn: Differentiable, name: str | None = None):
+    def __init__(self, fn: Differentiable | Callable[[np.ndarray], np.ndarray], name: str | None = None):
         if not callable(getattr(fn, "derivative", None)):
             label = name or custom_objects.get_registered_name(fn)
             raise TypeError(f"activation {label!r}: expected a callable with a derivative: add "
                             f"{label}.derivative = lambda x, y: ... returning dy/dx element-wise "
                             f"(x the input, y the output), received {fn!r} without one")
-        self.fn = fn
+        self.fn: Differentiable = fn  # type: ignore[assignment]  # its derivative is checked above
         self.name = name or custom_objects.get_registered_name(fn)
 
     def forward(self, z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -174,8 +174,9 @@ class CallableActivation(ActivationFn):
 _REGISTRY = {cls.name: cls for cls in (Linear, ReLU, LeakyReLU, Sigmoid, Tanh, Softmax)}
 
 #: What ``activation=`` accepts besides a Layer: a name, a config, an ActivationFn, a
-#: ``Differentiable`` callable, or None (linear).
-Identifier = str | Mapping[str, Any] | ActivationFn | Differentiable | None
+#: ``Differentiable`` callable (a plain function with a ``derivative`` attribute, which type
+#: checkers cannot see, is checked when the layer is made), or None (linear).
+Identifier = str | Mapping[str, Any] | ActivationFn | Differentiable | Callable[[np.ndarray], np.ndarray] | None
 
 
 def names() -> list[str]:
