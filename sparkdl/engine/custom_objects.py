@@ -3,7 +3,8 @@ every loader goes through.
 
 A saved model names each layer class, activation, loss, metric, initializer and optimizer it
 holds. A built-in name resolves in its own module (``layers.get``, ``activations.get``, ...);
-before that, each of those ``get`` functions asks ``lookup`` here, which looks in
+before that, each of those ``get`` functions asks ``get_registered_object`` here (through
+``resolve``, which also makes the object from its config), which looks in
 
 1. the ``custom_objects`` dicts in scope, innermost first: ``custom_object_scope({...})``, or
    the ``custom_objects=`` argument of a loader, which opens such a scope for its duration;
