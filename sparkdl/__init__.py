@@ -1,7 +1,9 @@
 """sparkdl: train neural networks inside Apache Spark with a NumPy layer stack.
 
-The engine (``layers``, ``optimizers``, ``losses``, ``metrics``, ``callbacks``,
-``sparkdl.models``) needs only NumPy; ``SparkModel``, ``load_spark_model`` and the pyspark.ml
+The engine's public modules follow Keras' import paths (``sparkdl.layers``,
+``sparkdl.optimizers``, ``sparkdl.losses``, ``sparkdl.metrics``, ``sparkdl.callbacks``,
+``sparkdl.models``, ``sparkdl.saving``) and need only NumPy; ``SparkModel``,
+``load_spark_model`` and the pyspark.ml
 stages import pyspark when first used. The exceptions callers catch (``sparkdl.errors``) are
 importable from here.
 """
@@ -9,18 +11,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sparkdl.engine import callbacks, layers, losses, metrics, optimizers
+from sparkdl import callbacks, layers, losses, metrics, optimizers, saving
 from sparkdl.engine.random import set_random_seed
 from sparkdl.errors import (AuthenticationError, NotCompiledError, ProtocolError, RemoteError,
                             SparkTrainingDivergedError, TrainingDivergedError)
+from sparkdl.saving import custom_object_scope, register_serializable
 
 if TYPE_CHECKING:
     from sparkdl.spark import SparkModel, load_spark_model
 
 __version__ = "0.1.0"
 
-__all__ = ["SparkModel", "load_spark_model", "callbacks", "layers", "losses", "metrics", "optimizers",
-           "set_random_seed", "__version__", "AuthenticationError", "NotCompiledError", "ProtocolError", "RemoteError",
+__all__ = ["SparkModel", "load_spark_model", "callbacks", "layers", "losses", "metrics", "optimizers", "saving",
+           "custom_object_scope", "register_serializable", "set_random_seed", "__version__",
+           "AuthenticationError", "NotCompiledError", "ProtocolError", "RemoteError",
            "SparkTrainingDivergedError", "TrainingDivergedError"]
 
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sparkdl.engine import checks
+from sparkdl.engine import checks, custom_objects
 from sparkdl.engine.files import atomic_write, json_plain, npz_arrays
 from sparkdl.engine.files import npz_bytes
 from sparkdl.engine.serialization import assign_weights, check_document, model_to_bytes, split_arrays
@@ -397,13 +397,16 @@ def _optimizer_state(model, model_doc: dict, weights: dict, where: str) -> dict 
     if saved_opt is None:
         raise ValueError(f"checkpoint {where} holds no optimizer state (its model was not "
                          f"compiled), the model '{model.name}' has optimizer {opt.name!r}")
-    saved_name = saved_opt.get("name") if isinstance(saved_opt, dict) else None
+    # A registered optimizer class is recorded as {"class_name": registered name, "config": ...}.
+    registered, saved_opt = custom_objects.split(saved_opt) if isinstance(saved_opt, dict) else (None, {})
+    saved_name = registered or saved_opt.get("name")
     if opt is None:
         raise ValueError(f"checkpoint {where} holds the state of optimizer {saved_name!r}, the "
                          f"model '{model.name}' is not compiled")
-    if saved_name != opt.name:
+    name = custom_objects.get_registered_name(opt) if custom_objects.is_registered(opt) else opt.name
+    if saved_name != name:
         raise ValueError(f"checkpoint {where} holds the state of optimizer {saved_name!r}, the "
-                         f"model '{model.name}' has optimizer {opt.name!r}")
+                         f"model '{model.name}' has optimizer {name!r}")
     try:
         type(opt).from_config(saved_opt)  # the config is valid for this optimizer class
     except (TypeError, ValueError) as exc:
@@ -430,7 +433,8 @@ def _restore(model, manifest: dict, model_doc: dict, weights: dict, path: str) -
     try:
         assign_weights(model, weights, path, _RESTORE)
         if state is not None:
-            opt.apply_config(model_doc["compile"]["optimizer"])
+            _, config = custom_objects.split(model_doc["compile"]["optimizer"])
+            opt.apply_config(config)
             opt.set_state(state)
             if not any(k.startswith("slot/") for k in state):
                 # Saved before the optimizer's first step: slots are allocated on the next one.

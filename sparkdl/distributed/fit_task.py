@@ -162,9 +162,8 @@ def _push_buffer(size: int) -> np.ndarray:
 def _evaluate(model, val_block, payload, batch_size):
     """Loss sum, row count and metric states of this task's validation rows at the payload's
     weights (and moving statistics)."""
-    from sparkdl.engine import metrics as metrics_mod
     worker.set_model_vector(model, payload)
-    metrics = [metrics_mod.get(m.get_config()) for m in model.metrics]
+    metrics = [m.fresh() for m in model.metrics]
     loss_sum, count = 0.0, 0
     if val_block is not None and len(val_block[1]):
         xs, y = val_block

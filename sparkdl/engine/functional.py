@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from sparkdl.engine.custom_objects import get_registered_name
 from sparkdl.engine.layers.base import Layer
 from sparkdl.engine.layers.core import InputLayer
 from sparkdl.engine.symbolic import SymbolicTensor, SymbolicTensors
@@ -124,7 +125,7 @@ class Graph:
         names = {id(n): n.layer.name for n in self.nodes}
         return {
             "inputs": [t.layer.get_config() for t in self.inputs],
-            "layers": [{"class_name": type(n.layer).__name__, "config": n.layer.get_config(),
+            "layers": [{"class_name": get_registered_name(type(n.layer)), "config": n.layer.get_config(),
                         "inbound": [names[id(p)] for p in n.inputs]} for n in self.compute_nodes],
             "output": names[id(self.output)],
         }

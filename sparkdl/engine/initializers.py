@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from sparkdl.engine import custom_objects
+
 
 def _fans(shape: tuple) -> tuple[int, int]:
     if len(shape) == 0:
@@ -128,9 +130,24 @@ def names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def serialize(identifier: str | dict[str, Any] | Initializer) -> str | dict[str, Any]:
+    """What a layer's config records for an ``*_initializer=`` argument: a name or config as
+    given, an Initializer's config (an instance of a registered class under its registered
+    name)."""
+    if isinstance(identifier, (str, dict)):
+        return identifier
+    return custom_objects.serialize(identifier, identifier.get_config())
+
+
 def get(identifier: str | dict[str, Any] | Initializer) -> Initializer:
+    """An Initializer from itself, a name or a config; names are looked up in the custom
+    objects (scopes, then the registry: ``sparkdl.saving``) before the built-ins."""
     if isinstance(identifier, Initializer):
         return identifier
+    if isinstance(identifier, (str, dict)):
+        user = custom_objects.resolve(identifier, "initializer", Initializer)
+        if user is not None:
+            return user
     if isinstance(identifier, dict):
         config = dict(identifier)
         cls = _REGISTRY.get(config.pop("name", None))

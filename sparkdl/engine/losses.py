@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from sparkdl.engine import custom_objects
+
 EPSILON = 1e-7
 
 
@@ -234,8 +236,14 @@ def names() -> list[str]:
 
 
 def get(identifier: str | dict[str, Any] | Loss) -> Loss:
+    """A Loss from itself, a name or a config; names are looked up in the custom objects
+    (scopes, then the registry: ``sparkdl.saving``) before the built-ins."""
     if isinstance(identifier, Loss):
         return identifier
+    if isinstance(identifier, (str, dict)):
+        user = custom_objects.resolve(identifier, "loss", Loss)
+        if user is not None:
+            return user
     if isinstance(identifier, dict):
         identifier = identifier.get("name")  # type: ignore[assignment]  # checked just below
     if isinstance(identifier, str):

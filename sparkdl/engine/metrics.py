@@ -8,12 +8,13 @@ outputs means class ids, otherwise one-hot (or probability) rows.
 """
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from sparkdl.engine import checks
+from sparkdl.engine import checks, custom_objects
 
 _EPS = 1e-7
 
@@ -41,6 +42,13 @@ class Metric:
 
     def reset(self) -> None:
         self.state = self._zero_state()
+
+    def fresh(self) -> Metric:
+        """A metric of the same kind and settings with an empty state, for a separate pass
+        (evaluation, a worker's share); user metrics need no registered name for it."""
+        new = copy.deepcopy(self)
+        new.reset()
+        return new
 
     def update(self, y_true: np.ndarray, y_pred: np.ndarray) -> None:
         raise NotImplementedError
@@ -104,6 +112,16 @@ class MeanSquaredError(Metric):
     def update(self, y_true: np.ndarray, y_pred: np.ndarray) -> None:
         diff = np.asarray(y_pred, dtype=np.float64) - np.asarray(y_true, dtype=np.float64).reshape(y_pred.shape)
         self.state += (np.sum(diff * diff), diff.size)
+
+
+class MeanAbsoluteError(Metric):
+    """Mean of ``|y_pred - y_true|`` over every output value; the state is (sum, count)."""
+
+    name = "mae"
+
+    def update(self, y_true: np.ndarray, y_pred: np.ndarray) -> None:
+        diff = np.asarray(y_pred, dtype=np.float64) - np.asarray(y_true, dtype=np.float64).reshape(y_pred.shape)
+        self.state += (np.sum(np.abs(diff)), diff.size)
 
 
 class LogLoss(Metric):
@@ -186,8 +204,9 @@ class AUC(Metric):
         return {"name": self.name, "num_bins": self.num_bins}
 
 
-_REGISTRY = {cls.name: cls for cls in (Accuracy, TopKAccuracy, MeanSquaredError, LogLoss, AUC)}
-_ALIASES = {"acc": "accuracy", "mean_squared_error": "mse", "log_loss": "logloss",
+_REGISTRY = {cls.name: cls for cls in (Accuracy, TopKAccuracy, MeanSquaredError, MeanAbsoluteError,
+                                       LogLoss, AUC)}
+_ALIASES = {"acc": "accuracy", "mean_squared_error": "mse", "mean_absolute_error": "mae", "log_loss": "logloss",
             "top_k_categorical_accuracy": "top_k_accuracy",
             "sparse_top_k_categorical_accuracy": "top_k_accuracy"}
 
@@ -197,8 +216,14 @@ def names() -> list[str]:
 
 
 def get(identifier: str | dict[str, Any] | Metric) -> Metric:
+    """A Metric from itself, a name or a config; names are looked up in the custom objects
+    (scopes, then the registry: ``sparkdl.saving``) before the built-ins."""
     if isinstance(identifier, Metric):
         return identifier
+    if isinstance(identifier, (str, dict)):
+        user = custom_objects.resolve(identifier, "metric", Metric)
+        if user is not None:
+            return user
     if isinstance(identifier, dict):
         config = dict(identifier)
         cls = _REGISTRY.get(config.pop("name", None))

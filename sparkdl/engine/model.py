@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, cast, overlo
 import numpy as np
 import numpy.typing as npt
 
+from sparkdl.engine import activations as activations_mod
 from sparkdl.engine import checks
 from sparkdl.engine import losses as losses_mod
 from sparkdl.engine import metrics as metrics_mod
@@ -309,7 +310,8 @@ class Model:
         if self.loss is None or not self.built:
             return
         out = self._output_layer()
-        act = getattr(getattr(out, "activation", None), "name", None)
+        # Built-in activations only: a user's activation named "softmax" has no logits form.
+        act = activations_mod.builtin_name(getattr(out, "activation", None))
         self._fused = (self.loss.fusable_activation is not None and act == self.loss.fusable_activation
                        and hasattr(out, "forward_logits"))
 
@@ -527,7 +529,7 @@ class Model:
         """``evaluate`` on arrays already checked by ``check_data``. Internal API: ``SparkModel``
         evaluates validation arrays on the driver with it."""
         assert self.loss is not None, "callers check that the model is compiled"
-        metrics = [metrics_mod.get(m.get_config()) for m in self.metrics]
+        metrics = [m.fresh() for m in self.metrics]
         total = 0.0
         for a, b in batches(len(y), batch_size):
             out = self._forward([x[a:b] for x in xs], training=False)
@@ -592,6 +594,13 @@ class Model:
     def from_config(cls, config: dict[str, Any], custom_objects: dict[str, Any] | None = None) -> Model:
         inputs, output = Graph.from_config(config, custom_objects)
         return Model(inputs=inputs, outputs=output, name=config.get("name"))
+
+    def to_json(self, **kwargs: Any) -> str:
+        """The architecture as a JSON string, without weights or compile settings (Keras'
+        ``to_json``; ``kwargs`` go to ``json.dumps``): ``sparkdl.models.model_from_json``
+        rebuilds it."""
+        from sparkdl.engine.serialization import model_to_json
+        return model_to_json(self, **kwargs)
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write architecture (JSON), weights and optimizer state (``.npz``) to ``path``: a

@@ -5,15 +5,21 @@ calls; slot variables (momentum, moments, accumulators) are flat float32 vectors
 size, so optimizer state checkpoints and ships like the weights do. Hyperparameters are
 declared on the class with their bounds (``Hyperparameter``) and checked on every assignment:
 in the constructor, in ``apply_config`` and by a user's ``opt.momentum = 0.9``.
+
+Keras 2 spellings are accepted: ``lr=`` for ``learning_rate=`` (with a DeprecationWarning),
+and ``decay=``, Keras 2's inverse-time decay: a step uses ``learning_rate / (1 + decay *
+iterations)`` (``current_learning_rate``), iterations counting the steps before it. A decay
+and a learning-rate schedule exclude each other.
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sparkdl.engine import checks, schedules
+from sparkdl.engine import checks, custom_objects, schedules
 from sparkdl.engine.schedules import LearningRateSchedule
 
 # A slot entry whose gradient stays exactly zero (a dead unit, an always-blank pixel) decays
@@ -44,21 +50,61 @@ class Hyperparameter:
         def __get__(self, opt: object, owner: type | None = None) -> float: ...
 
     def __set__(self, opt: Optimizer, value: float) -> None:
-        opt.__dict__[self.name] = bool(value) if self.flag else checks.number(
+        opt.__dict__[self.name] = self.check(opt, value)
+
+    def check(self, opt: Optimizer, value: float) -> float:
+        """``value`` as ``opt`` stores it, or the error saying why not."""
+        return bool(value) if self.flag else checks.number(
             value, self.name, type(opt).__name__, at_least=self.at_least, below=self.below)
+
+
+class _Decay(Hyperparameter):
+    """Keras 2's ``decay`` (>= 0), which a learning-rate schedule excludes."""
+
+    def check(self, opt: Optimizer, value: float) -> float:
+        decay = super().check(opt, value)
+        if decay and callable(opt.__dict__.get("_learning_rate")):
+            raise _decay_with_schedule(opt, decay, opt.__dict__["_learning_rate"])
+        return decay
+
+
+def _decay_with_schedule(opt: Optimizer, decay: float, schedule: object) -> ValueError:
+    return ValueError(f"{type(opt).__name__}: expected decay=0 with a learning-rate schedule (the "
+                      f"schedule sets every step's rate), received decay={decay!r} and "
+                      f"learning_rate={schedule!r}")
+
+
+def _keras2_learning_rate(cls: type[Optimizer], learning_rate: float | LearningRateSchedule | None,
+                          lr: float | None) -> float | LearningRateSchedule:
+    """The learning rate from ``learning_rate`` or Keras 2's ``lr`` (deprecated), at most one of
+    them; the class's default when neither is given."""
+    if lr is None:
+        return cls.default_learning_rate if learning_rate is None else learning_rate
+    if learning_rate is not None:
+        raise TypeError(f"{cls.__name__}: expected learning_rate or its Keras 2 alias lr, not both; "
+                        f"received learning_rate={learning_rate!r} and lr={lr!r}")
+    warnings.warn(f"{cls.__name__}: lr is deprecated; use learning_rate", DeprecationWarning, stacklevel=4)
+    return lr
 
 
 class Optimizer:
     name = "optimizer"
     slot_names: tuple[str, ...] = ()
+    #: The learning rate when none is given (each optimizer's Keras default).
+    default_learning_rate = 0.01
+    #: Keras 2's inverse-time decay: a step uses ``learning_rate / (1 + decay * iterations)``.
+    decay = _Decay()
 
-    def __init__(self, learning_rate: float | LearningRateSchedule = 0.01):
-        self.learning_rate = learning_rate
+    def __init__(self, learning_rate: float | LearningRateSchedule | None = None, *,
+                 decay: float = 0.0, lr: float | None = None):
+        self.learning_rate = _keras2_learning_rate(type(self), learning_rate, lr)
+        self.decay = decay
         self.iterations = 0
         self.slots: dict[str, np.ndarray] = {}
         self._tmp: np.ndarray | None = None
 
-    # learning_rate reads as the current float value and accepts a float or a schedule.
+    # learning_rate reads as the current float value (before decay) and accepts a float or a
+    # schedule.
     @property
     def learning_rate(self) -> float:
         lr = self._learning_rate
@@ -68,9 +114,32 @@ class Optimizer:
     def learning_rate(self, value: float | LearningRateSchedule | Callable[[int], float]) -> None:
         self._learning_rate: float | Callable[[int], float]
         if isinstance(value, LearningRateSchedule) or callable(value):
+            decay = self.__dict__.get("decay", 0.0)
+            if decay:
+                raise _decay_with_schedule(self, decay, value)
             self._learning_rate = value
         else:
             self._learning_rate = checks.number(value, "learning_rate", type(self).__name__, at_least=0)
+
+    @property
+    def current_learning_rate(self) -> float:
+        """The rate the next step applies: ``learning_rate``, divided by ``1 + decay *
+        iterations`` when ``decay`` is set."""
+        lr = self.learning_rate
+        return lr / (1.0 + self.decay * self.iterations) if self.decay else lr
+
+    @property
+    def lr(self) -> float:
+        """Keras 2's name of ``learning_rate`` (deprecated)."""
+        warnings.warn(f"{type(self).__name__}.lr is deprecated; use learning_rate",
+                      DeprecationWarning, stacklevel=2)
+        return self.learning_rate
+
+    @lr.setter
+    def lr(self, value: float | LearningRateSchedule) -> None:
+        warnings.warn(f"{type(self).__name__}.lr is deprecated; use learning_rate",
+                      DeprecationWarning, stacklevel=2)
+        self.learning_rate = value
 
     def build(self, size: int) -> None:
         """Allocate slot vectors for a parameter vector of ``size`` elements. Idempotent and
@@ -105,7 +174,7 @@ class Optimizer:
         self.build(params.size)
         tmp = self._tmp
         assert tmp is not None, "build() allocates the scratch vector"
-        lr = np.float32(self.learning_rate)
+        lr = np.float32(self.current_learning_rate)
         if dense_size is None:
             self._update(params, grads, lr, self.slots, tmp)
         else:
@@ -138,7 +207,8 @@ class Optimizer:
     def get_config(self) -> dict[str, Any]:
         lr = self._learning_rate
         return {"name": self.name,
-                "learning_rate": lr.get_config() if isinstance(lr, LearningRateSchedule) else lr}
+                "learning_rate": lr.get_config() if isinstance(lr, LearningRateSchedule) else lr,
+                "decay": self.decay}
 
     def apply_config(self, config: dict[str, Any]) -> None:
         """Take the hyperparameters of ``config`` (``get_config()`` of an optimizer of the same
@@ -156,7 +226,12 @@ class Optimizer:
         before = dict(self.__dict__)
         try:
             if "learning_rate" in config:
-                self.learning_rate = schedules.deserialize(config.pop("learning_rate"))
+                learning_rate = schedules.deserialize(config.pop("learning_rate"))
+                # A schedule excludes a decay: a decay switched off goes before the rate, one
+                # switched on after it.
+                if "decay" in config and not config["decay"]:
+                    self.decay = config.pop("decay")
+                self.learning_rate = learning_rate
             for key, value in config.items():
                 setattr(self, key, value)
         except Exception:
@@ -170,7 +245,12 @@ class Optimizer:
         config.pop("name", None)
         if "learning_rate" in config:
             config["learning_rate"] = schedules.deserialize(config["learning_rate"])
-        return cls(**config)
+        # Set after construction: a user optimizer's __init__ need not take decay, which every
+        # config holds.
+        decay = config.pop("decay", 0.0)
+        opt = cls(**config)
+        opt.decay = decay
+        return opt
 
     def get_state(self) -> dict[str, np.ndarray]:
         """Slots and the step counter, for checkpoints."""
@@ -194,12 +274,13 @@ class SGD(Optimizer):
     """Keras SGD: ``v = momentum * v - lr * g``; ``p += v`` (or the Nesterov look-ahead)."""
 
     name = "sgd"
+    default_learning_rate = 0.01
     momentum = Hyperparameter(below=1.0)
     nesterov = Hyperparameter(flag=True)
 
-    def __init__(self, learning_rate: float | LearningRateSchedule = 0.01, momentum: float = 0.0,
-                 nesterov: bool = False):
-        super().__init__(learning_rate)
+    def __init__(self, learning_rate: float | LearningRateSchedule | None = None, momentum: float = 0.0,
+                 nesterov: bool = False, *, decay: float = 0.0, lr: float | None = None):
+        super().__init__(learning_rate, decay=decay, lr=lr)
         self.momentum = momentum
         self.nesterov = nesterov
 
@@ -231,14 +312,15 @@ class Adam(Optimizer):
     """Keras Adam: bias correction folded into the step size, epsilon outside the root."""
 
     name = "adam"
+    default_learning_rate = 0.001
     slot_names = ("m", "v")
     beta_1 = Hyperparameter(below=1.0)
     beta_2 = Hyperparameter(below=1.0)
     epsilon = Hyperparameter()
 
-    def __init__(self, learning_rate: float | LearningRateSchedule = 0.001, beta_1: float = 0.9,
-                 beta_2: float = 0.999, epsilon: float = 1e-7):
-        super().__init__(learning_rate)
+    def __init__(self, learning_rate: float | LearningRateSchedule | None = None, beta_1: float = 0.9,
+                 beta_2: float = 0.999, epsilon: float = 1e-7, *, decay: float = 0.0, lr: float | None = None):
+        super().__init__(learning_rate, decay=decay, lr=lr)
         self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
 
     def _update(self, p: np.ndarray, g: np.ndarray, lr: np.float32, slots: dict[str, np.ndarray],
@@ -268,13 +350,15 @@ class Adagrad(Optimizer):
     """``acc += g²``; ``p -= lr * g / (sqrt(acc) + epsilon)``."""
 
     name = "adagrad"
+    default_learning_rate = 0.001
     slot_names = ("accumulator",)
     initial_accumulator_value = Hyperparameter()
     epsilon = Hyperparameter()
 
-    def __init__(self, learning_rate: float | LearningRateSchedule = 0.001,
-                 initial_accumulator_value: float = 0.1, epsilon: float = 1e-7):
-        super().__init__(learning_rate)
+    def __init__(self, learning_rate: float | LearningRateSchedule | None = None,
+                 initial_accumulator_value: float = 0.1, epsilon: float = 1e-7, *, decay: float = 0.0,
+                 lr: float | None = None):
+        super().__init__(learning_rate, decay=decay, lr=lr)
         self.initial_accumulator_value, self.epsilon = initial_accumulator_value, epsilon
 
     def _initial_slot(self, name: str, size: int) -> np.ndarray:
@@ -301,13 +385,14 @@ class RMSprop(Optimizer):
     momentum (``mom = momentum * mom + step``; ``p -= mom``)."""
 
     name = "rmsprop"
+    default_learning_rate = 0.001
     rho = Hyperparameter(below=1.0)
     momentum = Hyperparameter(below=1.0)
     epsilon = Hyperparameter()
 
-    def __init__(self, learning_rate: float | LearningRateSchedule = 0.001, rho: float = 0.9,
-                 momentum: float = 0.0, epsilon: float = 1e-7):
-        super().__init__(learning_rate)
+    def __init__(self, learning_rate: float | LearningRateSchedule | None = None, rho: float = 0.9,
+                 momentum: float = 0.0, epsilon: float = 1e-7, *, decay: float = 0.0, lr: float | None = None):
+        super().__init__(learning_rate, decay=decay, lr=lr)
         self.rho, self.momentum, self.epsilon = rho, momentum, epsilon
 
     @property
@@ -346,15 +431,17 @@ class Ftrl(Optimizer):
     """
 
     name = "ftrl"
+    default_learning_rate = 0.001
     slot_names = ("accumulator", "linear")
     l1 = Hyperparameter()
     l2 = Hyperparameter()
     initial_accumulator_value = Hyperparameter()
     beta = Hyperparameter()
 
-    def __init__(self, learning_rate: float | LearningRateSchedule = 0.001, l1: float = 0.0,
-                 l2: float = 0.0, initial_accumulator_value: float = 0.1, beta: float = 0.0):
-        super().__init__(learning_rate)
+    def __init__(self, learning_rate: float | LearningRateSchedule | None = None, l1: float = 0.0,
+                 l2: float = 0.0, initial_accumulator_value: float = 0.1, beta: float = 0.0, *,
+                 decay: float = 0.0, lr: float | None = None):
+        super().__init__(learning_rate, decay=decay, lr=lr)
         self.l1, self.l2, self.beta = l1, l2, beta
         self.initial_accumulator_value = initial_accumulator_value
 
@@ -386,8 +473,14 @@ def names() -> list[str]:
 
 
 def get(identifier: str | dict[str, Any] | Optimizer) -> Optimizer:
+    """An Optimizer from itself, a name or a config; names are looked up in the custom objects
+    (scopes, then the registry: ``sparkdl.saving``) before the built-ins."""
     if isinstance(identifier, Optimizer):
         return identifier
+    if isinstance(identifier, (str, dict)):
+        user = custom_objects.resolve(identifier, "optimizer", Optimizer)
+        if user is not None:
+            return user
     if isinstance(identifier, dict):
         cls = _REGISTRY.get(str(identifier.get("name", "")).lower())
         if cls is None:

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from sparkdl.engine.custom_objects import get_registered_name
 from sparkdl.engine.layers.base import Layer
 from sparkdl.engine.layers.core import InputLayer
 from sparkdl.engine.model import Model
@@ -95,7 +96,8 @@ class Sequential(Model):
 
     def get_config(self) -> dict[str, Any]:
         config: dict[str, Any] = {"name": self.name, "layers": [
-            {"class_name": type(layer).__name__, "config": layer.get_config()} for layer in self._layers]}
+            {"class_name": get_registered_name(type(layer)), "config": layer.get_config()}
+            for layer in self._layers]}
         if self._input is not None:
             config["input"] = self._input.get_config()
         return config

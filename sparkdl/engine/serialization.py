@@ -2,7 +2,10 @@
 
 A saved model is either a single zip file or a directory holding ``model.json`` and
 ``weights.npz``. Nothing is pickled: arrays are read with ``allow_pickle=False`` and layers
-are rebuilt from their configs (user classes through ``custom_objects``). ``model.json``
+are rebuilt from their configs. User classes and functions are recorded by their registered
+name and found again through ``sparkdl.engine.custom_objects``: a loader's ``custom_objects=``
+is a scope around the whole load (nested configs included), consulted before the registry.
+``to_json`` / ``model_from_json`` carry the architecture alone, as in Keras. ``model.json``
 records the SHA-256 of ``weights.npz``, so a truncated or corrupted save is reported as such
 instead of loading garbage. Files are written atomically (``sparkdl.engine.files``).
 
@@ -22,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from sparkdl.engine.custom_objects import custom_object_scope, serialize
 from sparkdl.engine.files import atomic_write, npz_arrays, npz_bytes
 
 if TYPE_CHECKING:
@@ -29,6 +33,8 @@ if TYPE_CHECKING:
 
 FORMAT = "sparkdl.model"
 VERSION = 1
+#: The format of ``to_json``: the architecture alone.
+ARCHITECTURE_FORMAT = "sparkdl.architecture"
 _CONFIG, _WEIGHTS = "model.json", "weights.npz"
 _WEIGHT, _OPTIMIZER = "weight/", "optimizer/"
 
@@ -51,9 +57,10 @@ def split_arrays(arrays: dict[str, np.ndarray]) -> tuple[list[np.ndarray], dict[
 def _document(model, weights_bytes: bytes) -> dict:
     compile_config = None
     if model.loss is not None:
-        compile_config = {"optimizer": model.optimizer.get_config(),
-                          "loss": model.loss.get_config(),
-                          "metrics": [m.get_config() for m in model.metrics]}
+        # Instances of registered classes are recorded under their registered names.
+        compile_config = {"optimizer": serialize(model.optimizer, model.optimizer.get_config()),
+                          "loss": serialize(model.loss, model.loss.get_config()),
+                          "metrics": [serialize(m, m.get_config()) for m in model.metrics]}
     return {"format": FORMAT, "version": VERSION, "class_name": type(model).__name__,
             "config": model.get_config(), "compile": compile_config,
             "weights": {"file": _WEIGHTS, "count": len(model.weights),
@@ -138,22 +145,45 @@ def assign_weights(model, arrays: dict[str, np.ndarray], where: str, who: str = 
 
 
 def model_from_config(class_name: str, config: dict[str, Any],
-                      custom_objects: dict[str, Any] | None = None) -> Model:
+                      custom_objects: dict[str, Any] | None = None, who: str = "load_model") -> Model:
     from sparkdl.engine.model import Model
     from sparkdl.engine.sequential import Sequential
     classes: dict[str, type[Model]] = {"Sequential": Sequential, "Model": Model}
     if class_name not in classes:
-        raise ValueError(f"load_model: unknown model class {class_name!r}; expected one of {sorted(classes)}")
-    return classes[class_name].from_config(config, custom_objects=custom_objects)
+        raise ValueError(f"{who}: unknown model class {class_name!r}; expected one of {sorted(classes)}")
+    with custom_object_scope(custom_objects):
+        return classes[class_name].from_config(config, custom_objects=custom_objects)
 
 
-def _resolve(registry_get, config, custom_objects):
-    """A built-in from its config, or the user object registered under its name."""
-    name = config.get("name") if isinstance(config, dict) else config
-    if custom_objects and name in custom_objects:
-        obj = custom_objects[name]
-        return obj() if isinstance(obj, type) else obj
-    return registry_get(config)
+def model_to_json(model: Model, **kwargs: Any) -> str:
+    """The architecture of ``model`` as a JSON string (no weights, no compile settings);
+    ``kwargs`` go to ``json.dumps`` (``indent=2``)."""
+    return json.dumps({"format": ARCHITECTURE_FORMAT, "version": VERSION,
+                       "class_name": type(model).__name__, "config": model.get_config()}, **kwargs)
+
+
+def model_from_json(json_string: str | bytes, custom_objects: dict[str, Any] | None = None) -> Model:
+    """A new model of the architecture ``model.to_json()`` gave, with freshly initialised
+    weights (``set_weights`` to copy some in), uncompiled. A ``model.json`` of a saved model
+    is read as its architecture too. User objects resolve as in ``load_model``."""
+    who = "model_from_json"
+    if not isinstance(json_string, (str, bytes, bytearray)):
+        raise TypeError(f"{who}: expected a JSON string, received {type(json_string).__name__}")
+    try:
+        doc = json.loads(json_string)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{who}: expected a JSON string, received invalid JSON ({exc})") from None
+    if not isinstance(doc, dict) or doc.get("format", ARCHITECTURE_FORMAT) not in (ARCHITECTURE_FORMAT, FORMAT) \
+            or not isinstance(doc.get("config"), dict) or not isinstance(doc.get("class_name"), str):
+        shown = sorted(doc) if isinstance(doc, dict) else type(doc).__name__
+        raise ValueError(f"{who}: expected the JSON of model.to_json() (an object with 'class_name' "
+                         f"and 'config'), received {shown}")
+    if doc.get("version", VERSION) != VERSION:
+        raise ValueError(f"{who}: expected format version {VERSION}, received {doc.get('version')!r}")
+    try:
+        return model_from_config(doc["class_name"], doc["config"], custom_objects, who)
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"{who}: the architecture is invalid: {exc!r}") from None
 
 
 def load_model(path: str | os.PathLike[str], custom_objects: dict[str, Any] | None = None,
@@ -176,16 +206,14 @@ def model_from_bytes(raw_doc: bytes, weights: bytes, where: str, custom_objects:
 def _build(doc: dict, weights: bytes, path: str, custom_objects, compile: bool, who: str = "load_model"):
     arrays = npz_arrays(weights, path, who)
     try:
-        model = model_from_config(doc["class_name"], doc["config"], custom_objects)
+        model = model_from_config(doc["class_name"], doc["config"], custom_objects, who)
     except (KeyError, TypeError) as exc:
         raise ValueError(f"{who}: the architecture in {path!r} is invalid: {exc!r}") from None
     assign_weights(model, arrays, path, who)
     if compile and doc.get("compile"):
-        from sparkdl.engine import losses, metrics, optimizers
         c = doc["compile"]
-        model.compile(optimizer=_resolve(optimizers.get, c["optimizer"], custom_objects),
-                      loss=_resolve(losses.get, c["loss"], custom_objects),
-                      metrics=[_resolve(metrics.get, m, custom_objects) for m in c["metrics"]])
+        with custom_object_scope(custom_objects):   # compile resolves names as the layers did
+            model.compile(optimizer=c["optimizer"], loss=c["loss"], metrics=c["metrics"])
         _, opt_state = split_arrays(arrays)
         if opt_state:
             assert model.optimizer is not None, "compiled just above"

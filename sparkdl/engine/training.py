@@ -16,7 +16,6 @@ import time
 
 import numpy as np
 
-from sparkdl.engine import metrics as metrics_mod
 from sparkdl.engine.callbacks import CallbackList, History
 from sparkdl.engine.data_adapter import batches
 from sparkdl.engine.progress import ProgressBar, format_logs
@@ -60,7 +59,7 @@ class EpochSums:
     """An epoch's loss sum, examples and metric states, merged as batches or rounds come in."""
 
     def __init__(self, metrics, loss_sum: float = 0.0, samples: int = 0, states=None):
-        self.metrics = [metrics_mod.get(m.get_config()) for m in metrics]
+        self.metrics = [m.fresh() for m in metrics]
         self.loss_sum, self.samples = loss_sum, samples
         for m, state in zip(self.metrics, states or []):
             m.state = np.array(state, copy=True)

@@ -607,10 +607,8 @@ def _add_scores(model, metrics, xs, y, batch_size) -> float:
 
 def _combined_scores(model, parts, who: str, what: str) -> dict:
     """``{"loss": ..., metric: ...}`` from each partition's ``(loss sum, rows, metric states)``."""
-    from sparkdl.engine import metrics as metrics_mod
-
     loss_sum, count = 0.0, 0
-    mets = [metrics_mod.get(x.get_config()) for x in model.metrics]
+    mets = [x.fresh() for x in model.metrics]
     for part_loss, part_count, states in parts:
         loss_sum += part_loss
         count += part_count
@@ -628,7 +626,6 @@ def evaluate_frame(df, model, features_col, label_col, batch_size) -> dict:
     driver adds up one small state per partition."""
     import pickle
 
-    from sparkdl.engine import metrics as metrics_mod
     from sparkdl.spark import executor
 
     who = "SparkModel.evaluate"
@@ -649,7 +646,7 @@ def evaluate_frame(df, model, features_col, label_col, batch_size) -> dict:
     def evaluate_partition(batches):
         executor.use_task_cpus()
         m = executor.cached_model(model_bc)
-        mets = [metrics_mod.get(x.get_config()) for x in m.metrics]
+        mets = [x.fresh() for x in m.metrics]
         loss_sum, count = 0.0, 0
         for batch in batches:
             if batch.num_rows == 0:
@@ -674,7 +671,6 @@ def evaluate_frame(df, model, features_col, label_col, batch_size) -> dict:
 def evaluate_blocks(rdd, model, batch_size: int, who: str) -> dict:
     """Loss and compiled metrics over an RDD of blocks ``([x, ...], y)`` (the rows a fit holds
     out with ``validation_split``), one small state per partition added up on the driver."""
-    from sparkdl.engine import metrics as metrics_mod
     from sparkdl.spark import executor
 
     model_bc = executor.ModelBroadcast(rdd.context, model)
@@ -682,7 +678,7 @@ def evaluate_blocks(rdd, model, batch_size: int, who: str) -> dict:
     def run(blocks):
         executor.use_task_cpus()
         m = executor.cached_model(model_bc)
-        mets = [metrics_mod.get(x.get_config()) for x in m.metrics]
+        mets = [x.fresh() for x in m.metrics]
         loss_sum, count = 0.0, 0
         for xs, y in blocks:
             if len(y):

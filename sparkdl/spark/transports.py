@@ -210,12 +210,11 @@ class InJob:
         """Loss and metrics of the validation rows the tasks hold, at the driver's weights."""
         if self.val_blocks is None:
             return None
-        from sparkdl.engine import metrics as metrics_mod
         model = self.model
         payload = worker.model_vector(model)
         self.coordinator.order("evaluate", {"batch_size": 256}, payload)
         reports = self._wait("validation")
-        metrics = [metrics_mod.get(m.get_config()) for m in model.metrics]
+        metrics = [m.fresh() for m in model.metrics]
         loss_sum, count = 0.0, 0
         for partition in sorted(reports):
             meta, array = reports[partition]

@@ -14,6 +14,8 @@ from sparkdl.distributed import checkpoint as ckpt_mod
 from sparkdl.distributed.checkpoint import Checkpoint, CheckpointStore
 from sparkdl.engine import layers, optimizers
 from sparkdl.engine.sequential import Sequential
+from sparkdl.models import load_model, model_from_json
+from tests.custom_layers import PACKAGE, Scale, SignSGD, swish
 from tests.helpers import classification_data, mlp
 
 LOGGER = "sparkdl.distributed.checkpoint"
@@ -333,3 +335,47 @@ def test_checkpoint_module_does_not_import_pyspark():
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pyspark', 'py4j')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# ---- registered user objects ------------------------------------------------------------------------
+def _user_model(lr=0.01):
+    model = Sequential([layers.Input((8,)), layers.Dense(6, activation=swish), Scale(init=0.5),
+                        layers.Dense(3, activation="softmax")])
+    model.compile(optimizer=SignSGD(learning_rate=lr, scale=2.0), loss="sparse_categorical_crossentropy")
+    return model
+
+
+def test_a_model_of_registered_user_objects_restores_and_loads_from_a_checkpoint(tmp_path):
+    source = _trained(_user_model, steps=3)
+    store = CheckpointStore(tmp_path)
+    path = store.save(source, 3, {"round": 3})
+    with zipfile.ZipFile(path) as zf:
+        doc = json.loads(zf.read("model.json"))
+    assert doc["compile"]["optimizer"]["class_name"] == f"{PACKAGE}>SignSGD"
+    assert doc["config"]["layers"][1]["class_name"] == f"{PACKAGE}>Scale"
+    # Restored into a model rebuilt from the architecture, whose optimizer has other settings.
+    target = model_from_json(source.to_json())
+    target.compile(optimizer=SignSGD(learning_rate=0.5, scale=1.0), loss="sparse_categorical_crossentropy")
+    store.restore_latest(target)
+    _assert_same_state(source, target)
+    assert target.optimizer.scale == 2.0
+    # A checkpoint is also a saved model: the loader finds the user objects by their names.
+    loaded = load_model(path)
+    assert type(loaded.optimizer) is SignSGD and type(loaded.layers[1]) is Scale
+    assert loaded.layers[0].activation.fn is swish
+    _assert_same_state(source, loaded)
+    x, y = _data(seed=1)
+    for model in (source, target, loaded):
+        model.train_on_batch(x, y)
+    np.testing.assert_array_equal(target.flat_weights, source.flat_weights)
+    np.testing.assert_array_equal(loaded.flat_weights, source.flat_weights)
+
+
+def test_a_checkpoint_of_another_user_optimizer_is_refused(tmp_path):
+    store = CheckpointStore(tmp_path)
+    store.save(_trained(_user_model, steps=1), 1, {})
+    other = _user_model()
+    other.compile(optimizer=optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
+    with pytest.raises(ValueError, match=rf"holds the state of optimizer '{PACKAGE}>SignSGD', the model "
+                                         r"'.*' has optimizer 'sgd'"):
+        store.restore_latest(other)

@@ -193,3 +193,23 @@ def test_combine_with_an_empty_partition_leaves_both_arguments_alone():
         assert merged is not full and merged.partitions == 2 and merged.empty_partitions == [5]
     assert full.partitions == 1 and full.empty_partitions == []
     assert empty.partitions == 1 and empty.empty_partitions == [5]
+
+
+# ---- the driver's optimizer config: decay reaches the workers with the iterations ----------------
+def test_a_worker_steps_with_the_driver_s_decay_at_the_driver_s_iterations():
+    """w = 1 on one example x = 1, y = 0 under mse: the gradient is 2w. The worker's own
+    optimizer has no decay; the driver's config brings decay = 0.5, and the round's iterations
+    (4) make the step's rate 0.1 / (1 + 0.5 * 4) = 1/30."""
+    from sparkdl import layers, optimizers
+    from sparkdl.models import Sequential
+    model = Sequential([layers.Dense(1, use_bias=False, input_shape=(1,))])
+    model.compile(optimizers.SGD(0.1), "mse")
+    driver = optimizers.SGD(0.1, decay=0.5)
+    s = RoundSpec(round=0, seed=0, batch_size=1, frequency="batch", aggregate="weights",
+                  optimizer=driver.get_config())
+    x, y = np.ones((1, 1), f32), np.zeros((1, 1), f32)
+    r = worker.run_round(model, [x], y, s, 0, np.ones(1, f32), None, {}, 4)
+    np.testing.assert_allclose(r.vector, [1 - 2 / 30], rtol=1e-6)
+    assert model.optimizer.decay == 0.5 and model.optimizer.iterations == 5
+    r = worker.run_round(model, [x], y, s, 0, np.ones(1, f32), None, {}, 0)
+    np.testing.assert_allclose(r.vector, [1 - 2 * 0.1], rtol=1e-6)

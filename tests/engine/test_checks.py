@@ -186,7 +186,8 @@ def test_apply_config_is_all_or_none():
 def test_apply_config_refuses_an_unknown_hyperparameter():
     opt = optimizers.SGD()
     with pytest.raises(ValueError, match=r"SGD\.apply_config: expected hyperparameters among "
-                                         r"\['learning_rate', 'momentum', 'nesterov'\], received \['momentun'\]"):
+                                         r"\['decay', 'learning_rate', 'momentum', 'nesterov'\], "
+                                         r"received \['momentun'\]"):
         opt.apply_config({"momentun": 0.9})
     assert not hasattr(opt, "momentun")
 

@@ -70,3 +70,69 @@ def test_spark_model_is_only_resolved_on_demand():
             print("AttributeError:", exc)
     """)
     assert "has no attribute 'NoSuchThing'" in out
+
+
+def test_keras_import_paths_are_modules_and_a_keras_2_port_runs_without_pyspark():
+    out = _run("""
+        import sys
+        sys.modules["pyspark"] = None
+        import warnings
+        import numpy as np
+        import sparkdl.layers, sparkdl.optimizers
+        from sparkdl.layers import Dense, Dropout, Activation
+        from sparkdl.optimizers import SGD
+        from sparkdl.optimizers.schedules import CosineDecay
+        from sparkdl.callbacks import EarlyStopping
+        from sparkdl.losses import SparseCategoricalCrossentropy
+        from sparkdl.metrics import Accuracy
+        from sparkdl.models import Sequential, model_from_json
+        from sparkdl.saving import register_keras_serializable, custom_object_scope
+        import sparkdl.engine
+
+        assert sparkdl.layers.__file__.endswith("layers.py"), sparkdl.layers.__file__
+        assert sparkdl.layers.Dense is sparkdl.engine.layers.Dense
+        assert sparkdl.optimizers.schedules.CosineDecay is CosineDecay
+
+        x = np.random.default_rng(0).normal(size=(64, 20)).astype("float32")
+        y = (x[:, 0] > 0).astype("int64")
+        model = Sequential()
+        model.add(Dense(16, input_dim=20))
+        model.add(Activation("relu"))
+        model.add(Dropout(0.2))
+        model.add(Dense(2))
+        model.add(Activation("softmax"))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            sgd = SGD(lr=0.1, decay=1e-4, momentum=0.9, nesterov=True)
+        assert [w.category for w in caught] == [DeprecationWarning]
+        model.compile(loss=SparseCategoricalCrossentropy(), optimizer=sgd, metrics=[Accuracy()])
+        model.fit(x, y, batch_size=16, epochs=3, verbose=0, callbacks=[EarlyStopping(patience=1)])
+        rebuilt = model_from_json(model.to_json())
+        rebuilt.set_weights(model.get_weights())
+        assert np.array_equal(rebuilt.predict(x), model.predict(x))
+        assert sys.modules["pyspark"] is None
+        print("ok")
+    """)
+    assert out.strip() == "ok"
+
+
+def test_the_public_modules_export_every_public_engine_name():
+    import types
+
+    import sparkdl
+    from sparkdl import engine
+    pairs = {"layers": engine.layers, "optimizers": engine.optimizers, "callbacks": engine.callbacks,
+             "losses": engine.losses, "metrics": engine.metrics}
+    for name, inner in pairs.items():
+        public = getattr(sparkdl, name)
+        assert isinstance(public, types.ModuleType) and public is not inner, name
+        assert public.__name__ == f"sparkdl.{name}"
+        for item in public.__all__:
+            assert getattr(public, item) is getattr(inner, item, None) or item == "schedules", (name, item)
+        defined = {k for k, v in vars(inner).items() if not k.startswith("_") and isinstance(v, type)
+                   and v.__module__.startswith(inner.__name__)}
+        assert defined <= set(public.__all__), (name, sorted(defined - set(public.__all__)))
+    assert sparkdl.optimizers.schedules.__name__ == "sparkdl.optimizers.schedules"
+    assert {"register_serializable", "register_keras_serializable", "custom_object_scope",
+            "load_model", "model_from_json"} <= set(sparkdl.saving.__all__)
+    assert sparkdl.register_serializable is sparkdl.saving.register_serializable

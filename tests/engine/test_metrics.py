@@ -1,7 +1,7 @@
 """Streaming metrics: values against hand counts and scikit-learn, merging, the registry."""
 import numpy as np
 import pytest
-from sklearn.metrics import log_loss, mean_squared_error, roc_auc_score
+from sklearn.metrics import log_loss, mean_absolute_error, mean_squared_error, roc_auc_score
 
 from sparkdl import metrics
 from tests.helpers import exact_auc, one_hot, softmax
@@ -218,6 +218,36 @@ def test_auc_single_class_is_nan_and_column_count_checked():
         metrics.AUC(num_bins=1)
 
 
+def test_mean_absolute_error_against_hand_and_sklearn():
+    y_true = np.array([[1.0, 2.0], [3.0, -1.0]])
+    y_pred = np.array([[1.5, 2.0], [2.0, 1.0]], dtype=np.float32)
+    m = metrics.get("mae")
+    assert isinstance(m, metrics.MeanAbsoluteError) and isinstance(metrics.get("mean_absolute_error"),
+                                                                    metrics.MeanAbsoluteError)
+    m.update(y_true, y_pred)
+    assert m.result() == pytest.approx((0.5 + 0 + 1 + 2) / 4)
+    np.testing.assert_array_equal(m.state, [3.5, 4])        # (sum of |errors|, count)
+    # Targets of shape (n,) for one output unit, as the losses take them.
+    m = metrics.MeanAbsoluteError()
+    m.update(np.array([0.0, 1.0, 4.0]), np.array([[0.5], [1.0], [1.0]], dtype=np.float32))
+    assert m.result() == pytest.approx((0.5 + 0 + 3) / 3)
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=(40, 3)), rng.normal(size=(40, 3)).astype(np.float32)
+    m = metrics.MeanAbsoluteError()
+    m.update(a[:25], b[:25])
+    m.update(a[25:], b[25:])
+    assert m.result() == pytest.approx(mean_absolute_error(a, b), rel=1e-6)
+
+
+def test_fresh_copies_kind_and_settings_with_an_empty_state():
+    m = metrics.TopKAccuracy(k=2)
+    m.update(np.array([0, 1]), np.array([[0.6, 0.4, 0.0], [0.5, 0.3, 0.2]]))
+    f = m.fresh()
+    assert type(f) is metrics.TopKAccuracy and f.k == 2 and f is not m
+    np.testing.assert_array_equal(f.state, [0, 0])
+    np.testing.assert_array_equal(m.state, [2, 2])
+
+
 # ---- merge_state, __call__ -------------------------------------------------------------------
 def _merge_cases():
     rng = np.random.default_rng(9)
@@ -233,6 +263,7 @@ def _merge_cases():
         ("accuracy-sparse", metrics.Accuracy, ids, probs),
         ("top_k", lambda: metrics.TopKAccuracy(k=2), ids, probs),
         ("mse", metrics.MeanSquaredError, reg_true, reg),
+        ("mae", metrics.MeanAbsoluteError, reg_true, reg),
         ("logloss-binary", metrics.LogLoss, yb, pb),
         ("logloss-multi", metrics.LogLoss, ids, probs),
         ("auc-binary", metrics.AUC, yb, pb),

@@ -195,6 +195,8 @@ def _configured_optimizers():
                                                             warmup_steps=2)),
         optimizers.SGD(learning_rate=schedules.LinearWarmup(
             schedules.PiecewiseConstantDecay([2, 4], [0.1, 0.05, 0.01]), warmup_steps=2)),
+        optimizers.RMSprop(learning_rate=0.004, momentum=0.5, decay=0.25),
+        optimizers.Adam(learning_rate=0.002, decay=1e-2),
     ]
 
 
@@ -338,6 +340,8 @@ def test_unknown_name_raises_listing_valid_names(bad):
     (lambda: optimizers.Ftrl(l2=-0.01), "l2"),
     (lambda: optimizers.Ftrl(beta=-1.0), "beta"),
     (lambda: optimizers.SGD(learning_rate="0.1"), "learning_rate"),
+    (lambda: optimizers.SGD(decay=-0.1), "decay"),
+    (lambda: optimizers.Adam(decay=float("inf")), "decay"),
 ])
 def test_invalid_hyperparameters_raise_naming_the_argument(make, arg):
     with pytest.raises(ValueError, match=rf"\b{arg}\b"):
@@ -349,6 +353,129 @@ def test_setting_an_invalid_learning_rate_later_raises():
     with pytest.raises(ValueError, match="learning_rate"):
         opt.learning_rate = -0.5
     assert opt.learning_rate == pytest.approx(0.01)
+
+
+# ---- Keras 2 spellings: lr and decay ----------------------------------------------------------
+ALL_OPTIMIZERS = [optimizers.SGD, optimizers.Adam, optimizers.Adagrad, optimizers.RMSprop, optimizers.Ftrl]
+
+
+@pytest.mark.parametrize("cls", ALL_OPTIMIZERS, ids=lambda c: c.__name__)
+def test_lr_is_a_deprecated_alias_of_learning_rate(cls):
+    with pytest.warns(DeprecationWarning, match=rf"{cls.__name__}: lr is deprecated; use learning_rate"):
+        opt = cls(lr=0.125)
+    assert opt.learning_rate == 0.125
+    assert opt.get_config()["learning_rate"] == 0.125 and "lr" not in opt.get_config()
+    with pytest.raises(TypeError, match=rf"{cls.__name__}: expected learning_rate or its Keras 2 alias lr, "
+                                        r"not both; received learning_rate=0.5 and lr=0.125"):
+        cls(learning_rate=0.5, lr=0.125)
+    with pytest.raises(TypeError, match="not both"):
+        cls(0.5, lr=0.125)
+    with pytest.raises(ValueError, match="learning_rate"), pytest.warns(DeprecationWarning):
+        cls(lr=-1.0)
+    # The attribute too, both ways.
+    with pytest.warns(DeprecationWarning, match=r"\.lr is deprecated"):
+        opt.lr = 0.25
+    assert opt.learning_rate == 0.25
+    with pytest.warns(DeprecationWarning, match=r"\.lr is deprecated"):
+        assert opt.lr == 0.25
+
+
+def test_the_learning_rate_defaults_are_keras_s_whether_given_or_not():
+    assert [cls().learning_rate for cls in ALL_OPTIMIZERS] == [0.01, 0.001, 0.001, 0.001, 0.001]
+    assert optimizers.SGD(None).learning_rate == 0.01
+
+
+def test_sgd_decay_divides_the_rate_by_one_plus_decay_times_iterations():
+    """Keras 2: step t (0-based) uses lr / (1 + decay * t)."""
+    lr, decay = 0.1, 0.5
+    opt = optimizers.SGD(learning_rate=lr, decay=decay)
+    rates, p = [], np.zeros(2, dtype=np.float32)
+    for _ in range(4):
+        rates.append(opt.current_learning_rate)
+        opt.apply(p, np.ones(2, dtype=np.float32))
+    assert rates == pytest.approx([0.1, 0.1 / 1.5, 0.05, 0.1 / 2.5], rel=1e-12)
+    assert opt.learning_rate == 0.1                      # the undecayed rate, as Keras 2's lr
+    assert opt.current_learning_rate == pytest.approx(0.1 / 3)      # the fifth step's
+    close(p, np.full(2, -(0.1 + 0.1 / 1.5 + 0.05 + 0.04)))
+
+
+def test_decay_with_momentum_and_adam_after_n_steps():
+    lr, decay, m = 0.2, 0.25, 0.9
+    p1, p2, p3 = run(optimizers.SGD(learning_rate=lr, momentum=m, decay=decay), G1, G2, G1)
+    l1, l2, l3 = lr, lr / 1.25, lr / 1.5
+    v1 = -l1 * G1
+    v2 = m * v1 - l2 * G2
+    v3 = m * v2 - l3 * G1
+    close(p3, P0 + v1 + v2 + v3)
+    # Adam: the decayed rate, then Keras' bias correction folded into the step size.
+    a1, a2 = run(optimizers.Adam(learning_rate=0.01, decay=1.0), G1, G2)
+    b1, b2 = 0.9, 0.999
+    m1, v1_ = (1 - b1) * G1, (1 - b2) * G1 ** 2
+    m2, v2_ = b1 * m1 + (1 - b1) * G2, b2 * v1_ + (1 - b2) * G2 ** 2
+    step1 = 0.01 * math.sqrt(1 - b2) / (1 - b1) * m1 / (np.sqrt(v1_) + 1e-7)
+    step2 = 0.01 / 2 * math.sqrt(1 - b2 ** 2) / (1 - b1 ** 2) * m2 / (np.sqrt(v2_) + 1e-7)
+    close(a1, P0 - step1)
+    close(a2, P0 - step1 - step2)
+
+
+def test_decay_is_declared_like_the_other_hyperparameters():
+    opt = optimizers.SGD(0.1, decay=0.01)
+    assert opt.get_config()["decay"] == 0.01
+    assert optimizers.SGD().get_config()["decay"] == 0.0
+    with pytest.raises(ValueError, match=r"SGD: expected decay >= 0, received decay=-1"):
+        opt.decay = -1
+    assert opt.decay == 0.01
+    run(opt, G1, G1)
+    other = optimizers.SGD(0.1)
+    other.apply_config(opt.get_config())
+    assert other.decay == 0.01
+    other.apply_config({**opt.get_config(), "decay": 0.0})
+    assert other.decay == 0.0 and other.current_learning_rate == 0.1
+    clone = optimizers.get(json.loads(json.dumps(opt.get_config())))
+    clone.set_state(opt.get_state())
+    assert clone.current_learning_rate == pytest.approx(0.1 / 1.02)
+
+
+def test_a_user_optimizer_whose_constructor_takes_no_decay_round_trips_its_config():
+    class Halving(optimizers.Optimizer):
+        name = "halving"
+
+        def __init__(self, learning_rate=0.5, factor=0.5):
+            super().__init__(learning_rate)
+            self.factor = factor
+
+        def _update(self, p, g, lr, slots, tmp):
+            p -= lr * self.factor * g
+
+        def get_config(self):
+            return {**super().get_config(), "factor": self.factor}
+    opt = Halving(factor=0.25)
+    opt.decay = 0.5
+    clone = Halving.from_config(json.loads(json.dumps(opt.get_config())))
+    assert (clone.factor, clone.decay, clone.learning_rate) == (0.25, 0.5, 0.5)
+
+
+def test_decay_and_a_schedule_exclude_each_other():
+    schedule = schedules.StepDecay(0.1, step_size=2)
+    message = r"SGD: expected decay=0 with a learning-rate schedule .* received decay=0.1 and learning_rate="
+    with pytest.raises(ValueError, match=message):
+        optimizers.SGD(learning_rate=schedule, decay=0.1)
+    opt = optimizers.SGD(learning_rate=schedule)
+    with pytest.raises(ValueError, match=message):
+        opt.decay = 0.1
+    assert opt.decay == 0.0
+    decayed = optimizers.SGD(0.1, decay=0.1)
+    with pytest.raises(ValueError, match=message):
+        decayed.learning_rate = schedule
+    assert decayed.learning_rate == 0.1
+    # apply_config switches between the two in either direction, and refuses both at once.
+    decayed.apply_config(opt.get_config())
+    assert (decayed.decay, decayed.get_config()["learning_rate"]) == (0.0, schedule.get_config())
+    opt.apply_config(optimizers.SGD(0.2, decay=0.5).get_config())
+    assert (opt.learning_rate, opt.decay) == (0.2, 0.5)
+    with pytest.raises(ValueError, match="expected decay=0 with a learning-rate schedule"):
+        opt.apply_config({"learning_rate": schedule.get_config(), "decay": 0.5})
+    assert (opt.learning_rate, opt.decay) == (0.2, 0.5)    # all or nothing
 
 
 # ---- against torch (float32 steps; skipped without torch) ---------------------------------

@@ -10,7 +10,7 @@ import pytest
 
 from sparkdl import layers, optimizers
 from sparkdl.engine import schedules
-from sparkdl.models import Input, Sequential, load_model
+from sparkdl.models import Input, Model, Sequential, load_model, model_from_json
 from tests.helpers import assert_same_weights, classification_data
 
 
@@ -88,7 +88,7 @@ def test_compile_settings_and_optimizer_config_restored(tmp_path):
     assert loaded.loss.name == "sparse_categorical_crossentropy"
     assert [m.name for m in loaded.metrics] == ["accuracy"]
     assert isinstance(loaded.optimizer, optimizers.SGD)
-    assert loaded.optimizer.get_config() == {"name": "sgd", "learning_rate": 0.03,
+    assert loaded.optimizer.get_config() == {"name": "sgd", "learning_rate": 0.03, "decay": 0.0,
                                              "momentum": 0.7, "nesterov": True}
     assert loaded.optimizer.iterations == model.optimizer.iterations == 6
 
@@ -112,7 +112,8 @@ def test_learning_rate_schedule_and_metric_configs_restored(tmp_path):
     lambda: optimizers.Adam(learning_rate=0.01),
     lambda: optimizers.SGD(learning_rate=0.05, momentum=0.9),
     lambda: optimizers.RMSprop(learning_rate=0.01, momentum=0.5),
-], ids=["adam", "sgd-momentum", "rmsprop-momentum"])
+    lambda: optimizers.SGD(learning_rate=0.05, momentum=0.9, decay=0.1),
+], ids=["adam", "sgd-momentum", "rmsprop-momentum", "sgd-decay"])
 def test_optimizer_state_restored_so_training_continues_bitwise(tmp_path, make_opt):
     model, x, y = _trained(make_opt())
     model.save(tmp_path / "ckpt")
@@ -168,6 +169,67 @@ def test_custom_layer_through_custom_objects(tmp_path):
     assert isinstance(loaded.layers[1], Scale) and loaded.layers[1].init == 0.5
     assert_same_weights(model, loaded)
     assert np.array_equal(model.predict(x), loaded.predict(x))
+
+
+def test_decay_is_saved_with_the_optimizer(tmp_path):
+    model, _, _ = _trained(optimizers.SGD(learning_rate=0.05, decay=0.25))
+    model.save(tmp_path / "m.zip")
+    loaded = load_model(tmp_path / "m.zip")
+    assert loaded.optimizer.decay == 0.25 and loaded.optimizer.iterations == 6
+    assert loaded.optimizer.current_learning_rate == pytest.approx(0.05 / 2.5)
+
+
+# ---- to_json / model_from_json: the architecture alone ------------------------------------------
+def test_to_json_round_trip_gives_the_same_predictions_after_set_weights():
+    model, x, _ = _trained()
+    text = model.to_json()
+    doc = json.loads(text)
+    assert (doc["class_name"], doc["config"]) == ("Sequential", model.get_config())
+    assert "weights" not in doc and "compile" not in doc
+    rebuilt = model_from_json(text)
+    assert rebuilt.loss is None and rebuilt.optimizer is None
+    assert [l.name for l in rebuilt.layers] == [l.name for l in model.layers]
+    assert not np.array_equal(rebuilt.predict(x), model.predict(x))       # fresh weights
+    rebuilt.set_weights(model.get_weights())
+    np.testing.assert_array_equal(rebuilt.predict(x), model.predict(x))
+    assert json.loads(model.to_json(indent=2)) == doc
+
+
+def test_functional_model_and_custom_layer_round_trip_through_json():
+    x, _ = classification_data()
+    a = Input((4,))
+    out = layers.Dense(3, activation="softmax")(Scale(init=0.5)(layers.Dense(5, activation="relu")(a)))
+    model = Model(inputs=a, outputs=out)
+    with pytest.raises(ValueError, match="unknown layer class 'Scale'"):
+        model_from_json(model.to_json())
+    rebuilt = model_from_json(model.to_json(), custom_objects={"Scale": Scale})
+    assert type(rebuilt) is Model and isinstance(rebuilt.layers[1], Scale)
+    rebuilt.set_weights(model.get_weights())
+    np.testing.assert_array_equal(rebuilt.predict(x), model.predict(x))
+
+
+def test_the_model_json_of_a_saved_model_is_an_architecture_too(tmp_path):
+    model, x, _ = _trained()
+    model.save(tmp_path / "m.zip")
+    with zipfile.ZipFile(tmp_path / "m.zip") as zf:
+        rebuilt = model_from_json(zf.read("model.json"))
+    rebuilt.set_weights(model.get_weights())
+    np.testing.assert_array_equal(rebuilt.predict(x), model.predict(x))
+
+
+@pytest.mark.parametrize("text, error, message", [
+    ("{not json", ValueError, "model_from_json: expected a JSON string, received invalid JSON"),
+    ("[1, 2]", ValueError, r"expected the JSON of model.to_json\(\) .*received list"),
+    ('{"class_name": "Sequential"}', ValueError, r"received \['class_name'\]"),
+    ('{"format": "other", "class_name": "Sequential", "config": {}}', ValueError, "expected the JSON"),
+    ('{"class_name": "Sequential", "config": {}, "version": 9}', ValueError, "expected format version 1"),
+    ('{"class_name": "Graph", "config": {}}', ValueError, "model_from_json: unknown model class 'Graph'"),
+    ('{"class_name": "Sequential", "config": {"name": "s"}}', ValueError, "the architecture is invalid"),
+    (None, TypeError, "model_from_json: expected a JSON string, received NoneType"),
+])
+def test_model_from_json_refuses_what_is_not_an_architecture(text, error, message):
+    with pytest.raises(error, match=message):
+        model_from_json(text)
 
 
 def test_save_weights_and_load_weights(tmp_path):

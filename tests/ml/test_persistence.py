@@ -1,14 +1,18 @@
 """Saving and loading the pyspark.ml stages (``sparkdl.ml.persistence``): an unfitted estimator
-round trip, a fitted model with its Params, defaults and training History, and a fitted model
-whose weights or history are missing, truncated or replaced."""
+round trip, a fitted model with its Params, defaults and training History, a fitted model
+whose weights or history are missing, truncated or replaced, and a Pipeline with registered
+user objects loaded in a new Python process."""
 import json
 import os
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
 
 from sparkdl.ml import NNClassifier, NNClassifierModel
-from tests.helpers import assembled, digits_mlp
+from tests.helpers import ROOT, assembled, digits_mlp
 
 
 def test_unfitted_estimator_saves_and_loads(spark, tmp_path):
@@ -117,3 +121,92 @@ def test_a_corrupted_history_is_reported(tmp_path, digits_df):
             os.remove(crc)            # Hadoop's own checksum would otherwise object first
         with pytest.raises(ValueError, match=f"NNClassifierModel.load: .*history.json' is corrupted .*{match}"):
             NNClassifierModel.load(path)
+
+
+# ---- user objects ------------------------------------------------------------------------------------
+def test_an_unregistered_user_layer_loads_within_a_custom_object_scope(spark, tmp_path):
+    from sparkdl import layers, optimizers
+    from sparkdl.models import Input, Sequential
+    from sparkdl.saving import custom_object_scope
+    from tests.custom_layers import Scale
+
+    class Unregistered(Scale):
+        pass
+    model = Sequential([Input((4,)), Unregistered(init=0.25), layers.Dense(3, activation="softmax")])
+    model.compile(optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+    path = str(tmp_path / "stage")
+    NNClassifierModel(model=model).save(path)
+    with pytest.raises(ValueError, match="unknown layer class 'Unregistered'; register it with @register_serializable"):
+        NNClassifierModel.load(path)
+    with custom_object_scope({"Unregistered": Unregistered}):
+        back = NNClassifierModel.load(path)
+    assert type(back.getModel().layers[0]) is Unregistered
+    np.testing.assert_array_equal(back.getModel().get_flat_weights(), model.get_flat_weights())
+
+
+# ---- registered user objects in another process ---------------------------------------------------
+_FEATURES = [f"f{i}" for i in range(6)]
+
+# The second process: a new interpreter and a new Spark session that know the user objects only
+# because they import the module defining them, as a user's job would.
+_LOAD_AND_PREDICT = """
+import json, sys
+import numpy as np
+import tests.custom_layers  # registers Scale and swish
+from pyspark.ml import PipelineModel
+from sparkdl.spark import get_session
+
+pipeline_path, data_path, out_path = sys.argv[1:4]
+spark = get_session("local[1]", app_name="sparkdl-load-test", conf={"spark.ui.enabled": "false"})
+spark.sparkContext.setLogLevel("ERROR")
+fitted = PipelineModel.load(pipeline_path)
+rows = sorted(fitted.transform(spark.read.parquet(data_path)).collect(), key=lambda r: r.id)
+np.save(out_path, np.array([[r.prediction] + list(r.probability.toArray()) for r in rows]))
+model = fitted.stages[-1].getModel()
+print(json.dumps([type(layer).__name__ for layer in model.layers] + [model.layers[0].activation.name]))
+spark.stop()
+"""
+
+
+def _predictions(df):
+    rows = sorted(df.collect(), key=lambda r: r.id)
+    return np.array([[r.prediction] + list(r.probability.toArray()) for r in rows])
+
+
+def test_a_pipeline_with_a_registered_layer_loads_and_predicts_identically_in_a_new_process(spark, tmp_path):
+    from pyspark.ml import Pipeline
+    from pyspark.ml.feature import VectorAssembler
+
+    from sparkdl import layers, optimizers
+    from sparkdl.models import Input, Sequential
+    from tests.custom_layers import Scale, swish
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 6))
+    label = (x[:, 0] > 0).astype(int) + (x[:, 1] > 0.5)
+    rows = [tuple(float(v) for v in r) + (float(t), i) for i, (r, t) in enumerate(zip(x, label))]
+    df = spark.createDataFrame(rows, _FEATURES + ["label", "id"])
+    data_path = str(tmp_path / "data.parquet")
+    df.write.parquet(data_path)
+    data = spark.read.parquet(data_path)
+
+    model = Sequential([Input((6,)), layers.Dense(8, activation=swish), Scale(init=0.5),
+                        layers.Dense(3, activation="softmax")])
+    model.compile(optimizers.Adam(0.05), "sparse_categorical_crossentropy")
+    clf = NNClassifier(model=model, epochs=5, batchSize=32, numWorkers=1, seed=0)
+    fitted = Pipeline(stages=[VectorAssembler(inputCols=_FEATURES, outputCol="features"), clf]).fit(data)
+    trained = fitted.stages[-1].getModel()
+    assert not np.allclose(trained.layers[1].params["w"], 0.5)      # the user layer trained
+    expected = _predictions(fitted.transform(data))
+    assert np.mean(expected[:, 0] == label) > 0.6      # above the largest class (about half)
+    pipeline_path = str(tmp_path / "pipeline")
+    fitted.write().overwrite().save(pipeline_path)
+
+    out_path = str(tmp_path / "loaded.npy")
+    env = dict(os.environ, PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable,
+               PYTHONPATH=os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(_LOAD_AND_PREDICT), pipeline_path, data_path,
+                           out_path], cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr[-4000:]}"
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == ["Dense", "Scale", "Dense", "sparkdl_tests>swish"]
+    np.testing.assert_array_equal(np.load(out_path), expected)

@@ -108,3 +108,24 @@ def test_unknown_mode_lists_valid_ones():
     model = compiled_mlp()
     with pytest.raises(ValueError, match=r"unknown mode 'bogus'.*sync"):
         SparkModel(model, mode="bogus")
+
+
+def test_one_worker_with_keras_2_decay_equals_single_process_fit(spark):
+    """Workers take the driver's optimizer config and step count every round, so a decayed
+    rate (lr / (1 + decay * iterations)) continues across rounds of tau = 3 steps as in the
+    single-process loop."""
+    from sparkdl.spark import from_arrays
+    from tests.helpers import mlp, regression_data
+    x, y = regression_data(n=96, d=5, out=2, seed=4, linear=True)
+
+    def make(decay):
+        return mlp(input_dim=5, std=0.5, seed=2, loss="mse",
+                   optimizer=optimizers.SGD(learning_rate=0.05, momentum=0.9, decay=decay))
+    local, distributed, undecayed = make(0.2), make(0.2), make(0.0)
+    local.fit(x, y, epochs=3, batch_size=16, seed=5, verbose=0)
+    undecayed.fit(x, y, epochs=3, batch_size=16, seed=5, verbose=0)
+    SparkModel(distributed, frequency=3, num_workers=1, seed=5).fit(
+        from_arrays(spark, x, y, num_partitions=1), epochs=3, batch_size=16, verbose=0)
+    assert distributed.optimizer.iterations == local.optimizer.iterations == 18
+    np.testing.assert_allclose(distributed.get_flat_weights(), local.get_flat_weights(), rtol=1e-5, atol=1e-6)
+    assert np.abs(undecayed.get_flat_weights() - local.get_flat_weights()).max() > 1e-3

@@ -6,16 +6,19 @@ from typing import Any
 import numpy as np
 
 from sparkdl.engine import activations
-from sparkdl.engine.layers.base import ActivationLike, Layer
+from sparkdl.engine.layers.base import Layer
 
 
 class Activation(Layer):
-    """Applies an activation function element-wise (softmax over the last axis)."""
+    """Applies an activation function element-wise (softmax over the last axis): a name, a
+    config, an ActivationFn, or a function with a ``derivative`` (see
+    ``sparkdl.engine.activations``)."""
 
-    def __init__(self, activation: ActivationLike, **kwargs: Any):
+    def __init__(self, activation: activations.Identifier, **kwargs: Any):
         super().__init__(**kwargs)
         self.activation = activations.get(activation)
         self._y: np.ndarray | None = None
+        self._x: np.ndarray | None = None   # kept when the activation needs_input
 
     def compute_output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         return tuple(input_shape)
@@ -24,13 +27,13 @@ class Activation(Layer):
         # Not in place: x may be an array another layer (or the caller) still holds.
         y = self.activation.forward(x)
         if training:
-            self._y = y
+            self._y, self._x = y, (x if self.activation.needs_input else None)
         return y
 
     def backward(self, dLdy: np.ndarray) -> np.ndarray:
         # _y is None without a training forward pass; a linear activation's derivative does
         # not read it.
-        return self.activation.backward(dLdy, self._y)  # type: ignore[arg-type]
+        return activations.backward(self.activation, dLdy, self._y, self._x)  # type: ignore[arg-type]
 
     # Fusion with a cross-entropy loss (see ActivatedLayer): the logits are the input.
     def forward_logits(self, x: np.ndarray, training: bool = False) -> np.ndarray:
@@ -41,8 +44,7 @@ class Activation(Layer):
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
-        act = self.activation.get_config()
-        config["activation"] = act["name"] if len(act) == 1 else act
+        config["activation"] = activations.serialize(self.activation)
         return config
 
 

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, overload
 
 import numpy as np
 import numpy.typing as npt
 
-from sparkdl.engine import activations, checks, initializers
+from sparkdl.engine import activations, checks, custom_objects, initializers
 from sparkdl.engine.random import new_generator
 
 if TYPE_CHECKING:
@@ -27,8 +27,9 @@ if TYPE_CHECKING:
 
 _L = TypeVar("_L", bound="Layer")
 
-#: What ``activation=`` accepts: a name, a config dict, an ActivationFn, or None (linear).
-ActivationLike: TypeAlias = "str | dict[str, Any] | activations.ActivationFn | None"
+#: What ``activation=`` accepts: a name, a config dict, an ActivationFn, a function with a
+#: ``derivative`` (``activations.Differentiable``), a Layer without weights, or None (linear).
+ActivationLike: TypeAlias = "activations.Identifier | Layer"
 #: What an ``*_initializer=`` argument accepts: a name, a config dict or an Initializer.
 InitializerLike: TypeAlias = "str | dict[str, Any] | initializers.Initializer"
 
@@ -57,7 +58,14 @@ class Layer:
     own_threads = False
 
     def __init__(self, name: str | None = None, input_shape: int | Sequence[int] | None = None,
-                 dtype: str | None = None, trainable: bool = True):
+                 dtype: str | None = None, trainable: bool = True, input_dim: int | None = None):
+        who = type(self).__name__
+        if input_dim is not None:
+            # Keras 2's spelling of input_shape=(input_dim,) on a first layer.
+            if input_shape is not None:
+                raise TypeError(f"{who}: expected input_shape or input_dim, not both; received "
+                                f"input_shape={input_shape!r} and input_dim={input_dim!r}")
+            input_shape = (checks.integer(input_dim, "input_dim", who, above=0),)
         self.name = name or _unique_name(_snake(type(self).__name__))
         self.params: dict[str, np.ndarray] = {}
         self.grads: dict[str, np.ndarray] = {}
@@ -66,7 +74,7 @@ class Layer:
         self.built = False
         self.input_shape: tuple | None = None
         self.output_shape: tuple | None = None
-        self._declared_input_shape = checks.shape(input_shape, "input_shape", type(self).__name__) \
+        self._declared_input_shape = checks.shape(input_shape, "input_shape", who) \
             if input_shape is not None else None
         self.dtype = dtype
         #: Set to False by a model for a layer whose input is the model's data: backward then
@@ -122,9 +130,7 @@ class Layer:
             try:
                 self.output_shape = tuple(self.compute_output_shape(input_shape))
             except Exception:
-                self.input_shape = None
-                for weights in (self.params, self.grads, self.state):
-                    weights.clear()
+                self._unbuild()
                 raise
             self.built = True
         else:
@@ -134,6 +140,13 @@ class Layer:
                                  f"{(None,) + tuple(self.input_shape)}, received {(None,) + input_shape}")
         assert self.output_shape is not None, "a built layer knows its output shape"
         return self.output_shape
+
+    def _unbuild(self) -> None:
+        """Back to the state before ``build``: no shapes, no weights."""
+        self.built = False
+        self.input_shape = self.output_shape = None
+        for weights in (self.params, self.grads, self.state):
+            weights.clear()
 
     # ---- computation ---------------------------------------------------------------------
     # x and dLdy are arrays, or lists of arrays for merge layers; backward may return None
@@ -193,12 +206,18 @@ class ActivatedLayer(Layer):
     Subclasses implement ``_linear_forward`` and ``_linear_backward``. The split lets a model
     fuse a softmax/sigmoid output with its cross-entropy loss: it calls ``forward_logits`` and
     ``backward_logits`` and the loss works on the logits, which is exact and stable.
+
+    ``activation`` is a name, a config, an ``ActivationFn``, a function with a ``derivative``
+    (the protocol of ``sparkdl.engine.activations``), or a Layer instance without weights or
+    randomness (``LeakyReLU(0.2)``, a user layer), applied to the linear part's output with its
+    own forward and backward passes.
     """
 
     def __init__(self, activation: ActivationLike = None, **kwargs: Any):
         super().__init__(**kwargs)
-        self.activation = activations.get(activation)
+        self.activation: activations.ActivationFn | Layer = _activation(activation, type(self).__name__)
         self._y: np.ndarray | None = None
+        self._z: np.ndarray | None = None   # the pre-activation, kept when the activation needs_input
 
     def _linear_forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         raise NotImplementedError
@@ -206,17 +225,46 @@ class ActivatedLayer(Layer):
     def _linear_backward(self, dLdz: np.ndarray) -> np.ndarray | None:
         raise NotImplementedError
 
+    def ensure_built(self, input_shape: Any) -> tuple[int, ...]:
+        was_built = self.built
+        output_shape = super().ensure_built(input_shape)
+        if not was_built and isinstance(self.activation, Layer):
+            try:
+                self._build_activation_layer(self.activation, output_shape)
+            except Exception:
+                self._unbuild()
+                raise
+        return output_shape
+
+    def _build_activation_layer(self, layer: Layer, shape: tuple[int, ...]) -> None:
+        who = f"{type(self).__name__} '{self.name}'"
+        out = layer.ensure_built(shape)
+        if layer.weights:
+            raise ValueError(f"{who}: expected an activation layer without weights, received "
+                             f"{layer!r} with weights {list(layer.params) + list(layer.state)} "
+                             f"(add it to the model as a layer of its own)")
+        if tuple(out) != tuple(shape):
+            raise ValueError(f"{who}: expected an activation layer that keeps the shape "
+                             f"{(None,) + tuple(shape)}, received {layer!r} giving {(None,) + tuple(out)}")
+
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         z = self._linear_forward(x, training)
-        y = self.activation.forward(z, out=z)
+        act = self.activation
+        if isinstance(act, Layer):
+            return act.forward(z, training)
+        # In place on z, which this layer owns, unless the derivative reads z.
+        y = act.forward(z) if act.needs_input else act.forward(z, out=z)
         if training:
-            self._y = y
+            self._y, self._z = y, (z if act.needs_input else None)
         return y
 
     def backward(self, dLdy: np.ndarray) -> np.ndarray | None:
+        act = self.activation
+        if isinstance(act, Layer):
+            return self._linear_backward(act.backward(dLdy))
         # _y is None without a training forward pass; a linear activation's derivative does
         # not read it.
-        return self._linear_backward(self.activation.backward(dLdy, self._y))  # type: ignore[arg-type]
+        return self._linear_backward(activations.backward(act, dLdy, self._y, self._z))  # type: ignore[arg-type]
 
     def forward_logits(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         return self._linear_forward(x, training)
@@ -226,6 +274,32 @@ class ActivatedLayer(Layer):
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
-        act = self.activation.get_config()
-        config["activation"] = act["name"] if len(act) == 1 else act
+        act = self.activation
+        if isinstance(act, Layer):
+            # Without its auto-numbered name: two equal layers have equal configs (checkpoints
+            # compare them).
+            act_config = {k: v for k, v in act.get_config().items() if k != "name"}
+            config["activation"] = {"class_name": custom_objects.get_registered_name(type(act)),
+                                    "config": act_config}
+        else:
+            config["activation"] = activations.serialize(act)
         return config
+
+
+def _activation(spec: ActivationLike, who: str) -> activations.ActivationFn | Layer:
+    """``activation=`` resolved: a Layer (given, or from its ``{"class_name", "config"}``
+    document) or an ActivationFn (``activations.get``)."""
+    if isinstance(spec, Mapping) and "class_name" in spec:
+        name = spec["class_name"]
+        cls = custom_objects.get_registered_object(name)
+        if cls is None:
+            from sparkdl.engine import layers as layers_mod
+            cls = layers_mod.builtin(name)
+        if isinstance(cls, type) and issubclass(cls, Layer):
+            spec = cls.from_config(dict(spec.get("config") or {}))
+    if isinstance(spec, Layer):
+        if spec.stochastic:
+            raise ValueError(f"{who}: expected an activation layer without randomness, received "
+                             f"{spec!r} (add it to the model as a layer of its own)")
+        return spec
+    return activations.get(spec)

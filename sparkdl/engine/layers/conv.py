@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from sparkdl.engine import checks, conv_ops
+from sparkdl.engine import checks, conv_ops, initializers
 from sparkdl.engine.layers.base import ActivatedLayer, ActivationLike, InitializerLike, Layer
 
 
@@ -94,13 +94,9 @@ class Conv2D(_Spatial, ActivatedLayer):
         config = super().get_config()
         config.update(filters=self.filters, kernel_size=list(self.kernel_size), strides=list(self.strides),
                       padding=self.padding, use_bias=self.use_bias,
-                      kernel_initializer=_init_config(self.kernel_initializer),
-                      bias_initializer=_init_config(self.bias_initializer))
+                      kernel_initializer=initializers.serialize(self.kernel_initializer),
+                      bias_initializer=initializers.serialize(self.bias_initializer))
         return config
-
-
-def _init_config(init: InitializerLike) -> str | dict[str, Any]:
-    return init if isinstance(init, (str, dict)) else init.get_config()
 
 
 class _Pool(_Spatial, Layer):

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from sparkdl.engine import checks
+from sparkdl.engine import checks, initializers
 from sparkdl.engine.layers.base import ActivatedLayer, ActivationLike, InitializerLike, Layer
 from sparkdl.engine.symbolic import SymbolicTensor, check_dtype
 
@@ -100,13 +100,9 @@ class Dense(ActivatedLayer):
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(units=self.units, use_bias=self.use_bias,
-                      kernel_initializer=_init_config(self.kernel_initializer),
-                      bias_initializer=_init_config(self.bias_initializer))
+                      kernel_initializer=initializers.serialize(self.kernel_initializer),
+                      bias_initializer=initializers.serialize(self.bias_initializer))
         return config
-
-
-def _init_config(init: InitializerLike) -> str | dict[str, Any]:
-    return init if isinstance(init, (str, dict)) else init.get_config()
 
 
 class Dropout(Layer):

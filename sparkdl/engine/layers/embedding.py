@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from sparkdl.engine import checks
+from sparkdl.engine import checks, initializers
 from sparkdl.engine.layers.base import InitializerLike, Layer
 
 
@@ -20,9 +20,16 @@ class Embedding(Layer):
     sparse_params = ("embeddings",)
 
     def __init__(self, input_dim: int, output_dim: int,
-                 embeddings_initializer: InitializerLike = "random_uniform", **kwargs: Any):
+                 embeddings_initializer: InitializerLike = "random_uniform",
+                 input_length: int | None = None, **kwargs: Any):
         input_dim = checks.integer(input_dim, "input_dim", "Embedding", above=0)
         output_dim = checks.integer(output_dim, "output_dim", "Embedding", above=0)
+        if input_length is not None:
+            # Keras 2's spelling of input_shape=(input_length,) (input_dim is the vocabulary).
+            if kwargs.get("input_shape") is not None:
+                raise TypeError(f"Embedding: expected input_shape or input_length, not both; received "
+                                f"input_shape={kwargs['input_shape']!r} and input_length={input_length!r}")
+            kwargs["input_shape"] = (checks.integer(input_length, "input_length", "Embedding", above=0),)
         super().__init__(**kwargs)
         self.input_dim, self.output_dim = input_dim, output_dim
         self.embeddings_initializer = embeddings_initializer
@@ -66,7 +73,5 @@ class Embedding(Layer):
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(input_dim=self.input_dim, output_dim=self.output_dim,
-                      embeddings_initializer=self.embeddings_initializer
-                      if isinstance(self.embeddings_initializer, (str, dict))
-                      else self.embeddings_initializer.get_config())
+                      embeddings_initializer=initializers.serialize(self.embeddings_initializer))
         return config

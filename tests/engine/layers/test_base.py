@@ -8,7 +8,8 @@ import pickle
 import numpy as np
 import pytest
 
-from sparkdl import layers
+from sparkdl import layers, optimizers
+from sparkdl.models import Sequential
 from tests.engine.layer_case import LayerCase
 
 
@@ -75,3 +76,48 @@ def test_pickling_drops_what_forward_kept_for_backward_and_keeps_the_weights():
 def test_a_declared_input_shape_must_be_positive_ints(shape, error):
     with pytest.raises(error, match="Dense: expected input_shape as a positive int or a tuple of positive ints"):
         layers.Dense(2, input_shape=shape)
+
+
+# ---- Keras 2's input_dim --------------------------------------------------------------------------
+@pytest.mark.parametrize("make", [lambda **kw: layers.Dense(3, **kw), lambda **kw: layers.Dropout(0.2, **kw),
+                                  lambda **kw: layers.Activation("relu", **kw), lambda **kw: Scale(**kw),
+                                  lambda **kw: layers.BatchNorm(**kw)],
+                         ids=["Dense", "Dropout", "Activation", "user layer", "BatchNorm"])
+def test_input_dim_on_any_layer_is_input_shape_of_one_axis(make):
+    layer = make(input_dim=7)
+    assert layer.declared_input_shape == (7,)
+    assert layer.get_config()["input_shape"] == [7]
+    model = Sequential([layer])
+    assert model.input_specs() == [((7,), "float32")]
+
+
+def test_input_dim_and_input_shape_together_or_bad_input_dim_are_refused():
+    with pytest.raises(TypeError, match=r"Dense: expected input_shape or input_dim, not both; received "
+                                        r"input_shape=\(3,\) and input_dim=3"):
+        layers.Dense(2, input_shape=(3,), input_dim=3)
+    with pytest.raises(ValueError, match=r"Dense: expected input_dim > 0 \(an int\), received input_dim=0"):
+        layers.Dense(2, input_dim=0)
+    with pytest.raises(ValueError, match="expected input_dim > 0"):
+        layers.Dense(2, input_dim=2.5)
+
+
+def test_a_keras_2_model_built_with_add_and_input_dim():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(16, 784)).astype(np.float32)
+    y = rng.integers(0, 10, size=16)
+    model = Sequential()
+    model.add(layers.Dense(128, input_dim=784))
+    model.add(layers.Activation("relu"))
+    model.add(layers.Dropout(0.2))
+    model.add(layers.Dense(10))
+    model.add(layers.Activation("softmax"))
+    assert model.built and model.output_shape == (10,)
+    assert model.count_params() == 784 * 128 + 128 + 128 * 10 + 10
+    model.compile(optimizer=optimizers.SGD(0.05), loss="sparse_categorical_crossentropy", metrics=["acc"])
+    history = model.fit(x, y, epochs=2, batch_size=8, verbose=0, seed=0)
+    assert len(history.history["loss"]) == 2
+    # input_shape on the first layer, the same model
+    same = Sequential([layers.Dense(128, input_shape=(784,)), layers.Activation("relu"), layers.Dropout(0.2),
+                       layers.Dense(10), layers.Activation("softmax")])
+    same.set_weights(model.get_weights())
+    np.testing.assert_array_equal(same.predict(x), model.predict(x))

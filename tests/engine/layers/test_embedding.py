@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from sparkdl import layers, optimizers
-from sparkdl.models import Input, Model
+from sparkdl.models import Input, Model, Sequential
 from tests.engine.layer_case import LayerCase
 
 pytestmark = pytest.mark.usefixtures("seeded")
@@ -173,3 +173,14 @@ def test_embedding_bad_dims(kwargs):
     bad = next(k for k, v in kwargs.items() if not (isinstance(v, int) and v > 0))
     with pytest.raises(ValueError, match=f"Embedding.*{bad}"):
         layers.Embedding(**kwargs)
+
+
+def test_input_length_is_keras_2_s_input_shape_of_an_embedding():
+    layer = layers.Embedding(10, 3, input_length=4)
+    assert layer.declared_input_shape == (4,) and layer.input_dim == 10
+    model = Sequential([layer, layers.Flatten(), layers.Dense(1)])
+    assert model.input_specs() == [((4,), "int64")] and model.output_shape == (1,)
+    with pytest.raises(TypeError, match="Embedding: expected input_shape or input_length, not both"):
+        layers.Embedding(10, 3, input_length=4, input_shape=(4,))
+    with pytest.raises(ValueError, match="Embedding: expected input_length > 0"):
+        layers.Embedding(10, 3, input_length=0)
