@@ -403,10 +403,15 @@ def dataframe_blocks(df, model, features_col, label_col, num_workers, who, cache
 
 def to_simple_rdd(sc: SparkContext, x: npt.ArrayLike, y: npt.ArrayLike,
                   num_slices: int | None = None) -> RDD[tuple[np.ndarray, np.ndarray]]:
-    """Elephas' shape: an RDD of ``(x_row, y_row)`` NumPy pairs from two arrays."""
+    """Elephas' shape: an RDD of ``(x_row, y_row)`` NumPy pairs from two arrays, in
+    ``num_slices`` partitions (default: Spark's default parallelism, or more so that no task
+    carries more than ``MAX_TASK_BYTES`` of the arrays, which Spark warns about)."""
     x, y = np.asarray(x), np.asarray(y)
     if len(x) != len(y):
         raise ValueError(f"to_simple_rdd: expected len(x) == len(y), received {len(x)} and {len(y)}")
+    if num_slices is None:
+        needed = -(-(x.nbytes + y.nbytes) // MAX_TASK_BYTES)
+        num_slices = max(sc.defaultParallelism, min(needed, max(len(x), 1)))
     return sc.parallelize(list(zip(x, y)), num_slices)
 
 
