@@ -53,6 +53,7 @@ def test_pipeline_app_cleans_csv_trains_and_writes_parquet(tmp_path):
                         "--num-classes", "10", "--feature-min", "0", "--feature-max", "16",
                         "--epochs", "5", "--workers", "2", "--output", str(out)], timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
+    assert len(run.stderr.splitlines()) <= 5, run.stderr   # Spark's start-up logs stay off
     assert ("cleaning: 1804 rows read, 1797 kept, 7 dropped (null: 2, non-finite: 1, "
             "feature out of range: 1, label not a class index: 3)") in run.stdout, run.stdout
     printed = _float(r"test accuracy: (?P<accuracy>[0-9.]+)  f1: (?P<f1>[0-9.]+)  \((?P<train>\d+) train rows, "
@@ -109,6 +110,7 @@ def test_ctr_app_reads_libsvm_and_nears_the_ground_truth_auc(tmp_path):
     run = spark_submit(["--master", "local[2]", "examples/ctr_app.py", "--data-dir", str(tmp_path),
                         "--epochs", "3", "--workers", "2"], timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
+    assert len(run.stderr.splitlines()) <= 5, run.stderr   # Spark's start-up logs stay off
     printed = _float(r"test AUC: (?P<auc>[0-9.]+)  \(Spark's BinaryClassificationEvaluator: (?P<spark>[0-9.]+)\)",
                      run.stdout)
     truth = float(_float(r"ground-truth AUC of the generating model on the test rows: ([0-9.]+)",
