@@ -113,6 +113,7 @@ def cold_breakdown(spark):
     reading the DataFrame's Arrow batches into a Python RDD (the path the blocks take: JVM
     Arrow writer, Python worker start), then sparkdl's conversion, first and second time."""
     from sparkdl.spark import frames
+    from sparkdl.spark.blocks import dataframe_blocks
     df, _, _, _, _ = mnist_frame(spark)
     out = {}
 
@@ -124,7 +125,7 @@ def cold_breakdown(spark):
     for key in ("arrow_rdd", "arrow_rdd_again"):
         timed(key, lambda: frames.arrow_batch_rdd(df).map(lambda b: b.num_rows).collect())
     for key in ("blocks_first", "blocks_second"):
-        timed(key, lambda: frames.dataframe_blocks(df, mlp(), "features", "label", 2, "bench").release())
+        timed(key, lambda: dataframe_blocks(df, mlp(), "features", "label", 2, "bench").release())
     return out
 
 

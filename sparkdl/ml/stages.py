@@ -182,11 +182,11 @@ class _NNModelBase(_NNStage):
 
     def _predictions(self, value: Vector, who: str) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         """``(prediction, rawPrediction, probability)`` of one row, as ``transform`` computes them."""
-        from sparkdl.spark import frames
+        from sparkdl.spark import inference
         model = self._require_model(who)
         self._check_params()
-        x = frames.vector_rows(model, [value], f"{type(self).__name__}.{who}")
-        return frames.predictions(model, x, 1, self._thresholds())
+        x = inference.vector_rows(model, [value], f"{type(self).__name__}.{who}")
+        return inference.predictions(model, x, 1, self._thresholds())
 
     def predict(self, value: Vector) -> float:
         """The prediction of one feature Vector: the class index for a classifier, the output of
@@ -206,8 +206,8 @@ class _NNModelBase(_NNStage):
     def _transform(self, dataset: DataFrame) -> DataFrame:
         model = self._require_model("transform")
         self._check_params()
-        from sparkdl.spark import frames
-        return frames.predict_frame(dataset, model, self.getFeaturesCol(), self.getPredictionCol(),
+        from sparkdl.spark import inference
+        return inference.predict_frame(dataset, model, self.getFeaturesCol(), self.getPredictionCol(),
                                     batch_size=self.getPredictBatchSize(), thresholds=self._thresholds(),
                                     who=f"{type(self).__name__}.transform", **self._output_columns())
 
@@ -223,7 +223,7 @@ class _NNClassifierMixin(_NNStage):
     def _check_params(self) -> None:
         super()._check_params()
         if self._model is not None and self.isDefined("thresholds"):
-            from sparkdl.spark.frames import class_count
+            from sparkdl.spark.inference import class_count
             thresholds, classes = self.getOrDefault("thresholds"), class_count(self._model)
             if len(thresholds) != classes:
                 raise ValueError(f"{type(self).__name__}: expected thresholds of length {classes} (the "
@@ -273,7 +273,7 @@ class NNClassifierModel(_NNClassifierMixin, _NNModelBase, ProbabilisticClassific
     def numClasses(self) -> int:
         """Classes the model tells apart: its output units, 2 for one sigmoid unit (-1 without
         a model)."""
-        from sparkdl.spark.frames import class_count
+        from sparkdl.spark.inference import class_count
         return class_count(self._model) if self._model is not None else -1
 
     def predictRaw(self, value: Vector) -> DenseVector:

@@ -7,7 +7,8 @@ Elephas' RDD shape; ``release_cached_blocks`` frees the converted blocks a fit k
 next fit of the same DataFrame.
 """
 from sparkdl.spark.block_cache import release_cached_blocks
-from sparkdl.spark.frames import from_arrays, to_simple_rdd
+from sparkdl.spark.blocks import to_simple_rdd
+from sparkdl.spark.frames import from_arrays
 from sparkdl.spark.session import get_session
 from sparkdl.spark.spark_model import SparkModel, load_spark_model
 

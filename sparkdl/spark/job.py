@@ -66,8 +66,8 @@ class FitJob:
         if self._thread.is_alive():
             return
         if self.error is not None:
-            from sparkdl.spark.frames import _python_error
-            mapped = _python_error(self.error)
+            from sparkdl.spark.frames import python_error
+            mapped = python_error(self.error)
             if mapped is not self.error:
                 raise mapped from self.error
             raise RuntimeError(f"SparkModel.fit: the fit's Spark job failed: "

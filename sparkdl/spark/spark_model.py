@@ -30,7 +30,8 @@ from sparkdl.engine.callbacks import History
 from sparkdl.engine.files import json_plain
 from sparkdl.engine.training import EpochSums, FitLoop
 from sparkdl.errors import NotCompiledError, SparkTrainingDivergedError
-from sparkdl.spark import block_cache, executor, frames, job, transports
+from sparkdl.spark import block_cache, executor, frames, inference, job, transports
+from sparkdl.spark.blocks import dataframe_blocks, rdd_blocks, split_blocks
 from sparkdl.spark.persistence import load_spark_model, save_spark_model
 
 if TYPE_CHECKING:
@@ -166,10 +167,10 @@ class SparkModel:
             key = (id(sc), features_col if isinstance(features_col, str) else tuple(features_col),
                    label_col if isinstance(label_col, (str, type(None))) else tuple(label_col),
                    repr(model.input_specs()), model.loss.name, tuple(model.output_shape), parts)
-            return block_cache.blocks_for(data, key, lambda: frames.dataframe_blocks(
+            return block_cache.blocks_for(data, key, lambda: dataframe_blocks(
                 data, model, features_col, label_col, parts, who))
         if isinstance(data, RDD):
-            return frames.rdd_blocks(data, self.model, self._workers(data.context), who)
+            return rdd_blocks(data, self.model, self._workers(data.context), who)
         raise TypeError(f"{who}: expected a DataFrame or an RDD of (x, y) pairs, "
                         f"received {type(data).__name__}")
 
@@ -216,14 +217,14 @@ class SparkModel:
         try:
             train = blocks
             if split:
-                train, held = frames.split_blocks(blocks, split)
+                train, held = split_blocks(blocks, split)
                 _check_held_out(train, held, split, who)
                 val = ("blocks", held)
             train.note_batch_size(batch_size)
             reason = "execution='rounds' was asked for" if self.execution == "rounds" else \
                 job.fallback_reason(train.rdd.context, len(train.rows), self.transport)
             if reason is None and val is not None and val[0] == "frame":
-                frame_blocks = frames.dataframe_blocks(val[1], self.model, features_col, label_col,
+                frame_blocks = dataframe_blocks(val[1], self.model, features_col, label_col,
                                                        len(train.rows), f"{who}(validation_data)")
             val_blocks = val[1] if val is not None and val[0] == "blocks" else frame_blocks
             prep_seconds = time.perf_counter() - prep_start
@@ -252,8 +253,8 @@ class SparkModel:
         if held is not None:
             return held
         if val[0] == "blocks":      # rows held out by validation_split, on the job-per-round path
-            return frames.evaluate_blocks(val[1].rdd, self.model, 256, "SparkModel.fit(validation_split)")
-        return frames.evaluate_frame(val[1], self.model, val[2], val[3], 256)
+            return inference.evaluate_blocks(val[1].rdd, self.model, 256, "SparkModel.fit(validation_split)")
+        return inference.evaluate_frame(val[1], self.model, val[2], val[3], 256)
 
     def _start_history(self, history, blocks, run, reason) -> None:
         self.history = history
@@ -478,10 +479,10 @@ class SparkModel:
         from pyspark.sql import DataFrame
         batch_size = checks.integer(batch_size, "batch_size", "SparkModel.predict", at_least=1)
         if isinstance(data, DataFrame):
-            return frames.predict_frame(data, self.model, features_col, prediction_col,
+            return inference.predict_frame(data, self.model, features_col, prediction_col,
                                         probability_col, batch_size)
         if isinstance(data, RDD):
-            return frames.predict_rdd(data, self.model, batch_size)
+            return inference.predict_rdd(data, self.model, batch_size)
         return self.model.predict(data, batch_size=batch_size)
 
     @overload
@@ -518,7 +519,7 @@ class SparkModel:
             if y is not None:
                 raise TypeError(f"{who}: a DataFrame carries its labels in label_col={label_col!r}; "
                                 f"expected y=None, received {type(y).__name__}: {y!r}"[:400])
-            scores = frames.evaluate_frame(data, self.model, features_col, label_col, batch_size)
+            scores = inference.evaluate_frame(data, self.model, features_col, label_col, batch_size)
             return scores_mod.returned(scores, return_dict)
         if y is None:
             raise ValueError(f"{who}: expected a DataFrame, or NumPy features x with their targets y; "

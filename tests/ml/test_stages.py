@@ -228,9 +228,9 @@ def test_class_ids_and_one_hot_labels_train_to_the_same_weights(digits_df):
 def spy(monkeypatch):
     """Records what the stage hands to SparkModel (constructor and fit) and to predict_frame."""
     import sparkdl.spark as spark_pkg
-    from sparkdl.spark import frames
+    from sparkdl.spark import inference
     calls = {}
-    real_model, real_predict = spark_pkg.SparkModel, frames.predict_frame
+    real_model, real_predict = spark_pkg.SparkModel, inference.predict_frame
 
     class Recording(real_model):
         def __init__(self, model, **kwargs):
@@ -245,7 +245,7 @@ def spy(monkeypatch):
         calls["predict"] = (args, kwargs)
         return real_predict(*args, **kwargs)
     monkeypatch.setattr(spark_pkg, "SparkModel", Recording)
-    monkeypatch.setattr(frames, "predict_frame", predict)
+    monkeypatch.setattr(inference, "predict_frame", predict)
     return calls
 
 

@@ -177,7 +177,9 @@ def test_sparse_vector_features_train_like_dense_ones(spark, data):
 def test_blocks_read_from_arrow_batches_equal_the_arrays(spark, data, features_as, monkeypatch):
     """Training blocks come from Spark's Arrow batches (one RDD job); where Spark has no such
     RDD, a mapInArrow's rows carry them. Both paths hand the model the same arrays."""
+    from sparkdl.spark import blocks as blocks_mod
     from sparkdl.spark import frames
+    from sparkdl.spark.blocks import dataframe_blocks
     x, y = data["x"][:300, :8], data["y"][:300]
     if features_as in ("dense", "sparse"):
         df = vector_frame(spark, x, y, label_as="scalar", features_as=features_as)
@@ -195,8 +197,8 @@ def test_blocks_read_from_arrow_batches_equal_the_arrays(spark, data, features_a
     got = []
     for path in ("arrow batches", "rows"):
         if path == "rows":
-            monkeypatch.setattr(frames, "arrow_batch_rdd", lambda df: None)
-        blocks = frames.dataframe_blocks(df, model, cols, "label", 1, "test")
+            monkeypatch.setattr(blocks_mod, "arrow_batch_rdd", lambda df: None)
+        blocks = dataframe_blocks(df, model, cols, "label", 1, "test")
         (xs, labels), = blocks.rdd.collect()
         blocks.release()
         np.testing.assert_array_equal(xs[0], x.astype(np.float32))

@@ -8,6 +8,7 @@ import sparkdl
 from sparkdl import layers, optimizers
 from sparkdl.models import Sequential
 from sparkdl.spark import SparkModel, frames
+from sparkdl.spark.blocks import dataframe_blocks
 
 FIELDS, BUCKETS = 3, 8
 NUM_IDS = FIELDS * BUCKETS
@@ -95,7 +96,7 @@ def test_libsvm_source_gives_zero_based_ids(spark, tmp_path):
                             for r, y in zip(ids, labels)))
     df = spark.read.format("libsvm").option("numFeatures", NUM_IDS).load(str(path)).coalesce(1)
     model = embedding_model()
-    blocks = frames.dataframe_blocks(df, model, "features", "label", 1, "test")
+    blocks = dataframe_blocks(df, model, "features", "label", 1, "test")
     (xs, y), = blocks.rdd.collect()
     blocks.release()
     assert xs[0].dtype == np.int64
@@ -110,7 +111,7 @@ def test_integer_arrays_keep_int64_precision(spark):
     for type_ in ("array<long>", "array<int>"):
         rows = big if type_ == "array<long>" else [[2 ** 24 + 1, 2 ** 30 + 7, 5], [3, 2 ** 31 - 1, 16_777_219]]
         df = spark.createDataFrame([(r, 1.0) for r in rows], f"ids {type_}, label double").coalesce(1)
-        blocks = frames.dataframe_blocks(df, model, "ids", "label", 1, "test")
+        blocks = dataframe_blocks(df, model, "ids", "label", 1, "test")
         (xs, _), = blocks.rdd.collect()
         blocks.release()
         assert xs[0].dtype == np.int64
@@ -118,13 +119,13 @@ def test_integer_arrays_keep_int64_precision(spark):
     # from_arrays keeps integer arrays as array<bigint>.
     df = frames.from_arrays(spark, np.array(big, dtype=np.int64), np.ones(2))
     assert df.schema["features"].dataType.simpleString() == "array<bigint>"
-    blocks = frames.dataframe_blocks(df.coalesce(1), model, "features", "label", 1, "test")
+    blocks = dataframe_blocks(df.coalesce(1), model, "features", "label", 1, "test")
     (xs, _), = blocks.rdd.collect()
     blocks.release()
     np.testing.assert_array_equal(xs[0], np.array(big, dtype=np.int64))
     # Several long columns, one id each.
     df = spark.createDataFrame([(2 ** 40 + 1, 7, 2 ** 24 + 1, 0.0)], "a long, b int, c long, label double")
-    blocks = frames.dataframe_blocks(df.coalesce(1), model, ["a", "b", "c"], "label", 1, "test")
+    blocks = dataframe_blocks(df.coalesce(1), model, ["a", "b", "c"], "label", 1, "test")
     (xs, _), = blocks.rdd.collect()
     blocks.release()
     assert xs[0].dtype == np.int64 and xs[0].tolist() == [[2 ** 40 + 1, 7, 2 ** 24 + 1]]

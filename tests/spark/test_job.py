@@ -189,10 +189,10 @@ def test_execution_is_checked():
 
 def test_a_second_fit_of_the_same_dataframe_reuses_its_converted_blocks(spark, frames, monkeypatch):
     from sparkdl.spark import block_cache, release_cached_blocks
-    from sparkdl.spark import frames as frames_mod
+    from sparkdl.spark import spark_model as spark_model_mod
     calls = []
-    convert = frames_mod.dataframe_blocks
-    monkeypatch.setattr(frames_mod, "dataframe_blocks", lambda *a, **k: calls.append(a[0]) or convert(*a, **k))
+    convert = spark_model_mod.dataframe_blocks
+    monkeypatch.setattr(spark_model_mod, "dataframe_blocks", lambda *a, **k: calls.append(a[0]) or convert(*a, **k))
     release_cached_blocks()
     weights = []
     for df in (frames["train"], frames["train"], frames["train"].select("features", "label")):
