@@ -73,6 +73,6 @@ class RateLimitedLog:
                 return
             self._last[key] = (now, 0)
         if held:
-            message += " (%d similar lines held back in the last %.0f s)"
-            args = (*args, held, self.interval)
+            message += " (and %d more like it, held back)"
+            args = (*args, held)
         self.log.log(level, message, *args)

@@ -253,10 +253,9 @@ def recv_frame(sock: socket.socket, max_data: int | Callable[[int], int],
         try:
             buffer = out(op, meta, shape, dtype)
         except Busy:
-            _drain(sock, data_len, what, limit)
+            _drain(sock, data_len, what, _renewed(deadline, limit))
             raise
-        if limit is not None and not isinstance(deadline, Deadline):
-            limit = Deadline(limit.seconds)
+        limit = _renewed(deadline, limit)
     array: np.ndarray
     if isinstance(buffer, np.ndarray) and buffer.dtype == dtype and buffer.nbytes == data_len and \
             buffer.flags.c_contiguous:
@@ -266,6 +265,14 @@ def recv_frame(sock: socket.socket, max_data: int | Callable[[int], int],
     if data_len:
         _recv_into(sock, memoryview(array.reshape(-1)).cast("B"), what, limit)  # type: ignore[arg-type]  # as in send
     return Frame(op, meta, array)
+
+
+def _renewed(given: float | Deadline | None, limit: Deadline | None) -> Deadline | None:
+    """The data's deadline once a wait for its buffer is over: counted again from now, unless
+    the caller's ``Deadline`` bounds more than this frame."""
+    if limit is None or isinstance(given, Deadline):
+        return limit
+    return Deadline(limit.seconds)
 
 
 # ---- handshake --------------------------------------------------------------------------------

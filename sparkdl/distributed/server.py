@@ -181,7 +181,9 @@ class FrameServer:
                 self._back_off(backoff, "accept failed", exc)
                 continue
             try:
-                if self._admit(conn, peer) and self._start(conn, peer):
+                if not self._admit(conn, peer):
+                    continue            # refused at once: a flood must not slow the others down
+                if self._start(conn, peer):
                     backoff.reset()
                 else:
                     self._stopping.wait(backoff.pause())
