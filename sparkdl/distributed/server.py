@@ -176,8 +176,8 @@ class FrameServer:
             try:
                 conn, peer = self._sock.accept()
             except OSError as exc:
-                if self._stopping.is_set():
-                    return
+                if self._stopping.is_set() or self._sock.fileno() < 0:
+                    return              # closed: the only way this loop ends
                 self._back_off(backoff, "accept failed", exc)
                 continue
             try:
@@ -207,8 +207,8 @@ class FrameServer:
                 self.stats["connections"] += 1
                 return True
             self.stats["over_limit"] += 1
-        self._warn(logging.WARNING, "over limit", "%s: refused a connection from %s: %d connections "
-                   "open, max_connections=%d", self.name, peer, self.max_connections, self.max_connections)
+        self._warn(logging.WARNING, "over limit", "%s: refused a connection from %s: already %d "
+                   "connections open (max_connections)", self.name, peer, self.max_connections)
         self._try_error(conn, f"the server has {self.max_connections} connections open, its limit "
                               f"(max_connections); expected fewer clients at once")
         conn.close()
@@ -227,6 +227,7 @@ class FrameServer:
                 self._threads.discard(thread)
                 self._conns.discard(conn)
                 self.stats["accept_errors"] += 1
+            self._try_error(conn, f"the server could not serve this connection ({exc}); try again later")
             conn.close()
             self._warn(logging.WARNING, "thread start", "%s: closed a connection from %s: could "
                        "not start its thread (%s)", self.name, peer, exc)
@@ -291,11 +292,11 @@ class FrameServer:
         """Where a request's array lands: the service's buffer, else a new array paid for from
         the memory budget (Busy when the budget does not free up within ``timeout``)."""
         def provide(op, meta, shape, dtype):
+            n = int(np.prod(shape, dtype=object)) * dtype.itemsize
             if self._provider is not None:
                 buf = self._provider(op, meta, shape, dtype)
-                if buf is not None:
+                if buf is not None and buf.nbytes == n:
                     return buf
-            n = int(np.prod(shape, dtype=object)) * dtype.itemsize
             if not self.memory.take(n, self.timeout):
                 raise protocol.Busy(f"no memory freed within {self.timeout} s for a request of {n} "
                                     f"bytes (the server holds at most {self.memory.total} bytes of "

@@ -3,10 +3,14 @@ each test reproduces the attack on loopback, with bounded loops, and checks that
 client is still served afterwards (and, where pushes are involved, that nothing was applied).
 Also the bounds themselves (``sparkdl.distributed.limits``)."""
 import errno
+import json
 import logging
+import os
 import select
 import socket
 import struct
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -15,7 +19,7 @@ import pytest
 from sparkdl.distributed import limits, protocol
 from sparkdl.distributed.protocol import Frame, Op
 from sparkdl.distributed.server import SMALL_DATA, FrameServer, PushBuffers
-from tests.helpers import raw_header
+from tests.helpers import ROOT, raw_header
 
 SERVER_LOG = "sparkdl.distributed.server"
 
@@ -108,6 +112,53 @@ def test_accept_errors_back_off_and_accepting_continues(monkeypatch, caplog):
     assert len(logged) == 1 and "Too many open files" in logged[0].getMessage()
 
 
+EMFILE_SCRIPT = """
+import errno, json, resource, socket, sys, threading
+from sparkdl.distributed import protocol
+from sparkdl.distributed.protocol import Op
+from tests.distributed.test_server_limits import Sums
+from sparkdl.distributed.server import FrameServer
+
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+token = protocol.new_token()
+server = FrameServer(Sums(), token, timeout=5, max_connections=1000)
+clients, exhausted = [], False
+for _ in range(200):                       # connect until this process runs out of descriptors
+    try:
+        clients.append(socket.create_connection(server.address, timeout=2))
+    except OSError as exc:
+        exhausted = exc.errno == errno.EMFILE
+        break
+for _ in range(100):                       # the server meets EMFILE in accept()
+    if server.stats["accept_errors"]:
+        break
+    threading.Event().wait(0.02)
+for sock in clients:
+    sock.close()
+served = False
+for _ in range(20):                        # bounded: the server's pause is at most 1 s
+    try:
+        with protocol.Connection(server.address, token, timeout=0.5) as conn:
+            served = conn.request(Op.CLOCK, {}).op == Op.OK
+        break
+    except (OSError, protocol.RemoteError):
+        threading.Event().wait(0.05)
+server.close()
+print(json.dumps({"exhausted": exhausted, "accept_errors": server.stats["accept_errors"], "served": served}))
+"""
+
+
+def test_a_server_out_of_file_descriptors_keeps_accepting_once_some_are_free():
+    """A real EMFILE: the descriptor limit lowered in a child process."""
+    pytest.importorskip("resource")
+    result = subprocess.run([sys.executable, "-c", EMFILE_SCRIPT], cwd=ROOT, capture_output=True,
+                            text=True, timeout=30, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert result.returncode == 0, result.stderr[-2000:]
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    assert outcome == {"exhausted": True, "accept_errors": outcome["accept_errors"], "served": True}
+    assert outcome["accept_errors"] >= 1
+
+
 def test_a_thread_that_cannot_start_closes_only_its_connection_and_close_does_not_raise(monkeypatch):
     real_start = threading.Thread.start
     failed = []
@@ -120,7 +171,7 @@ def test_a_thread_that_cannot_start_closes_only_its_connection_and_close_does_no
     monkeypatch.setattr(threading.Thread, "start", start)
     token = protocol.new_token()
     server = FrameServer(Sums(), token, timeout=2, name="starved")
-    with pytest.raises((ConnectionError, OSError)):
+    with pytest.raises(protocol.RemoteError, match=r"could not serve this connection \(can't start new thread\)"):
         protocol.Connection(server.address, token, timeout=2)
     assert served(server, token)
     assert server.stats["accept_errors"] == 1
