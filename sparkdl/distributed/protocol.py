@@ -146,14 +146,14 @@ def _recv_into(sock: socket.socket, view: memoryview, what: str,
                 left = deadline.left()
                 if left <= 0:
                     raise TimeoutError(f"timed out after {deadline.seconds} s waiting for {what} "
-                                       f"as a whole ({got} of {n} bytes of a part arrived)")
+                                       f"as a whole ({got} of {n} bytes of the part being read had arrived)")
                 sock.settimeout(left if base is None else min(left, base))
             try:
                 k = sock.recv_into(view[got:], n - got)
             except socket.timeout as exc:
                 if deadline is not None and deadline.left() <= 0:
                     raise TimeoutError(f"timed out after {deadline.seconds} s waiting for {what} "
-                                       f"as a whole ({got} of {n} bytes of a part arrived)") from exc
+                                       f"as a whole ({got} of {n} bytes of the part being read had arrived)") from exc
                 raise TimeoutError(f"timed out after {base} s waiting for {what}") from exc
             if k == 0:
                 raise ConnectionError(f"connection closed after {got} of {n} bytes of {what}")
