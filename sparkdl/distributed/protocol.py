@@ -296,8 +296,10 @@ def client_handshake(sock: socket.socket, token: bytes) -> None:
     if hello.op == Op.ERROR:
         raise RemoteError(f"the server refused the connection: {hello.meta.get('error')}")
     nonce_hex = hello.meta.get("nonce")
-    if hello.op != Op.HELLO or not isinstance(nonce_hex, str) or len(nonce_hex) != 64:
-        raise ProtocolError("the server did not open with a HELLO challenge")
+    if hello.op != Op.HELLO or not isinstance(nonce_hex, str) or len(nonce_hex) != 64 or \
+            any(c not in "0123456789abcdefABCDEF" for c in nonce_hex):
+        raise ProtocolError(f"the server did not open with a HELLO challenge of 64 hex digits; "
+                            f"received op {hello.op} with nonce {str(nonce_hex)[:80]!r}")
     nonce = bytes.fromhex(nonce_hex)
     send_frame(sock, Op.AUTH, {"mac": _mac(token, b"client", nonce)})
     reply = recv_frame(sock, 0, what="the server's answer to AUTH")

@@ -138,3 +138,19 @@ def test_client_waits_end_with_errors_naming_what_was_awaited():
         silent.listen(1)
         with pytest.raises(TimeoutError, match=r"timed out after 0.1 s waiting for the server's HELLO"):
             protocol.Connection(silent.getsockname(), protocol.new_token(), timeout=0.1)
+
+
+def test_a_server_whose_challenge_is_not_hex_is_a_protocol_error():
+    client_side, server_side = socket_pair()
+    failures = []
+
+    def client():
+        try:
+            protocol.client_handshake(client_side, protocol.new_token())
+        except protocol.ProtocolError as exc:
+            failures.append(exc)
+    thread = threading.Thread(target=client)
+    thread.start()
+    protocol.send_frame(server_side, Op.HELLO, {"nonce": "zz" * 32})
+    thread.join(5)
+    assert len(failures) == 1 and "64 hex digits; received op 1 with nonce 'zzzz" in str(failures[0])
