@@ -51,6 +51,9 @@ class Coordinator:
     def __init__(self, inner=None, partitions=(), poll: float = 10.0):
         self.inner = inner
         self.max_data = max(getattr(inner, "max_data", 0), MAX_REPORT)
+        # What each op may carry (the server bounds the others small): pushes of the inner
+        # service's vector, reports of metric states or of a worker's state.
+        self.data_limits = {Op.PUSH: getattr(inner, "max_data", 0), Op.REPORT: self.max_data}
         self.poll = float(poll)
         self._cond = threading.Condition()
         self._order: Order | None = None

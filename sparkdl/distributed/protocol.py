@@ -13,7 +13,11 @@ A connection starts with a challenge: the server sends ``HELLO`` with a random n
 client answers ``AUTH`` with ``HMAC-SHA256(token, "client" + nonce)``, the server answers
 ``OK`` with ``HMAC-SHA256(token, "server" + nonce)``, so each side knows the other holds the
 per-fit token. Every socket wait has a finite timeout; a timeout raises ``TimeoutError``
-naming what was waited for.
+naming what was waited for. A receiver may also bound a frame, or the whole handshake, as a
+whole (``deadline``): trickling bytes one at a time does not keep it waiting longer.
+
+Metadata is checked as it is parsed: at most ``MAX_DEPTH`` levels of nesting, integers of at
+most 64 bits; and every dimension of a shape is at most ``MAX_DIM``.
 """
 from __future__ import annotations
 
@@ -24,6 +28,8 @@ import math
 import secrets
 import socket
 import struct
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,6 +41,8 @@ VERSION = 1
 HEADER = struct.Struct("!4sBBBBIQ")
 MAX_NDIM = 8
 MAX_META = 64 * 1024          # bytes of JSON per frame
+MAX_DEPTH = 32                # levels of nesting in a frame's JSON
+MAX_DIM = 1 << 40             # elements along one dimension of an array
 
 
 class Op:
@@ -62,6 +70,22 @@ class Frame:
     op: int
     meta: dict = field(default_factory=dict)
     array: np.ndarray | None = None
+
+
+class Busy(TimeoutError):
+    """Raised by a receive-buffer provider that found no place for a frame's data in time: the
+    receiver drains the frame (so the connection stays usable) and re-raises it."""
+
+
+class Deadline:
+    """A point in time a wait must end by, and the ``seconds`` it was set from (for messages)."""
+
+    def __init__(self, seconds: float):
+        self.seconds = float(seconds)
+        self.at = time.monotonic() + self.seconds
+
+    def left(self) -> float:
+        return self.at - time.monotonic()
 
 
 def new_token() -> bytes:
@@ -106,33 +130,100 @@ def send_frame(sock: socket.socket, op: int, meta: dict | None = None,
 
 
 # ---- decoding ---------------------------------------------------------------------------------
-def _recv_exact(sock: socket.socket, n: int, what: str) -> bytearray:
+def _recv_exact(sock: socket.socket, n: int, what: str, deadline: Deadline | None = None) -> bytearray:
     buf = bytearray(n)
-    _recv_into(sock, memoryview(buf), what)
+    _recv_into(sock, memoryview(buf), what, deadline)
     return buf
 
 
-def _recv_into(sock: socket.socket, view: memoryview, what: str) -> None:
+def _recv_into(sock: socket.socket, view: memoryview, what: str,
+               deadline: Deadline | None = None) -> None:
     got, n = 0, len(view)
-    while got < n:
-        try:
-            k = sock.recv_into(view[got:], n - got)
-        except socket.timeout as exc:
-            raise TimeoutError(f"timed out after {sock.gettimeout()} s waiting for {what}") from exc
-        if k == 0:
-            raise ConnectionError(f"connection closed after {got} of {n} bytes of {what}")
-        got += k
+    base = sock.gettimeout()
+    try:
+        while got < n:
+            if deadline is not None:
+                left = deadline.left()
+                if left <= 0:
+                    raise TimeoutError(f"timed out after {deadline.seconds} s waiting for {what} "
+                                       f"as a whole ({got} of {n} bytes of the part being read had arrived)")
+                sock.settimeout(left if base is None else min(left, base))
+            try:
+                k = sock.recv_into(view[got:], n - got)
+            except socket.timeout as exc:
+                if deadline is not None and deadline.left() <= 0:
+                    raise TimeoutError(f"timed out after {deadline.seconds} s waiting for {what} "
+                                       f"as a whole ({got} of {n} bytes of the part being read had arrived)") from exc
+                raise TimeoutError(f"timed out after {base} s waiting for {what}") from exc
+            if k == 0:
+                raise ConnectionError(f"connection closed after {got} of {n} bytes of {what}")
+            got += k
+    finally:
+        if deadline is not None:
+            sock.settimeout(base)
 
 
-def recv_frame(sock: socket.socket, max_data: int, out: np.ndarray | None = None,
-               what: str = "a frame") -> Frame:
-    """Read one frame whose data is at most ``max_data`` bytes.
+def _drain(sock: socket.socket, n: int, what: str, deadline: Deadline | None) -> None:
+    """Read and drop ``n`` bytes (the data of a frame that found no place to land)."""
+    scratch = memoryview(bytearray(min(n, 1 << 16)))
+    while n:
+        k = min(n, len(scratch))
+        _recv_into(sock, scratch[:k], what, deadline)
+        n -= k
+
+
+def _json_int(text: str) -> int:
+    if len(text) > 20:          # checked before int() converts thousands of digits
+        raise ProtocolError(f"frame metadata holds an integer of {len(text)} digits; "
+                            f"at most 64-bit integers allowed")
+    value = int(text)
+    if not -(1 << 63) <= value < (1 << 64):
+        raise ProtocolError(f"frame metadata holds the integer {value}; at most 64-bit integers allowed")
+    return value
+
+
+def _check_depth(meta: dict) -> None:
+    stack: list[tuple[object, int]] = [(meta, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise ProtocolError(f"frame metadata nests deeper than {MAX_DEPTH} levels")
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+
+
+def decode_meta(raw: bytes) -> dict:
+    """A frame's metadata: a JSON object of bounded depth and 64-bit integers, or ProtocolError."""
+    try:
+        meta = json.loads(raw.decode("utf-8"), parse_int=_json_int)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ProtocolError(f"frame metadata is not UTF-8 JSON: {exc}") from None
+    except RecursionError:
+        raise ProtocolError(f"frame metadata nests deeper than {MAX_DEPTH} levels") from None
+    if not isinstance(meta, dict):
+        raise ProtocolError(f"frame metadata must be a JSON object, received {type(meta).__name__}")
+    _check_depth(meta)
+    return meta
+
+
+def recv_frame(sock: socket.socket, max_data: int | Callable[[int], int],
+               out: np.ndarray | Callable[..., np.ndarray | None] | None = None,
+               what: str = "a frame", deadline: float | Deadline | None = None) -> Frame:
+    """Read one frame whose data is at most ``max_data`` bytes (or ``max_data(op)``).
 
     With ``out`` (a C-contiguous array of the expected dtype and size, or a function
     ``out(op, meta, shape, dtype)`` returning one or None) the data lands in it without
-    another copy and the frame's array is a view of ``out``.
+    another copy and the frame's array is a view of ``out``. If ``out`` raises ``Busy``, the
+    frame's data is read and dropped, and ``Busy`` is re-raised.
+
+    ``deadline``: seconds for the frame as a whole (counted again for the data once ``out``
+    has given it a place, so a wait for a buffer does not eat into it), or a ``Deadline``
+    shared with other waits (the handshake's).
     """
-    raw = _recv_exact(sock, HEADER.size, what)
+    limit = deadline if isinstance(deadline, Deadline) or deadline is None else Deadline(deadline)
+    raw = _recv_exact(sock, HEADER.size, what, limit)
     magic, version, op, code, ndim, meta_len, data_len = HEADER.unpack(raw)
     if magic != MAGIC:
         raise ProtocolError(f"not a sparkdl frame (magic {bytes(magic)!r})")
@@ -144,42 +235,57 @@ def recv_frame(sock: socket.socket, max_data: int, out: np.ndarray | None = None
         raise ProtocolError(f"{ndim} dimensions for dtype code {code}")
     if meta_len > MAX_META:
         raise ProtocolError(f"frame metadata of {meta_len} bytes; at most {MAX_META} allowed")
-    if data_len > max_data:
-        raise ProtocolError(f"frame data of {data_len} bytes; at most {max_data} allowed here")
-    shape = struct.unpack(f"!{ndim}Q", _recv_exact(sock, 8 * ndim, what)) if ndim else ()
+    bound = max_data(op) if callable(max_data) else max_data
+    if data_len > bound:
+        raise ProtocolError(f"frame data of {data_len} bytes; at most {bound} allowed here")
+    shape = struct.unpack(f"!{ndim}Q", _recv_exact(sock, 8 * ndim, what, limit)) if ndim else ()
+    if any(d > MAX_DIM for d in shape):
+        raise ProtocolError(f"frame shape {shape}: at most {MAX_DIM} elements along a dimension")
     dtype = _DTYPES[code]
     expected = math.prod(shape) * dtype.itemsize if dtype is not None else 0
     if expected != data_len:
         raise ProtocolError(f"frame data of {data_len} bytes does not match shape {shape} of {dtype}")
-    meta_raw = _recv_exact(sock, meta_len, what) if meta_len else b"{}"
-    try:
-        meta = json.loads(bytes(meta_raw).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ProtocolError(f"frame metadata is not UTF-8 JSON: {exc}") from None
-    if not isinstance(meta, dict):
-        raise ProtocolError(f"frame metadata must be a JSON object, received {type(meta).__name__}")
+    meta = decode_meta(bytes(_recv_exact(sock, meta_len, what, limit))) if meta_len else {}
     if dtype is None:
         return Frame(op, meta)
+    buffer = out
     if callable(out):
-        out = out(op, meta, shape, dtype)
-    if out is not None and out.dtype == dtype and out.nbytes == data_len and out.flags.c_contiguous:
-        array = out.reshape(shape)
+        try:
+            buffer = out(op, meta, shape, dtype)
+        except Busy:
+            _drain(sock, data_len, what, _renewed(deadline, limit))
+            raise
+        limit = _renewed(deadline, limit)
+    array: np.ndarray
+    if isinstance(buffer, np.ndarray) and buffer.dtype == dtype and buffer.nbytes == data_len and \
+            buffer.flags.c_contiguous:
+        array = buffer.reshape(shape)
     else:
         array = np.empty(shape, dtype)
     if data_len:
-        _recv_into(sock, memoryview(array.reshape(-1)).cast("B"), what)  # type: ignore[arg-type]  # as in send
+        _recv_into(sock, memoryview(array.reshape(-1)).cast("B"), what, limit)  # type: ignore[arg-type]  # as in send
     return Frame(op, meta, array)
 
 
+def _renewed(given: float | Deadline | None, limit: Deadline | None) -> Deadline | None:
+    """The data's deadline once a wait for its buffer is over: counted again from now, unless
+    the caller's ``Deadline`` bounds more than this frame."""
+    if limit is None or isinstance(given, Deadline):
+        return limit
+    return Deadline(limit.seconds)
+
+
 # ---- handshake --------------------------------------------------------------------------------
-def server_handshake(sock: socket.socket, token: bytes) -> None:
+def server_handshake(sock: socket.socket, token: bytes, timeout: float | None = None) -> None:
     """Challenge the client; AuthenticationError if it does not answer with the token's HMAC
-    (the caller tells the client, after counting the refusal)."""
+    (the caller tells the client, after counting the refusal). ``timeout``: seconds for the
+    whole handshake, however the client spreads its bytes."""
+    deadline = None if timeout is None else Deadline(timeout)
     nonce = secrets.token_bytes(32)
     send_frame(sock, Op.HELLO, {"nonce": nonce.hex(), "version": VERSION})
-    frame = recv_frame(sock, 0, what="the client's AUTH")
+    frame = recv_frame(sock, 0, what="the client's AUTH", deadline=deadline)
     mac = frame.meta.get("mac")
-    if frame.op != Op.AUTH or not isinstance(mac, str) or \
+    if frame.op != Op.AUTH or not isinstance(mac, str) or not mac.isascii() or \
             not hmac.compare_digest(mac, _mac(token, b"client", nonce)):
         raise AuthenticationError("authentication failed")
     send_frame(sock, Op.OK, {"mac": _mac(token, b"server", nonce)})
@@ -187,16 +293,20 @@ def server_handshake(sock: socket.socket, token: bytes) -> None:
 
 def client_handshake(sock: socket.socket, token: bytes) -> None:
     hello = recv_frame(sock, 0, what="the server's HELLO")
+    if hello.op == Op.ERROR:
+        raise RemoteError(f"the server refused the connection: {hello.meta.get('error')}")
     nonce_hex = hello.meta.get("nonce")
-    if hello.op != Op.HELLO or not isinstance(nonce_hex, str) or len(nonce_hex) != 64:
-        raise ProtocolError("the server did not open with a HELLO challenge")
+    if hello.op != Op.HELLO or not isinstance(nonce_hex, str) or len(nonce_hex) != 64 or \
+            any(c not in "0123456789abcdefABCDEF" for c in nonce_hex):
+        raise ProtocolError(f"the server did not open with a HELLO challenge of 64 hex digits; "
+                            f"received op {hello.op} with nonce {str(nonce_hex)[:80]!r}")
     nonce = bytes.fromhex(nonce_hex)
     send_frame(sock, Op.AUTH, {"mac": _mac(token, b"client", nonce)})
     reply = recv_frame(sock, 0, what="the server's answer to AUTH")
     if reply.op == Op.ERROR:
         raise AuthenticationError(f"the server refused this client: {reply.meta.get('error')}")
     mac = reply.meta.get("mac")
-    if reply.op != Op.OK or not isinstance(mac, str) or \
+    if reply.op != Op.OK or not isinstance(mac, str) or not mac.isascii() or \
             not hmac.compare_digest(mac, _mac(token, b"server", nonce)):
         raise AuthenticationError("the server could not prove it holds the job's token")
 

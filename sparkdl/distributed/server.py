@@ -3,13 +3,26 @@
 ``FrameServer(service, token)`` listens on an ephemeral port (unless one is given), checks
 every connection's HMAC answer, then hands each request frame to ``service.handle(frame)``
 and sends back the frame it returns. A connection that breaks the protocol (bad frame, too
-big, wrong token, silent for longer than the timeout) is closed; the others keep being
-served. ``close()`` (or leaving the ``with`` block) stops accepting, closes every connection
-and frees the port.
+big, wrong token, silent for longer than the timeout, a handshake or a frame that does not
+arrive whole in time) is closed; the others keep being served. ``close()`` (or leaving the
+``with`` block) stops accepting, closes every connection and frees the port; it never raises.
+
+The server outlives hostile or unlucky conditions: at most ``max_connections`` connections
+at a time (one more gets an ERROR frame and is closed); an ``accept`` or a thread start that
+fails for lack of resources (EMFILE, thread limits) is retried after a growing pause instead
+of ending the accept loop; no exception escapes a connection thread (each closes that
+connection and is counted in ``stats``); and warnings about such events are rate-limited.
+
+Memory: a frame's data is bounded per op. ``service.max_data`` bounds PUSH frames; every
+other op carries at most ``SMALL_DATA`` bytes unless the service lists a larger bound in
+``service.data_limits`` (``{op: bytes}``). Arrays the server allocates (those the service
+does not give a place) share a budget of ``memory`` bytes: a frame waits up to ``timeout``
+for its share, then is drained and answered with an ERROR naming the wait.
 
 A service may also define ``receive_buffer(op, meta, shape, dtype)`` to give the array of an
-incoming frame a place to land (it may block to bound memory) and ``release()``, called in
-the same thread once the request is answered or has failed.
+incoming frame a place to land (it may block to bound memory, raising ``protocol.Busy``
+when it gives up) and ``release()``, called in the same thread once the request is answered
+or has failed.
 """
 from __future__ import annotations
 
@@ -17,14 +30,18 @@ import logging
 import queue
 import socket
 import threading
+import time
 
 import numpy as np
 
-from sparkdl.distributed import protocol
+from sparkdl.distributed import limits, protocol
 from sparkdl.distributed.protocol import Frame, Op
 from sparkdl.engine import checks
 
 logger = logging.getLogger(__name__)
+
+#: bytes of data a request other than PUSH carries, unless its service says otherwise
+SMALL_DATA = 64 * 1024
 
 
 class PushBuffers:
@@ -35,7 +52,8 @@ class PushBuffers:
     def _setup_push_buffers(self, size: int, count: int, timeout: float) -> None:
         self._push_size, self._push_timeout = int(size), float(timeout)
         self._pool: queue.Queue = queue.Queue()
-        for _ in range(max(1, count)):
+        self._pool_count = max(1, count)
+        for _ in range(self._pool_count):
             self._pool.put(np.empty(self._push_size, np.float32))
         self._held = threading.local()
 
@@ -45,7 +63,8 @@ class PushBuffers:
         try:
             buf = self._pool.get(timeout=self._push_timeout)
         except queue.Empty:
-            raise TimeoutError(f"no receive buffer freed within {self._push_timeout} s") from None
+            raise protocol.Busy(f"no receive buffer freed within {self._push_timeout} s "
+                                f"({self._pool_count} pushes already landing)") from None
         self._held.buffer = buf
         return buf
 
@@ -65,18 +84,41 @@ def int_field(meta: dict, key: str) -> int:
     return checks.integer(meta.get(key), repr(key), "request", error=Refused)
 
 
+
+
 class FrameServer:
+    """Serves ``service`` to authenticated clients, one thread per connection (see the module
+    docstring). ``timeout``: seconds a connection may stay silent between requests, and for a
+    request frame as a whole; ``handshake_timeout`` (default ``min(timeout, 10)``): seconds for
+    the whole handshake; ``max_connections``: connections served at once; ``memory``: bytes
+    of request arrays the server allocates at once (default twice the largest op bound);
+    ``log_interval``: seconds between two warnings of the same kind."""
+
     def __init__(self, service, token: bytes, host: str = "127.0.0.1", port: int = 0,
-                 timeout: float = 120.0, name: str = "sparkdl-server"):
+                 timeout: float = 120.0, name: str = "sparkdl-server", max_connections: int = 256,
+                 handshake_timeout: float | None = None, memory: int | None = None,
+                 log_interval: float = 10.0):
         if not isinstance(token, bytes) or len(token) < 16:
             raise ValueError("FrameServer: expected a token of at least 16 bytes")
+        if not isinstance(max_connections, int) or max_connections < 1:
+            raise ValueError(f"FrameServer: expected max_connections >= 1 (an int), "
+                             f"received max_connections={max_connections!r}")
         self.service = service
         self._release = getattr(service, "release", None)
+        self._provider = getattr(service, "receive_buffer", None)
         self.token = token
         self.timeout = float(timeout)
+        self.handshake_timeout = min(self.timeout, 10.0) if handshake_timeout is None else float(handshake_timeout)
+        self.max_connections = max_connections
         self.name = name
-        self.stats = {"connections": 0, "refused": 0, "protocol_errors": 0, "requests": 0}
+        self.data_limits = {Op.PUSH: int(service.max_data), **getattr(service, "data_limits", {})}
+        biggest = max(SMALL_DATA, *self.data_limits.values())
+        self.memory = limits.MemoryBudget(max(biggest, 2 * biggest if memory is None else int(memory)))
+        self.stats = {"connections": 0, "refused": 0, "protocol_errors": 0, "requests": 0,
+                      "over_limit": 0, "timeouts": 0, "busy": 0, "errors": 0, "accept_errors": 0}
+        self._warn = limits.RateLimitedLog(logger, log_interval)
         self._lock = threading.Lock()
+        self._stopping = threading.Event()
         self._conns: set[socket.socket] = set()
         self._threads: set[threading.Thread] = set()
         self._closed = False
@@ -84,26 +126,40 @@ class FrameServer:
         self._sock = socket.create_server((host, port), family=family, backlog=128)
         self.address = (host, self._sock.getsockname()[1])
         self._acceptor = threading.Thread(target=self._accept_loop, name=f"{name}-accept", daemon=True)
-        self._acceptor.start()
+        try:
+            self._acceptor.start()
+        except BaseException:
+            self._sock.close()
+            raise
         logger.debug("%s listening on %s:%d", name, *self.address)
 
     # ---- lifecycle ----------------------------------------------------------------------------
     def close(self) -> None:
+        """Stop accepting, close every connection, free the port. Never raises: it runs in
+        ``finally`` blocks, where an error of its own would hide the one being handled."""
+        try:
+            self._close()
+        except Exception as exc:
+            logger.warning("%s: error while closing (ignored): %r", self.name, exc)
+
+    def _close(self) -> None:
         with self._lock:
             if self._closed:
                 return
             self._closed = True
             conns = list(self._conns)
             threads = list(self._threads)
+        self._stopping.set()
         for sock in [self._sock] + conns:
             try:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
             sock.close()
-        self._acceptor.join(timeout=5)
-        for thread in threads:
-            thread.join(timeout=5)
+        deadline = time.monotonic() + 5
+        for thread in [self._acceptor] + threads:
+            if thread.ident is not None and thread is not threading.current_thread():
+                thread.join(timeout=max(0.0, deadline - time.monotonic()))
         logger.debug("%s on %s:%d closed", self.name, *self.address)
 
     def __enter__(self):
@@ -112,58 +168,147 @@ class FrameServer:
     def __exit__(self, *exc):
         self.close()
 
-    # ---- serving ------------------------------------------------------------------------------
+    # ---- accepting ----------------------------------------------------------------------------
     def _accept_loop(self) -> None:
-        while True:
+        """Only ``close()`` ends this loop: failures back off (growing pauses) and retry."""
+        backoff = limits.Backoff()
+        while not self._stopping.is_set():
             try:
                 conn, peer = self._sock.accept()
-            except OSError:
-                return  # closed
-            with self._lock:
-                if self._closed:
-                    conn.close()
-                    return
+            except OSError as exc:
+                if self._stopping.is_set() or self._sock.fileno() < 0:
+                    return              # closed: the only way this loop ends
+                self._back_off(backoff, "accept failed", exc)
+                continue
+            try:
+                if not self._admit(conn, peer):
+                    continue            # refused at once: a flood must not slow the others down
+                if self._start(conn, peer):
+                    backoff.reset()
+                else:
+                    self._stopping.wait(backoff.pause())
+            except Exception as exc:       # a bug here must not end the accept loop
+                conn.close()
+                self._back_off(backoff, "could not take a connection", exc)
+
+    def _back_off(self, backoff: limits.Backoff, what: str, exc: BaseException) -> None:
+        self._count("accept_errors")
+        pause = backoff.pause()
+        self._warn(logging.WARNING, what, "%s: %s (%s); accepting again in %.2f s",
+                   self.name, what, exc, pause)
+        self._stopping.wait(pause)
+
+    def _admit(self, conn: socket.socket, peer) -> bool:
+        """Count the connection in, or refuse it when ``max_connections`` are open."""
+        with self._lock:
+            full = self._closed or len(self._conns) >= self.max_connections
+            if not full:
                 self._conns.add(conn)
                 self.stats["connections"] += 1
-                thread = threading.Thread(target=self._serve, args=(conn, peer),
-                                          name=f"{self.name}-conn", daemon=True)
-                self._threads.add(thread)
-            thread.start()
+                return True
+            self.stats["over_limit"] += 1
+        self._warn(logging.WARNING, "over limit", "%s: refused a connection from %s: already %d "
+                   "connections open (max_connections)", self.name, peer, self.max_connections)
+        self._try_error(conn, f"the server has {self.max_connections} connections open, its limit "
+                              f"(max_connections); expected fewer clients at once")
+        conn.close()
+        return False
 
-    def _serve(self, conn: socket.socket, peer) -> None:
+    def _start(self, conn: socket.socket, peer) -> bool:
+        thread = threading.Thread(target=self._serve, args=(conn, peer), name=f"{self.name}-conn",
+                                  daemon=True)
+        with self._lock:
+            self._threads.add(thread)
         try:
-            conn.settimeout(self.timeout)
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            try:
-                protocol.server_handshake(conn, self.token)
-            except protocol.AuthenticationError as exc:
-                self._count("refused")
-                logger.warning("%s: refused a connection from %s (wrong token)", self.name, peer)
-                self._try_error(conn, str(exc))
-                return
-            while True:
-                try:
-                    frame = self._next_request(conn)
-                    if frame is None:
-                        return
-                    reply = self._answer(frame)
-                finally:
-                    if self._release is not None:
-                        self._release()
-                protocol.send_frame(conn, reply.op, reply.meta, reply.array)
+            thread.start()
+            return True
+        except Exception as exc:          # RuntimeError: can't start new thread
+            with self._lock:
+                self._threads.discard(thread)
+                self._conns.discard(conn)
+                self.stats["accept_errors"] += 1
+            self._try_error(conn, f"the server could not serve this connection ({exc}); try again later")
+            conn.close()
+            self._warn(logging.WARNING, "thread start", "%s: closed a connection from %s: could "
+                       "not start its thread (%s)", self.name, peer, exc)
+            return False
+
+    # ---- serving ------------------------------------------------------------------------------
+    def _serve(self, conn: socket.socket, peer) -> None:
+        """One connection's thread: no exception leaves it; each ends the connection, counted."""
+        try:
+            self._session(conn)
+        except protocol.AuthenticationError:
+            self._count("refused")
+            self._warn(logging.WARNING, "refused", "%s: refused a connection from %s (wrong token)",
+                       self.name, peer)
+            self._try_error(conn, "authentication failed")
         except protocol.ProtocolError as exc:
             self._count("protocol_errors")
-            logger.warning("%s: closed a connection from %s: %s", self.name, peer, exc)
+            self._warn(logging.WARNING, "protocol", "%s: closed a connection from %s: %s",
+                       self.name, peer, exc)
             self._try_error(conn, str(exc))
-        except (ConnectionError, TimeoutError, OSError) as exc:
+        except TimeoutError as exc:
+            self._count("timeouts")
+            self._warn(logging.INFO, "timeout", "%s: closed a connection from %s: %s", self.name, peer, exc)
+            self._try_error(conn, str(exc))
+        except OSError as exc:          # ConnectionError included: the client went away
             logger.debug("%s: connection from %s ended: %s", self.name, peer, exc)
+        except Exception as exc:        # RecursionError, MemoryError, a service's bug...
+            self._count("errors")
+            self._warn(logging.WARNING, "error", "%s: closed a connection from %s after %s: %s",
+                       self.name, peer, type(exc).__name__, exc)
+            self._try_error(conn, f"the server failed on this request ({type(exc).__name__})")
         finally:
             conn.close()
             with self._lock:
                 self._conns.discard(conn)
                 self._threads.discard(threading.current_thread())
 
-    def _next_request(self, conn) -> Frame | None:
+    def _session(self, conn: socket.socket) -> None:
+        conn.settimeout(self.timeout)
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        protocol.server_handshake(conn, self.token, self.handshake_timeout)
+        held = [0]          # bytes of the memory budget the request in hand holds
+        provide = self._receive_buffer(held)
+        while True:
+            try:
+                frame = self._next_request(conn, provide)
+                if frame is None:
+                    return
+                reply = self._answer(frame)
+            except protocol.Busy as exc:         # the frame was drained: the connection goes on
+                self._count("busy")
+                reply = Frame(Op.ERROR, {"error": str(exc)})
+            finally:
+                if self._release is not None:
+                    self._release()
+                if held[0]:
+                    self.memory.give(held[0])
+                    held[0] = 0
+            protocol.send_frame(conn, reply.op, reply.meta, reply.array)
+
+    def _receive_buffer(self, held: list):
+        """Where a request's array lands: the service's buffer, else a new array paid for from
+        the memory budget (Busy when the budget does not free up within ``timeout``)."""
+        def provide(op, meta, shape, dtype):
+            n = int(np.prod(shape, dtype=object)) * dtype.itemsize
+            if self._provider is not None:
+                buf = self._provider(op, meta, shape, dtype)
+                if buf is not None and buf.nbytes == n:
+                    return buf
+            if not self.memory.take(n, self.timeout):
+                raise protocol.Busy(f"no memory freed within {self.timeout} s for a request of {n} "
+                                    f"bytes (the server holds at most {self.memory.total} bytes of "
+                                    f"requests at once)")
+            held[0] += n
+            return None
+        return provide
+
+    def _data_limit(self, op: int) -> int:
+        return self.data_limits.get(op, SMALL_DATA)
+
+    def _next_request(self, conn, provide) -> Frame | None:
         """The next request, or None when the client closed the connection between frames."""
         try:
             first = conn.recv(1, socket.MSG_PEEK)
@@ -171,9 +316,8 @@ class FrameServer:
             raise TimeoutError(f"no request within {self.timeout} s") from None
         if not first:
             return None
-        provider = getattr(self.service, "receive_buffer", None)
-        return protocol.recv_frame(conn, self.service.max_data, out=provider,
-                                   what="a request")
+        return protocol.recv_frame(conn, self._data_limit, out=provide, what="a request",
+                                   deadline=self.timeout)
 
     def _answer(self, frame: Frame) -> Frame:
         self._count("requests")
@@ -185,9 +329,11 @@ class FrameServer:
             return Frame(Op.ERROR, {"error": str(exc)})
 
     def _try_error(self, conn, message: str) -> None:
+        """Tell the client why it is being closed, if that can be done without waiting."""
         try:
+            conn.settimeout(0)
             protocol.send_frame(conn, Op.ERROR, {"error": message[:1000]})
-        except OSError:
+        except (OSError, ValueError):
             pass
 
     def _count(self, key: str) -> None:

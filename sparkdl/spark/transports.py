@@ -42,8 +42,15 @@ def serve(sc, service, name: str, port, timeout: float):
     host = conf.get("spark.driver.host", "127.0.0.1")
     bind = conf.get("spark.driver.bindAddress", host)
     port = port if port is not None else int(conf.get("spark.sparkdl.server.port", "0"))
+    limit = conf.get("spark.sparkdl.server.maxConnections", "256")
+    try:
+        max_connections = int(limit)
+    except ValueError:
+        raise ValueError(f"expected spark.sparkdl.server.maxConnections to be an int >= 1, "
+                         f"received {limit!r}") from None
     token = protocol.new_token()
-    server = FrameServer(service, token, host=bind, port=port, timeout=timeout, name=name)
+    server = FrameServer(service, token, host=bind, port=port, timeout=timeout, name=name,
+                         max_connections=max_connections)
     return server, (host, server.address[1]), token
 
 

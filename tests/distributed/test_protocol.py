@@ -79,6 +79,12 @@ def test_metadata_is_bounded_on_both_sides():
     (raw_header(meta_len=3), struct.pack("!Q", 2) + b"{x}", "JSON"),
     (raw_header(meta_len=2), struct.pack("!Q", 2) + b"[]", "JSON object"),
     (raw_header(meta_len=2), struct.pack("!Q", 2) + b"\xff\xfe", "UTF-8"),
+    (raw_header(meta_len=40002), struct.pack("!Q", 2) + b"[" * 20001 + b"]" * 20001, "nests deeper than 32"),
+    *[(raw_header(meta_len=len(meta)), struct.pack("!Q", 2) + meta, match) for meta, match in [
+        (b'{"a":[' * 17 + b"1" + b"]}" * 17, "nests deeper than 32"),
+        (b'{"a":1' + b"0" * 5000 + b"}", "integer of 5001 digits"),
+        (b'{"a":18446744073709551616}', "at most 64-bit")]],
+    (raw_header(ndim=2, data_len=0), struct.pack("!2Q", 2**64 - 1, 0), "elements along a dimension"),
 ])
 def test_malformed_frames_are_protocol_errors(head, rest, match):
     a, b = socket_pair()
@@ -132,3 +138,19 @@ def test_client_waits_end_with_errors_naming_what_was_awaited():
         silent.listen(1)
         with pytest.raises(TimeoutError, match=r"timed out after 0.1 s waiting for the server's HELLO"):
             protocol.Connection(silent.getsockname(), protocol.new_token(), timeout=0.1)
+
+
+def test_a_server_whose_challenge_is_not_hex_is_a_protocol_error():
+    client_side, server_side = socket_pair()
+    failures = []
+
+    def client():
+        try:
+            protocol.client_handshake(client_side, protocol.new_token())
+        except protocol.ProtocolError as exc:
+            failures.append(exc)
+    thread = threading.Thread(target=client)
+    thread.start()
+    protocol.send_frame(server_side, Op.HELLO, {"nonce": "zz" * 32})
+    thread.join(5)
+    assert len(failures) == 1 and "64 hex digits; received op 1 with nonce 'zzzz" in str(failures[0])

@@ -126,8 +126,10 @@ def test_server_closes_a_connection_silent_for_longer_than_its_timeout():
     token = protocol.new_token()
     with FrameServer(Echo(), token, timeout=0.2) as server:
         conn = protocol.Connection(server.address, token, timeout=5)
-        conn.sock.settimeout(5)
-        assert conn.sock.recv(1) == b""            # closed by the server after 0.2 s of silence
+        with pytest.raises(protocol.RemoteError, match=r"no request within 0.2 s"):
+            conn.receive()                         # closed by the server after 0.2 s of silence
+        assert conn.sock.recv(1) == b""
         conn.close()
+        assert server.stats["timeouts"] == 1
         with protocol.Connection(server.address, token, timeout=5) as again:   # still serving
             assert again.request(Op.PUSH, {}).op == Op.OK

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from sparkdl import layers, optimizers
+from sparkdl.distributed.protocol import Frame, Op
 from sparkdl.models import Input, Sequential
-from sparkdl.spark import SparkModel
+from sparkdl.spark import SparkModel, transports
 
 ROWS = (12, 108)
 LR = 0.1
@@ -73,3 +74,38 @@ def test_partitions_of_very_different_sizes_are_weighted_by_their_rows(spark, ro
                                                                             transport == "socket")
     for got, want in zip(model.get_weights(), expected):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+class _Conf(dict):
+    def get(self, key, default=None):
+        return super().get(key, default)
+
+
+class _Context:
+    """Just what ``transports.serve`` reads of a SparkContext: its configuration."""
+
+    def __init__(self, **conf):
+        self.conf = _Conf(conf)
+
+    def getConf(self):
+        return self.conf
+
+
+class _Service:
+    max_data = 16
+
+    def handle(self, frame):
+        return Frame(Op.OK, {})
+
+
+def test_the_driver_s_connection_limit_comes_from_the_spark_conf():
+    server, _, _ = transports.serve(_Context(**{"spark.sparkdl.server.maxConnections": "3"}), _Service(),
+                                    "limited", None, 2)
+    try:
+        assert server.max_connections == 3
+    finally:
+        server.close()
+    with pytest.raises(ValueError, match=r"spark.sparkdl.server.maxConnections to be an int >= 1, received 'x'"):
+        transports.serve(_Context(**{"spark.sparkdl.server.maxConnections": "x"}), _Service(), "bad", None, 2)
+    with pytest.raises(ValueError, match=r"max_connections >= 1 \(an int\), received max_connections=0"):
+        transports.serve(_Context(**{"spark.sparkdl.server.maxConnections": "0"}), _Service(), "bad", None, 2)
