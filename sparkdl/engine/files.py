@@ -66,6 +66,21 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
+def write_files(path: str, files: dict[str, bytes]) -> None:
+    """Save named files at ``path``: into the directory ``path``, one atomic file each in the
+    given order (callers put first what the last one checks, so a crash between two renames
+    leaves a mismatch, not a silently mixed set), or else as one zip file written atomically."""
+    if os.path.isdir(path):
+        for name, data in files.items():
+            atomic_write(os.path.join(path, name), data)
+        return
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    atomic_write(path, buf.getvalue())
+
+
 def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     """An ``.npz`` archive (stored, not compressed) of ``arrays``, readable by ``np.load``.
 

@@ -17,7 +17,6 @@ this module's internal API on them: ``model_to_bytes``, ``check_document``,
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import zipfile
@@ -26,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sparkdl.engine.custom_objects import custom_object_scope, serialize
-from sparkdl.engine.files import atomic_write, npz_arrays, npz_bytes
+from sparkdl.engine.files import atomic_write, npz_arrays, npz_bytes, write_files
 
 if TYPE_CHECKING:
     from sparkdl.engine.model import Model
@@ -78,17 +77,8 @@ def model_to_bytes(model: Model, who: str = "save") -> tuple[bytes, bytes]:
 def save_model(model: Model, path: str | os.PathLike[str]) -> None:
     path = os.fspath(path)
     doc, weights = model_to_bytes(model)
-    if os.path.isdir(path):
-        # Weights first: a crash between the two renames leaves a checksum mismatch, not a
-        # silently mixed model.
-        atomic_write(os.path.join(path, _WEIGHTS), weights)
-        atomic_write(os.path.join(path, _CONFIG), doc)
-        return
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
-        zf.writestr(_CONFIG, doc)
-        zf.writestr(_WEIGHTS, weights)
-    atomic_write(path, buf.getvalue())
+    # Weights first: the model document holds their checksum.
+    write_files(path, {_WEIGHTS: weights, _CONFIG: doc})
 
 
 def _read(path: str) -> tuple[dict, bytes]:

@@ -14,13 +14,12 @@ form. ``load_spark_model(path)`` rebuilds the model through ``sparkdl.models.loa
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import zipfile
 from typing import TYPE_CHECKING, Any
 
-from sparkdl.engine.files import atomic_write
+from sparkdl.engine.files import write_files
 
 if TYPE_CHECKING:
     from sparkdl.spark.spark_model import SparkModel
@@ -40,17 +39,8 @@ def save_spark_model(spark_model: SparkModel, path: str | os.PathLike[str]) -> N
                            "config": spark_model.get_config(),
                            "model": {"file": _CONFIG, "sha256": hashlib.sha256(doc).hexdigest()}},
                           indent=1).encode()
-    if os.path.isdir(path):
-        atomic_write(os.path.join(path, _WEIGHTS), weights)
-        atomic_write(os.path.join(path, _CONFIG), doc)
-        atomic_write(os.path.join(path, _SETTINGS), settings)
-        return
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
-        zf.writestr(_CONFIG, doc)
-        zf.writestr(_WEIGHTS, weights)
-        zf.writestr(_SETTINGS, settings)
-    atomic_write(path, buf.getvalue())
+    # Settings last: they hold the model document's checksum, which holds the weights'.
+    write_files(path, {_WEIGHTS: weights, _CONFIG: doc, _SETTINGS: settings})
 
 
 def load_spark_model(path: str | os.PathLike[str], custom_objects: dict[str, Any] | None = None) -> SparkModel:
