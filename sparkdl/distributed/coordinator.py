@@ -194,11 +194,15 @@ class Coordinator:
         if attempt != registered:
             raise Refused(f"expected a report of attempt {registered} of partition {partition} "
                           f"(its newest registration), received attempt {attempt}")
-        if "worker_state" in meta:
-            self._check_state(meta, array, partition, state)
+        self._check_arrays(meta, array, partition, state)
 
     @staticmethod
-    def _check_state(meta: dict, array: np.ndarray | None, partition: int, state) -> None:
+    def _check_arrays(meta: dict, array: np.ndarray | None, partition: int, state) -> None:
+        """What ``report_result``, ``metric_states`` and ``reported_worker_state`` will read
+        fits: numbers, metric shapes within the array, a worker state after them."""
+        for key in ("loss_sum", "compute_seconds"):
+            if key in meta and not checks.is_number(meta[key]):
+                raise Refused(f"expected {key} as a number, received {admission.shown(meta[key])}")
         shapes = meta.get("metric_shapes", [])
         if not isinstance(shapes, list) or not all(
                 isinstance(s, list) and all(checks.is_integer(d) and 0 <= d < MAX_COUNT for d in s)
@@ -206,11 +210,15 @@ class Coordinator:
             raise Refused(f"expected metric_shapes as a list of shapes, received {admission.shown(shapes)}")
         values = sum(int(np.prod(s, dtype=np.float64)) for s in shapes)
         got = "no array" if array is None else f"{array.size} values"
-        if state is None or not isinstance(meta["worker_state"], dict) or array is None or array.size < values:
+        if values and (array is None or array.size < values):
+            raise Refused(f"expected {values} metric values in the report of partition {partition}, "
+                          f"received {got}")
+        if "worker_state" not in meta:
+            return
+        if state is None or not isinstance(meta["worker_state"], dict) or array is None:
             raise Refused(f"expected a worker state after {values} metric values for partition "
                           f"{partition}{'' if state else ' (which keeps none)'}, received {got}")
         if not meta.get("diverged"):
-            assert array is not None, "the size check saw it"
             admission.finite(array, f"the report of partition {partition}")
 
     def _record(self, meta: dict, array: np.ndarray | None) -> None:

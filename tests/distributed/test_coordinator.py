@@ -1,6 +1,7 @@
 """The coordinator of a one-job fit, without Spark: tasks in threads ask for orders, carry
 them out and report; retried tasks register again and pick up the open order; a partition
-that already reported waits for the next one; stop reaches every task."""
+that already reported waits for the next one; stop reaches every task; reports (and pushes that
+carry theirs) are checked before they are kept or applied."""
 import numpy as np
 import pytest
 
@@ -131,7 +132,10 @@ STATE_META = {"slots": ["m"], "iterations": 3, "weights": False}
     ({"steps": -1}, None, "expected steps between 0"),
     ({}, [1.0, np.nan, 2.0], r"expected finite values in the report of partition 0, received 1 NaN or "
                              r"infinite of 3"),
-    ({"metric_shapes": [[10**6]]}, None, "expected a worker state after 1000000 metric values"),
+    ({"metric_shapes": [[10**6]]}, None, r"expected 1000000 metric values in the report of partition 0, "
+                                         r"received 3 values"),
+    ({"loss_sum": "0.5"}, None, "expected loss_sum as a number, received '0.5'"),
+    ({"worker_state": [1]}, None, "expected a worker state after 1 metric values for partition 0"),
     ({"metric_shapes": "x"}, None, "expected metric_shapes as a list of shapes"),
 ])
 def test_a_report_is_refused_whole_and_the_real_one_is_kept(served, edit, array, match):

@@ -1,6 +1,8 @@
 """The sync rounds' data plane (``sparkdl.distributed.exchange``) without Spark: the layout of a
 round's vector, and the driver's exchange summing pushes weighted by their samples, in partition
-order, at most once per partition, refusing what does not belong to the open round."""
+order, at most once per partition, refusing what does not belong to the open round (a partition
+it does not expect, a replaced attempt, another sample count, non-finite values) before anything
+changes."""
 import threading
 
 import numpy as np

@@ -1,8 +1,9 @@
 """The parameter server of the asynchronous modes, without Spark: the server and its clients
 run in threads of the test process. Covers exact accumulation under concurrency, the ssp
 staleness bound and its timeout, at-most-once pushes across attempts and epochs, the
-server-side optimizer (aggregate="gradients"), hogwild, authentication, malformed input and
-cut-off pushes. The generic frame server is covered by test_protocol.py."""
+server-side optimizer (aggregate="gradients"), hogwild, authentication, malformed input,
+cut-off pushes, and the checks made before anything changes (finite values, a partition the
+fit trains, its newest attempt, counts its rows allow). The generic frame server is covered by test_protocol.py."""
 import contextlib
 import socket
 import threading
