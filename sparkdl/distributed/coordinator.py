@@ -55,8 +55,12 @@ class Order:
 class Coordinator:
     """A ``FrameServer`` service: the fit's orders and the tasks' reports."""
 
-    def __init__(self, inner=None, partitions=(), poll: float = 10.0):
+    def __init__(self, inner=None, partitions=(), poll: float = 10.0,
+                 state_sizes: tuple[int, int] | None = None):
+        """``state_sizes``: the model's ``(weights, moving statistics)`` sizes, which fix the
+        size of a reported worker state (unchecked when None)."""
         self.inner = inner
+        self.state_sizes = state_sizes
         self.max_data = max(getattr(inner, "max_data", 0), MAX_REPORT)
         self.poll = float(poll)
         self._cond = threading.Condition()
@@ -196,8 +200,7 @@ class Coordinator:
                           f"(its newest registration), received attempt {attempt}")
         self._check_arrays(meta, array, partition, state)
 
-    @staticmethod
-    def _check_arrays(meta: dict, array: np.ndarray | None, partition: int, state) -> None:
+    def _check_arrays(self, meta: dict, array: np.ndarray | None, partition: int, state) -> None:
         """What ``report_result``, ``metric_states`` and ``reported_worker_state`` will read
         fits: numbers, metric shapes within the array, a worker state after them."""
         for key in ("loss_sum", "compute_seconds"):
@@ -218,8 +221,25 @@ class Coordinator:
         if state is None or not isinstance(meta["worker_state"], dict) or array is None:
             raise Refused(f"expected a worker state after {values} metric values for partition "
                           f"{partition}{'' if state else ' (which keeps none)'}, received {got}")
+        self._check_state_size(meta["worker_state"], array.size - values, partition)
         if not meta.get("diverged"):
             admission.finite(array, f"the report of partition {partition}")
+
+    def _check_state_size(self, state_meta: dict, size: int, partition: int) -> None:
+        """A worker state holds its weights and statistics (EASGD) and one weights-sized
+        vector per optimizer slot (``worker.worker_state``)."""
+        slots, weights = state_meta.get("slots"), state_meta.get("weights")
+        if (not isinstance(slots, list) or not all(isinstance(n, str) for n in slots)
+                or not isinstance(weights, bool) or not checks.is_integer(state_meta.get("iterations"))):
+            raise Refused(f"expected a worker state naming its slots, weights and iterations, "
+                          f"received {admission.shown(state_meta)}")
+        if self.state_sizes is None:
+            return
+        w, s = self.state_sizes
+        expected = (w + s if weights else 0) + len(slots) * w
+        if size != expected:
+            raise Refused(f"expected a worker state of {expected} values for partition {partition} "
+                          f"({len(slots)} slots{', with weights' if weights else ''}), received {size}")
 
     def _record(self, meta: dict, array: np.ndarray | None) -> None:
         """Keep a partition's first report of the open order."""

@@ -150,7 +150,8 @@ class InJob:
             self._payloads = [np.empty(pull.size, np.float32) for _ in range(2)]
             self._mean = np.empty(push.size, np.float32)
         self.coordinator = Coordinator(inner, partitions=range(len(blocks.rows)),
-                                       poll=min(10.0, spark_model.timeout / 2))
+                                       poll=min(10.0, spark_model.timeout / 2),
+                                       state_sizes=(model.flat_weights.size, model.flat_state.size))
         # Each partition's worker starts from the checkpoint's state for it, or from the model;
         # a retried task starts from its last completed order's.
         self.coordinator.worker_states = initial_worker_states(spark_model, self.training, worker_states)

@@ -15,7 +15,7 @@ TOKEN = b"t" * 32
 
 @pytest.fixture
 def served():
-    coordinator = Coordinator(partitions=[0, 1], poll=0.2)
+    coordinator = Coordinator(partitions=[0, 1], poll=0.2, state_sizes=(2, 0))
     server = FrameServer(coordinator, TOKEN, timeout=5.0)
     yield coordinator, server
     server.close()
@@ -136,6 +136,10 @@ STATE_META = {"slots": ["m"], "iterations": 3, "weights": False}
                                          r"received 3 values"),
     ({"loss_sum": "0.5"}, None, "expected loss_sum as a number, received '0.5'"),
     ({"worker_state": [1]}, None, "expected a worker state after 1 metric values for partition 0"),
+    ({}, [1.0, 2.0, 3.0, 4.0], r"expected a worker state of 2 values for partition 0 \(1 slots\), received 3"),
+    ({"worker_state": dict(STATE_META, weights=True)}, None,
+     r"expected a worker state of 4 values for partition 0 \(1 slots, with weights\), received 2"),
+    ({"worker_state": dict(STATE_META, slots="m")}, None, "expected a worker state naming its slots"),
     ({"metric_shapes": "x"}, None, "expected metric_shapes as a list of shapes"),
 ])
 def test_a_report_is_refused_whole_and_the_real_one_is_kept(served, edit, array, match):
