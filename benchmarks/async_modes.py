@@ -92,7 +92,8 @@ def push_cost(pushes):
     print("    model  mode      round trip per push (median)  server apply per push")
     for label, size in (("1M", 1_000_000), ("10M", 10_000_000)):
         for mode in ("async", "hogwild"):
-            ps = parameter_server.ParameterServer(np.zeros(size, np.float32), mode=mode)
+            ps = parameter_server.ParameterServer(np.zeros(size, np.float32), mode=mode,
+                                                  rows={0: 64 * pushes, 1: 64 * pushes})
             token = protocol.new_token()
             with FrameServer(ps, token) as server:
                 times = []

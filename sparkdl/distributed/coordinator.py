@@ -16,7 +16,12 @@ or parameter server drops what was already applied. ``attempt`` counts a partiti
 registrations, so a task knows it is a retry.
 
 Everything else (``PULL``, ``PUSH``, ``CLOCK``) goes to the wrapped service: the sync round
-exchange or the parameter server, served on the same connections.
+exchange or the parameter server, served on the same connections. The coordinator tells that
+service each registration, so requests of a replaced attempt are refused there too. A report
+is checked before it is kept, and a push that carries its report before the push reaches the
+service (``sparkdl.distributed.admission``): the open order, a partition it expects, the
+partition's newest attempt, counts within bounds, and finite values with a worker state
+where the partition keeps one.
 """
 from __future__ import annotations
 
@@ -26,7 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sparkdl.distributed import worker
+from sparkdl.distributed import admission, worker
 from sparkdl.distributed.fit_task import reported_worker_state
 from sparkdl.distributed.protocol import Frame, Op
 from sparkdl.distributed.server import Refused, int_field
@@ -34,6 +39,8 @@ from sparkdl.engine import checks
 
 #: bytes of metric states a report may carry (AUC histograms are the largest)
 MAX_REPORT = 1 << 26
+#: the most samples or steps a report may count (far above any partition, far below overflow)
+MAX_COUNT = 1 << 53
 
 
 @dataclass
@@ -48,8 +55,12 @@ class Order:
 class Coordinator:
     """A ``FrameServer`` service: the fit's orders and the tasks' reports."""
 
-    def __init__(self, inner=None, partitions=(), poll: float = 10.0):
+    def __init__(self, inner=None, partitions=(), poll: float = 10.0,
+                 state_sizes: tuple[int, int] | None = None):
+        """``state_sizes``: the model's ``(weights, moving statistics)`` sizes, which fix the
+        size of a reported worker state (unchecked when None)."""
         self.inner = inner
+        self.state_sizes = state_sizes
         self.max_data = max(getattr(inner, "max_data", 0), MAX_REPORT)
         # What each op may carry (the server bounds the others small): pushes of the inner
         # service's vector, reports of metric states or of a worker's state.
@@ -111,13 +122,21 @@ class Coordinator:
             return self._register(frame.meta)
         if self.inner is None:
             raise Refused(f"op {frame.op} is not served here")
-        reply = self.inner.handle(frame)
         report = frame.meta.get("report") if frame.op == Op.PUSH else None
-        if isinstance(report, dict) and reply.op == Op.OK:     # a push that carries its report
-            values = report.get("metric_values")
-            if not isinstance(values, list) or not all(checks.is_number(v) for v in values):
-                raise Refused("expected the report's metric_values as a list of numbers")
-            self._record(report, np.array(values, np.float64))
+        if report is None:
+            return self.inner.handle(frame)
+        # A push that carries its report: both are checked before the push is applied.
+        values = report.get("metric_values") if isinstance(report, dict) else None
+        if not isinstance(values, list) or not all(checks.is_number(v) for v in values):
+            raise Refused("expected the report's metric_values as a list of numbers")
+        if report.get("partition") != frame.meta.get("partition"):
+            raise Refused(f"expected a report of the pushing partition {admission.shown(frame.meta.get('partition'))}, "
+                          f"received one of partition {admission.shown(report.get('partition'))}")
+        array = np.array(values, np.float64)
+        self._check_report(report, array)
+        reply = self.inner.handle(frame)
+        if reply.op == Op.OK:
+            self._record(report, array)
         return reply
 
     def _register(self, meta: dict) -> Frame:
@@ -128,6 +147,9 @@ class Coordinator:
             attempt = self._registrations.get(partition, -1) + 1
             self._registrations[partition] = attempt
             state = self._worker_state(partition)
+            register = getattr(self.inner, "register", None)
+            if register is not None:          # the service refuses the older attempts too
+                register(partition, attempt)
         if state is None:
             return Frame(Op.OK, {"attempt": attempt})
         return Frame(Op.OK, {"attempt": attempt, "worker_state": state[0]}, state[1])
@@ -156,8 +178,71 @@ class Coordinator:
         return Frame(Op.OK, order.meta, order.payload)
 
     def _report(self, frame: Frame) -> Frame:
+        self._check_report(frame.meta, frame.array)
         self._record(frame.meta, None if frame.array is None else frame.array.copy())
         return Frame(Op.OK, {})
+
+    def _check_report(self, meta: dict, array: np.ndarray | None) -> None:
+        """Refuse a report that is not of the open order, from a partition it expects, by that
+        partition's newest attempt, with sane counts and (unless it reports a divergence, which
+        ends the fit) finite values with a worker state where the partition keeps one. Changes
+        nothing."""
+        partition, attempt = int_field(meta, "partition"), int_field(meta, "attempt")
+        seq = int_field(meta, "seq")
+        admission.known_partition(partition, self.partitions)
+        for key in ("samples", "steps"):
+            if key in meta:
+                admission.count(meta, key, 0, MAX_COUNT, "a sane bound")
+        with self._cond:
+            order, registered = self._order, self._registrations.get(partition)
+            state = self.worker_states.get(partition)
+        if order is None or seq != order.seq or partition not in order.expected:
+            raise Refused(f"order {seq} from partition {partition} is not open")
+        if attempt != registered:
+            raise Refused(f"expected a report of attempt {registered} of partition {partition} "
+                          f"(its newest registration), received attempt {attempt}")
+        self._check_arrays(meta, array, partition, state)
+
+    def _check_arrays(self, meta: dict, array: np.ndarray | None, partition: int, state) -> None:
+        """What ``report_result``, ``metric_states`` and ``reported_worker_state`` will read
+        fits: numbers, metric shapes within the array, a worker state after them."""
+        for key in ("loss_sum", "compute_seconds"):
+            if key in meta and not checks.is_number(meta[key]):
+                raise Refused(f"expected {key} as a number, received {admission.shown(meta[key])}")
+        shapes = meta.get("metric_shapes", [])
+        if not isinstance(shapes, list) or not all(
+                isinstance(s, list) and all(checks.is_integer(d) and 0 <= d < MAX_COUNT for d in s)
+                for s in shapes):
+            raise Refused(f"expected metric_shapes as a list of shapes, received {admission.shown(shapes)}")
+        values = sum(int(np.prod(s, dtype=np.float64)) for s in shapes)
+        got = "no array" if array is None else f"{array.size} values"
+        if values and (array is None or array.size < values):
+            raise Refused(f"expected {values} metric values in the report of partition {partition}, "
+                          f"received {got}")
+        if "worker_state" not in meta:
+            return
+        if state is None or not isinstance(meta["worker_state"], dict) or array is None:
+            raise Refused(f"expected a worker state after {values} metric values for partition "
+                          f"{partition}{'' if state else ' (which keeps none)'}, received {got}")
+        self._check_state_size(meta["worker_state"], array.size - values, partition)
+        if not meta.get("diverged"):
+            admission.finite(array, f"the report of partition {partition}")
+
+    def _check_state_size(self, state_meta: dict, size: int, partition: int) -> None:
+        """A worker state holds its weights and statistics (EASGD) and one weights-sized
+        vector per optimizer slot (``worker.worker_state``)."""
+        slots, weights = state_meta.get("slots"), state_meta.get("weights")
+        if (not isinstance(slots, list) or not all(isinstance(n, str) for n in slots)
+                or not isinstance(weights, bool) or not checks.is_integer(state_meta.get("iterations"))):
+            raise Refused(f"expected a worker state naming its slots, weights and iterations, "
+                          f"received {admission.shown(state_meta)}")
+        if self.state_sizes is None:
+            return
+        w, s = self.state_sizes
+        expected = (w + s if weights else 0) + len(slots) * w
+        if size != expected:
+            raise Refused(f"expected a worker state of {expected} values for partition {partition} "
+                          f"({len(slots)} slots{', with weights' if weights else ''}), received {size}")
 
     def _record(self, meta: dict, array: np.ndarray | None) -> None:
         """Keep a partition's first report of the open order."""

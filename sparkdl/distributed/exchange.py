@@ -9,9 +9,11 @@ that arrives before those of lower partitions is held (a float32 copy) until the
 Spark starts tasks in partition order, so few wait, and the driver never holds a copy per
 worker. At most ``max_inflight`` pushes are being received at once. A push is tagged
 ``(round, partition, attempt)``; the first push of a partition in a round is applied, later
-ones (a retried or speculative task recomputes the same thing) are acknowledged and dropped,
-and pushes for a round that is not open, or from a partition the round does not expect, are
-refused.
+ones (a retried or speculative task recomputes the same thing) are acknowledged and dropped.
+Before anything changes, a push is checked (``sparkdl.distributed.admission``) and refused
+whole unless its round is open, its partition is one the round expects, its attempt is the
+partition's newest (registered by the coordinator, or else the newest seen this round), its
+sample count is the one that partition trains in the round, and its values are finite.
 """
 from __future__ import annotations
 
@@ -21,6 +23,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from collections.abc import Mapping
+
+from sparkdl.distributed import admission
 from sparkdl.distributed.protocol import Connection, Frame, Op
 from sparkdl.distributed.server import PushBuffers, Refused, int_field
 from sparkdl.engine import checks
@@ -90,7 +95,9 @@ class RoundExchange(PushBuffers):
         self._sum = np.zeros(push.size, np.float64)
         self._chunk = np.empty(min(push.size, _CHUNK), np.float64)
         self._received: dict[int, int] = {}
+        self._samples: dict[int, int] = {}   # what each expected partition's push carries
         self._order: list[int] = []        # the partitions expected to push, ascending
+        self._attempts = admission.Attempts()
         self._next = 0                     # index into _order of the next one to add
         self._waiting: dict[int, tuple[np.ndarray, int]] = {}
         self.duplicates = 0
@@ -98,16 +105,26 @@ class RoundExchange(PushBuffers):
         self._setup_push_buffers(push.size, max_inflight, timeout)
 
     # ---- driver side ----------------------------------------------------------------------------
-    def open_round(self, round_index: int, payload: np.ndarray, meta: dict, partitions) -> None:
-        """Serve ``payload`` for ``round_index`` and expect one push from each of ``partitions``."""
+    def open_round(self, round_index: int, payload: np.ndarray, meta: dict,
+                   partitions: Mapping[int, int]) -> None:
+        """Serve ``payload`` for ``round_index`` and expect one push from each of ``partitions``
+        (``{partition: samples}``: the rows it trains in the round, what its push must carry)."""
+        samples = {int(p): int(n) for p, n in partitions.items()}
         with self._lock:
             self._round = int(round_index)
             self._payload = payload
             self._payload_meta = dict(meta, round=int(round_index))
             self._received = {}
-            self._order = sorted(int(p) for p in partitions)
+            self._samples = samples
+            self._order = sorted(samples)
             self._next = 0
             self._waiting = {}
+            self._attempts.forget_seen()
+
+    def register(self, partition: int, attempt: int) -> None:
+        """The coordinator registered ``attempt`` of ``partition``: older attempts are refused."""
+        with self._lock:
+            self._attempts.register(int(partition), int(attempt))
 
     def close_round(self) -> tuple[np.ndarray, dict[int, int]]:
         """The summed pushes (float64) and the samples each partition reported (a partition
@@ -137,18 +154,16 @@ class RoundExchange(PushBuffers):
         if vector is None or vector.shape != (self.push.size,) or vector.dtype != np.float32:
             got = None if vector is None else (vector.dtype.name, vector.shape)
             raise Refused(f"expected a float32 vector of {self.push.size} values, received {got}")
-        samples = checks.integer(frame.meta.get("samples"), "samples", "request", at_least=1, error=Refused)
+        admission.finite(vector, f"the push of partition {partition}")
         with self._lock:
             if round_index != self._round:
                 raise Refused(f"round {round_index} is not open (open: {self._round})")
+            samples = self._check(round_index, partition, attempt, frame.meta.get("samples"))
             if partition in self._received or partition in self._waiting:
                 self.duplicates += 1
                 logger.debug("round %d: dropped a second push of partition %d (attempt %d)",
                              round_index, partition, attempt)
                 return Frame(Op.OK, {"applied": False})
-            if self._next >= len(self._order) or partition not in self._order[self._next:]:
-                raise Refused(f"round {round_index} expects no push from partition {partition} "
-                              f"(expected: {self._order})")
             if partition != self._order[self._next]:
                 self._waiting[partition] = (vector.copy(), samples)   # the frame's buffer is reused
                 self.waiting_most = max(self.waiting_most, len(self._waiting))
@@ -163,6 +178,21 @@ class RoundExchange(PushBuffers):
                 self._received[ready] = held_samples
                 self._next += 1
         return Frame(Op.OK, {"applied": True})
+
+    def _check(self, round_index: int, partition: int, attempt: int, samples) -> int:
+        """Refuse a push the round does not expect, from a replaced attempt, or whose sample
+        count is not the one its partition trains; returns that count (called with the lock held;
+        changes nothing but the newest attempt seen)."""
+        if partition not in self._samples:
+            raise Refused(f"round {round_index} expects no push from partition {partition} "
+                          f"(expected: {admission.described(self._samples)})")
+        self._attempts.check(partition, attempt)
+        if not checks.is_integer(samples) or samples != self._samples[partition]:
+            raise Refused(f"expected samples={self._samples[partition]} from partition {partition} "
+                          f"(the rows it trains in round {round_index}), received "
+                          f"{admission.shown(samples)}")
+        self._attempts.note(partition, attempt)
+        return int(samples)
 
     def _add(self, vector: np.ndarray, samples: int) -> None:
         """``sum += vector * samples`` (weighted segments) in float64, a chunk at a time (called

@@ -75,7 +75,7 @@ def run_fit_task(model, block, val_block, partition: int, end: FitEndpoint) -> d
                                                         frame, end, local)
             finally:
                 _current.order = None
-            meta = dict(meta, partition=partition, seq=seq)
+            meta = dict(meta, partition=partition, attempt=attempt, seq=seq)
             inline = push is not None and (array is None or array.size <= INLINE_METRICS)
             if inline:      # the report rides in the push's metadata: one frame less per round
                 meta["metric_values"] = [] if array is None else array.tolist()

@@ -23,18 +23,24 @@ step is added as it is (``workers=1``), as DOWNPOUR and Hogwild add gradient ste
 
 Every push is tagged ``(epoch, partition, attempt, sequence)`` and applied at most once: a
 retried task recomputes the same sequence of pushes, and those already applied are
-acknowledged and dropped. Waits end after ``timeout`` seconds with an error that says what
-was waited for.
+acknowledged and dropped. Before anything changes, a push is checked
+(``sparkdl.distributed.admission``): a partition the fit trains (``rows``), its newest attempt
+(registered by the coordinator, or else the newest seen this epoch: a replaced task is
+refused), a sequence and a sample count that partition's rows can produce, and finite values.
+Clocks are checked the same way, so no phantom or replaced task can hold back ssp pulls.
+Waits end after ``timeout`` seconds with an error that says what was waited for.
 """
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from sparkdl.distributed import admission
 from sparkdl.distributed.protocol import Frame, Op
 from sparkdl.distributed.server import PushBuffers, Refused, int_field
 from sparkdl.distributed.strategies import get_strategy
@@ -51,7 +57,8 @@ MODES = ("async", "hogwild", "ssp", "adag", "easgd")
 class ParameterServer(PushBuffers):
     def __init__(self, vector: np.ndarray, mode: str = "async", staleness: int | None = None,
                  optimizer=None, weights_size: int | None = None, timeout: float = 120.0,
-                 max_inflight: int = 2, workers: int = 1):
+                 max_inflight: int = 2, workers: int = 1, *, rows: Mapping[int, int]):
+        """``rows``: ``{partition: rows}`` of the partitions that train (what pushes may claim)."""
         if mode not in MODES:
             raise ValueError(f"ParameterServer: expected mode in {MODES}, received {mode!r}")
         options = {"staleness": staleness} if mode == "ssp" else {"variant": "async"} if mode == "easgd" else {}
@@ -66,6 +73,8 @@ class ParameterServer(PushBuffers):
             optimizer.build(self.weights_size)
         self.timeout = float(timeout)
         self.workers = checks.integer(workers, "workers", "ParameterServer", at_least=1)
+        self.rows = admission.partition_rows(rows, "ParameterServer")
+        self._attempts = admission.Attempts()
         self.max_data = self.vector.nbytes
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
@@ -83,6 +92,12 @@ class ParameterServer(PushBuffers):
             self._epoch = int(epoch)
             self._applied = set()
             self._clocks = {}
+            self._attempts.forget_seen()
+
+    def register(self, partition: int, attempt: int) -> None:
+        """The coordinator registered ``attempt`` of ``partition``: older attempts are refused."""
+        with self._lock:
+            self._attempts.register(int(partition), int(attempt))
 
     def snapshot(self) -> np.ndarray:
         with self._lock:
@@ -94,22 +109,25 @@ class ParameterServer(PushBuffers):
         epoch, partition = int_field(meta, "epoch"), int_field(meta, "partition")
         if epoch != self._epoch:
             raise Refused(f"epoch {epoch} is not running (running: {self._epoch})")
+        admission.known_partition(partition, self.rows)
         if frame.op == Op.PULL:
             return self._pull(partition, int_field(meta, "clock"))
         if frame.op == Op.PUSH:
             return self._push(frame, partition)
         if frame.op == Op.CLOCK:
-            return self._clock(partition, meta.get("event"))
+            return self._clock(partition, int_field(meta, "attempt"), meta.get("event"))
         raise Refused(f"op {frame.op} is not served here")
 
-    def _clock(self, partition: int, event) -> Frame:
+    def _clock(self, partition: int, attempt: int, event) -> Frame:
+        if event not in ("start", "done"):
+            raise Refused(f"expected event 'start' or 'done', received {admission.shown(event)}")
         with self._changed:
+            self._attempts.check(partition, attempt)
+            self._attempts.note(partition, attempt)
             if event == "start":
                 self._clocks[partition] = 0
-            elif event == "done":
-                self._clocks.pop(partition, None)
             else:
-                raise Refused(f"expected event 'start' or 'done', received {event!r}")
+                self._clocks.pop(partition, None)
             self._changed.notify_all()
         return Frame(Op.OK, {})
 
@@ -142,15 +160,20 @@ class ParameterServer(PushBuffers):
 
     def _push(self, frame: Frame, partition: int) -> Frame:
         meta = frame.meta
-        sequence = int_field(meta, "sequence")
-        int_field(meta, "attempt")
+        attempt = int_field(meta, "attempt")
         update = frame.array
         if update is None or update.shape != self.vector.shape or update.dtype != np.float32:
             got = None if update is None else (update.dtype.name, update.shape)
             raise Refused(f"expected a float32 vector of {self.vector.size} values, received {got}")
-        samples = checks.integer(meta.get("samples"), "samples", "request", at_least=1, error=Refused)
+        rows = self.rows[partition]
+        # An epoch of a partition makes at most one push per batch, each of at most its rows.
+        sequence = admission.count(meta, "sequence", 0, rows - 1, f"partition {partition} holds {rows} rows")
+        samples = admission.count(meta, "samples", 1, rows, f"partition {partition} holds {rows} rows")
+        admission.finite(update, f"the push of partition {partition}")
         tag = (partition, sequence)
         with self._changed:
+            self._attempts.check(partition, attempt)
+            self._attempts.note(partition, attempt)
             if tag in self._applied:
                 self.stats["duplicates"] += 1
                 self._advance_clock(partition, sequence)   # a retry replaying its pushes
@@ -225,10 +248,10 @@ class Client:
                 raise
 
     def start(self) -> None:
-        self._request(Op.CLOCK, {"event": "start"})
+        self._request(Op.CLOCK, {"event": "start", "attempt": self.attempt})
 
     def done(self) -> None:
-        self._request(Op.CLOCK, {"event": "done"})
+        self._request(Op.CLOCK, {"event": "done", "attempt": self.attempt})
 
     def pull(self, clock: int) -> np.ndarray:
         frame = self._request(Op.PULL, {"clock": clock}, out=self._pull_buffer,

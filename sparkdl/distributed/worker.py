@@ -118,6 +118,14 @@ def steps_in_round(frequency, rows: int, batch_size: int) -> int:
     return int(frequency)
 
 
+def round_samples(spec: RoundSpec, rows: int) -> int:
+    """Examples a partition of ``rows`` rows trains in a sync round (its result's weight; the
+    driver's exchange expects exactly this many in the partition's push)."""
+    per_epoch = -(-rows // spec.batch_size)
+    steps = steps_in_round(spec.frequency, rows, spec.batch_size)
+    return sum(_rows(rows, spec.batch_size, a, b) for _, a, b in _pass_slices(spec, 0, steps, per_epoch))
+
+
 def run_round(model, xs: list[np.ndarray], y: np.ndarray, spec: RoundSpec, partition: int,
               weights: np.ndarray | None, state: np.ndarray | None, slots: dict,
               iterations: int, views: bool = False) -> RoundResult:
@@ -151,7 +159,7 @@ def run_round(model, xs: list[np.ndarray], y: np.ndarray, spec: RoundSpec, parti
     per_epoch = -(-n // spec.batch_size)
     steps = steps_in_round(spec.frequency, n, spec.batch_size)
     slices = _pass_slices(spec, partition, steps, per_epoch)
-    seen = sum(_rows(n, spec.batch_size, a, b) for _, a, b in slices)
+    seen = round_samples(spec, n)
     try:
         if spec.aggregate == "gradients":
             grad_sum = np.zeros(model.flat_weights.size, dtype=np.float32)

@@ -67,7 +67,18 @@ def parameter_server(spark_model, blocks):
     return ParameterServer(vector, mode=spark_model.mode, staleness=spark_model.strategy.staleness,
                            optimizer=model.optimizer if spark_model.aggregate == "gradients" else None,
                            weights_size=model.flat_weights.size, timeout=spark_model.timeout,
-                           workers=1 if one_step else max(1, sum(1 for rows in blocks.rows if rows)))
+                           workers=1 if one_step else max(1, sum(1 for rows in blocks.rows if rows)),
+                           rows=training_rows(blocks))
+
+
+def training_rows(blocks) -> dict[int, int]:
+    """``{partition: rows}`` of the partitions that train (the ones holding rows)."""
+    return {p: int(rows) for p, rows in enumerate(blocks.rows) if rows}
+
+
+def round_samples(spec, rows: dict[int, int]) -> dict[int, int]:
+    """What each training partition's push of a sync round must carry: the rows it trains."""
+    return {p: worker.round_samples(spec, n) for p, n in rows.items()}
 
 
 def initial_worker_states(spark_model, partitions, resumed: dict | None) -> dict:
@@ -128,7 +139,8 @@ class InJob:
         model = spark_model.model
         self.model, self.aggregate = model, spark_model.aggregate
         self.timeout, self.round_timeout = spark_model.timeout, spark_model.round_timeout
-        self.training = [p for p, rows in enumerate(blocks.rows) if rows]
+        self.rows = training_rows(blocks)
+        self.training = sorted(self.rows)
         self.workers = len(self.training)
         order_size = 0
         if spark_model.strategy.asynchronous:
@@ -145,7 +157,8 @@ class InJob:
             self._payloads = [np.empty(pull.size, np.float32) for _ in range(2)]
             self._mean = np.empty(push.size, np.float32)
         self.coordinator = Coordinator(inner, partitions=range(len(blocks.rows)),
-                                       poll=min(10.0, spark_model.timeout / 2))
+                                       poll=min(10.0, spark_model.timeout / 2),
+                                       state_sizes=(model.flat_weights.size, model.flat_state.size))
         # Each partition's worker starts from the checkpoint's state for it, or from the model;
         # a retried task starts from its last completed order's.
         self.coordinator.worker_states = initial_worker_states(spark_model, self.training, worker_states)
@@ -169,7 +182,8 @@ class InJob:
         self._payloads.reverse()
         payload = round_payload(model, self.end.pull, out=self._payloads[0])
         iterations = int(model.optimizer.iterations)
-        self.exchange.open_round(spec.round, payload, {"iterations": iterations}, partitions=self.training)
+        self.exchange.open_round(spec.round, payload, {"iterations": iterations},
+                                 partitions=round_samples(spec, self.rows))
         try:
             self.coordinator.order("train", {"spec": vars(spec), "iterations": iterations,
                                              "label": f"sparkdl {what}"}, payload, self.training)
@@ -391,7 +405,7 @@ class RoundJobs:
         rounds, opt = self.service, self.model.optimizer
         payload = round_payload(self.model, self.end.pull)
         rounds.open_round(spec.round, payload, {"iterations": int(opt.iterations)},
-                          partitions=[p for p, rows in enumerate(self.blocks.rows) if rows])
+                          partitions=round_samples(spec, training_rows(self.blocks)))
         try:
             task = executor.socket_round_task(self.model_bc, self.end, spec)
             results = self._job(lambda: self.blocks.rdd.mapPartitionsWithIndex(task).collect(), what)

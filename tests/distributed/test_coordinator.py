@@ -1,10 +1,11 @@
 """The coordinator of a one-job fit, without Spark: tasks in threads ask for orders, carry
 them out and report; retried tasks register again and pick up the open order; a partition
-that already reported waits for the next one; stop reaches every task."""
+that already reported waits for the next one; stop reaches every task; reports (and pushes that
+carry theirs) are checked before they are kept or applied."""
 import numpy as np
 import pytest
 
-from sparkdl.distributed import protocol
+from sparkdl.distributed import exchange, protocol
 from sparkdl.distributed.coordinator import Coordinator
 from sparkdl.distributed.protocol import Connection, Op
 from sparkdl.distributed.server import FrameServer
@@ -14,7 +15,7 @@ TOKEN = b"t" * 32
 
 @pytest.fixture
 def served():
-    coordinator = Coordinator(partitions=[0, 1], poll=0.2)
+    coordinator = Coordinator(partitions=[0, 1], poll=0.2, state_sizes=(2, 0))
     server = FrameServer(coordinator, TOKEN, timeout=5.0)
     yield coordinator, server
     server.close()
@@ -41,7 +42,8 @@ def test_orders_reach_the_expected_partitions_and_reports_come_back(served):
         assert frame.meta["seq"] == seq and frame.meta["kind"] == "evaluate"
         np.testing.assert_array_equal(frame.array, np.arange(4, dtype=np.float32))
         assert coordinator.wait_reports(0.05) is None or p == 1
-        conn.request(Op.REPORT, {"partition": p, "seq": seq, "loss_sum": float(p)}, np.full(3, p, np.float64))
+        conn.request(Op.REPORT, {"partition": p, "attempt": 0, "seq": seq, "loss_sum": float(p)},
+                     np.full(3, p, np.float64))
     reports = coordinator.wait_reports(1.0)
     assert sorted(reports) == [0, 1] and reports[1][0]["loss_sum"] == 1.0
     np.testing.assert_array_equal(reports[1][1], [1.0, 1.0, 1.0])
@@ -61,7 +63,7 @@ def test_a_retried_task_registers_again_and_skips_what_its_partition_reported(se
     first = connect(server)
     assert first.request(Op.REGISTER, {"partition": 0}).meta["attempt"] == 0
     next_order(first, 0, -1)
-    first.request(Op.REPORT, {"partition": 0, "seq": seq})
+    first.request(Op.REPORT, {"partition": 0, "attempt": 0, "seq": seq})
     first.close()                                 # the task dies; Spark retries the stage
     retry, other = connect(server), connect(server)
     assert retry.request(Op.REGISTER, {"partition": 0}).meta["attempt"] == 1
@@ -70,12 +72,12 @@ def test_a_retried_task_registers_again_and_skips_what_its_partition_reported(se
     assert retry.request(Op.NEXT, {"partition": 0, "after": -1}).meta["kind"] == "wait"
     assert next_order(other, 1, -1).meta["seq"] == seq
     # A second report of the same order changes nothing; one of a closed order is refused.
-    other.request(Op.REPORT, {"partition": 1, "seq": seq})
-    other.request(Op.REPORT, {"partition": 1, "seq": seq, "late": True})
+    other.request(Op.REPORT, {"partition": 1, "attempt": 0, "seq": seq})
+    other.request(Op.REPORT, {"partition": 1, "attempt": 0, "seq": seq, "late": True})
     assert "late" not in coordinator.wait_reports(1.0)[1][0]
     coordinator.order("train", {"round": 1})
     with pytest.raises(protocol.RemoteError, match="order 0 from partition 1 is not open"):
-        other.request(Op.REPORT, {"partition": 1, "seq": seq})
+        other.request(Op.REPORT, {"partition": 1, "attempt": 0, "seq": seq})
     with pytest.raises(protocol.RemoteError, match=r"trains partitions \[0, 1\], not 5"):
         other.request(Op.REGISTER, {"partition": 5})
     retry.close()
@@ -94,7 +96,9 @@ def test_a_retried_task_takes_back_its_partitions_own_state(served):
     seq = coordinator.order("elastic", {"spec": {"alpha": 0.25}}, center, [0, 1])
     reported = dict(meta, iterations=5)
     with connect(server) as conn:
-        conn.request(Op.REPORT, {"partition": 1, "seq": seq, "metric_shapes": [[2]], "worker_state": reported},
+        assert conn.request(Op.REGISTER, {"partition": 1}).meta["attempt"] == 0
+        conn.request(Op.REPORT, {"partition": 1, "attempt": 0, "seq": seq, "metric_shapes": [[2]],
+                                 "worker_state": reported},
                      np.array([7.0, 8.0, 6.0, -4.0]))        # metric states, then the worker's state
     with connect(server) as conn:
         first = conn.request(Op.REGISTER, {"partition": 0})
@@ -107,7 +111,90 @@ def test_a_retried_task_takes_back_its_partitions_own_state(served):
     # An async epoch's report holds the state after it, handed back as it is.
     seq = coordinator.order("train", {"spec": {}}, None, [0, 1])
     with connect(server) as conn:
-        conn.request(Op.REPORT, {"partition": 0, "seq": seq, "worker_state": reported}, np.array([3.0, 9.0]))
+        conn.request(Op.REPORT, {"partition": 0, "attempt": 0, "seq": seq, "worker_state": reported},
+                     np.array([3.0, 9.0]))
         again = conn.request(Op.REGISTER, {"partition": 0})
         np.testing.assert_array_equal(again.array, [3.0, 9.0])
         assert again.meta["attempt"] == 1
+
+
+# ---- every report is checked before it is kept --------------------------------------------------------
+STATE_META = {"slots": ["m"], "iterations": 3, "weights": False}
+
+
+@pytest.mark.parametrize("edit, array, match", [
+    ({"partition": 5}, None, r"expected a partition this fit trains \(\[0, 1\]\), received partition 5"),
+    ({"attempt": 0}, None, r"expected a report of attempt 1 of partition 0 \(its newest registration\), "
+                           r"received attempt 0"),
+    ({"attempt": 2}, None, "received attempt 2"),
+    ({"samples": 2**60}, None, r"expected samples between 0 and 9007199254740992 \(a sane bound\), "
+                               r"received a 19-digit int"),
+    ({"steps": -1}, None, "expected steps between 0"),
+    ({}, [1.0, np.nan, 2.0], r"expected finite values in the report of partition 0, received 1 NaN or "
+                             r"infinite of 3"),
+    ({"metric_shapes": [[10**6]]}, None, r"expected 1000000 metric values in the report of partition 0, "
+                                         r"received 3 values"),
+    ({"loss_sum": "0.5"}, None, "expected loss_sum as a number, received '0.5'"),
+    ({"worker_state": [1]}, None, "expected a worker state after 1 metric values for partition 0"),
+    ({}, [1.0, 2.0, 3.0, 4.0], r"expected a worker state of 2 values for partition 0 \(1 slots\), received 3"),
+    ({"worker_state": dict(STATE_META, weights=True)}, None,
+     r"expected a worker state of 4 values for partition 0 \(1 slots, with weights\), received 2"),
+    ({"worker_state": dict(STATE_META, slots="m")}, None, "expected a worker state naming its slots"),
+    ({"metric_shapes": "x"}, None, "expected metric_shapes as a list of shapes"),
+])
+def test_a_report_is_refused_whole_and_the_real_one_is_kept(served, edit, array, match):
+    """A report carrying a worker state (what a retried task takes back, and what checkpoints
+    keep) from a phantom partition, a replaced or unregistered attempt, with absurd counts,
+    non-finite values or metric shapes that do not fit is refused; the partition's task then
+    reports and its state is the one handed back."""
+    coordinator, server = served
+    coordinator.worker_states = {p: (STATE_META, np.zeros(2, np.float32)) for p in (0, 1)}
+    seq = coordinator.order("train", {"spec": {}}, None, [0, 1])
+    real = {"partition": 0, "attempt": 1, "seq": seq, "samples": 6, "steps": 2, "metric_shapes": [[]],
+            "worker_state": STATE_META}
+    with connect(server) as conn:
+        for _ in range(2):                       # the first task of partition 0 died: attempt 1 runs
+            conn.request(Op.REGISTER, {"partition": 0})
+        with pytest.raises(protocol.RemoteError, match=match):
+            conn.request(Op.REPORT, dict(real, **edit), np.array(array or [5.0, 1.0, 2.0]))
+        assert coordinator.wait_reports(0.01) is None
+        conn.request(Op.REPORT, real, np.array([5.0, 1.0, 2.0]))
+        conn.request(Op.REGISTER, {"partition": 1})
+        conn.request(Op.REPORT, dict(real, partition=1, attempt=0), np.array([4.0, 7.0, 8.0]))
+        reports = coordinator.wait_reports(1.0)
+        assert reports is not None and reports[0][0] == real
+        np.testing.assert_array_equal(reports[0][1], [5.0, 1.0, 2.0])
+        again = conn.request(Op.REGISTER, {"partition": 0})
+        assert again.meta["attempt"] == 2 and again.meta["worker_state"] == STATE_META
+        np.testing.assert_array_equal(again.array, [1.0, 2.0])
+
+
+def test_a_push_carrying_its_report_is_checked_before_the_push_is_applied():
+    """The coordinator passes each registration to the round exchange; a push whose report is
+    refused (another partition's, a replaced attempt's) changes neither the sum nor the
+    reports, and the exchange refuses the replaced attempt's bare pushes too."""
+    layout = exchange.Layout(("weights",), (3,), (True,))
+    rounds = exchange.RoundExchange(layout, timeout=5)
+    coordinator = Coordinator(rounds, partitions=[0, 1], poll=0.2)
+    with FrameServer(coordinator, TOKEN, timeout=5.0) as server, connect(server) as conn:
+        for _ in range(2):
+            conn.request(Op.REGISTER, {"partition": 0})
+        rounds.open_round(0, np.zeros(3, np.float32), {}, partitions={0: 4})
+        seq = coordinator.order("train", {}, None, [0])
+        push = {"round": 0, "partition": 0, "attempt": 1, "samples": 4}
+        report = {"partition": 0, "attempt": 1, "seq": seq, "samples": 4, "metric_values": []}
+        for bad_push, bad_report, match in (
+                ({}, {"partition": 1}, "expected a report of the pushing partition 0, received one of partition 1"),
+                ({}, {"attempt": 0}, "expected a report of attempt 1 of partition 0"),
+                ({"attempt": 0}, {}, "received attempt 0, which a retry replaced"),
+                ({}, {"metric_values": "x"}, "expected the report's metric_values as a list of numbers")):
+            with pytest.raises(protocol.RemoteError, match=match):
+                conn.request(Op.PUSH, dict(push, report=dict(report, **bad_report), **bad_push),
+                             np.full(3, 9, np.float32))
+        assert coordinator.wait_reports(0.01) is None
+        reply = conn.request(Op.PUSH, dict(push, report=report), np.ones(3, np.float32))
+        assert reply.meta["applied"] is True
+        assert sorted(coordinator.wait_reports(1.0)) == [0]
+        total, received = rounds.close_round()
+    np.testing.assert_array_equal(total, [4.0, 4.0, 4.0])
+    assert received == {0: 4}

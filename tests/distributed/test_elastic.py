@@ -182,7 +182,7 @@ def test_adag_with_one_step_per_push_is_async():
 
 
 def test_the_adag_server_divides_only_moving_statistics_among_the_workers():
-    ps = ParameterServer(np.zeros(4, f32), mode="adag", weights_size=3, workers=2)
+    ps = ParameterServer(np.zeros(4, f32), mode="adag", weights_size=3, workers=2, rows={0: 8})
     ps.begin_epoch(0)
     update = np.array([0.3, -0.6, 0.9, 4.0], f32)
     reply = ps.handle(Frame(Op.PUSH, {"epoch": 0, "partition": 0, "attempt": 0, "sequence": 0, "samples": 8},
@@ -192,7 +192,7 @@ def test_the_adag_server_divides_only_moving_statistics_among_the_workers():
 
 
 def test_the_async_easgd_server_adds_elastic_differences_as_they_are():
-    ps = ParameterServer(np.ones(3, f32), mode="easgd")
+    ps = ParameterServer(np.ones(3, f32), mode="easgd", rows={1: 4})
     ps.begin_epoch(0)
     ps.handle(Frame(Op.PUSH, {"epoch": 0, "partition": 1, "attempt": 0, "sequence": 0, "samples": 4},
                     np.array([0.5, -0.25, 0.0], f32)))

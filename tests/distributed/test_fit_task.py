@@ -42,7 +42,7 @@ def test_sync_task_loop_trains_pushes_and_reports_like_run_round():
         spec = worker.RoundSpec(round=0, seed=1, batch_size=4, frequency="epoch", aggregate="weights")
         assert pull.names == ("weights",)          # plain SGD: no slots to average
         payload = pull.pack({"weights": driver.flat_weights})
-        rounds.open_round(0, payload, {}, partitions=[0, 1])
+        rounds.open_round(0, payload, {}, partitions={0: 6, 1: 14})
         coordinator.order("train", {"spec": vars(spec), "iterations": 0, "label": "sparkdl round 1/1"}, payload)
         reports = coordinator.wait_reports(10.0)
         total, received = rounds.close_round()

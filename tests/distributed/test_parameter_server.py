@@ -1,8 +1,9 @@
 """The parameter server of the asynchronous modes, without Spark: the server and its clients
 run in threads of the test process. Covers exact accumulation under concurrency, the ssp
 staleness bound and its timeout, at-most-once pushes across attempts and epochs, the
-server-side optimizer (aggregate="gradients"), hogwild, authentication, malformed input and
-cut-off pushes. The generic frame server is covered by test_protocol.py."""
+server-side optimizer (aggregate="gradients"), hogwild, authentication, malformed input,
+cut-off pushes, and the checks made before anything changes (finite values, a partition the
+fit trains, its newest attempt, counts its rows allow). The generic frame server is covered by test_protocol.py."""
 import contextlib
 import socket
 import threading
@@ -21,13 +22,14 @@ from sparkdl.engine import optimizers
 
 N = 8
 INIT = np.arange(N, dtype=np.float32) - 3
+ROWS = {p: 1000 for p in range(10)}        # the partitions a test's fit trains, and their rows
 
 
 @contextlib.contextmanager
 def ps_server(vector=INIT, *, epoch=0, server_timeout=5.0, **kwargs):
     """A ParameterServer for ``epoch`` behind a FrameServer: ``(ps, server, token)``."""
     token = protocol.new_token()
-    ps = ParameterServer(vector, **kwargs)
+    ps = ParameterServer(vector, **dict({"rows": ROWS}, **kwargs))
     ps.begin_epoch(epoch)
     with FrameServer(ps, token, timeout=server_timeout) as server:
         yield ps, server, token
@@ -228,8 +230,9 @@ def test_duplicates_are_applied_once_and_epochs_are_enforced():
             assert first.push(0, 5, u) is True
             assert retry.push(0, 5, u) is False           # same (partition, sequence), other attempt
             assert retry.push(1, 5, u) is True            # a new sequence from the retry counts
-            assert first.push(1, 5, u) is False
-            assert ps.stats["pushes"] == 2 and ps.stats["duplicates"] == 2
+            with pytest.raises(protocol.RemoteError, match="received attempt 0, which a retry replaced"):
+                first.push(2, 5, u)                       # the replaced attempt is refused
+            assert ps.stats["pushes"] == 2 and ps.stats["duplicates"] == 1
             np.testing.assert_array_equal(ps.snapshot(), INIT + 2 * u)
             a, b = first.pull(0), first.pull(1)
             assert np.shares_memory(a, b)                 # pull() reuses the client's buffer
@@ -246,7 +249,7 @@ def test_duplicates_are_applied_once_and_epochs_are_enforced():
                 assert ahead.push(0, 5, u) is False
             with pytest.raises(protocol.RemoteError, match=r"epoch 3 is not running \(running: 4\)"):
                 first.push(2, 5, u)
-            assert ps.stats["pushes"] == 3 and ps.stats["duplicates"] == 3
+            assert ps.stats["pushes"] == 3 and ps.stats["duplicates"] == 2
             np.testing.assert_array_equal(ps.snapshot(), INIT + 3 * u)
 
 
@@ -260,6 +263,95 @@ def test_a_client_without_the_token_is_refused():
         assert server.stats["refused"] == 2
         assert ps.stats["pushes"] == 0 and ps.stats["pulls"] == 0
         np.testing.assert_array_equal(ps.snapshot(), INIT)
+
+
+# ---- every push and clock is checked before anything changes ----------------------------------------
+def _request(server, token, op, meta, array=None):
+    """One raw request (what a token holder can send), on its own connection."""
+    with protocol.Connection(server.address, token, 5) as conn:
+        return conn.request(op, dict({"epoch": 0}, **meta), array)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_non_finite_push_is_refused_and_its_tag_stays_free(bad):
+    u = np.full(N, 2, np.float32)
+    poisoned = u.copy()
+    poisoned[5] = bad
+    with ps_server(mode="async", rows={0: 10}) as (ps, server, token):
+        with clients(server, token, (0, 0)) as c:
+            with pytest.raises(protocol.RemoteError, match=r"expected finite values in the push of "
+                                                           r"partition 0, received 1 NaN or infinite of 8"):
+                c.push(0, 4, poisoned)
+            np.testing.assert_array_equal(c.pull(0), INIT)
+            assert c.push(0, 4, u) is True               # the real push of (0, 0) is applied
+        np.testing.assert_array_equal(ps.snapshot(), INIT + u)
+        assert ps.stats["pushes"] == 1 and ps.stats["duplicates"] == 0
+
+
+def test_pushes_and_clocks_of_partitions_the_fit_does_not_train_are_refused():
+    """A phantom partition's CLOCK would hold every ssp pull back at its clock 0; it is refused,
+    and the real partition's pulls do not wait."""
+    u = np.ones(N, np.float32)
+    with ps_server(mode="ssp", staleness=0, timeout=0.5, rows={0: 10, 3: 10}) as (ps, server, token):
+        for op, meta in ((Op.CLOCK, {"event": "start", "attempt": 0}),
+                         (Op.PUSH, {"attempt": 0, "sequence": 0, "samples": 1})):
+            with pytest.raises(protocol.RemoteError, match=r"expected a partition this fit trains "
+                                                           r"\(\[0, 3\]\), received partition 7"):
+                _request(server, token, op, dict(meta, partition=7), u if op == Op.PUSH else None)
+        with clients(server, token, (0, 0)) as c:
+            c.start()
+            np.testing.assert_array_equal(c.pull(0), INIT)
+            assert c.push(0, 1, u)
+            np.testing.assert_array_equal(c.pull(1), INIT + u)   # nobody at clock 0 holds it back
+            c.done()
+        assert ps.stats["waits"] == 0 and ps.stats["pushes"] == 1
+        np.testing.assert_array_equal(ps.snapshot(), INIT + u)
+
+
+@pytest.mark.parametrize("key, value, shown", [
+    ("samples", 2**63 - 1, "a 19-digit int"), ("samples", 11, "11"), ("samples", 0, "0"),
+    ("sequence", 10, "10"), ("sequence", -1, "-1"), ("sequence", 2**62, "a 19-digit int")])
+def test_counts_beyond_what_the_partition_holds_are_refused_before_the_tag_is_taken(key, value, shown):
+    """With the server's optimizer, samples=10**400 used to fail after its tag was taken, and
+    the real push of that (partition, sequence) was then dropped as a duplicate."""
+    init = np.zeros(4, np.float32)
+    g = np.array([10, -10, 20, 1], np.float32)
+    with ps_server(init, mode="async", optimizer=optimizers.SGD(0.5), rows={0: 10}) as (ps, server, token):
+        meta = dict({"partition": 0, "attempt": 0, "sequence": 0, "samples": 5}, **{key: value})
+        with pytest.raises(protocol.RemoteError, match=f"expected {key} between {int(key == 'samples')} "
+                                                       f"and {10 - (key == 'sequence')} \\(partition 0 holds "
+                                                       f"10 rows\\), received {shown}"):
+            _request(server, token, Op.PUSH, meta, g)
+        np.testing.assert_array_equal(ps.snapshot(), init)
+        with clients(server, token, (0, 0), size=4) as c:
+            assert c.push(0, 5, g) is True
+        np.testing.assert_array_equal(ps.snapshot(), init - np.float32(0.5) * (g / np.float32(5)))
+
+
+def test_requests_of_an_attempt_other_than_the_registered_one_are_refused():
+    """The coordinator registers attempt 1 of partition 0 (a retry): the replaced attempt 0's
+    pushes and clocks are refused, so is an attempt that never registered; attempt 1 replays
+    the push attempt 0 made (dropped) and goes on."""
+    u = np.full(N, 3, np.float32)
+    with ps_server(mode="ssp", staleness=0, timeout=0.5, rows={0: 10, 1: 10}) as (ps, server, token):
+        ps.register(0, 0)
+        with clients(server, token, (0, 0), (0, 1), (0, 2)) as (old, retry, forged):
+            old.start()
+            assert old.push(0, 1, u) is True
+            ps.register(0, 1)
+            for call in (lambda: old.push(1, 1, u), old.done, old.start):
+                with pytest.raises(protocol.RemoteError, match=r"expected attempt 1 of partition 0 "
+                                                               r"\(its newest\), received attempt 0"):
+                    call()
+            with pytest.raises(protocol.RemoteError, match="received attempt 2, which never registered"):
+                forged.push(1, 1, -u)
+            retry.start()
+            assert retry.push(0, 1, u) is False
+            np.testing.assert_array_equal(retry.pull(1), INIT + u)
+            assert retry.push(1, 1, u) is True
+            retry.done()
+        np.testing.assert_array_equal(ps.snapshot(), INIT + 2 * u)
+        assert ps.stats["pushes"] == 2 and ps.stats["duplicates"] == 1
 
 
 # ---- malformed input from an authenticated client --------------------------------------------------
@@ -388,7 +480,7 @@ def test_a_push_cut_off_mid_data_applies_nothing_and_frees_its_buffer():
 def test_two_servers_one_after_the_other_on_the_same_port():
     u = np.ones(N, np.float32)
     token = protocol.new_token()
-    first_ps = ParameterServer(INIT, mode="async")
+    first_ps = ParameterServer(INIT, mode="async", rows=ROWS)
     first = FrameServer(first_ps, token, timeout=5)
     port = first.address[1]
     c = Client(first.address, token, 5.0, 0, 0, 0, N)
@@ -396,7 +488,7 @@ def test_two_servers_one_after_the_other_on_the_same_port():
         assert c.push(0, 1, u)
         np.testing.assert_array_equal(c.pull(1), INIT + u)
         first.close()                                   # closed with a client connected
-        second_ps = ParameterServer(INIT * 2, mode="async")
+        second_ps = ParameterServer(INIT * 2, mode="async", rows=ROWS)
         with FrameServer(second_ps, token, port=port, timeout=5) as second:
             assert second.address[1] == port
             assert c.push(0, 1, u) is True              # the client reconnects once, by itself
@@ -509,4 +601,4 @@ def test_hogwild_acknowledges_every_concurrent_push():
 ])
 def test_invalid_configurations(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        ParameterServer(INIT, **kwargs)
+        ParameterServer(INIT, rows=ROWS, **kwargs)
