@@ -112,7 +112,7 @@ def test_sync_on_standalone_is_bit_identical_to_local_and_async_learns(cluster, 
     """The same seed and two partitions: sync on two executors of the standalone cluster ends
     with the weights of local[2], bit for bit; async (the parameter server on the driver, its
     workers on the executors) learns."""
-    app = ["examples/mnist_app.py", "--workers", "2", "--epochs", "3", "--verbose", "0"]
+    app = ["examples/mnist_app.py", "--workers", "2", "--epochs", "2", "--verbose", "0"]
     on_cluster = cluster.submit(app + ["--mode", "sync,async", "--save-weights", str(tmp_path / "cluster.npz")])
     assert on_cluster.returncode == 0, (on_cluster.stderr[-4000:], cluster.log_tail())
     local = spark_submit(["--master", "local[2]"] + app + ["--mode", "sync", "--save-weights",
@@ -133,7 +133,9 @@ def test_executor_killed_mid_round_is_replaced_and_the_fit_ends_on_identical_wei
     the standalone worker starts a new executor, Spark reruns the barrier stage once it has
     two slots again, and the new tasks continue with round 3 from the same weights."""
     out, markers = tmp_path / "reports.json", tmp_path / "markers"
-    run = cluster.submit(["tests/spark/fault_job.py", "--scenario", "sync-kill-executor", "--marker-dir",
+    # Spark checks every 15 s by default whether a barrier stage has its slots back.
+    run = cluster.submit(["--conf", "spark.scheduler.barrier.maxConcurrentTasksCheck.interval=1s",
+                          "tests/spark/fault_job.py", "--scenario", "sync-kill-executor", "--marker-dir",
                           str(markers), "--out", str(out)])
     assert run.returncode == 0, (run.stderr[-4000:], cluster.log_tail())
     report = json.loads(out.read_text())["sync-kill-executor"]
