@@ -65,7 +65,7 @@ def run(spark, scenario, markers, args) -> dict:
         report.update(identical=all(np.array_equal(a, b) for a, b in
                                     zip(clean.get_weights(), faulty.get_weights())),
                       max_abs_diff=float(np.abs(clean.get_flat_weights() - faulty.get_flat_weights()).max()),
-                      rounds=len(history.rounds))
+                      rounds=len(history.rounds), execution=history.settings["execution"])
     elif scenario == "async-kill":
         _, history = faults.train(spark, mode="async", frequency="batch", fault="kill",
                                   job="sparkdl async epoch 2/", partition=0, after=5, marker_dir=markers)
