@@ -65,6 +65,10 @@ class Cluster:
         return spark_submit(["--master", self.master, "--conf", "spark.driver.host=127.0.0.1",
                              "--conf", "spark.scheduler.minRegisteredResourcesRatio=1.0"] + args, timeout=timeout)
 
+    def executor_dirs(self) -> list[Path]:
+        """The work directories of every executor the workers have started (app-ID/N)."""
+        return [p for i in (1, 2) for p in (self.logs / f"worker-{i}").glob("app-*/*")]
+
     def log_tail(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.read_text()[-1500:]}" for p in sorted(self.logs.glob("*.log")))
 
@@ -77,8 +81,8 @@ def cluster(tmp_path_factory):
     base = tmp_path_factory.mktemp("standalone")
     port, webui = free_port(), free_port()
     master = f"spark://127.0.0.1:{port}"
-    env = dict(os.environ, PYSPARK_PYTHON=sys.executable, SPARK_LOG_DIR=str(base),
-               SPARK_LOCAL_IP="127.0.0.1", SPARK_NO_DAEMONIZE="1")
+    # PYSPARK_PYTHON also lets spark-class find the installed pyspark (its SPARK_HOME).
+    env = dict(os.environ, PYSPARK_PYTHON=sys.executable, SPARK_LOCAL_IP="127.0.0.1")
     commands = {"master": ["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port),
                            "--webui-port", str(webui)]}
     for i in (1, 2):
@@ -127,7 +131,7 @@ def test_sync_on_standalone_is_bit_identical_to_local_and_async_learns(cluster, 
     accuracy, _ = mnist(on_cluster, "async")
     assert accuracy >= 0.85, accuracy
     # Both workers ran executors of the application.
-    assert all(list((cluster.logs / f"worker-{i}").glob("app-*/*")) for i in (1, 2))
+    assert {p.parents[1].name for p in cluster.executor_dirs()} == {"worker-1", "worker-2"}
 
 
 def test_executor_killed_mid_round_is_replaced_and_the_fit_ends_on_identical_weights(cluster, tmp_path):
@@ -136,6 +140,7 @@ def test_executor_killed_mid_round_is_replaced_and_the_fit_ends_on_identical_wei
     two slots again, recomputes the lost cached partitions (from_arrays keeps their rows in
     order), and the new tasks continue with round 3 from the same weights."""
     out, markers = tmp_path / "reports.json", tmp_path / "markers"
+    before = set(cluster.executor_dirs())
     run = cluster.submit(["tests/spark/fault_job.py", "--scenario", "sync-kill-executor", "--marker-dir",
                           str(markers), "--out", str(out)])
     assert run.returncode == 0, (run.stderr[-4000:], cluster.log_tail())
@@ -145,5 +150,5 @@ def test_executor_killed_mid_round_is_replaced_and_the_fit_ends_on_identical_wei
     assert report["identical"], report["max_abs_diff"]
     assert report["rounds"] == 15 and report["execution"].startswith("one job per fit"), report
     # The application's executors: the two it started with, and the one that replaced the lost.
-    executors = [p for i in (1, 2) for p in (cluster.logs / f"worker-{i}").glob("app-*/*")]
+    executors = set(cluster.executor_dirs()) - before
     assert len(executors) >= 3, executors
