@@ -9,10 +9,13 @@ modes separated by commas train one after the other, and evaluation runs on the 
     spark-submit --properties-file spark-defaults.conf examples/mnist_app.py --workers 2 --epochs 10
     spark-submit --properties-file spark-defaults.conf examples/mnist_app.py --mode sync,async,hogwild,ssp --tau batch
     spark-submit --properties-file spark-defaults.conf examples/mnist_app.py --mode easgd --variant async
+    spark-submit --properties-file spark-defaults.conf examples/mnist_app.py --save-weights weights.npz
 """
 import argparse
 import logging
 import time
+
+import numpy as np
 
 import sparkdl
 from sparkdl import layers, optimizers
@@ -37,6 +40,9 @@ def build_parser():
     parser.add_argument("--seed", type=int, default=0, help="seed of the split, the weights and the batches")
     parser.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2),
                         help="0 silent, 1 progress bar, 2 a line per epoch (default)")
+    parser.add_argument("--save-weights", metavar="PATH", default=None,
+                        help="write each mode's trained weights (one flat float32 vector per mode, "
+                             "named after it) to PATH as a NumPy .npz file")
     return parser
 
 
@@ -51,10 +57,12 @@ def main(argv=None):
     train = from_arrays(spark, x_train, y_train, num_partitions=args.workers).cache()
     test = from_arrays(spark, x_test, y_test).cache()
 
-    results = {}
+    results, weights = {}, {}
     for mode in args.mode.split(","):
-        results[mode] = train_and_evaluate(mode, args, frequency, train, test)
+        results[mode], weights[mode] = train_and_evaluate(mode, args, frequency, train, test)
     spark.stop()
+    if args.save_weights:
+        np.savez(args.save_weights, **weights)
     return results if len(results) > 1 else results[args.mode]
 
 
@@ -82,7 +90,7 @@ def train_and_evaluate(mode, args, frequency, train, test):
           f"(fit {elapsed:.1f}s: {len(rounds)} {unit}, {args.workers} workers, "
           f"mean {unit[:-1]} {sum(r['seconds'] for r in rounds) / len(rounds):.3f}s of which compute "
           f"{sum(r['compute_seconds'] for r in rounds) / len(rounds):.3f}s)")
-    return result
+    return result, model.get_flat_weights()
 
 
 if __name__ == "__main__":

@@ -274,6 +274,8 @@ def target_converter(model, label_plan, who):
 
 #: Most bytes of Arrow data from_arrays puts into one task (Spark warns above 1000 KiB per task).
 MAX_TASK_BYTES = 512 * 1024
+#: from_arrays' column of row numbers, dropped once the repartitioned rows are sorted by it
+_ROW = "__sparkdl_row"
 
 
 def from_arrays(spark: SparkSession, x: npt.ArrayLike, y: npt.ArrayLike | None = None, features_col: str = "features",
@@ -285,8 +287,9 @@ def from_arrays(spark: SparkSession, x: npt.ArrayLike, y: npt.ArrayLike | None =
     The rows travel inside Spark's tasks, so arrays larger than ``MAX_TASK_BYTES`` are cut into
     Arrow batches of at most that size, one partition each (``spark.createDataFrame`` would
     otherwise keep them as one local relation and ship ``1/defaultParallelism`` of the arrays in
-    each task, which Spark warns about above 1000 KiB). ``num_partitions`` redistributes them;
-    without it a large array keeps one partition per batch, in row order.
+    each task, which Spark warns about above 1000 KiB). ``num_partitions`` redistributes them
+    (round robin) and keeps each partition's rows in their order in ``x``; without it a large
+    array keeps one partition per batch, in row order.
     """
     import pyarrow as pa
 
@@ -306,6 +309,8 @@ def from_arrays(spark: SparkSession, x: npt.ArrayLike, y: npt.ArrayLike | None =
             k = int(np.prod(y.shape[1:]))
             columns[label_col] = pa.FixedSizeListArray.from_arrays(
                 pa.array(y.reshape(-1).astype(np.float64)), k).cast(pa.list_(pa.float64()))
+    if num_partitions:
+        columns[_ROW] = pa.array(np.arange(len(x), dtype=np.int64))
     table = pa.table(columns)
     if table.nbytes <= MAX_TASK_BYTES:
         df = spark.createDataFrame(table)
@@ -324,4 +329,9 @@ def from_arrays(spark: SparkSession, x: npt.ArrayLike, y: npt.ArrayLike | None =
                 spark.conf.unset(key)
             else:
                 spark.conf.set(key, previous)
-    return df.repartition(num_partitions) if num_partitions else df
+    if not num_partitions:
+        return df
+    # A shuffle's reader takes the map outputs in the order they arrive (local ones first), so
+    # on a cluster, or after a lost executor's partitions are recomputed, a partition's rows
+    # would come in another order, and the seeded mini-batches would differ from local[n]'s.
+    return df.repartition(num_partitions).sortWithinPartitions(_ROW).drop(_ROW)

@@ -8,6 +8,8 @@ Scenarios:
   sync-raise   a sync fit whose task (round 3, partition 0, attempt 0) raises, and the same fit
                without the fault; reports whether the final weights are bit-identical
   sync-kill    the same with that task's Python worker killed (SIGKILL) mid-round
+  sync-kill-executor  the same with the JVM of that task's executor killed (SIGKILL) mid-round
+               (on a cluster master: standalone or local-cluster)
   easgd-raise  as sync-raise in synchronous EASGD: the retried tasks take back their own
                weights and momentum (from the driver) and the fit ends bit-identical
   async-kill   an async fit (a push per step) whose task (epoch 2, partition 0, attempt 0) is
@@ -32,7 +34,7 @@ cloudpickle.register_pickle_by_value(faults)
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--scenario", required=True,
-                        help="sync-raise, sync-kill, easgd-raise, async-kill or checkpoint")
+                        help="sync-raise, sync-kill, sync-kill-executor, easgd-raise, async-kill or checkpoint")
     parser.add_argument("--marker-dir")
     parser.add_argument("--out", required=True)
     parser.add_argument("--checkpoint-dir")
@@ -55,15 +57,15 @@ def main():
 
 def run(spark, scenario, markers, args) -> dict:
     report = {"master": spark.sparkContext.master}
-    if scenario in ("sync-raise", "sync-kill", "easgd-raise"):
-        mode, fault = scenario.split("-")
+    if scenario in ("sync-raise", "sync-kill", "sync-kill-executor", "easgd-raise"):
+        mode, fault = scenario.split("-", 1)
         clean, _ = faults.train(spark, mode=mode)
         faulty, history = faults.train(spark, mode=mode, fault=fault, job="sparkdl round 3/", partition=0,
                                        after=2, marker_dir=markers)
         report.update(identical=all(np.array_equal(a, b) for a, b in
                                     zip(clean.get_weights(), faulty.get_weights())),
                       max_abs_diff=float(np.abs(clean.get_flat_weights() - faulty.get_flat_weights()).max()),
-                      rounds=len(history.rounds))
+                      rounds=len(history.rounds), execution=history.settings["execution"])
     elif scenario == "async-kill":
         _, history = faults.train(spark, mode="async", frequency="batch", fault="kill",
                                   job="sparkdl async epoch 2/", partition=0, after=5, marker_dir=markers)

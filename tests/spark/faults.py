@@ -6,7 +6,8 @@ in-process on the tests' session, or through spark-submit by ``fault_job.py``).
 of a one-job fit carries out (or, with a job per round, the job's description) names the
 round (``"sparkdl round 3/6"``, ``"sparkdl async epoch 2/3"``) and the attempt, and
 ``pyspark.TaskContext`` gives the partition. There, after ``after`` training
-steps, it raises, kills its own Python worker (SIGKILL), turns its output into NaN, or hangs
+steps, it raises, kills its own Python worker or its executor's JVM (SIGKILL), turns its
+output into NaN, or hangs
 (waits on an event nobody sets, for up to ten minutes) — and
 first leaves a marker file, so a test knows the fault really happened.
 """
@@ -24,7 +25,20 @@ from sparkdl.distributed.fit_task import current_order
 from sparkdl.engine.layers.base import Layer
 from sparkdl.models import Sequential
 
-FAULTS = ("raise", "kill", "nan", "hang")
+FAULTS = ("raise", "kill", "kill-executor", "nan", "hang")
+
+
+def executor_jvm_pid(pid: int) -> int:
+    """The pid of the executor JVM (``CoarseGrainedExecutorBackend``) that ``pid`` descends
+    from: a task's Python worker is forked by pyspark's daemon, a child of the executor."""
+    start = pid
+    while pid > 1:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            if b"CoarseGrainedExecutorBackend" in f.read():
+                return pid
+        with open(f"/proc/{pid}/stat") as f:
+            pid = int(f.read().rsplit(")", 1)[1].split()[1])
+    raise RuntimeError(f"process {start} runs in no executor JVM (not a cluster master?)")
 
 
 class FaultyLayer(Layer):
@@ -47,6 +61,9 @@ class FaultyLayer(Layer):
                 raise RuntimeError(f"injected fault in {self.job}, partition {self.partition}")
             if self.fault == "kill":
                 os.kill(os.getpid(), signal.SIGKILL)
+            if self.fault == "kill-executor":
+                os.kill(executor_jvm_pid(os.getpid()), signal.SIGKILL)
+                os.kill(os.getpid(), signal.SIGKILL)     # and its worker (pyspark's daemon sees EOF and ends)
             if self.fault == "hang":
                 threading.Event().wait(600)
             return x * np.float32("nan")

@@ -238,3 +238,16 @@ def test_simple_rdd_with_one_hot_labels(spark, data):
                                                    epochs=4, batch_size=32, verbose=0)
     assert history.history["loss"][-1] < history.history["loss"][0]
     assert np.mean(model.predict(data["x_test"]).argmax(1) == data["y_test"]) > 0.85
+
+
+@pytest.mark.parametrize("rows", [300, 3000])          # a local relation; Arrow batches of their own
+def test_from_arrays_partitions_keep_their_rows_in_order(spark, rows):
+    """A shuffle's reader takes map outputs in arrival order; from_arrays sorts each partition
+    back into x's order (so a recomputed partition, or one on another master, is the same) and
+    leaves only its two columns."""
+    x = np.arange(rows * 64, dtype=np.float32).reshape(rows, 64)
+    df = from_arrays(spark, x, np.arange(rows) % 10, num_partitions=3)
+    assert df.columns == ["features", "label"]
+    parts = df.rdd.glom().map(lambda part: [int(r.features[0]) // 64 for r in part]).collect()
+    assert len(parts) == 3 and sorted(i for p in parts for i in p) == list(range(rows))
+    assert all(p == sorted(p) and len(p) >= rows // 3 - 2 for p in parts), [p[:5] for p in parts]
