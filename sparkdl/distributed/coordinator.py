@@ -261,9 +261,8 @@ def state_after(order: Order, report: tuple[dict, np.ndarray | None]) -> tuple[d
     synchronous EASGD round (which reports the state before the exchange) with the exchange
     against the order's center applied, as the task applied it."""
     assert report[1] is not None, "a report with a worker state carries it"
-    meta, vector = reported_worker_state(report[0], report[1])
-    if order.kind == "elastic":
-        center = order.payload
-        assert center is not None, "an elastic round carries the center"
-        worker.elastic_exchange(vector[:center.size], center, order.meta["spec"]["alpha"])
-    return meta, vector
+    state = reported_worker_state(report[0], report[1])
+    if order.kind != "elastic":
+        return state
+    assert order.payload is not None, "an elastic round carries the center"
+    return worker.exchanged(state, order.payload, order.meta["spec"]["alpha"])[0]

@@ -112,10 +112,9 @@ def _carry_out(model, block, val_block, partition, attempt, frame, end, local):
         meta, metrics = result_report(result)
         if partition not in result.worker_states:      # diverged, or no rows
             return (meta, metrics), None, local
-        state_meta, before = result.worker_states[partition]
-        after = before.copy()
-        worker.elastic_exchange(after[:center.size], center, spec.alpha)
-        return _with_state(meta, metrics, state_meta, before), None, (state_meta, after)
+        before = result.worker_states[partition]
+        after, _ = worker.exchanged(before, center, spec.alpha)
+        return _with_state(meta, metrics, *before), None, after
     if end.pull is None:
         from sparkdl.distributed import parameter_server
         if local is not None:

@@ -211,20 +211,28 @@ def elastic_exchange(local: np.ndarray, center: np.ndarray, alpha: float,
     return e
 
 
+def exchanged(state: tuple[dict, np.ndarray], center: np.ndarray, alpha: float,
+              out: np.ndarray | None = None) -> tuple[tuple[dict, np.ndarray], np.ndarray]:
+    """A worker state ``(meta, vector)`` reported before the elastic exchange (weights and
+    moving statistics first, as ``worker_state`` lays them out), after it against ``center``
+    (a new vector), and the elastic difference. The task, the driver and a retried task's
+    hand-out all go through here, so they hold the same bits."""
+    meta, vector = state
+    vector = vector.copy()
+    e = elastic_exchange(vector[:center.size], center, alpha, out=out)
+    return (meta, vector), e
+
+
 def elastic_center(center: np.ndarray, states: dict, alpha: float) -> tuple[np.ndarray, dict]:
     """Synchronous EASGD on the driver: ``center + sum_i alpha (x_i - center)`` over the
-    workers' reported states ``{partition: (meta, vector)}`` (their weights and moving
-    statistics first, as ``worker_state`` lays them out), added in partition order; returns
-    it with each worker's state after the exchange."""
-    n = center.size
+    workers' reported states ``{partition: (meta, vector)}``, added in partition order;
+    returns it with each worker's state after the exchange."""
     new_center = center.copy()
     after = {}
-    e = np.empty(n, np.float32)
+    e = np.empty(center.size, np.float32)
     for partition in sorted(states):
-        meta, vector = states[partition]
-        vector = vector.copy()
-        new_center += elastic_exchange(vector[:n], center, alpha, out=e)
-        after[partition] = (meta, vector)
+        after[partition], _ = exchanged(states[partition], center, alpha, out=e)
+        new_center += e
     return new_center, after
 
 
