@@ -63,12 +63,12 @@ def parameter_server(spark_model, blocks):
     from sparkdl.distributed.parameter_server import ParameterServer
     model = spark_model.model
     vector = worker.model_vector(model)
+    rows = training_rows(blocks)
     one_step = spark_model.frequency in ("batch", 1) or spark_model.strategy.elastic
     return ParameterServer(vector, mode=spark_model.mode, staleness=spark_model.strategy.staleness,
                            optimizer=model.optimizer if spark_model.aggregate == "gradients" else None,
                            weights_size=model.flat_weights.size, timeout=spark_model.timeout,
-                           workers=1 if one_step else max(1, sum(1 for rows in blocks.rows if rows)),
-                           rows=training_rows(blocks))
+                           workers=1 if one_step else max(1, len(rows)), rows=rows)
 
 
 def training_rows(blocks) -> dict[int, int]:
@@ -291,11 +291,11 @@ class RoundJobs:
         self.aggregate, self.round_timeout = spark_model.aggregate, spark_model.round_timeout
         self.blocks, self.model_bc, self.group = blocks, model_bc, group
         self.sc = blocks.rdd.context
-        self.workers = sum(1 for rows in blocks.rows if rows)
+        training = sorted(training_rows(blocks))
+        self.workers = len(training)
         # Each partition's worker state, kept here and sent to every round's or epoch's tasks:
         # a partition may run in a different Python worker each time.
-        self._worker_states = initial_worker_states(
-            spark_model, [p for p, rows in enumerate(blocks.rows) if rows], worker_states)
+        self._worker_states = initial_worker_states(spark_model, training, worker_states)
         self.server: FrameServer | None = None
         # The parameter server (async modes) or the round exchange (sync over sockets), and
         # the endpoint through which tasks reach it; None with transport="spark".
