@@ -119,8 +119,9 @@ class Int8(Codec):
             block = values[start:stop].reshape(rows, -1)
             scale = np.abs(block).max(axis=1) / np.float32(127)
             scales[row:row + rows] = scale
-            inverse = np.divide(np.float32(1), scale, out=np.zeros_like(scale), where=scale > 0)
-            scaled = block * inverse[:, None]
+            # divided, not multiplied by 1 / scale: the inverse of a subnormal scale overflows
+            scaled = np.zeros_like(block)
+            np.divide(block, scale[:, None], out=scaled, where=scale[:, None] > 0)
             np.rint(scaled, out=scaled)
             codes[start:stop] = scaled.reshape(-1)
             row += rows
@@ -157,10 +158,12 @@ def get_codec(compression) -> Codec | None:
 class ErrorFeedback:
     """A sender's residual: ``encode`` sends ``Q(x + r)`` and keeps ``r = x + r - D(Q(x + r))``."""
 
-    def __init__(self, codec: Codec, size: int):
+    def __init__(self, codec: Codec, size: int, residual: np.ndarray | None = None):
         self.codec = codec
         self.size = int(size)
         self.residual = np.zeros(self.size, np.float32)
+        if residual is not None:
+            self.residual[...] = residual
         self._sent = np.empty(self.size, np.float32)
 
     def encode(self, values: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:

@@ -239,10 +239,15 @@ class Coordinator:
         if self.state_sizes is None:
             return
         w, s = self.state_sizes
-        expected = (w + s if weights else 0) + len(slots) * w
+        residual = state_meta.get("residual", 0)
+        if residual not in (0, w + s):
+            raise Refused(f"expected a residual of compressed pushes of {w + s} values (or none) for "
+                          f"partition {partition}, received {admission.shown(residual)}")
+        expected = (w + s if weights else 0) + len(slots) * w + residual
         if size != expected:
             raise Refused(f"expected a worker state of {expected} values for partition {partition} "
-                          f"({len(slots)} slots{', with weights' if weights else ''}), received {size}")
+                          f"({len(slots)} slots{', with weights' if weights else ''}"
+                          f"{', a residual' if residual else ''}), received {size}")
 
     def _record(self, meta: dict, array: np.ndarray | None) -> None:
         """Keep a partition's first report of the open order."""

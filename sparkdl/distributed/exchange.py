@@ -150,10 +150,7 @@ class RoundExchange(PushBuffers):
 
     def _push(self, frame: Frame, round_index: int) -> Frame:
         partition, attempt = int_field(frame.meta, "partition"), int_field(frame.meta, "attempt")
-        vector = frame.array
-        if vector is None or vector.shape != (self.push.size,) or vector.dtype != np.float32:
-            got = None if vector is None else (vector.dtype.name, vector.shape)
-            raise Refused(f"expected a float32 vector of {self.push.size} values, received {got}")
+        vector = self.push_values(frame)
         admission.finite(vector, f"the push of partition {partition}")
         with self._lock:
             if round_index != self._round:

@@ -117,16 +117,15 @@ def _carry_out(model, block, val_block, partition, attempt, frame, end, local):
         return _with_state(meta, metrics, *before), None, after
     if end.pull is None:
         from sparkdl.distributed import parameter_server
-        if local is not None:
-            worker.set_worker_state(model, *local)
+        residual = worker.set_worker_state(model, *local) if local is not None else None
         client = parameter_server.Client(end.address, end.token, end.timeout, spec.round, partition,
-                                         attempt, end.server_size)
+                                         attempt, end.server_size, spec.compression, residual)
         try:
             result = worker.run_async_epoch(model, xs, y, spec, partition, client)
         finally:
             client.close()
         meta, metrics = result_report(result)
-        local = worker.worker_state(model, with_weights=spec.mode == "easgd")
+        local = worker.worker_state(model, with_weights=spec.mode == "easgd", residual=client.residual)
         return _with_state(meta, metrics, *local), None, local
     parts = end.pull.split(frame.array)
     slots = {name[5:]: v for name, v in parts.items() if name.startswith("slot:")}

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from sparkdl.distributed import admission
+from sparkdl.distributed.compression import ErrorFeedback, get_codec
 from sparkdl.distributed.protocol import Frame, Op
 from sparkdl.distributed.server import PushBuffers, Refused, int_field
 from sparkdl.distributed.strategies import get_strategy
@@ -57,8 +58,11 @@ MODES = ("async", "hogwild", "ssp", "adag", "easgd")
 class ParameterServer(PushBuffers):
     def __init__(self, vector: np.ndarray, mode: str = "async", staleness: int | None = None,
                  optimizer=None, weights_size: int | None = None, timeout: float = 120.0,
-                 max_inflight: int = 2, workers: int = 1, *, rows: Mapping[int, int]):
-        """``rows``: ``{partition: rows}`` of the partitions that train (what pushes may claim)."""
+                 max_inflight: int = 2, workers: int = 1, *, rows: Mapping[int, int],
+                 compression: str | None = None):
+        """``rows``: ``{partition: rows}`` of the partitions that train (what pushes may claim).
+        ``compression``: None, ``"fp16"`` or ``"int8"``: what pushes and pulls carry."""
+        self.codec = get_codec(compression)
         if mode not in MODES:
             raise ValueError(f"ParameterServer: expected mode in {MODES}, received {mode!r}")
         options = {"staleness": staleness} if mode == "ssp" else {"variant": "async"} if mode == "easgd" else {}
@@ -75,15 +79,15 @@ class ParameterServer(PushBuffers):
         self.workers = checks.integer(workers, "workers", "ParameterServer", at_least=1)
         self.rows = admission.partition_rows(rows, "ParameterServer")
         self._attempts = admission.Attempts()
-        self.max_data = self.vector.nbytes
+        self.max_data = self.vector.nbytes if self.codec is None else self.codec.nbytes(self.vector.size)
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._epoch = 0
         self._applied: set[tuple[int, int]] = set()       # (partition, sequence) this epoch
         self._clocks: dict[int, int] = {}                  # running partitions -> pushes made
         self.stats = {"pushes": 0, "duplicates": 0, "pulls": 0, "apply_seconds": 0.0,
-                      "waits": 0, "wait_seconds": 0.0}
-        self._setup_push_buffers(self.vector.size, max_inflight, timeout)
+                      "waits": 0, "wait_seconds": 0.0, "bytes_pushed": 0, "bytes_pulled": 0}
+        self._setup_push_buffers(self.vector.size, max_inflight, timeout, self.codec)
 
     # ---- driver side ----------------------------------------------------------------------------
     def begin_epoch(self, epoch: int) -> None:
@@ -134,12 +138,23 @@ class ParameterServer(PushBuffers):
     def _pull(self, partition: int, clock: int) -> Frame:
         if self.mode == "hogwild":
             self.stats["pulls"] += 1
-            return Frame(Op.OK, {}, self.vector)
+            return self._weights(self.vector)
         with self._changed:
             if self.mode == "ssp":
                 self._wait_for_slowest(partition, clock)
             self.stats["pulls"] += 1
-            return Frame(Op.OK, {}, self.vector.copy())
+            consistent = self.vector.copy()
+        return self._weights(consistent)
+
+    def _weights(self, vector: np.ndarray) -> Frame:
+        """A pull's answer. Compressed pulls are encoded afresh from the exact weights each time
+        (no feedback needed: rounding errors do not build up on the server)."""
+        if self.codec is None:
+            frame = Frame(Op.OK, {}, vector)
+        else:
+            frame = Frame(Op.OK, {"codec": self.codec.name}, self.codec.encode(vector))
+        self.stats["bytes_pulled"] += frame.array.nbytes       # type: ignore[union-attr]  # set above
+        return frame
 
     def _wait_for_slowest(self, partition: int, clock: int) -> None:
         staleness = self.staleness
@@ -161,10 +176,7 @@ class ParameterServer(PushBuffers):
     def _push(self, frame: Frame, partition: int) -> Frame:
         meta = frame.meta
         attempt = int_field(meta, "attempt")
-        update = frame.array
-        if update is None or update.shape != self.vector.shape or update.dtype != np.float32:
-            got = None if update is None else (update.dtype.name, update.shape)
-            raise Refused(f"expected a float32 vector of {self.vector.size} values, received {got}")
+        update = self.push_values(frame)
         rows = self.rows[partition]
         # An epoch of a partition makes at most one push per batch, each of at most its rows.
         sequence = admission.count(meta, "sequence", 0, rows - 1, f"partition {partition} holds {rows} rows")
@@ -180,6 +192,7 @@ class ParameterServer(PushBuffers):
                 return Frame(Op.OK, {"applied": False})
             self._applied.add(tag)
             self.stats["pushes"] += 1
+            self.stats["bytes_pushed"] += frame.array.nbytes   # type: ignore[union-attr]  # checked
             if self.mode != "hogwild":
                 self._apply(update, samples)
             self._advance_clock(partition, sequence)
@@ -219,12 +232,24 @@ class Client:
     """
 
     def __init__(self, address, token: bytes, timeout: float, epoch: int, partition: int,
-                 attempt: int, size: int):
+                 attempt: int, size: int, compression: str | None = None,
+                 residual: np.ndarray | None = None):
+        """``compression``: as the server's; pushes then go through error feedback, starting
+        from ``residual`` (what this partition's earlier pushes have not delivered yet), which
+        ``residual`` holds again after the epoch."""
         self.address, self.token, self.timeout = tuple(address), token, timeout
         self.epoch, self.partition, self.attempt = epoch, partition, attempt
         self.size = size
         self._conn: Connection | None = None
         self._pull_buffer = np.empty(size, np.float32)
+        self.codec = get_codec(compression)
+        self._feedback = None if self.codec is None else ErrorFeedback(self.codec, size, residual)
+        self._payload = None if self.codec is None else np.empty(self.codec.nbytes(size), np.uint8)
+
+    @property
+    def residual(self) -> np.ndarray | None:
+        """What compressed pushes have not delivered yet (None without compression)."""
+        return None if self._feedback is None else self._feedback.residual
 
     def _request(self, op, meta, array=None, out=None, what="the parameter server"):
         from sparkdl.distributed.protocol import Connection, RemoteError
@@ -254,16 +279,26 @@ class Client:
         self._request(Op.CLOCK, {"event": "done", "attempt": self.attempt})
 
     def pull(self, clock: int) -> np.ndarray:
-        frame = self._request(Op.PULL, {"clock": clock}, out=self._pull_buffer,
+        codec = self.codec
+        frame = self._request(Op.PULL, {"clock": clock},
+                              out=self._pull_buffer if codec is None else self._payload,
                               what=f"the weights (partition {self.partition}, clock {clock})")
-        if frame.array is None or frame.array.shape != (self.size,):
-            raise ValueError(f"the parameter server sent {None if frame.array is None else frame.array.shape}, "
-                             f"expected {self.size} values")
-        return frame.array
+        expected = (self.size,) if codec is None else (codec.nbytes(self.size),)
+        if frame.array is None or frame.array.shape != expected or \
+                frame.meta.get("codec") != (None if codec is None else codec.name):
+            raise ValueError(f"the parameter server sent {None if frame.array is None else frame.array.shape} "
+                             f"({frame.meta.get('codec') or 'float32'}), expected {expected} "
+                             f"({'float32' if codec is None else codec.name})")
+        if codec is None:
+            return frame.array
+        return codec.decode(frame.array, self.size, out=self._pull_buffer)
 
     def push(self, sequence: int, samples: int, update: np.ndarray) -> bool:
-        reply = self._request(Op.PUSH, {"attempt": self.attempt, "sequence": sequence,
-                                        "samples": samples}, update,
+        meta: dict[str, object] = {"attempt": self.attempt, "sequence": sequence, "samples": samples}
+        if self._feedback is not None:
+            update = self._feedback.encode(update, out=self._payload)
+            meta["codec"] = self._feedback.codec.name
+        reply = self._request(Op.PUSH, meta, update,
                               what=f"the receipt of push {sequence} (partition {self.partition})")
         return bool(reply.meta.get("applied"))
 

@@ -47,18 +47,28 @@ SMALL_DATA = 64 * 1024
 class PushBuffers:
     """Mixin for services: PUSH frames of ``size`` float32 values land in one of ``count``
     reusable buffers, so concurrent pushes hold at most ``count`` vectors in memory (a push
-    waits up to ``timeout`` for a free one)."""
+    waits up to ``timeout`` for a free one). With a ``codec`` (``sparkdl.distributed.
+    compression``), pushes are that codec's bytes: a buffer then has room for them after its
+    float32 values, and ``push_values`` decodes them there."""
 
-    def _setup_push_buffers(self, size: int, count: int, timeout: float) -> None:
+    def _setup_push_buffers(self, size: int, count: int, timeout: float, codec=None) -> None:
         self._push_size, self._push_timeout = int(size), float(timeout)
+        self._push_codec = codec
+        self._payload_size = 0 if codec is None else codec.nbytes(self._push_size)
         self._pool: queue.Queue = queue.Queue()
         self._pool_count = max(1, count)
         for _ in range(self._pool_count):
-            self._pool.put(np.empty(self._push_size, np.float32))
+            self._pool.put(np.empty(4 * self._push_size + self._payload_size, np.uint8))
         self._held = threading.local()
 
     def receive_buffer(self, op, meta, shape, dtype):
-        if op != Op.PUSH or shape != (self._push_size,) or dtype != np.float32:
+        if op != Op.PUSH:
+            return None
+        codec = self._push_codec
+        if codec is None and (shape != (self._push_size,) or dtype != np.float32):
+            return None
+        if codec is not None and (meta.get("codec") != codec.name or shape != (self._payload_size,)
+                                  or dtype != np.uint8):
             return None
         try:
             buf = self._pool.get(timeout=self._push_timeout)
@@ -66,7 +76,24 @@ class PushBuffers:
             raise protocol.Busy(f"no receive buffer freed within {self._push_timeout} s "
                                 f"({self._pool_count} pushes already landing)") from None
         self._held.buffer = buf
-        return buf
+        return buf[:4 * self._push_size].view(np.float32) if codec is None else buf[4 * self._push_size:]
+
+    def push_values(self, frame) -> np.ndarray:
+        """A push's ``size`` float32 values (decoded into its buffer when pushes are
+        compressed), or Refused naming what the push should have carried."""
+        array, codec = frame.array, self._push_codec
+        if codec is None:
+            if array is None or array.shape != (self._push_size,) or array.dtype != np.float32:
+                got = None if array is None else (array.dtype.name, array.shape)
+                raise Refused(f"expected a float32 vector of {self._push_size} values, received {got}")
+            return array
+        held = getattr(self._held, "buffer", None)
+        if frame.meta.get("codec") != codec.name or held is None or array is None or \
+                array.shape != (self._payload_size,) or array.dtype != np.uint8:
+            shown = None if array is None else (frame.meta.get("codec"), array.dtype.name, array.shape)
+            raise Refused(f"expected a push compressed with {codec.name!r}: {self._payload_size} bytes "
+                          f"for {self._push_size} values, received {shown!r:.200}")
+        return codec.decode(array, self._push_size, out=held[:4 * self._push_size].view(np.float32))
 
     def release(self) -> None:
         buf = getattr(self._held, "buffer", None)

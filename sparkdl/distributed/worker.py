@@ -29,6 +29,7 @@ class RoundSpec:
     optimizer: dict | None = None   # the driver's optimizer config (a callback may change it)
     mode: str = "sync"         # the strategy's name ("easgd" and "adag" change what is pushed)
     alpha: float = 0.0         # easgd: the moving rate of the elastic exchange
+    compression: str | None = None   # the parameter server's codec (async modes)
 
 
 @dataclass
@@ -253,20 +254,28 @@ def set_model_vector(model, vector: np.ndarray) -> None:
 
 
 
-def worker_state(model, with_weights: bool = False) -> tuple[dict, np.ndarray]:
+def worker_state(model, with_weights: bool = False,
+                 residual: np.ndarray | None = None) -> tuple[dict, np.ndarray]:
     """``(meta, float32 vector)``: what a worker carries from one round or epoch to the next,
     kept by the driver per partition. The vector holds the weights and moving statistics
-    (``with_weights``, EASGD), then the optimizer's slots; meta names the slots and holds
-    the optimizer's iterations."""
+    (``with_weights``, EASGD), then the optimizer's slots, then what compressed pushes have
+    not delivered yet (``residual``, see ``sparkdl.distributed.compression``); meta names the
+    slots and holds the optimizer's iterations and the residual's size."""
     opt = model.optimizer
     names = sorted(opt.slots)
     parts = ([model.flat_weights, model.flat_state] if with_weights else []) + [opt.slots[k] for k in names]
+    if residual is not None:
+        parts.append(residual)
     vector = np.concatenate(parts).astype(np.float32, copy=False) if parts else np.zeros(0, np.float32)
-    return {"slots": names, "iterations": int(opt.iterations), "weights": bool(with_weights)}, vector
+    meta = {"slots": names, "iterations": int(opt.iterations), "weights": bool(with_weights)}
+    if residual is not None:
+        meta["residual"] = int(residual.size)
+    return meta, vector
 
 
-def set_worker_state(model, meta: dict, vector: np.ndarray | None) -> None:
-    """Give ``model`` the state ``worker_state`` took (weights only if it holds them)."""
+def set_worker_state(model, meta: dict, vector: np.ndarray | None) -> np.ndarray | None:
+    """Give ``model`` the state ``worker_state`` took (weights only if it holds them); returns
+    a copy of the state's residual of compressed pushes, or None if it holds none."""
     opt = model.optimizer
     w, s = model.flat_weights.size, model.flat_state.size
     start = 0
@@ -281,6 +290,12 @@ def set_worker_state(model, meta: dict, vector: np.ndarray | None) -> None:
         for i, name in enumerate(meta["slots"]):
             opt.slots[name][...] = vector[start + i * w:start + (i + 1) * w]
     opt.iterations = int(meta["iterations"])
+    size = int(meta.get("residual", 0))
+    if not size:
+        return None
+    assert vector is not None, "a residual travels with its vector"
+    start += len(meta["slots"]) * w
+    return vector[start:start + size].copy()
 
 
 def _pass_slices(spec, partition, steps, per_epoch):

@@ -101,15 +101,16 @@ def async_epoch_task(model_bc, end, spec: worker.RoundSpec, states_bc):
     def train(model, xs, y, partition, attempt):
         from sparkdl.distributed import parameter_server
 
-        worker.set_worker_state(model, *states_bc.value[partition])
+        residual = worker.set_worker_state(model, *states_bc.value[partition])
         client = parameter_server.Client(end.address, end.token, end.timeout, spec.round, partition,
-                                         attempt, end.size)
+                                         attempt, end.size, spec.compression, residual)
         try:
             result = worker.run_async_epoch(model, xs, y, spec, partition, client)
         finally:
             client.close()
         if not result.diverged:
-            result.worker_states = {partition: worker.worker_state(model, with_weights=spec.mode == "easgd")}
+            result.worker_states = {partition: worker.worker_state(
+                model, with_weights=spec.mode == "easgd", residual=client.residual)}
         return result
     return _partition_task(model_bc, train)
 

@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sparkdl.distributed import worker
+from sparkdl.distributed.compression import get_codec
 from sparkdl.distributed.strategies import EASGDStrategy, check_frequency, get_strategy, option_names
 from sparkdl.engine import checks
 from sparkdl.engine import scores as scores_mod
@@ -91,7 +92,8 @@ class SparkModel:
                  num_workers: int | None = None, aggregate: str = "weights", seed: int = 0,
                  transport: str = "socket", port: int | None = None, timeout: float = 120.0,
                  round_timeout: float | None = None, execution: str = "auto",
-                 parameter_server_mode: str | None = None, **mode_options: Any):
+                 parameter_server_mode: str | None = None, compression: str | None = None,
+                 **mode_options: Any):
         if getattr(model, "loss", None) is None or getattr(model, "optimizer", None) is None:
             raise NotCompiledError("SparkModel: expected a compiled model; call "
                                    "model.compile(optimizer=..., loss=...) first")
@@ -115,6 +117,12 @@ class SparkModel:
         self.execution = checks.one_of(execution, ("auto", "rounds"), "execution", who)
         self.parameter_server_mode = checks.one_of(parameter_server_mode, (None, "socket", "http"),
                                                    "parameter_server_mode", who)
+        get_codec(compression)
+        if compression is not None and not self.strategy.asynchronous:
+            raise ValueError(f"{who}: compression={compression!r} applies to the parameter server's "
+                             f"pushes and pulls (modes 'async', 'hogwild', 'ssp', 'adag' and 'easgd' with "
+                             f"variant='async'); mode {self.mode!r} moves its vectors as float32")
+        self.compression = compression
         self.history: History | None = None
 
     # ---- Elephas' surface: settings, weights, persistence ----------------------------------------
@@ -138,7 +146,7 @@ class SparkModel:
                 "num_workers": self.num_workers, "aggregate": self.aggregate, "seed": self.seed,
                 "transport": self.transport, "port": self.port, "timeout": self.timeout,
                 "round_timeout": self.round_timeout, "execution": self.execution,
-                "parameter_server_mode": self.parameter_server_mode}
+                "parameter_server_mode": self.parameter_server_mode, "compression": self.compression}
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the model (as ``model.save`` does) and these settings to ``path``: a single
@@ -267,7 +275,8 @@ class SparkModel:
                             "partitions": len(blocks.rows), "seed": self.seed,
                             "transport": "parameter server" if self.strategy.asynchronous
                             else self.transport, "batch_size": run.batch_size, "epochs": run.epochs,
-                            "execution": execution, "validation_split": run.validation_split}
+                            "execution": execution, "validation_split": run.validation_split,
+                            "compression": self.compression}
         if reason is not None:
             chosen = self.transport == "spark" or self.execution == "rounds"
             (logger.info if chosen else logger.warning)("SparkModel.fit runs %s", execution)
@@ -362,14 +371,14 @@ class SparkModel:
         strategy = self.strategy
         spec = worker.RoundSpec(round=round_index, seed=self.seed, batch_size=batch_size,
                                 frequency=self.frequency, aggregate=self.aggregate,
-                                optimizer=opt.get_config(), mode=self.mode,
+                                optimizer=opt.get_config(), mode=self.mode, compression=self.compression,
                                 alpha=strategy.alpha(opt.learning_rate, transport.workers)
                                 if isinstance(strategy, EASGDStrategy) else 0.0)
         opt.build(model.flat_weights.size)
         if strategy.asynchronous:
-            result, pushes, duplicates = transport.async_epoch(spec, what)
+            result, counts = transport.async_epoch(spec, what)
             info = self._round_info(round_index, start, result)
-            info.update(pushes=pushes, duplicate_pushes=duplicates)
+            info.update(counts)
             return info
         if strategy.elastic:
             result, center = transport.elastic_round(spec, what)

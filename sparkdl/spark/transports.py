@@ -2,7 +2,7 @@
 
 A transport offers ``sync_round(spec, what)`` → ``(result, mean weights or mean gradient)``,
 ``elastic_round(spec, what)`` → ``(result, new center)`` (synchronous EASGD),
-``async_epoch(spec, what)`` → ``(result, pushes applied, duplicates dropped)``,
+``async_epoch(spec, what)`` → ``(result, epoch_counts)``,
 ``worker_states()`` → each partition's worker state (async modes, EASGD; for checkpoints),
 ``evaluate_validation()`` → metrics of a validation DataFrame (or None when the fit loop
 evaluates it itself), and ``close(failed)``. The fit loop (``SparkModel``) owns the model,
@@ -68,7 +68,17 @@ def parameter_server(spark_model, blocks):
     return ParameterServer(vector, mode=spark_model.mode, staleness=spark_model.strategy.staleness,
                            optimizer=model.optimizer if spark_model.aggregate == "gradients" else None,
                            weights_size=model.flat_weights.size, timeout=spark_model.timeout,
-                           workers=1 if one_step else max(1, len(rows)), rows=rows)
+                           workers=1 if one_step else max(1, len(rows)), rows=rows,
+                           compression=spark_model.compression)
+
+
+def epoch_counts(ps, before: dict) -> dict:
+    """What the parameter server did in an epoch, from its ``stats`` before it: pushes applied,
+    duplicates dropped, and the bytes of vectors received (pushes) and sent (pulls)."""
+    return {"pushes": ps.stats["pushes"] - before["pushes"],
+            "duplicate_pushes": ps.stats["duplicates"] - before["duplicates"],
+            "bytes_pushed": ps.stats["bytes_pushed"] - before["bytes_pushed"],
+            "bytes_pulled": ps.stats["bytes_pulled"] - before["bytes_pulled"]}
 
 
 def training_rows(blocks) -> dict[int, int]:
@@ -197,7 +207,7 @@ class InJob:
     def async_epoch(self, spec, what: str):
         ps = self.ps
         ps.begin_epoch(spec.round)
-        pushes, duplicates = ps.stats["pushes"], ps.stats["duplicates"]
+        before = dict(ps.stats)
         self.coordinator.order("train", {"spec": vars(spec), "label": f"sparkdl {what}"},
                                expected=self.training)
         reports = self._wait(what)
@@ -206,7 +216,7 @@ class InJob:
         self.coordinator.worker_states.update(
             {p: fit_task.reported_worker_state(*reports[p]) for p in sorted(reports)})
         set_from_server(self.model, ps)
-        return result, ps.stats["pushes"] - pushes, ps.stats["duplicates"] - duplicates
+        return result, epoch_counts(ps, before)
 
     def elastic_round(self, spec, what: str):
         """Synchronous EASGD: the center goes out with the order; each task trains from its own
@@ -352,7 +362,7 @@ class RoundJobs:
         """One job: every partition trains an epoch against the parameter server."""
         ps = self.service
         ps.begin_epoch(spec.round)
-        pushes, duplicates = ps.stats["pushes"], ps.stats["duplicates"]
+        before = dict(ps.stats)
         states_bc = self.sc.broadcast(self._worker_states)
         try:
             task = executor.async_epoch_task(self.model_bc, self.end, spec, states_bc)
@@ -363,7 +373,7 @@ class RoundJobs:
         check_result(result, f"epoch {spec.round + 1}", "epoch")
         self._worker_states.update(result.worker_states)
         set_from_server(self.model, ps)
-        return result, ps.stats["pushes"] - pushes, ps.stats["duplicates"] - duplicates
+        return result, epoch_counts(ps, before)
 
     def elastic_round(self, spec, what: str):
         """Synchronous EASGD: every partition's worker state by broadcast; each task returns

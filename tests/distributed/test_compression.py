@@ -35,10 +35,18 @@ def test_int8_scale_per_chunk_matches_the_rule(n):
     for c in range(chunks):
         part = x[c * compression.CHUNK:(c + 1) * compression.CHUNK]
         scale = np.float32(np.abs(part).max() / np.float32(127))
-        q = np.rint(part * (np.float32(1) / scale)).astype(np.int8)
+        q = np.rint(part / scale).astype(np.int8)
         expected[c * compression.CHUNK:(c + 1) * compression.CHUNK] = q.astype(np.float32) * scale
         assert np.abs(decoded[c * compression.CHUNK:(c + 1) * compression.CHUNK] - part).max() <= scale / 2 + 1e-6
     np.testing.assert_array_equal(decoded, expected)
+
+
+def test_int8_tiny_values_do_not_overflow():
+    x = np.full(3000, 1e-42, np.float32)         # subnormal: 1 / scale would overflow float32
+    x[::2] = -3e-43
+    with np.errstate(over="raise", invalid="raise"):
+        decoded = Int8().decode(Int8().encode(x), x.size)
+    assert np.isfinite(decoded).all() and np.abs(decoded - x).max() <= 1e-42
 
 
 def test_int8_all_zero_chunk_and_sizes():
@@ -93,3 +101,92 @@ def test_error_feedback_checks_its_input():
     feedback = ErrorFeedback(Int8(), 10)
     with pytest.raises(ValueError, match="expected 10 values, received 11"):
         feedback.encode(np.zeros(11, np.float32))
+
+
+# ---- the parameter server's compressed pushes and pulls ------------------------------------------
+SIZE = 5000
+ROWS = {0: 100, 1: 100}
+
+
+def _server(codec_name, vector):
+    import contextlib
+
+    from sparkdl.distributed import protocol
+    from sparkdl.distributed.parameter_server import ParameterServer
+    from sparkdl.distributed.server import FrameServer
+
+    @contextlib.contextmanager
+    def opened():
+        token = protocol.new_token()
+        ps = ParameterServer(vector, rows=ROWS, compression=codec_name)
+        ps.begin_epoch(0)
+        with FrameServer(ps, token, timeout=5.0) as server:
+            yield ps, server, token
+    return opened()
+
+
+@pytest.mark.parametrize("name", ["fp16", "int8"])
+def test_parameter_server_adds_the_decoded_pushes_and_sends_encoded_pulls(name):
+    from sparkdl.distributed.parameter_server import Client
+
+    start = _values(SIZE, seed=1)
+    codec = get_codec(name)
+    with _server(name, start) as (ps, server, token):
+        client = Client(server.address, token, 5.0, 0, 0, 0, SIZE, compression=name)
+        try:
+            pulled = client.pull(0).copy()
+            np.testing.assert_array_equal(pulled, codec.decode(codec.encode(start), SIZE))
+            expected = start.astype(np.float64)
+            mirror = ErrorFeedback(get_codec(name), SIZE)      # what the client's pushes carry
+            for sequence in range(5):
+                delta = _values(SIZE, seed=10 + sequence, scale=1e-2)
+                assert client.push(sequence, 10, delta)
+                expected += codec.decode(mirror.encode(delta), SIZE)
+            np.testing.assert_allclose(ps.snapshot(), expected, rtol=0, atol=1e-5)
+            np.testing.assert_array_equal(client.residual, mirror.residual)
+            assert ps.stats["bytes_pushed"] == 5 * codec.nbytes(SIZE)
+            assert ps.stats["bytes_pulled"] == codec.nbytes(SIZE)
+        finally:
+            client.close()
+
+
+def test_a_compressed_server_refuses_float32_pushes_and_keeps_serving():
+    from sparkdl.distributed.parameter_server import Client
+    from sparkdl.errors import RemoteError
+
+    start = _values(SIZE, seed=2)
+    with _server("int8", start) as (ps, server, token):
+        plain = Client(server.address, token, 5.0, 0, 0, 0, SIZE)
+        good = Client(server.address, token, 5.0, 0, 1, 0, SIZE, compression="int8")
+        try:
+            # 4 bytes a value: above what an int8 push of this size may hold, refused unread
+            with pytest.raises((RemoteError, ConnectionError), match=r"20000 bytes; at most 5012"):
+                plain.push(0, 10, np.ones(SIZE, np.float32))
+            # the right size, but the codec's bytes without its name
+            bare = np.zeros(get_codec("int8").nbytes(SIZE), np.uint8)
+            with pytest.raises(RemoteError, match="expected a push compressed with 'int8'"):
+                plain.push(0, 10, bare)
+            np.testing.assert_array_equal(ps.snapshot(), start)
+            assert good.push(0, 10, np.zeros(SIZE, np.float32))
+            np.testing.assert_array_equal(ps.snapshot(), start)
+            assert ps.stats["pushes"] == 1
+        finally:
+            plain.close()
+            good.close()
+
+
+def test_worker_state_carries_the_residual():
+    from sparkdl.distributed import worker
+    from sparkdl.engine import optimizers, zoo
+
+    model = zoo.mlp(input_dim=6, hidden=(4,), num_classes=3)
+    model.compile(optimizers.SGD(0.1, momentum=0.9), "sparse_categorical_crossentropy")
+    model.optimizer.build(model.flat_weights.size)
+    residual = _values(model.flat_weights.size + model.flat_state.size, seed=3)
+    meta, vector = worker.worker_state(model, residual=residual)
+    assert meta["residual"] == residual.size
+    other = zoo.mlp(input_dim=6, hidden=(4,), num_classes=3)
+    other.compile(optimizers.SGD(0.1, momentum=0.9), "sparse_categorical_crossentropy")
+    back = worker.set_worker_state(other, meta, vector)
+    np.testing.assert_array_equal(back, residual)
+    assert worker.set_worker_state(other, *worker.worker_state(model)) is None

@@ -107,6 +107,23 @@ def test_two_async_fits_in_a_row_on_one_fixed_port(spark, mnist):
         again.bind(("", port))
 
 
+@pytest.mark.parametrize("compression, ratio", [("fp16", 0.5), ("int8", 0.27)])
+def test_compressed_pushes_and_pulls_learn_as_well_and_move_fewer_bytes(mnist, compression, ratio):
+    """The default async call with compressed vectors: each push carries error feedback (the
+    residual rides in the partition's worker state from epoch to epoch)."""
+    model = compiled_mlp()
+    size = model.flat_weights.size + model.flat_state.size
+    history = SparkModel(model, mode="async", num_workers=2, compression=compression).fit(
+        mnist["train"], epochs=10, batch_size=64, verbose=0)
+    accuracy = model.evaluate(mnist["x_test"], mnist["y_test"])["accuracy"]
+    assert accuracy >= 0.92, (compression, accuracy)
+    assert history.settings["compression"] == compression
+    for r in history.rounds:
+        assert r["pushes"] == 2 and 0 < r["bytes_pushed"] <= ratio * r["pushes"] * 4 * size
+        assert 0 < r["bytes_pulled"] <= ratio * 2 * 4 * size        # one pull per worker and epoch
+    assert history.history["loss"][-1] < history.history["loss"][0] / 3
+
+
 def test_async_mode_options_are_checked(mnist):
     model = compiled_mlp()
     with pytest.raises(ValueError, match="staleness >= 0"):
@@ -119,6 +136,10 @@ def test_async_mode_options_are_checked(mnist):
         SparkModel(model, mode="asink")
     with pytest.raises(ValueError, match="without a lock"):
         SparkModel(model, mode="hogwild", aggregate="gradients")
+    with pytest.raises(ValueError, match="compression None, 'fp16' or 'int8', received 'zip'"):
+        SparkModel(model, mode="async", compression="zip")
+    with pytest.raises(ValueError, match="compression='int8' applies to the parameter server's .* mode 'sync'"):
+        SparkModel(model, mode="sync", compression="int8")
 
 
 def test_a_failing_fit_shuts_its_server_down_and_frees_the_port(spark, mnist):
