@@ -273,9 +273,20 @@ class InJob:
                 return reports
             self.job.check()
             if self.round_timeout is not None and time.monotonic() - start > self.round_timeout:
+                waited_for = self._waited_for()
                 self.job.cancel()
                 raise TimeoutError(f"SparkModel.fit: {what} did not finish within round_timeout="
-                                   f"{self.round_timeout} s; the fit's Spark job was cancelled")
+                                   f"{self.round_timeout} s{waited_for}; the fit's Spark job was cancelled")
+
+    def _waited_for(self) -> str:
+        """What a timed-out wait was missing — the partitions that did not report — and why
+        they could not, when the job is short of task slots (executors lost, none replaced)."""
+        missing = self.coordinator.missing()
+        plural = "s" * (len(missing) > 1)
+        details = [f"no report from partition{plural} {', '.join(map(str, missing))}"] if missing else []
+        short = self.job.short_of_slots(self.workers)
+        details += [short] if short else []
+        return f" ({'; '.join(details)})" if details else ""
 
 
 def set_from_server(model, ps) -> None:
