@@ -92,12 +92,12 @@ class FitJob:
             return None
         now = executor_ids(self.sc)
         lost = sorted(self.executors - now, key=lambda e: (len(e), e)) if self.executors and now is not None else []
-        if len(lost) == 1:
-            why = f": executor {lost[0]} was lost and no executor replaced it"
-        elif lost:
-            why = f": executors {', '.join(lost)} were lost and no executors replaced them"
-        else:
-            why = ""
+        why = ""
+        if lost:
+            one = len(lost) == 1
+            why = f": executor{'' if one else 's'} {', '.join(lost)} {'was' if one else 'were'} lost"
+            if now is not None and not now - (self.executors or set()):      # no executor has come since
+                why += f" and no executor replaced {'it' if one else 'them'}"
         return f"its barrier stage needs {tasks} task slots at once and the cluster has {slots}{why}"
 
     def cancel(self) -> None:

@@ -274,7 +274,8 @@ def test_a_lost_worker_that_never_comes_back_ends_the_fit_at_round_timeout(clust
     so no executor can replace the lost one (the other worker's one core is taken). Spark's
     retry of the barrier stage waits for a second slot that never comes; round_timeout (20 s)
     ends the fit with one TimeoutError that names the round, the partition it waited for, the
-    slots the stage needs and the executor that was lost. (timeout=10 s bounds the rest.)"""
+    slots the stage needs and the executor that was lost. Before that, every timeout (6 s) of
+    the wait, a warning says the same."""
     out, markers = tmp_path / "reports.json", tmp_path / "markers"
     before = set(cluster.executor_dirs())
     try:
@@ -291,7 +292,10 @@ def test_a_lost_worker_that_never_comes_back_ends_the_fit_at_round_timeout(clust
     report = json.loads(out.read_text())["sync-kill-worker"]
     assert report.get("error") == "TimeoutError", report
     # Partition 1 may or may not have reported round 3 before the stage's other task was stopped.
-    assert re.fullmatch(
-        r"SparkModel\.fit: round 3/15 did not finish within round_timeout=20\.0 s \(no report from partitions? "
-        rf"(0|0, 1); its barrier stage needs 2 task slots at once and the cluster has 1: executor {lost} was lost "
-        r"and no executor replaced it\); the fit's Spark job was cancelled", report["message"]), report
+    waiting = (r"\(no report from partitions? (0|0, 1); its barrier stage needs 2 task slots at once and the cluster "
+               rf"has 1: executor {lost} was lost and no executor replaced it\)")
+    assert re.fullmatch(rf"SparkModel\.fit: round 3/15 did not finish within round_timeout=20\.0 s {waiting}; the "
+                        r"fit's Spark job was cancelled", report["message"]), report
+    warned = re.findall(rf"SparkModel\.fit: round 3/15 has waited \d+ s {waiting}; it waits until executors come "
+                        r"back, for round_timeout=20\.0 s at most", run.stdout)     # the driver's stderr too
+    assert warned, (run.stdout[-4000:], run.stderr[-2000:])

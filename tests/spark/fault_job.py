@@ -11,7 +11,7 @@ Scenarios:
   sync-kill-executor  the same with the JVM of that task's executor killed (SIGKILL) mid-round
                (on a cluster master: standalone or local-cluster)
   sync-kill-worker  that task's standalone worker daemon killed with its executor, with
-               round_timeout=20 s and timeout=10 s: reports the error the fit ends with
+               round_timeout=20 s and timeout=6 s: reports the error the fit ends with
   easgd-raise  as sync-raise in synchronous EASGD: the retried tasks take back their own
                weights and momentum (from the driver) and the fit ends bit-identical
   async-kill   an async fit (a push per step) whose task (epoch 2, partition 0, attempt 0) is
@@ -72,7 +72,7 @@ def run(spark, scenario, markers, args) -> dict:
     elif scenario == "sync-kill-worker":
         try:
             faults.train(spark, mode="sync", fault="kill-worker", job="sparkdl round 3/", partition=0, after=2,
-                         marker_dir=markers, mode_options={"round_timeout": 20.0, "timeout": 10.0})
+                         marker_dir=markers, mode_options={"round_timeout": 20.0, "timeout": 6.0})
         except Exception as error:  # noqa: BLE001 - the report names it
             report.update(error=type(error).__name__, message=str(error))
     elif scenario == "async-kill":
