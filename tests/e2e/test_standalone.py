@@ -1,8 +1,10 @@
 """End to end on a real Spark standalone cluster started from the installed pyspark: a master
 and two workers (one core, 1 GiB each, their own work directories), applications submitted
 with ``spark-submit --master spark://...``. A sync fit there gives the weights of ``local[2]``
-bit for bit; an executor JVM killed mid-round is replaced and the fit still ends on the
-weights of a fit without the fault."""
+bit for bit, also with a packed virtual environment shipped to the executors
+(``--archives``); an executor JVM killed mid-round is replaced and the fit still ends on the
+weights of a fit without the fault; a worker killed with its executor leaves the fit short of
+a slot until ``round_timeout`` ends it with one error naming what it waited for."""
 from __future__ import annotations
 
 import json
