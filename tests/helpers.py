@@ -234,12 +234,13 @@ def raw_header(magic=protocol.MAGIC, version=protocol.VERSION, op=Op.PUSH, code=
 
 
 # ---- end-to-end runs ----------------------------------------------------------------------------
-def spark_submit(args, timeout=600):
+def spark_submit(args, timeout=600, env=None):
     """``spark-submit`` (the one next to this Python) from the repository root with the
-    project's properties file; returns the CompletedProcess."""
+    project's properties file, driver and executors running this Python unless ``env`` (more
+    environment variables) says otherwise; returns the CompletedProcess."""
     submit = Path(sys.executable).with_name("spark-submit")
     if not submit.exists():
         pytest.skip("spark-submit is not installed next to this Python")
-    env = dict(os.environ, PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable)
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable, **(env or {})}
     return subprocess.run([str(submit), "--properties-file", str(ROOT / "spark-defaults.conf")] + args,
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)

@@ -112,6 +112,12 @@ class Coordinator:
                     return None
                 self._cond.wait(left)
 
+    def missing(self) -> list[int]:
+        """The partitions the open order still waits for."""
+        with self._cond:
+            order = self._order
+            return [] if order is None else sorted(order.expected - set(self._reports))
+
     # ---- served requests ------------------------------------------------------------------------
     def handle(self, frame: Frame) -> Frame:
         if frame.op == Op.NEXT:

@@ -3,7 +3,8 @@
 ``execution(sc, partitions, transport)`` decides whether a fit can run as one job (barrier
 mode needs a slot for every partition at once and no dynamic allocation) and says why not.
 ``FitJob`` runs the job in a driver thread while the fit loop talks to its tasks through
-the coordinator; it is cancelled (its tasks interrupted) when the fit ends in any way.
+the coordinator; it is cancelled (its tasks interrupted) when the fit ends in any way, and
+says when its tasks cannot all run because executors were lost and not replaced.
 
 The barrier stage is made a shuffle-map stage (its few result rows go through a one-partition
 shuffle): Spark retries a failed barrier shuffle-map stage as a whole, up to
@@ -25,6 +26,14 @@ def task_slots(sc) -> int | None:
         jsc = sc._jsc.sc()
         return int(jsc.maxNumConcurrentTasks(jsc.resourceProfileManager().defaultResourceProfile()))
     except Exception:  # noqa: BLE001 - an internal API; without it, assume the default parallelism
+        return None
+
+
+def executor_ids(sc) -> set[str] | None:
+    """The ids of the executors registered now (None when Spark does not say)."""
+    try:
+        return set(str(sc._jsc.sc().getExecutorIds().mkString("\n")).split("\n")) - {""}
+    except Exception:  # noqa: BLE001 - an internal API; without it the fit cannot name lost executors
         return None
 
 
@@ -50,6 +59,7 @@ class FitJob:
         self.group = group
         self._rdd = rdd.barrier().mapPartitionsWithIndex(task).map(lambda r: (0, r)).partitionBy(1).values()
         self.error: BaseException | None = None
+        self.executors = executor_ids(self.sc)      # those the job starts with
         self._thread = threading.Thread(target=self._run, args=(description,), daemon=True,
                                         name="sparkdl-fit-job")
         self._thread.start()
@@ -73,6 +83,22 @@ class FitJob:
             raise RuntimeError(f"SparkModel.fit: the fit's Spark job failed: "
                                f"{str(self.error).splitlines()[0][:2000]}") from self.error
         raise RuntimeError("SparkModel.fit: the fit's Spark job ended before the driver said stop")
+
+    def short_of_slots(self, tasks: int) -> str | None:
+        """Why the job's ``tasks`` cannot all run at once now — the cluster has fewer slots,
+        executors were lost and none replaced them — or None when it has the slots."""
+        slots = task_slots(self.sc)
+        if slots is None or slots >= tasks:
+            return None
+        now = executor_ids(self.sc)
+        lost = sorted(self.executors - now, key=lambda e: (len(e), e)) if self.executors and now is not None else []
+        why = ""
+        if lost:
+            one = len(lost) == 1
+            why = f": executor{'' if one else 's'} {', '.join(lost)} {'was' if one else 'were'} lost"
+            if now is not None and not now - (self.executors or set()):      # no executor has come since
+                why += f" and no executor replaced {'it' if one else 'them'}"
+        return f"its barrier stage needs {tasks} task slots at once and the cluster has {slots}{why}"
 
     def cancel(self) -> None:
         self.sc.cancelJobGroup(self.group)

@@ -275,17 +275,37 @@ class InJob:
 
     def _wait(self, what: str) -> dict:
         """Every expected report of the open order; the job's failure or ``round_timeout``
-        ends the wait."""
-        start = time.monotonic()
+        ends the wait. Every ``timeout`` seconds in which the job's tasks cannot all run
+        (executors lost, none replaced), a warning says so."""
+        start = said = time.monotonic()
         while True:
             reports = self.coordinator.wait_reports(0.2)
             if reports is not None:
                 return reports
             self.job.check()
-            if self.round_timeout is not None and time.monotonic() - start > self.round_timeout:
+            now = time.monotonic()
+            if self.round_timeout is not None and now - start > self.round_timeout:
+                waited_for = self._waited_for(self.job.short_of_slots(self.workers))
                 self.job.cancel()
                 raise TimeoutError(f"SparkModel.fit: {what} did not finish within round_timeout="
-                                   f"{self.round_timeout} s; the fit's Spark job was cancelled")
+                                   f"{self.round_timeout} s{waited_for}; the fit's Spark job was cancelled")
+            if now - said > self.timeout:
+                said = now
+                short = self.job.short_of_slots(self.workers)
+                if short:
+                    bound = (f", for round_timeout={self.round_timeout} s at most" if self.round_timeout
+                             else " (set round_timeout to bound the wait)")
+                    logger.warning("SparkModel.fit: %s has waited %.0f s%s; it waits until executors come back%s",
+                                   what, now - start, self._waited_for(short), bound)
+
+    def _waited_for(self, short: str | None) -> str:
+        """What a wait is missing — the partitions that did not report — and why they cannot,
+        when the job is ``short`` of task slots."""
+        missing = self.coordinator.missing()
+        plural = "s" * (len(missing) > 1)
+        details = [f"no report from partition{plural} {', '.join(map(str, missing))}"] if missing else []
+        details += [short] if short else []
+        return f" ({'; '.join(details)})" if details else ""
 
 
 def set_from_server(model, ps) -> None:

@@ -10,6 +10,8 @@ Scenarios:
   sync-kill    the same with that task's Python worker killed (SIGKILL) mid-round
   sync-kill-executor  the same with the JVM of that task's executor killed (SIGKILL) mid-round
                (on a cluster master: standalone or local-cluster)
+  sync-kill-worker  that task's standalone worker daemon killed with its executor, with
+               round_timeout=20 s and timeout=6 s: reports the error the fit ends with
   easgd-raise  as sync-raise in synchronous EASGD: the retried tasks take back their own
                weights and momentum (from the driver) and the fit ends bit-identical
   async-kill   an async fit (a push per step) whose task (epoch 2, partition 0, attempt 0) is
@@ -34,7 +36,8 @@ cloudpickle.register_pickle_by_value(faults)
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--scenario", required=True,
-                        help="sync-raise, sync-kill, sync-kill-executor, easgd-raise, async-kill or checkpoint")
+                        help="sync-raise, sync-kill, sync-kill-executor, sync-kill-worker, easgd-raise, "
+                             "async-kill or checkpoint")
     parser.add_argument("--marker-dir")
     parser.add_argument("--out", required=True)
     parser.add_argument("--checkpoint-dir")
@@ -66,6 +69,12 @@ def run(spark, scenario, markers, args) -> dict:
                                     zip(clean.get_weights(), faulty.get_weights())),
                       max_abs_diff=float(np.abs(clean.get_flat_weights() - faulty.get_flat_weights()).max()),
                       rounds=len(history.rounds), execution=history.settings["execution"])
+    elif scenario == "sync-kill-worker":
+        try:
+            faults.train(spark, mode="sync", fault="kill-worker", job="sparkdl round 3/", partition=0, after=2,
+                         marker_dir=markers, mode_options={"round_timeout": 20.0, "timeout": 6.0})
+        except Exception as error:  # noqa: BLE001 - the report names it
+            report.update(error=type(error).__name__, message=str(error))
     elif scenario == "async-kill":
         _, history = faults.train(spark, mode="async", frequency="batch", fault="kill",
                                   job="sparkdl async epoch 2/", partition=0, after=5, marker_dir=markers)

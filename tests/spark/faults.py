@@ -6,8 +6,8 @@ in-process on the tests' session, or through spark-submit by ``fault_job.py``).
 of a one-job fit carries out (or, with a job per round, the job's description) names the
 round (``"sparkdl round 3/6"``, ``"sparkdl async epoch 2/3"``) and the attempt, and
 ``pyspark.TaskContext`` gives the partition. There, after ``after`` training
-steps, it raises, kills its own Python worker or its executor's JVM (SIGKILL), turns its
-output into NaN, or hangs
+steps, it raises, kills its own Python worker, its executor's JVM or (on a standalone
+cluster) the worker daemon with its executor (SIGKILL), turns its output into NaN, or hangs
 (waits on an event nobody sets, for up to ten minutes) — and
 first leaves a marker file, so a test knows the fault really happened.
 """
@@ -25,20 +25,26 @@ from sparkdl.distributed.fit_task import current_order
 from sparkdl.engine.layers.base import Layer
 from sparkdl.models import Sequential
 
-FAULTS = ("raise", "kill", "kill-executor", "nan", "hang")
+FAULTS = ("raise", "kill", "kill-executor", "kill-worker", "nan", "hang")
 
 
-def executor_jvm_pid(pid: int) -> int:
-    """The pid of the executor JVM (``CoarseGrainedExecutorBackend``) that ``pid`` descends
-    from: a task's Python worker is forked by pyspark's daemon, a child of the executor."""
+def ancestor_pid(pid: int, main_class: bytes) -> int:
+    """The pid of the JVM running ``main_class`` that ``pid`` descends from: a task's Python
+    worker is forked by pyspark's daemon, a child of the executor JVM
+    (``CoarseGrainedExecutorBackend``), itself a child of a standalone worker
+    (``deploy.worker.Worker``)."""
     start = pid
     while pid > 1:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            if b"CoarseGrainedExecutorBackend" in f.read():
+            if main_class in f.read():
                 return pid
         with open(f"/proc/{pid}/stat") as f:
             pid = int(f.read().rsplit(")", 1)[1].split()[1])
-    raise RuntimeError(f"process {start} runs in no executor JVM (not a cluster master?)")
+    raise RuntimeError(f"process {start} descends from no {main_class.decode()} JVM")
+
+
+def executor_jvm_pid(pid: int) -> int:
+    return ancestor_pid(pid, b"CoarseGrainedExecutorBackend")
 
 
 class FaultyLayer(Layer):
@@ -61,7 +67,9 @@ class FaultyLayer(Layer):
                 raise RuntimeError(f"injected fault in {self.job}, partition {self.partition}")
             if self.fault == "kill":
                 os.kill(os.getpid(), signal.SIGKILL)
-            if self.fault == "kill-executor":
+            if self.fault == "kill-worker":     # no worker is left to start a replacement executor
+                os.kill(ancestor_pid(os.getpid(), b"org.apache.spark.deploy.worker.Worker"), signal.SIGKILL)
+            if self.fault in ("kill-executor", "kill-worker"):
                 os.kill(executor_jvm_pid(os.getpid()), signal.SIGKILL)
                 os.kill(os.getpid(), signal.SIGKILL)     # and its worker (pyspark's daemon sees EOF and ends)
             if self.fault == "hang":

@@ -127,12 +127,14 @@ def test_driver_killed_mid_fit_resumes_from_its_checkpoints_to_identical_weights
 
 def test_a_round_that_hangs_is_cancelled_after_round_timeout(spark):
     """A task that never finishes: with round_timeout the driver cancels the round's job and
-    raises TimeoutError naming the round; the model keeps the weights of the rounds before."""
+    raises TimeoutError naming the round and the partition it waited for; the model keeps the
+    weights of the rounds before."""
     from sparkdl.spark import SparkModel
     good, _ = faults.train(spark, epochs=1)          # rounds 1-5
     net = faults.model(fault="hang", job="sparkdl round 6/", partition=0, after=0)
     spark_model = SparkModel(net, frequency=4, num_workers=2, seed=0, round_timeout=5)
-    with pytest.raises(TimeoutError, match=r"round 6/15 did not finish within round_timeout=5.0 s"):
+    with pytest.raises(TimeoutError, match=r"round 6/15 did not finish within round_timeout=5.0 s \(no report from "
+                                            r"partition 0\); the fit's Spark job was cancelled$"):
         spark_model.fit(faults.digits_frame(spark), epochs=3, batch_size=32, verbose=0)
     np.testing.assert_array_equal(net.get_flat_weights(), good.get_flat_weights())
     # The session is still usable: the next fit runs.

@@ -172,6 +172,23 @@ def test_dynamic_allocation_and_unknown_slots(monkeypatch):
     assert job.fallback_reason(_FakeContext({}), 64, "socket") is None
 
 
+def test_a_job_short_of_slots_names_the_executors_lost_since_it_began(monkeypatch):
+    """The wording of what a waiting fit reports (the standalone test loses one executor for real)."""
+    fit_job = object.__new__(job.FitJob)          # no Spark job: only the slot and executor counts
+    fit_job.sc, fit_job.executors = None, {"0", "1", "2", "10"}
+    monkeypatch.setattr(job, "task_slots", lambda sc: 4)
+    assert fit_job.short_of_slots(4) is None
+    monkeypatch.setattr(job, "task_slots", lambda sc: 2)
+    monkeypatch.setattr(job, "executor_ids", lambda sc: {"0", "2"})
+    assert fit_job.short_of_slots(4) == ("its barrier stage needs 4 task slots at once and the cluster has 2: "
+                                         "executors 1, 10 were lost and no executor replaced them")
+    monkeypatch.setattr(job, "executor_ids", lambda sc: {"0", "2", "11"})     # one came, two slots short still
+    assert fit_job.short_of_slots(4) == ("its barrier stage needs 4 task slots at once and the cluster has 2: "
+                                         "executors 1, 10 were lost")
+    monkeypatch.setattr(job, "executor_ids", lambda sc: None)         # Spark does not say
+    assert fit_job.short_of_slots(4) == "its barrier stage needs 4 task slots at once and the cluster has 2"
+
+
 def test_default_workers_are_cut_to_the_slots(monkeypatch):
     class Context:
         defaultParallelism = 8
