@@ -4,6 +4,7 @@ A transport offers ``sync_round(spec, what)`` → ``(result, mean weights or mea
 ``elastic_round(spec, what)`` → ``(result, new center)`` (synchronous EASGD),
 ``async_epoch(spec, what)`` → ``(result, pushes applied, duplicates dropped)``,
 ``worker_states()`` → each partition's worker state (async modes, EASGD; for checkpoints),
+``server_stats()`` → the parameter server's counters (async modes; else None),
 ``evaluate_validation()`` → metrics of a validation DataFrame (or None when the fit loop
 evaluates it itself), and ``close(failed)``. The fit loop (``SparkModel``) owns the model,
 callbacks, history and checkpoints; a transport owns its Spark jobs, sockets and checks.
@@ -227,6 +228,10 @@ class InJob:
         last completed round or epoch (what a checkpoint keeps); empty in sync mode."""
         return dict(self.coordinator.worker_states)
 
+    def server_stats(self) -> dict | None:
+        """The parameter server's counters (async modes), else None."""
+        return dict(self.ps.stats) if self.ps is not None else None
+
     def evaluate_validation(self) -> dict | None:
         """Loss and metrics of the validation rows the tasks hold, at the driver's weights."""
         if self.val_blocks is None:
@@ -317,6 +322,11 @@ class RoundJobs:
 
     def worker_states(self) -> dict:
         return dict(self._worker_states)
+
+    def server_stats(self) -> dict | None:
+        """The parameter server's counters (async modes), else None."""
+        stats = getattr(self.service, "stats", None)
+        return dict(stats) if self.spark_model.strategy.asynchronous and stats is not None else None
 
     def close(self, failed: bool) -> None:
         if self.server is not None:
