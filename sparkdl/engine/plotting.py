@@ -51,6 +51,9 @@ def plot_history(history: Any, path: str | os.PathLike[str] | None = None) -> Fi
         _rounds_panel(axes[len(names)], rounds)
     for ax in axes[panels:]:
         ax.set_visible(False)
+    from matplotlib.ticker import MaxNLocator
+    for ax in axes[:panels]:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))       # epochs and rounds count
     if path is not None:
         figure.savefig(os.fspath(path), format="png", dpi=100)
     return figure

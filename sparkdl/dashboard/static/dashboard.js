@@ -85,13 +85,14 @@
     const sy = function (y) { return H - PAD.b - (y - y0) / (y1 - y0) * (H - PAD.t - PAD.b); };
     el("line", { class: "axis", x1: PAD.l, y1: H - PAD.b, x2: W - PAD.r, y2: H - PAD.b }, svg);
     el("line", { class: "axis", x1: PAD.l, y1: PAD.t, x2: PAD.l, y2: H - PAD.b }, svg);
-    let lastTick = null;
     for (let k = 0; k <= 3; k++) {
       const y = y0 + (y1 - y0) * k / 3;
-      const x = Math.round(x0 + (x1 - x0) * k / 3);       // rounds, epochs and batches count from 1
       el("text", { x: PAD.l - 4, y: sy(y) + 3, "text-anchor": "end" }, svg).textContent = (yFormat || fmt)(y);
-      if (x !== lastTick) el("text", { x: sx(x), y: H - PAD.b + 14, "text-anchor": "middle" }, svg).textContent = String(x);
-      lastTick = x;
+    }
+    // x counts rounds, batches or epochs: whole numbers, about five of them.
+    const xStep = Math.max(1, Math.ceil((x1 - x0) / 5));
+    for (let x = Math.ceil(x0); x <= x1; x += xStep) {
+      el("text", { x: sx(x), y: H - PAD.b + 14, "text-anchor": "middle" }, svg).textContent = String(x);
     }
     let drawn = 0;
     series.forEach(function (s, i) {
