@@ -3,13 +3,15 @@
 One panel per logged quantity (the loss, then each metric) with its training and validation
 curves per epoch, and, for a ``SparkModel.fit``, one panel of each round's time split into the
 slowest worker's compute and the Spark/communication overhead (the ``τ·C + S`` of a round).
-matplotlib is imported only here, only when a plot is asked for (the ``plot`` extra). The
-figure is a ``matplotlib.figure.Figure`` drawn by the Agg canvas and not registered with
-pyplot, so it needs no display, shows once as a notebook cell's value and is freed with it.
+matplotlib is imported only here, only when a plot is asked for (the ``plot`` extra); with no
+display (and no backend chosen) it draws with Agg. The figure is made by pyplot, so a notebook
+shows it as the cell's value, then closed in pyplot, so it is shown once, never kept alive by
+pyplot, and belongs to the caller.
 """
 from __future__ import annotations
 
 import os
+import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -20,12 +22,19 @@ if TYPE_CHECKING:
 PANEL = (4.6, 3.2)
 
 
-def _figure_class() -> Any:
+def _new_figure(**kwargs: Any) -> Figure:
     try:
-        from matplotlib.figure import Figure
+        import matplotlib
+        headless = sys.platform.startswith("linux") and not (os.environ.get("DISPLAY")
+                                                             or os.environ.get("WAYLAND_DISPLAY"))
+        if headless and "MPLBACKEND" not in os.environ and "matplotlib.pyplot" not in sys.modules:
+            matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
     except ImportError:
         raise ImportError("History.plot needs matplotlib; install it with pip install 'sparkdl[plot]'") from None
-    return Figure
+    figure = plt.figure(**kwargs)
+    plt.close(figure)
+    return figure
 
 
 def plot_history(history: Any, path: str | os.PathLike[str] | None = None) -> Figure:
@@ -42,7 +51,7 @@ def plot_history(history: Any, path: str | os.PathLike[str] | None = None) -> Fi
     panels = len(names) + bool(rounds)
     columns = min(panels, 3)
     rows = -(-panels // columns)
-    figure = _figure_class()(figsize=(PANEL[0] * columns, PANEL[1] * rows), layout="constrained")
+    figure = _new_figure(figsize=(PANEL[0] * columns, PANEL[1] * rows), layout="constrained")
     axes = figure.subplots(rows, columns, squeeze=False).ravel()
     epochs = [e + 1 for e in history.epoch] or list(range(1, len(next(iter(logs.values()))) + 1))
     for ax, name in zip(axes, names):

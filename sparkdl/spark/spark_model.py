@@ -224,8 +224,7 @@ class SparkModel:
         store = _checkpoint_store(checkpoint_dir, checkpoint_every, resume, checkpoint_keep, who)
         val = self._validation(validation_data, features_col, label_col) if validation_data is not None else None
         with live_dashboard(board, who, self, **(_dashboard_address(data) if board else {})) as feed:
-            if feed is not None:
-                self.model.dashboard_url = self.dashboard_url
+            self.model.dashboard_url = self.dashboard_url
             run = _FitRun(epochs, batch_size, verbose, store, int(checkpoint_every), resume, split, feed)
             return self._fit_data(data, features_col, label_col, val, callbacks, run, who)
 

@@ -26,9 +26,12 @@ def lines(ax):
 
 
 def test_one_panel_per_quantity_with_training_and_validation(tmp_path):
+    import matplotlib.pyplot as plt
     history = fitted_history()
     path = tmp_path / "history.png"
+    before = plt.get_fignums()
     figure = history.plot(path)
+    assert plt.get_fignums() == before          # the caller's figure, not kept by pyplot
     visible = [ax for ax in figure.axes if ax.get_visible()]
     assert [ax.get_title() for ax in visible] == ["loss per epoch", "accuracy per epoch"]
     loss, accuracy = (lines(ax) for ax in visible)
@@ -58,7 +61,7 @@ def test_an_empty_history_is_refused():
 
 
 def test_without_matplotlib_the_error_names_the_extra(monkeypatch):
-    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
     history = History()
     history.history = {"loss": [1.0]}
     with pytest.raises(ImportError, match=r"pip install 'sparkdl\[plot\]'"):
