@@ -41,7 +41,11 @@ def start(option: DashboardOption, who: str, host: str = "127.0.0.1", port: int 
     """A dashboard for one fit (None when ``option`` is False); its URL is logged at INFO."""
     if option is False:
         return None
-    dashboard = Dashboard(host, port, advertise=advertise, keep=option == "keep")
+    try:
+        dashboard = Dashboard(host, port, advertise=advertise, keep=option == "keep")
+    except OSError as e:
+        raise OSError(e.errno, f"{who}: could not serve the dashboard on {host}:{port} ({e.strerror or e}); "
+                               f"choose another port (spark.sparkdl.dashboard.port, 0 for any free one)") from e
     logger.info("%s: live dashboard at %s", who, dashboard.url)
     return dashboard
 

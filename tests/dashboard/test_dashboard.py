@@ -225,3 +225,12 @@ def test_a_failed_fit_is_shown_as_failed():
         assert state(model.dashboard_url)["status"] == "failed"
     finally:
         dashboard.close_dashboards()
+
+
+def test_a_port_in_use_is_a_clear_error_before_training():
+    taken = Dashboard()
+    try:
+        with pytest.raises(OSError, match=rf"fit: could not serve the dashboard on 127.0.0.1:{taken.port}"):
+            dashboard.start(True, "fit", port=taken.port)
+    finally:
+        taken.close()
