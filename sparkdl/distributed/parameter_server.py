@@ -85,8 +85,11 @@ class ParameterServer(PushBuffers):
         self._epoch = 0
         self._applied: set[tuple[int, int]] = set()       # (partition, sequence) this epoch
         self._clocks: dict[int, int] = {}                  # running partitions -> pushes made
+        # Counters over the server's life; "epoch_max_staleness" (ssp) is the widest gap between
+        # a pulling partition's clock and the slowest running one's seen this epoch.
         self.stats = {"pushes": 0, "duplicates": 0, "pulls": 0, "apply_seconds": 0.0,
-                      "waits": 0, "wait_seconds": 0.0, "bytes_pushed": 0, "bytes_pulled": 0}
+                      "waits": 0, "wait_seconds": 0.0, "epoch_max_staleness": 0,
+                      "bytes_pushed": 0, "bytes_pulled": 0}
         self._setup_push_buffers(self.vector.size, max_inflight, timeout, self.codec)
 
     # ---- driver side ----------------------------------------------------------------------------
@@ -97,6 +100,7 @@ class ParameterServer(PushBuffers):
             self._applied = set()
             self._clocks = {}
             self._attempts.forget_seen()
+            self.stats["epoch_max_staleness"] = 0
 
     def register(self, partition: int, attempt: int) -> None:
         """The coordinator registered ``attempt`` of ``partition``: older attempts are refused."""
@@ -142,6 +146,9 @@ class ParameterServer(PushBuffers):
         with self._changed:
             if self.mode == "ssp":
                 self._wait_for_slowest(partition, clock)
+                if self._clocks:
+                    gap = max(clock - min(self._clocks.values()), 0)
+                    self.stats["epoch_max_staleness"] = max(self.stats["epoch_max_staleness"], gap)
             self.stats["pulls"] += 1
             consistent = self.vector.copy()
         return self._weights(consistent)
@@ -186,13 +193,13 @@ class ParameterServer(PushBuffers):
         with self._changed:
             self._attempts.check(partition, attempt)
             self._attempts.note(partition, attempt)
+            self.stats["bytes_pushed"] += frame.array.nbytes   # type: ignore[union-attr]  # checked
             if tag in self._applied:
                 self.stats["duplicates"] += 1
                 self._advance_clock(partition, sequence)   # a retry replaying its pushes
                 return Frame(Op.OK, {"applied": False})
             self._applied.add(tag)
             self.stats["pushes"] += 1
-            self.stats["bytes_pushed"] += frame.array.nbytes   # type: ignore[union-attr]  # checked
             if self.mode != "hogwild":
                 self._apply(update, samples)
             self._advance_clock(partition, sequence)

@@ -17,6 +17,8 @@ import numpy as np
 from sparkdl.engine import checks
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from sparkdl.engine.model import Model
 
 logger = logging.getLogger(__name__)
@@ -92,6 +94,13 @@ class History(Callback):
         self.epoch.append(epoch)
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(value)
+
+    def plot(self, path: str | os.PathLike[str] | None = None) -> Figure:
+        """Loss and metrics per epoch (training and validation) and, after a
+        ``SparkModel.fit``, each round's time split into compute and overhead: a matplotlib
+        figure (the ``plot`` extra), also saved as a PNG at ``path`` when given."""
+        from sparkdl.engine.plotting import plot_history
+        return plot_history(self, path)
 
 
 def _resolve_mode(mode: str, monitor: str, who: str) -> str:

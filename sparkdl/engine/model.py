@@ -29,7 +29,7 @@ from sparkdl.engine.data_adapter import batches, check_lengths, to_input_list
 from sparkdl.engine.functional import Graph
 from sparkdl.engine.params import FlatBuffer
 from sparkdl.engine.scores import Scores
-from sparkdl.engine.training import BatchPlan, FitLoop
+from sparkdl.engine.training import BatchPlan, FitLoop, check_dashboard, live_dashboard
 # The errors are defined in sparkdl.errors and stay importable from here.
 from sparkdl.errors import NotCompiledError, TrainingDivergedError
 
@@ -63,6 +63,9 @@ def _engine_threads(method: Callable[Concatenate[_M, _P], _R]) -> Callable[Conca
 class Model:
     """A model over a graph of layers: ``Model(inputs=[a, b], outputs=out)`` with symbolic
     tensors from ``Input(...)`` and layer calls. ``Sequential`` is the special case of a chain."""
+
+    #: The URL of the last ``fit``'s live dashboard (``fit(..., dashboard=True)``), else None.
+    dashboard_url: str | None = None
 
     def __init__(self, inputs: SymbolicTensors | None = None, outputs: SymbolicTensors | None = None,
                  name: str | None = None):
@@ -432,8 +435,13 @@ class Model:
             epochs: int = 1, verbose: int = 1, callbacks: Sequence[Callback] | None = None,
             validation_split: float = 0.0,
             validation_data: tuple[npt.ArrayLike, npt.ArrayLike] | None = None,
-            shuffle: bool = True, seed: int | None = None, initial_epoch: int = 0) -> History:
+            shuffle: bool = True, seed: int | None = None, initial_epoch: int = 0,
+            dashboard: bool | str = False) -> History:
+        """Train for ``epochs`` on ``(x, y)`` (Keras' arguments). ``dashboard=True`` serves a
+        live page of the fit on 127.0.0.1 for its length (``"keep"``: until the process ends),
+        at the URL logged at INFO and kept in ``model.dashboard_url``."""
         self._require_compiled("fit")
+        board = check_dashboard(dashboard, "fit")
         batch_size = checks.integer(batch_size, "batch_size", "fit", at_least=1)
         epochs = checks.integer(epochs, "epochs", "fit", at_least=0)
         if not 0 <= validation_split < 1:
@@ -459,8 +467,22 @@ class Model:
         # training repeats this loop exactly.
         base_seed = int(seed) if seed is not None else \
             int(cast(int, np.random.SeedSequence().entropy) % 2**63)  # a fresh sequence's entropy is an int
-        loop = FitLoop(self, callbacks, epochs, -(-n // batch_size), batch_size, verbose)
-        self.history = loop.history
+        steps = -(-n // batch_size)
+        with live_dashboard(board, "Model.fit", self) as feed:
+            loop = FitLoop(self, callbacks, epochs, steps, batch_size, verbose, feed=feed)
+            self.history = loop.history
+            if feed is not None:
+                feed.begin(who="Model.fit", model=self.name, unit="batch", epochs=epochs,
+                           points_total=max(epochs - initial_epoch, 0) * steps, points_per_epoch=steps,
+                           batch_size=batch_size, rows=n)
+            return loop.run(lambda: initial_epoch, self._fit_epoch(loop, feed, xs, y, val, batch_size,
+                                                                   base_seed, shuffle))
+
+    def _fit_epoch(self, loop: FitLoop, feed: Any, xs: list[np.ndarray], y: np.ndarray,
+                   val: tuple[list[np.ndarray], np.ndarray] | None, batch_size: int, base_seed: int,
+                   shuffle: bool) -> Callable[[int, ProgressBar], dict[str, float]]:
+        """``fit``'s ``run_epoch``: one pass over ``(xs, y)``, then validation."""
+        n = len(y)
 
         def run_epoch(epoch: int, bar: ProgressBar) -> dict[str, float]:
             cbs = loop.callbacks
@@ -468,6 +490,8 @@ class Model:
             def on_batch(step: int, loss: float, mean_loss: float) -> None:
                 cbs.on_batch_end(step, {"loss": loss})
                 bar.update(step + 1, {"loss": mean_loss})
+                if feed is not None:
+                    feed.point(epoch=epoch + 1, step=step + 1, loss=float(loss))
 
             total = self.train_epoch(xs, y, batch_size, (base_seed, epoch, 0), shuffle=shuffle,
                                      on_batch_begin=cbs.on_batch_begin, on_batch=on_batch)
@@ -477,7 +501,7 @@ class Model:
                 logs.update({f"val_{k}": v for k, v in self.evaluate_arrays(*val, batch_size=256).items()})
             return logs
 
-        return loop.run(lambda: initial_epoch, run_epoch)
+        return run_epoch
 
     # ---- inference ------------------------------------------------------------------------
     def predict_arrays(self, xs: list[np.ndarray], batch_size: int) -> npt.NDArray[np.float32]:

@@ -7,12 +7,16 @@ any slice of a pass draws what the whole pass would have drawn there.
 
 ``FitLoop`` is the loop around the steps: callbacks, history, progress bar, the epoch's
 loss and metric sums, validation and ``stop_training``. ``Model.fit`` runs it over batches,
-``SparkModel.fit`` over rounds.
+``SparkModel.fit`` over rounds. ``live_dashboard`` runs a fit's dashboard (``dashboard=True``
+or ``"keep"``), whose feed the loop publishes each epoch's logs to.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -87,8 +91,9 @@ class FitLoop:
     ``model.stop_training``."""
 
     def __init__(self, model, callbacks, epochs: int, steps: int, batch_size: int, verbose: int,
-                 unit: str = "step", log=logger.debug, **params):
+                 unit: str = "step", log=logger.debug, feed=None, **params):
         self.model, self.epochs, self.steps, self.verbose, self.unit = model, epochs, steps, verbose, unit
+        self.feed = feed
         self.history = History()
         self.log = log
         self.callbacks = CallbackList(list(callbacks or []) + [self.history], model,
@@ -110,6 +115,8 @@ class FitLoop:
                 bar.stream.write(f"Epoch {epoch + 1}/{self.epochs}\n")
             logs = run_epoch(epoch, bar)
             cbs.on_epoch_end(epoch, logs)
+            if self.feed is not None:
+                self.feed.epoch(epoch, logs)
             bar.finish(logs, prefix=f"Epoch {epoch + 1}/{self.epochs} - ")
             self.log("epoch %d/%d (%.2fs): %s", epoch + 1, self.epochs, time.perf_counter() - start,
                      format_logs(logs))
@@ -119,3 +126,33 @@ class FitLoop:
                 break
         cbs.on_train_end()
         return self.history
+
+
+def check_dashboard(value: object, who: str):
+    """``dashboard=`` of a fit: False, True or "keep" (TypeError or ValueError otherwise)."""
+    if value is False:           # the default costs no import
+        return False
+    from sparkdl import dashboard
+    return dashboard.check_option(value, who)
+
+
+@contextlib.contextmanager
+def live_dashboard(option, who: str, owner: Any, **where: Any) -> Iterator[Any]:
+    """The fit's dashboard feed for the ``with`` block (None when ``option`` is False), its URL
+    set as ``owner.dashboard_url`` (None without a dashboard). When the block ends the
+    dashboard records how the fit ended and, unless ``option == "keep"``, stops serving.
+    ``where``: ``host``, ``port`` and ``advertise`` for ``sparkdl.dashboard.start``."""
+    if option is False:
+        owner.dashboard_url = None
+        yield None
+        return
+    from sparkdl import dashboard
+    board = dashboard.start(option, who, **where)
+    assert board is not None, "option is True or 'keep'"
+    owner.dashboard_url = board.url
+    failed = True
+    try:
+        yield board.feed
+        failed = False
+    finally:
+        board.finish(failed)

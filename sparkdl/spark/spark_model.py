@@ -29,7 +29,7 @@ from sparkdl.engine import checks
 from sparkdl.engine import scores as scores_mod
 from sparkdl.engine.callbacks import History
 from sparkdl.engine.files import json_plain
-from sparkdl.engine.training import EpochSums, FitLoop
+from sparkdl.engine.training import EpochSums, FitLoop, check_dashboard, live_dashboard
 from sparkdl.errors import NotCompiledError, SparkTrainingDivergedError
 from sparkdl.spark import block_cache, executor, frames, inference, job, transports
 from sparkdl.spark.blocks import dataframe_blocks, rdd_blocks, split_blocks
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from pyspark import RDD
     from pyspark.sql import DataFrame
 
+    from sparkdl.dashboard import Feed
     from sparkdl.distributed.checkpoint import CheckpointStore
     from sparkdl.engine.callbacks import Callback
     from sparkdl.engine.model import Model
@@ -124,6 +125,8 @@ class SparkModel:
                              f"variant='async'); mode {self.mode!r} moves its vectors as float32")
         self.compression = compression
         self.history: History | None = None
+        #: The URL of the last fit's live dashboard (``fit(..., dashboard=True)``), else None.
+        self.dashboard_url: str | None = None
 
     # ---- Elephas' surface: settings, weights, persistence ----------------------------------------
     @property
@@ -188,7 +191,8 @@ class SparkModel:
             validation_data: DataFrame | tuple[npt.ArrayLike, npt.ArrayLike] | None = None,
             callbacks: Sequence[Callback] | None = None, verbose: int = 1,
             checkpoint_dir: str | os.PathLike[str] | None = None, checkpoint_every: int = 1,
-            resume: bool = False, checkpoint_keep: int = 3, validation_split: float = 0.0) -> History:
+            resume: bool = False, checkpoint_keep: int = 3, validation_split: float = 0.0,
+            dashboard: bool | str = False) -> History:
         """Train for ``epochs`` on ``data``; returns the History (``history.rounds`` per round).
 
         ``validation_data`` (a DataFrame or ``(x_val, y_val)`` arrays) or ``validation_split``
@@ -212,13 +216,29 @@ class SparkModel:
         reproducing the weights an uninterrupted fit would reach; with none there, the fit
         starts afresh. The checkpoint must come from the same model, data partitioning and
         settings; ``epochs`` may be larger than the interrupted fit's.
+
+        ``dashboard=True``: a live page of the fit (loss and metrics per round and epoch, round
+        times, throughput, bytes moved, pushes, staleness, progress and ETA), served by the
+        driver for the length of the fit on ``spark.driver.host`` (port
+        ``spark.sparkdl.dashboard.port``, default 0: an ephemeral one); ``"keep"``: served until
+        the process ends. Its URL, which carries a random token, is logged at INFO and kept in
+        ``spark_model.dashboard_url``. The same data is JSON at ``<url>api/state``.
         """
         who = "SparkModel.fit"
+        board = check_dashboard(dashboard, who)
         epochs = checks.integer(epochs, "epochs", who, at_least=0)
         batch_size = checks.integer(batch_size, "batch_size", who, at_least=1)
         split = _check_validation_split(validation_split, validation_data, who)
         store = _checkpoint_store(checkpoint_dir, checkpoint_every, resume, checkpoint_keep, who)
         val = self._validation(validation_data, features_col, label_col) if validation_data is not None else None
+        with live_dashboard(board, who, self, **(_dashboard_address(data) if board else {})) as feed:
+            self.model.dashboard_url = self.dashboard_url
+            run = _FitRun(epochs, batch_size, verbose, store, int(checkpoint_every), resume, split, feed)
+            return self._fit_data(data, features_col, label_col, val, callbacks, run, who)
+
+    def _fit_data(self, data, features_col, label_col, val, callbacks, run, who) -> History:
+        """The fit's blocks (and held-out rows), then its rounds; the blocks are released after."""
+        split, batch_size = run.validation_split, run.batch_size
         prep_start = time.perf_counter()
         blocks = self._blocks(data, features_col, label_col, who)
         frame_blocks = None          # a validation DataFrame's blocks, released after the fit
@@ -236,7 +256,6 @@ class SparkModel:
                                                        len(train.rows), f"{who}(validation_data)")
             val_blocks = val[1] if val is not None and val[0] == "blocks" else frame_blocks
             prep_seconds = time.perf_counter() - prep_start
-            run = _FitRun(epochs, batch_size, verbose, store, int(checkpoint_every), resume, split)
             return self._fit_rounds(train, val, val_blocks, callbacks, prep_seconds, run, reason)
         finally:
             blocks.release()
@@ -302,7 +321,7 @@ class SparkModel:
         model = self.model
         per_epoch = self._rounds_per_epoch(blocks, run.batch_size)
         loop = FitLoop(model, callbacks, run.epochs, per_epoch, run.batch_size, run.verbose, unit="round",
-                       log=logger.info, rounds=run.epochs * per_epoch)
+                       log=logger.info, feed=run.feed, rounds=run.epochs * per_epoch)
         self._start_history(loop.history, blocks, run, reason)
         loop.history.data_seconds = prep_seconds
         loop.history.validation_rows_per_partition = list(val[1].rows) if val and val[0] == "blocks" else None
@@ -318,6 +337,12 @@ class SparkModel:
             if run.store is not None and run.resume:
                 fit.round, fit.partial, worker_states = self._resume(run.store, settings, per_epoch)
             fit.transport = self._open_transport(blocks, model_bc, val_blocks, reason, run, worker_states)
+            if run.feed is not None:
+                chosen = loop.history.settings
+                run.feed.begin(who="SparkModel.fit", model=model.name, unit="round", epochs=run.epochs,
+                               points_total=run.epochs * per_epoch - fit.round, points_per_epoch=per_epoch,
+                               first_round=fit.round + 1, **{k: chosen[k] for k in (
+                                   "mode", "execution", "partitions", "batch_size", "frequency", "aggregate")})
             return fit.round // per_epoch
 
         def after_epoch(epoch, logs):
@@ -352,8 +377,11 @@ class SparkModel:
             what = f"{self.mode} epoch {epoch + 1}/{run.epochs}" if self.strategy.asynchronous \
                 else f"round {fit.round + 1}/{run.epochs * per_epoch}"
             info = self._run_round(fit.transport, fit.round, run.batch_size, what)
-            sums.add(info.pop("loss_sum"), info["samples"], info.pop("metric_states"))
+            loss_sum = info.pop("loss_sum")
+            sums.add(loss_sum, info["samples"], info.pop("metric_states"))
             self.history.rounds.append(info)
+            if run.feed is not None:
+                run.feed.point(epoch=epoch + 1, loss=loss_sum / max(info["samples"], 1), **info)
             fit.round += 1
             bar.update(r + 1, {"loss": sums.mean_loss})
             if run.store is not None and r + 1 < per_epoch and fit.round % run.every == 0:
@@ -377,14 +405,18 @@ class SparkModel:
         opt.build(model.flat_weights.size)
         if strategy.asynchronous:
             result, counts = transport.async_epoch(spec, what)
-            info = self._round_info(round_index, start, result)
+            info = self._round_info(round_index, start, result, counts["bytes_pushed"] + counts["bytes_pulled"])
+            staleness = counts.pop("staleness")
             info.update(counts)
+            if strategy.name == "ssp":
+                info["staleness"] = staleness
             return info
+        moved = 2 * transport.workers * self._vector_bytes()     # a pull and a push per worker
         if strategy.elastic:
             result, center = transport.elastic_round(spec, what)
             worker.set_model_vector(model, center)
             opt.iterations += result.steps
-            return self._round_info(round_index, start, result)
+            return self._round_info(round_index, start, result, moved)
         result, vector = transport.sync_round(spec, what)
         if self.aggregate == "gradients":
             self._driver_step(vector, round_index)
@@ -395,7 +427,7 @@ class SparkModel:
             opt.iterations += result.steps
         if result.state is not None:
             model.flat_state[...] = result.state
-        return self._round_info(round_index, start, result)
+        return self._round_info(round_index, start, result, moved)
 
     def _driver_step(self, mean_gradient, round_index) -> None:
         """The driver's optimizer steps on the round's mean gradient; a step that makes the
@@ -456,10 +488,18 @@ class SparkModel:
         arrays.update({f"worker_{p}": vector for p, (_, vector) in workers.items()})
         store.save(self.model, round_index, meta, arrays)
 
+    def _vector_bytes(self) -> int:
+        """Bytes of one pull or push of the model: weights, moving statistics and, when
+        weights are averaged, the optimizer's slots."""
+        model, opt = self.model, self.model.optimizer
+        slots = sum(v.nbytes for v in opt.slots.values()) if opt is not None and self.aggregate == "weights" else 0
+        return int(model.flat_weights.nbytes + model.flat_state.nbytes + slots)
+
     @staticmethod
-    def _round_info(round_index, start, result) -> dict:
+    def _round_info(round_index, start, result, moved: int) -> dict:
         seconds = time.perf_counter() - start
         return {"round": round_index + 1, "samples": result.samples, "steps": result.steps,
+                "bytes": int(moved),
                 "loss_sum": result.loss_sum, "metric_states": result.metric_states,
                 "seconds": seconds, "compute_seconds": result.compute_seconds,
                 "overhead_seconds": max(seconds - result.compute_seconds, 0.0),
@@ -551,6 +591,27 @@ def _check_keywords(mode, mode_options: dict) -> None:
                         f"{key!r} takes {', '.join(takes) if takes else 'no options'}")
 
 
+def _dashboard_address(data) -> dict[str, Any]:
+    """Where a fit's dashboard listens: the driver's host (``spark.driver.bindAddress``,
+    advertised as ``spark.driver.host``) and ``spark.sparkdl.dashboard.port`` (0: ephemeral)."""
+    context = getattr(data, "context", None)                        # an RDD
+    session = getattr(data, "sparkSession", None)                   # a DataFrame
+    sc = session.sparkContext if session is not None else context
+    if sc is None:
+        return {}
+    conf = sc.getConf()
+    host = conf.get("spark.driver.host", "127.0.0.1")
+    raw = conf.get("spark.sparkdl.dashboard.port", "0")
+    try:
+        port = int(raw)
+        if not 0 <= port <= 65535:
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"expected spark.sparkdl.dashboard.port to be an int in [0, 65535], "
+                         f"received {raw!r}") from None
+    return {"host": conf.get("spark.driver.bindAddress", host), "port": port, "advertise": host}
+
+
 def _check_validation_split(split, validation_data, who) -> float:
     """``validation_split`` as a float in [0, 1), refused together with ``validation_data``."""
     if not checks.is_number(split):
@@ -623,3 +684,4 @@ class _FitRun:
     every: int
     resume: bool
     validation_split: float = 0.0
+    feed: Feed | None = None          # the live dashboard's, or None

@@ -74,11 +74,14 @@ def parameter_server(spark_model, blocks):
 
 def epoch_counts(ps, before: dict) -> dict:
     """What the parameter server did in an epoch, from its ``stats`` before it: pushes applied,
-    duplicates dropped, and the bytes of vectors received (pushes) and sent (pulls)."""
+    duplicates dropped, pulls, the bytes of vectors received (pushes, duplicates included) and
+    sent (pulls), and the widest ssp staleness seen."""
     return {"pushes": ps.stats["pushes"] - before["pushes"],
             "duplicate_pushes": ps.stats["duplicates"] - before["duplicates"],
+            "pulls": ps.stats["pulls"] - before["pulls"],
             "bytes_pushed": ps.stats["bytes_pushed"] - before["bytes_pushed"],
-            "bytes_pulled": ps.stats["bytes_pulled"] - before["bytes_pulled"]}
+            "bytes_pulled": ps.stats["bytes_pulled"] - before["bytes_pulled"],
+            "staleness": ps.stats["epoch_max_staleness"]}
 
 
 def training_rows(blocks) -> dict[int, int]:

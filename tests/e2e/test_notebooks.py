@@ -1,5 +1,5 @@
 """The notebooks in notebooks/ run top to bottom on a real Jupyter kernel, and are committed with
-their outputs cleared.
+the outputs of one such run (so a reader on a code host sees the results and the plots).
 
 Each notebook runs on a fresh ``python3`` kernel of this interpreter (a kernelspec written for
 the test, so a ``python3`` kernel installed elsewhere for the user cannot stand in for it), in
@@ -44,17 +44,22 @@ def test_there_are_notebooks():
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_committed_notebook_has_no_outputs(path):
+def test_committed_notebook_holds_the_outputs_of_one_run(path):
     nb = json.loads(path.read_text(encoding="utf-8"))
     assert nb.get("nbformat") == 4, f"{path.name}: expected nbformat 4"
     assert nb["metadata"].get("kernelspec", {}).get("name") == "python3", \
         f"{path.name}: expected the python3 kernel in its metadata"
-    dirty = [i for i, cell in enumerate(nb["cells"]) if cell["cell_type"] == "code"
-             and (cell.get("outputs") or cell.get("execution_count") is not None)]
-    assert not dirty, (f"{path.name}: code cells {dirty} hold outputs or execution counts; clear "
-                       f"them before committing (jupyter nbconvert --clear-output --inplace {path.name})")
-    assert all(cell["cell_type"] != "code" or cell["source"] for cell in nb["cells"]), \
-        f"{path.name}: empty code cell"
+    code = [cell for cell in nb["cells"] if cell["cell_type"] == "code"]
+    assert all(cell["source"] for cell in code), f"{path.name}: empty code cell"
+    rerun = (f"run it top to bottom before committing (PYTHONPATH=$PWD jupyter execute --inplace "
+             f"notebooks/{path.name})")
+    counts = [cell.get("execution_count") for cell in code]
+    assert counts == list(range(1, len(code) + 1)), f"{path.name}: execution counts {counts}; {rerun}"
+    errors = [i for i, cell in enumerate(code) if any(o["output_type"] == "error" for o in cell["outputs"])]
+    assert not errors, f"{path.name}: code cells {errors} hold errors; {rerun}"
+    plots = [cell for cell in code if ".plot(" in "".join(cell["source"])]
+    assert plots and all(any("image/png" in o.get("data", {}) for o in cell["outputs"]) for cell in plots), \
+        f"{path.name}: every history.plot() cell must show its figure; {rerun}"
 
 
 def _alive(pid: int) -> bool:
