@@ -219,8 +219,9 @@ class Client:
     """
 
     def __init__(self, address, token: bytes, timeout: float, epoch: int, partition: int,
-                 attempt: int, size: int):
+                 attempt: int, size: int, security: str = "integrity"):
         self.address, self.token, self.timeout = tuple(address), token, timeout
+        self.security = security
         self.epoch, self.partition, self.attempt = epoch, partition, attempt
         self.size = size
         self._conn: Connection | None = None
@@ -234,7 +235,8 @@ class Client:
                 if self._conn is None:
                     # A margin over the server's own waits (ssp), so its explanation arrives
                     # before this side gives up.
-                    self._conn = Connection(self.address, self.token, self.timeout + 5)
+                    self._conn = Connection(self.address, self.token, self.timeout + 5,
+                                            security=self.security)
                 return self._conn.request(op, meta, array, out=out, what=what)
             except RemoteError:
                 raise
