@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sparkdl.distributed.session import PLAIN, Session, check_mode, derive_keys
+from sparkdl.distributed.session import CHUNK, PLAIN, Session, check_mode, derive_keys
 from sparkdl.errors import AuthenticationError, IntegrityError, ProtocolError, RemoteError  # noqa: F401  # IntegrityError: raised through session
 
 MAGIC = b"SPDL"
@@ -334,10 +334,11 @@ def recv_frame(sock: socket.socket, max_data: int | Callable[[int], int],
         array = buffer.reshape(shape)
     else:
         array = np.empty(shape, dtype)
-    if data_len:
-        view = _bytes_of(array)
-        _recv_into(sock, view, what, limit)
-        check.open(view)
+    view = _bytes_of(array)
+    for lo in range(0, data_len, CHUNK if check.size else data_len):    # each piece checked as it lands
+        piece = view[lo:lo + CHUNK] if check.size else view
+        _recv_into(sock, piece, what, limit)
+        check.open(piece)
     _verify(sock, check, what, limit)
     return Frame(op, meta, array)
 

@@ -44,8 +44,9 @@ from typing import Any
 from sparkdl.errors import IntegrityError
 
 MODES = ("plain", "integrity", "encrypted")
-#: bytes of a frame encrypted (or hashed) at a time while it is sent
-CHUNK = 1 << 20
+#: bytes of a frame hashed or encrypted at a time, between sends or receives: the two sides
+#: work on different pieces at once, and each piece is still in the cache
+CHUNK = 1 << 18
 _CLIENT_TO_SERVER, _SERVER_TO_CLIENT = b"\0\0\1", b"\0\0\2"
 EXTRA_HINT = 'pip install "sparkdl[crypto]"'
 
@@ -118,8 +119,10 @@ class _Mac(_Plain):
         self._mac = hmac.new(key, nonce + head, hashlib.sha256)
 
     def seal(self, view: memoryview) -> Iterator[memoryview]:
-        self._mac.update(view)
-        yield view
+        for lo in range(0, len(view), CHUNK):
+            piece = view[lo:lo + CHUNK]
+            self._mac.update(piece)
+            yield piece
 
     def open(self, view: memoryview) -> None:
         self._mac.update(view)

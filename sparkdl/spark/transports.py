@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 #: Spark settings under which Spark encrypts its own traffic; the data plane then encrypts too
 SPARK_ENCRYPTION = ("spark.network.crypto.enabled", "spark.ssl.enabled")
 INTEGRITY = "spark.sparkdl.dataPlane.integrity"
+ENCRYPTION = "spark.sparkdl.dataPlane.encryption"
 
 
 def _flag(conf, key: str, default: bool) -> bool:
@@ -53,13 +54,20 @@ def _flag(conf, key: str, default: bool) -> bool:
 
 def data_plane_security(conf) -> str:
     """The data plane's protection mode (``session.MODES``) under a Spark conf: "encrypted"
-    when Spark encrypts its own traffic, else "integrity" unless ``spark.sparkdl.dataPlane.
-    integrity=false`` ("plain"). ImportError naming the extra when encryption is due and the
-    ``cryptography`` package is absent: ``fit`` calls this before any work starts."""
+    when Spark encrypts its own traffic or ``spark.sparkdl.dataPlane.encryption=true``, else
+    "integrity" unless ``spark.sparkdl.dataPlane.integrity=false`` ("plain"). ValueError for a
+    setting that is not true/false, or that asks for no encryption while Spark encrypts;
+    ImportError naming the extra when encryption is due and the ``cryptography`` package is
+    absent. ``fit`` calls this before any work starts."""
     integrity = _flag(conf, INTEGRITY, True)
-    on = [key for key in SPARK_ENCRYPTION if _flag(conf, key, False)]
-    if on:
-        session.require_cipher(f"encrypted frames, because Spark encrypts its own traffic ({on[0]}=true)")
+    spark_on = [key for key in SPARK_ENCRYPTION if _flag(conf, key, False)]
+    asked = _flag(conf, ENCRYPTION, bool(spark_on))
+    if spark_on and not asked:
+        raise ValueError(f"expected {ENCRYPTION} to be true (or unset) while Spark encrypts its own "
+                         f"traffic ({spark_on[0]}=true), received {conf.get(ENCRYPTION, None)!r}")
+    if asked:
+        why = f"{spark_on[0]}=true" if spark_on else f"{ENCRYPTION}=true"
+        session.require_cipher(f"encrypted frames ({why})")
         return "encrypted"
     return "integrity" if integrity else "plain"
 
