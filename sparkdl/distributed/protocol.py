@@ -335,8 +335,9 @@ def recv_frame(sock: socket.socket, max_data: int | Callable[[int], int],
     else:
         array = np.empty(shape, dtype)
     view = _bytes_of(array)
-    for lo in range(0, data_len, CHUNK if check.size else data_len):    # each piece checked as it lands
-        piece = view[lo:lo + CHUNK] if check.size else view
+    step = CHUNK if check.size else max(data_len, 1)     # protected data is checked piece by piece as it lands
+    for lo in range(0, data_len, step):
+        piece = view[lo:lo + step]
         _recv_into(sock, piece, what, limit)
         check.open(piece)
     _verify(sock, check, what, limit)
