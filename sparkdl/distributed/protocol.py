@@ -33,7 +33,7 @@ import secrets
 import socket
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -129,27 +129,28 @@ def _bytes_of(array: np.ndarray | None) -> memoryview:
     return memoryview(array.reshape(-1)).cast("B")  # type: ignore[arg-type]  # numpy declares __buffer__ for Python >= 3.12 only
 
 
-def _sealed_head(head: bytes, meta_bytes: bytes, seal) -> bytearray:
-    """Header and shape, then the metadata sealed by ``seal``, and its tag."""
-    out = bytearray(head)
-    for piece in seal.seal(memoryview(meta_bytes)):
-        out += piece
-    return out + seal.tag()
+def _pieces(op: int, meta: dict | None, array: np.ndarray | None,
+            session: Session | None) -> Iterator[bytes | bytearray | memoryview]:
+    """A frame's bytes in order, sealed by ``session`` (counted as sent): header, shape,
+    metadata and its tag in one piece, then the array's bytes and their tag. A piece may be a
+    view of a scratch buffer that the next one reuses: send or copy it before asking for more."""
+    if array is not None and not array.flags.c_contiguous:
+        array = np.ascontiguousarray(array)
+    head, meta_bytes = _encode(op, meta, array)
+    meta_seal, data_seal = (PLAIN, PLAIN) if session is None else session.sealers(head)
+    first = bytearray(head)
+    for piece in meta_seal.seal(memoryview(meta_bytes)):
+        first += piece
+    yield first + meta_seal.tag()
+    if array is not None:
+        yield from data_seal.seal(_bytes_of(array))
+        yield data_seal.tag()
 
 
 def encode_frame(op: int, meta: dict | None = None, array: np.ndarray | None = None,
                  session: Session | None = None) -> bytes:
     """A whole frame as bytes, sealed by ``session`` (counted as sent): for small frames."""
-    if array is not None and not array.flags.c_contiguous:
-        array = np.ascontiguousarray(array)
-    head, meta_bytes = _encode(op, meta, array)
-    meta_seal, data_seal = (PLAIN, PLAIN) if session is None else session.sealers(head)
-    out = _sealed_head(head, meta_bytes, meta_seal)
-    if array is not None:
-        for piece in data_seal.seal(_bytes_of(array)):
-            out += piece
-        out += data_seal.tag()
-    return bytes(out)
+    return b"".join(bytes(piece) for piece in _pieces(op, meta, array, session))
 
 
 def send_frame(sock: socket.socket, op: int, meta: dict | None = None,
@@ -159,16 +160,8 @@ def send_frame(sock: socket.socket, op: int, meta: dict | None = None,
     if array is None or array.nbytes < 65536:
         sock.sendall(encode_frame(op, meta, array, session))
         return
-    if not array.flags.c_contiguous:
-        array = np.ascontiguousarray(array)
-    head, meta_bytes = _encode(op, meta, array)
-    meta_seal, data_seal = (PLAIN, PLAIN) if session is None else session.sealers(head)
-    sock.sendall(_sealed_head(head, meta_bytes, meta_seal))
-    for piece in data_seal.seal(_bytes_of(array)):
+    for piece in _pieces(op, meta, array, session):
         sock.sendall(piece)
-    tag = data_seal.tag()
-    if tag:
-        sock.sendall(tag)
 
 
 # ---- decoding ---------------------------------------------------------------------------------

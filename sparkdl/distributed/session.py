@@ -21,7 +21,7 @@ Modes, from weakest to strongest:
 - ``"integrity"``: 32-byte HMAC-SHA256 tags over the frame's sequence number (8 bytes), its
   part, the direction, the header and shape, then the metadata or the data. Measured on the
   2-core x86-64 machine of ``BENCHMARKS.md`` (SHA extensions): HMAC-SHA256 hashes 40 MB in
-  22 ms, keyed BLAKE2b in 44 ms, so HMAC-SHA256. Arrays are hashed from their own memory
+  22 ms, keyed BLAKE2b in 44-53 ms, so HMAC-SHA256. Arrays are hashed from their own memory
   (``hashlib`` takes a memoryview and releases the GIL while it hashes).
 - ``"encrypted"``: AES-256-GCM from the ``cryptography`` package (the ``sparkdl[crypto]``
   extra) with the direction's key; the 12-byte nonce is the direction (3 bytes), the part
@@ -46,7 +46,7 @@ from sparkdl.errors import IntegrityError
 MODES = ("plain", "integrity", "encrypted")
 #: bytes of a frame hashed or encrypted at a time, between sends or receives: the two sides
 #: work on different pieces at once, and each piece is still in the cache
-CHUNK = 1 << 18
+CHUNK = 1 << 20
 _CLIENT_TO_SERVER, _SERVER_TO_CLIENT = b"\0\0\1", b"\0\0\2"
 EXTRA_HINT = 'pip install "sparkdl[crypto]"'
 
