@@ -217,8 +217,8 @@ class FrameServer:
             self.stats["over_limit"] += 1
         self._warn(logging.WARNING, "over limit", "%s: refused a connection from %s: already %d "
                    "connections open (max_connections)", self.name, peer, self.max_connections)
-        self._try_error(protocol.Channel(conn), f"the server has {self.max_connections} connections open, its limit "
-                              f"(max_connections); expected fewer clients at once")
+        self._try_error(protocol.Channel(conn), f"the server has {self.max_connections} connections open, "
+                                                f"its limit (max_connections); expected fewer clients at once")
         conn.close()
         return False
 

@@ -21,8 +21,10 @@ Modes, from weakest to strongest:
 - ``"integrity"``: 32-byte HMAC-SHA256 tags over the frame's sequence number (8 bytes), its
   part, the direction, the header and shape, then the metadata or the data. Measured on the
   2-core x86-64 machine of ``BENCHMARKS.md`` (SHA extensions): HMAC-SHA256 hashes 40 MB in
-  22 ms, keyed BLAKE2b in 44-53 ms, so HMAC-SHA256. Arrays are hashed from their own memory
-  (``hashlib`` takes a memoryview and releases the GIL while it hashes).
+  22 ms, keyed BLAKE2b in 44-53 ms, so HMAC-SHA256. A receiver hashes an array where it
+  lands, piece by piece as it arrives (``hashlib`` takes a memoryview and releases the GIL
+  while it hashes); a sender copies each 1 MiB piece into a scratch buffer, hashes and sends
+  it from there, since a served array may change while it leaves (hogwild).
 - ``"encrypted"``: AES-256-GCM from the ``cryptography`` package (the ``sparkdl[crypto]``
   extra) with the direction's key; the 12-byte nonce is the direction (3 bytes), the part
   (1 byte) and the sequence number (8 bytes); header and shape are authenticated in clear (a
@@ -64,8 +66,8 @@ def require_cipher(why: str = "encrypted frames") -> None:
     try:
         from cryptography.hazmat.primitives.ciphers import Cipher  # noqa: F401
     except ImportError as exc:
-        raise ImportError(f"sparkdl's data plane needs the 'cryptography' package for {why} "
-                          f"(AES-GCM); install it with: {EXTRA_HINT}") from exc
+        raise ImportError(f"sparkdl's data plane needs the 'cryptography' package (AES-GCM) for "
+                          f"{why}; install it with: {EXTRA_HINT}") from exc
 
 
 # ---- keys -------------------------------------------------------------------------------------
@@ -119,8 +121,13 @@ class _Mac(_Plain):
         self._mac = hmac.new(key, nonce + head, hashlib.sha256)
 
     def seal(self, view: memoryview) -> Iterator[memoryview]:
+        # Each piece is copied into a scratch buffer, hashed there and sent from there: a served
+        # array may change while it is sent (hogwild's lock-free vector), and the tag must cover
+        # exactly the bytes that leave. The copy stays in the cache for the hash and the send.
+        scratch = memoryview(bytearray(min(len(view), CHUNK)))
         for lo in range(0, len(view), CHUNK):
-            piece = view[lo:lo + CHUNK]
+            piece = scratch[:len(view[lo:lo + CHUNK])]
+            piece[:] = view[lo:lo + CHUNK]
             self._mac.update(piece)
             yield piece
 

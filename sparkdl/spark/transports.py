@@ -67,7 +67,7 @@ def data_plane_security(conf) -> str:
                          f"traffic ({spark_on[0]}=true), received {conf.get(ENCRYPTION, None)!r}")
     if asked:
         why = f"{spark_on[0]}=true" if spark_on else f"{ENCRYPTION}=true"
-        session.require_cipher(f"encrypted frames ({why})")
+        session.require_cipher(f"encrypted frames, which {why} asks for")
         return "encrypted"
     return "integrity" if integrity else "plain"
 

@@ -402,3 +402,39 @@ def test_the_client_bounds_an_answer_as_a_whole():
                 conn.request(Op.CLOCK, {}, what="the answer")
         stop.set()
         thread.join(5)
+
+
+# ---- arrays that change while they are sent ---------------------------------------------------------
+def test_hogwild_pulls_of_a_vector_changing_under_them_keep_their_tags():
+    """Hogwild serves its vector without a lock while pushes change it: the tag must cover the
+    bytes that left, not the array as it is once they have."""
+    size = 2_000_000                                    # 8 MB: several pieces per frame
+    token = protocol.new_token()
+    ps = ParameterServer(np.zeros(size, np.float32), mode="hogwild", rows={0: 10**6, 1: 10**6})
+    ps.begin_epoch(0)
+    errors = []
+    pulled = threading.Event()
+    with FrameServer(ps, token, timeout=10) as server:
+        def pusher():
+            client = Client(server.address, token, 10, 0, 1, 0, size)
+            try:
+                for sequence in range(200):
+                    if pulled.is_set():
+                        return
+                    client.push(sequence, 1, np.full(size, 1.0, np.float32))
+            except Exception as exc:                    # noqa: BLE001 - reported below
+                errors.append(exc)
+            finally:
+                client.close()
+        thread = threading.Thread(target=pusher, daemon=True)
+        thread.start()
+        client = Client(server.address, token, 10, 0, 0, 0, size)
+        try:
+            for _ in range(15):
+                client.pull(0)
+        finally:
+            pulled.set()
+            client.close()
+            thread.join(30)
+        assert errors == [] and server.stats["tampered"] == 0
+        assert ps.stats["pulls"] == 15 and ps.stats["pushes"] > 0
