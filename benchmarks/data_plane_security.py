@@ -12,10 +12,10 @@
     3000-3300-10, 2 workers), round times from the history (median over the rounds after
     the first), with the fit's data plane in each mode in turn (the benchmark sets the mode
     that ``spark.sparkdl.dataPlane.integrity`` and Spark's encryption settings would choose).
-    Two kinds of round: frequency "batch" with 8-row batches (almost all communication) and
-    frequency "epoch" with 8 steps of 64 rows per round.
+    Two kinds of round: frequency "batch" with 8-row batches (almost all communication; 8
+    rounds per fit) and frequency "epoch" with 8 steps of 64 rows per round (6 per fit).
 
-    python benchmarks/data_plane_security.py [--parts 0,a,b] [--rounds 8] [--epochs 5]
+    python benchmarks/data_plane_security.py [--parts 0,a,b] [--rounds 12] [--epochs 6] [--repeats 3]
 """
 from __future__ import annotations
 
@@ -119,7 +119,7 @@ def traffic(rounds):
             proc.join(30)
 
 
-def real_rounds(epochs):
+def real_rounds(epochs, repeats):
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     from sparkdl import layers
     from sparkdl.models import Sequential
@@ -128,9 +128,9 @@ def real_rounds(epochs):
     spark = get_session("local[2]", app_name="sparkdl-bench-security", conf={"spark.ui.enabled": "false"})
     spark.sparkContext.setLogLevel("ERROR")
     rng = np.random.default_rng(0)
-    kinds = (("frequency 'batch', 8 rows", "batch", 8, 64), ("frequency 'epoch', 8 x 64 rows", "epoch", 64, 1024))
+    kinds = (("frequency 'batch', 8 rows", "batch", 8, 128), ("frequency 'epoch', 8 x 64 rows", "epoch", 64, 1024))
     print(f"(b) a real 10 M-parameter sync round: SparkModel.fit on local[2], one job, 2 workers, "
-          f"{epochs} epochs per fit; median round time after the first round (modes in turn, twice)")
+          f"median round time after each fit's first round (modes in turn, {repeats} fits each)")
     print("    round kind                      " + "".join(f"{m:>15}" for m in MODES) +
           "   integrity / plain   encrypted / plain")
     for label, frequency, batch, rows in kinds:
@@ -138,7 +138,7 @@ def real_rounds(epochs):
                          num_partitions=2).cache()
         df.count()
         times: dict[str, list[float]] = {m: [] for m in MODES}
-        for repeat in range(3):                         # repeat 0 warms the workers up
+        for repeat in range(repeats + 1):               # repeat 0 warms the workers up
             for mode in MODES:
                 transports.data_plane_security = lambda conf, mode=mode: mode
                 model = Sequential([layers.Input((3000,)), layers.Dense(3300, activation="relu"),
@@ -158,8 +158,9 @@ def real_rounds(epochs):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--parts", default="0,a,b")
-    parser.add_argument("--rounds", type=int, default=8, help="rounds per mode and size in (a)")
-    parser.add_argument("--epochs", type=int, default=5, help="epochs per fit in (b), frequency 'epoch'")
+    parser.add_argument("--rounds", type=int, default=12, help="rounds per mode and size in (a)")
+    parser.add_argument("--epochs", type=int, default=6, help="epochs per fit in (b), frequency 'epoch'")
+    parser.add_argument("--repeats", type=int, default=3, help="fits per mode and round kind in (b)")
     args = parser.parse_args()
     print(f"# data_plane_security: {platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}")
     if "0" in args.parts:
@@ -167,7 +168,7 @@ def main():
     if "a" in args.parts:
         traffic(args.rounds)
     if "b" in args.parts:
-        real_rounds(args.epochs)
+        real_rounds(args.epochs, args.repeats)
 
 
 if __name__ == "__main__":
