@@ -1,10 +1,12 @@
 """sparkdl's wire protocol: length-prefixed binary frames over TCP, authenticated by HMAC.
 
-A frame is a fixed header, the array's shape, a small JSON object, the array's raw bytes and,
-after the handshake, the tag of the connection's session (``sparkdl.distributed.session``)::
+A frame is a fixed header, the array's shape, a small JSON object and the array's raw bytes;
+after the handshake, in modes "integrity" and "encrypted", the metadata and the data (in a
+frame with an array) are each followed by a tag of the connection's session
+(``sparkdl.distributed.session``)::
 
     magic b"SPDL" | version u8 | op u8 | dtype u8 | ndim u8 | meta_len u32 | data_len u64
-    shape: ndim x u64 | meta: meta_len bytes of UTF-8 JSON | data: data_len bytes | tag
+    shape: ndim x u64 | meta: meta_len bytes of UTF-8 JSON | tag | data: data_len bytes | tag
 
 All integers are big-endian. Every length is checked against a bound before anything is
 allocated, the data length must equal ``prod(shape) * itemsize``, and nothing read from a
@@ -15,8 +17,8 @@ client answers ``AUTH`` with a nonce of its own, the protection mode it speaks a
 the server answers ``OK`` with its proof; both proofs and the session's keys derive from the
 per-fit token, both nonces and the mode (``session.derive_keys``), so each side knows the
 other holds the token, and a server refuses a client that speaks another mode than its own.
-In modes "integrity" and "encrypted" every later frame ends with a tag that the receiver
-checks before it returns the frame. Every socket wait has a finite timeout; a timeout raises
+A receiver checks the metadata's tag before it parses the JSON and the data's before it
+returns the frame. Every socket wait has a finite timeout; a timeout raises
 ``TimeoutError`` naming what was waited for. A receiver may also bound a frame, or the whole
 handshake, as a whole (``deadline``): trickling bytes one at a time does not keep it waiting
 longer.
