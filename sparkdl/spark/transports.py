@@ -78,17 +78,31 @@ def serve(sc, service, name: str, port, timeout: float):
     conf = sc.getConf()
     host = conf.get("spark.driver.host", "127.0.0.1")
     bind = conf.get("spark.driver.bindAddress", host)
-    port = port if port is not None else int(conf.get("spark.sparkdl.server.port", "0"))
-    limit = conf.get("spark.sparkdl.server.maxConnections", "256")
-    try:
-        max_connections = int(limit)
-    except ValueError:
-        raise ValueError(f"expected spark.sparkdl.server.maxConnections to be an int >= 1, "
-                         f"received {limit!r}") from None
+    port = port if port is not None else _conf_number(conf, "spark.sparkdl.server.port", 0, int, 0, 65535)
+    max_connections = _conf_number(conf, "spark.sparkdl.server.maxConnections", 256, int, 1)
+    handshake = _conf_number(conf, "spark.sparkdl.server.handshakeTimeout", None, float, 0.001)
+    memory = _conf_number(conf, "spark.sparkdl.server.memory", None, int, 1)
     token = protocol.new_token()
     server = FrameServer(service, token, host=bind, port=port, timeout=timeout, name=name,
-                         max_connections=max_connections, security=data_plane_security(conf))
+                         max_connections=max_connections, handshake_timeout=handshake, memory=memory,
+                         security=data_plane_security(conf))
     return server, (host, server.address[1]), token
+
+
+def _conf_number(conf, key: str, default, kind, low, high=None):
+    """The number ``conf[key]`` (``kind``: int or float, in ``[low, high]``), or ``default``
+    when it is not set; ValueError naming the key and what it holds otherwise."""
+    raw = conf.get(key, None)
+    if raw is None:
+        return default
+    expected = f"{'an int' if kind is int else 'a number'} >= {low}" + (f" and <= {high}" if high is not None else "")
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ValueError(f"expected {key} to be {expected}, received {raw!r}") from None
+    if value != value or value < low or (high is not None and value > high):
+        raise ValueError(f"expected {key} to be {expected}, received {raw!r}")
+    return value
 
 
 def parameter_server(spark_model, blocks):

@@ -100,17 +100,27 @@ class _Service:
         return Frame(Op.OK, {})
 
 
-def test_the_driver_s_connection_limit_comes_from_the_spark_conf():
-    server, _, _ = transports.serve(_Context(**{"spark.sparkdl.server.maxConnections": "3"}), _Service(),
-                                    "limited", None, 2)
+def test_the_driver_s_server_limits_come_from_the_spark_conf():
+    conf = {"spark.sparkdl.server.maxConnections": "3", "spark.sparkdl.server.handshakeTimeout": "0.5",
+            "spark.sparkdl.server.memory": str(1 << 20)}
+    server, _, _ = transports.serve(_Context(**conf), _Service(), "limited", None, 2)
     try:
-        assert server.max_connections == 3
+        assert server.max_connections == 3 and server.handshake_timeout == 0.5
+        assert server.memory.total == 1 << 20
     finally:
         server.close()
-    with pytest.raises(ValueError, match=r"spark.sparkdl.server.maxConnections to be an int >= 1, received 'x'"):
-        transports.serve(_Context(**{"spark.sparkdl.server.maxConnections": "x"}), _Service(), "bad", None, 2)
-    with pytest.raises(ValueError, match=r"max_connections >= 1 \(an int\), received max_connections=0"):
-        transports.serve(_Context(**{"spark.sparkdl.server.maxConnections": "0"}), _Service(), "bad", None, 2)
+    server, _, _ = transports.serve(_Context(), _Service(), "defaults", None, 2)
+    try:
+        assert server.max_connections == 256 and server.handshake_timeout == 2.0
+    finally:
+        server.close()
+    for key, value, expected in [("spark.sparkdl.server.maxConnections", "x", "an int >= 1"),
+                                 ("spark.sparkdl.server.maxConnections", "0", "an int >= 1"),
+                                 ("spark.sparkdl.server.handshakeTimeout", "nan", "a number >= 0.001"),
+                                 ("spark.sparkdl.server.memory", "-5", "an int >= 1"),
+                                 ("spark.sparkdl.server.port", "70000", "an int >= 0 and <= 65535")]:
+        with pytest.raises(ValueError, match=f"expected {key} to be {expected}, received '{value}'"):
+            transports.serve(_Context(**{key: value}), _Service(), "bad", None, 2)
 
 
 # ---- the data plane's protection --------------------------------------------------------------------
