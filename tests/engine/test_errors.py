@@ -12,7 +12,7 @@ from sparkdl import errors, layers, optimizers
 from sparkdl.models import Input, Sequential
 
 NAMES = ["NotCompiledError", "TrainingDivergedError", "SparkTrainingDivergedError",
-         "ProtocolError", "AuthenticationError", "RemoteError"]
+         "ProtocolError", "AuthenticationError", "IntegrityError", "RemoteError"]
 
 
 def test_every_error_is_defined_once_and_exported_from_sparkdl():
@@ -22,6 +22,7 @@ def test_every_error_is_defined_once_and_exported_from_sparkdl():
         assert cls.__module__ == "sparkdl.errors"
         assert getattr(sparkdl, name) is cls
         assert name in sparkdl.__all__
+    assert issubclass(errors.IntegrityError, errors.AuthenticationError)     # a tampered frame
 
 
 def test_the_former_import_locations_give_the_same_classes():
