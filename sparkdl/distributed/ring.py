@@ -304,7 +304,8 @@ class RingPeer:
         for r in range(self.ranks):
             if r != self.rank:
                 meta, array = self.mailbox.wait((round_index, "reduce", self.rank, r), deadline, self.timeout)
-                received[r] = (meta.get("info") if isinstance(meta.get("info"), dict) else {}, array)
+                info_r = meta.get("info")
+                received[r] = (info_r if isinstance(info_r, dict) else {}, array)
         return received
 
     def _all_gather(self, out: np.ndarray, round_index: int) -> None:
