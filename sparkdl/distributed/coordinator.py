@@ -56,10 +56,13 @@ class Coordinator:
     """A ``FrameServer`` service: the fit's orders and the tasks' reports."""
 
     def __init__(self, inner=None, partitions=(), poll: float = 10.0,
-                 state_sizes: tuple[int, int] | None = None):
+                 state_sizes: tuple[int, int] | None = None, redo: bool = False):
         """``state_sizes``: the model's ``(weights, moving statistics)`` sizes, which fix the
-        size of a reported worker state (unchecked when None)."""
+        size of a reported worker state (unchecked when None). ``redo``: a registering task
+        carries out the open order even if its partition already reported it (allreduce: the
+        order needs every partition's task at once)."""
         self.inner = inner
+        self.redo = redo
         self.state_sizes = state_sizes
         self.max_data = max(getattr(inner, "max_data", 0), MAX_REPORT)
         # What each op may carry (the server bounds the others small): pushes of the inner
@@ -152,6 +155,8 @@ class Coordinator:
         with self._cond:
             attempt = self._registrations.get(partition, -1) + 1
             self._registrations[partition] = attempt
+            if self.redo:
+                self._reports.pop(partition, None)
             state = self._worker_state(partition)
             register = getattr(self.inner, "register", None)
             if register is not None:          # the service refuses the older attempts too

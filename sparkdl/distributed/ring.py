@@ -106,8 +106,13 @@ class _Mailbox:
     """The service of a rank's FrameServer: segment frames land in pooled buffers and wait,
     keyed by ``(round, phase, segment, sender)``, until the rank's own thread takes them."""
 
-    def __init__(self, rank: int, ranks: int, attempt: int, bounds: list[tuple[int, int]]):
-        self.rank, self.ranks, self.attempt, self.bounds = rank, ranks, attempt, bounds
+    def __init__(self, rank: int, ranks: int, attempt: int | None, bounds: list[tuple[int, int]],
+                 timeout: float):
+        self.rank, self.ranks, self.bounds, self.timeout = rank, ranks, bounds, timeout
+        self.attempt = attempt
+        self.connected = threading.Event()      # the attempt is known
+        if attempt is not None:
+            self.connected.set()
         self.max_data = 0
         self.data_limits = {RING_SEGMENT: 4 * max((b - a for a, b in bounds), default=0)}
         self.round: int | None = None           # the round this rank is in (None before the first)
@@ -121,6 +126,8 @@ class _Mailbox:
         round_index, sender = int_field(meta, "round"), int_field(meta, "rank")
         attempt, segment = int_field(meta, "attempt"), int_field(meta, "segment")
         phase = meta.get("phase")
+        if not self.connected.wait(self.timeout):      # a peer that connected first sends early
+            raise Refused(f"rank {self.rank} did not learn its peers within {self.timeout} s")
         if attempt != self.attempt:
             raise Refused(f"rank {self.rank} is in attempt {self.attempt}, received a frame of attempt {attempt}")
         if phase not in _PHASES:
@@ -210,14 +217,15 @@ class RingPeer:
     then ``allreduce`` each round; ``close()`` at the end."""
 
     def __init__(self, rank: int, ranks: int, size: int, token: bytes, timeout: float,
-                 attempt: int = 0, host: str = "127.0.0.1", port: int = 0):
+                 attempt: int | None = 0, host: str = "127.0.0.1", port: int = 0):
         if not 0 <= rank < ranks:
             raise ValueError(f"RingPeer: expected 0 <= rank < ranks, received rank={rank}, ranks={ranks}")
-        self.rank, self.ranks, self.size, self.attempt = int(rank), int(ranks), int(size), int(attempt)
+        self.rank, self.ranks, self.size = int(rank), int(ranks), int(size)
+        self.attempt = None if attempt is None else int(attempt)
         self.timeout = float(timeout)
         self.token = token
         self.bounds = segment_bounds(self.size, self.ranks)
-        self.mailbox = _Mailbox(self.rank, self.ranks, self.attempt, self.bounds)
+        self.mailbox = _Mailbox(self.rank, self.ranks, self.attempt, self.bounds, self.timeout)
         self.server = FrameServer(self.mailbox, token, host=host, port=port, timeout=self.timeout,
                                   name=f"sparkdl-ring-{rank}", max_connections=max(4, 2 * ranks))
         self.address: tuple = self.server.address
@@ -228,11 +236,17 @@ class RingPeer:
         self._chunk = np.empty(min(max(longest, 1), _CHUNK), np.float64)
         self.bytes_sent = 0
 
-    def connect(self, addresses: Sequence[tuple]) -> None:
-        """Every rank's address, in rank order (connections open on first use)."""
+    def connect(self, addresses: Sequence[tuple], attempt: int | None = None) -> None:
+        """Every rank's address, in rank order (connections open on first use), and the
+        ``attempt`` frames must carry when the constructor left it open (None)."""
         if len(addresses) != self.ranks:
             raise ValueError(f"RingPeer.connect: expected {self.ranks} addresses, received {len(addresses)}")
         self.peers = [tuple(a) for a in addresses]
+        if attempt is not None:
+            self.attempt = self.mailbox.attempt = int(attempt)
+        if self.attempt is None:
+            raise ValueError("RingPeer.connect: expected the attempt (the constructor received attempt=None)")
+        self.mailbox.connected.set()
 
     def close(self) -> None:
         for conn in self._conns.values():
