@@ -75,7 +75,7 @@ def test_allreduce_barrier_retries_give_bit_identical_weights_on_local_and_on_a_
     Python worker is killed mid-round (local-cluster[2,1,1024]); Spark retries the barrier
     stage, whose fresh tasks take the driver's last state (after round 0 or an epoch's end),
     replay the rounds since with their peers and carry on: the weights equal those of a fit
-    without the fault (and the hub's) bit for bit."""
+    without the fault bit for bit."""
     local = tmp_path / "local"
     cluster = tmp_path / "cluster"
     local.mkdir()
