@@ -92,6 +92,10 @@ def weighted_mean_into(out: np.ndarray, contributions: Sequence[tuple[np.ndarray
     np.divide(acc[:out.size], total, out=out, casting="unsafe")
 
 
+def _count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def _clip(ranges, a: int, b: int) -> list[tuple[int, int, bool]]:
     """The layout ``ranges`` inside segment ``[a, b)``, relative to ``a``."""
     out = []
@@ -172,6 +176,11 @@ class _Mailbox:
         if array is None or array.dtype != np.float32:
             raise Refused("expected a float32 segment")
         key = self._key(frame.meta, array.shape)
+        info = frame.meta.get("info")
+        if key[1] == "reduce" and not (isinstance(info, dict) and all(
+                _count(info.get(k)) for k in ("samples", "steps") if k in info or k == "samples")):
+            raise Refused(f"expected the sender's info with counts samples (and steps) >= 0, received "
+                          f"{str(info)[:200]}")
         with self._cond:
             if key not in self._landing or key in self._frames:
                 raise Refused(f"a second copy of segment {key[2]} ({key[1]}) of round {key[0]} "

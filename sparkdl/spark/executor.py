@@ -165,6 +165,7 @@ def _ring_task(partition: int, rows: int, end: fit_task.FitEndpoint):
     from sparkdl.distributed import ring, ring_task
     context = BarrierTaskContext.get()
     members = list(end.ring or ())
+    assert end.push is not None, "an allreduce fit's endpoint carries the push layout"
     peer = None
     if partition in members and rows:
         host = context.getTaskInfos()[partition].address.rsplit(":", 1)[0]

@@ -78,8 +78,9 @@ class SparkModel:
     themselves each round (ring all-reduce, ``sparkdl.distributed.ring``), bit-identical to
     ``"socket"``; the driver sends orders and receives each round's metrics, and the model's
     state only at each epoch's end, at checkpoints and at the end of the fit (mode ``"sync"``,
-    one barrier job: for clusters where the driver is far from the executors). ``timeout``: seconds any socket wait may take (a task
-    waiting for the weights or a receipt, the driver waiting for a request, an ssp worker
+    one barrier job: for clusters where the driver is far from the executors). ``timeout``:
+    seconds any socket wait may take (a task waiting for the weights, a receipt or a peer's
+    segment, the driver waiting for a request, an ssp worker
     waiting for the slowest). ``round_timeout``: seconds one round's (or, in the async modes,
     one epoch's) Spark job may take before it is cancelled and ``fit`` raises TimeoutError
     (default None: no limit, as a round's length grows with the data).

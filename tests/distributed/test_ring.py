@@ -141,11 +141,13 @@ def test_a_stale_or_misdirected_segment_is_refused():
     token = protocol.new_token()
     with ring.RingPeer(0, 3, 9, token, 2.0, attempt=1) as peer:
         with protocol.Connection(peer.address, token, 2.0) as conn:
-            base = {"round": 0, "rank": 1, "attempt": 1, "phase": "reduce", "segment": 0}
+            base = {"round": 0, "rank": 1, "attempt": 1, "phase": "reduce", "segment": 0, "info": {"samples": 3}}
             cases = [({"attempt": 0}, np.zeros(3, np.float32), "attempt 1, received a frame of attempt 0"),
                      ({"segment": 2}, np.zeros(3, np.float32), "owns segment 0, received segment 2"),
                      ({}, np.zeros(2, np.float32), "expected 3 float32 values"),
-                     ({"phase": "gather", "segment": 1}, np.zeros(3, np.float32), "from rank 2")]
+                     ({"phase": "gather", "segment": 1}, np.zeros(3, np.float32), "from rank 2"),
+                     ({"info": {"samples": -1}}, np.zeros(3, np.float32), "counts samples"),
+                     ({"info": None}, np.zeros(3, np.float32), "counts samples")]
             for change, array, message in cases:
                 with pytest.raises(protocol.RemoteError, match=message):
                     conn.request(ring.RING_SEGMENT, dict(base, **change), array)
