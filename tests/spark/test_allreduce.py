@@ -64,7 +64,7 @@ def test_a_checkpointed_fit_resumes_mid_epoch_to_the_weights_of_a_straight_one(s
     assert history.history == expected.history
 
 
-def test_callbacks_read_the_tasks_weights_at_each_epoch_end_and_can_stop_the_fit(spark):
+def test_callbacks_and_validation_see_the_tasks_weights_at_each_epoch_end_and_can_stop_the_fit(spark):
     from sparkdl.engine.callbacks import Callback
 
     class Keep(Callback):
@@ -77,10 +77,11 @@ def test_callbacks_read_the_tasks_weights_at_each_epoch_end_and_can_stop_the_fit
             self.model.stop_training = epoch + 1 == self.stop_after
 
     ring, hub = Keep(2), Keep(2)
-    net, history = faults.train(spark, epochs=3, fit_options={"callbacks": [ring]},
+    net, history = faults.train(spark, epochs=3, fit_options={"callbacks": [ring], "validation_split": 0.1},
                                 mode_options={"transport": "allreduce"})
-    faults.train(spark, epochs=3, fit_options={"callbacks": [hub]})
-    assert len(history.rounds) == 10 and len(ring.weights) == 2
+    _, expected = faults.train(spark, epochs=3, fit_options={"callbacks": [hub], "validation_split": 0.1})
+    assert len(history.rounds) == len(expected.rounds) and len(ring.weights) == 2
+    assert "val_loss" in history.history and history.history == expected.history
     for a, b in zip(ring.weights, hub.weights):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(net.get_flat_weights(), hub.weights[-1])
