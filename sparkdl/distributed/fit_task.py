@@ -73,7 +73,7 @@ def run_fit_task(model, block, val_block, partition: int, end: FitEndpoint, ring
                 continue
             _current.order = dict(frame.meta, partition=partition, attempt=attempt)
             try:
-                if ring is not None and frame.meta.get("kind") in (ring_task.ORDER, ring_task.STATE_ORDER):
+                if ring is not None and frame.meta.get("kind") == ring_task.ORDER:
                     (meta, array), push = ring.carry_out(model, block, partition, attempt, frame.meta)
                 else:
                     (meta, array), push, local = _carry_out(model, block, val_block, partition, attempt,

@@ -33,7 +33,6 @@ from sparkdl.distributed.server import Refused, int_field
 MAX_REPLAY = 32
 
 ORDER = "ring"              # train a round and all-reduce it
-STATE_ORDER = "ring-state"  # push the task's state (the driver's model catches up)
 
 
 def ranges(layout: Layout) -> list[tuple[int, int, bool]]:
@@ -138,14 +137,9 @@ class RingTask:
         self._state = np.empty(end.pull.size, np.float32)
 
     def carry_out(self, model, block, partition: int, attempt: int, order: dict):
-        """``(report (meta, metric states), push or None)`` of a ring or ring-state order."""
+        """``(report (meta, metric states), push or None)`` of a ring order: the push carries
+        the state after the round when the order asks for it and this is the first partition."""
         from sparkdl.distributed.fit_task import result_report
-        if order["kind"] == STATE_ORDER:
-            if self.done != order["round"] + 1:
-                raise RuntimeError(f"the driver asked for the state after round {order['round'] + 1}; "
-                                   f"this task holds the state after {self.done} rounds")
-            return ({"samples": 0, "steps": 0, "loss_sum": 0.0, "compute_seconds": 0.0}, None), \
-                self._state_push(model, partition, attempt, order["round"], 0)
         spec = worker.RoundSpec(**order["spec"])
         xs, y = block
         if self.done != spec.round:

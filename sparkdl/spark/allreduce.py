@@ -4,9 +4,9 @@ The tasks hold the training state and all-reduce each round's results with their
 (``sparkdl.distributed.ring``, ``sparkdl.distributed.ring_task``); the driver sends each
 round's order (the round's spec: a few hundred bytes), receives each partition's report
 (counts, loss, metric states) and, only on the rounds that need it — the last of each epoch
-(validation, callbacks, ``stop_training``), checkpoints, the end of the fit, or every
-``ring_task.MAX_REPLAY`` rounds so a retried stage has little to replay — the model's state
-from the lowest training partition.
+(validation, callbacks, ``stop_training`` and the end of the fit, which come only at an
+epoch's end), checkpoints, or every ``ring_task.MAX_REPLAY`` rounds so a retried stage has
+little to replay — the model's state from the lowest training partition.
 """
 from __future__ import annotations
 
@@ -42,7 +42,6 @@ class RingInJob(transports.InJob):
                                                        spark_model.port, self.timeout)
         self.end = fit_task.FitEndpoint(address, token, self.timeout, layout, push, ring=tuple(self.training))
         self.val_blocks = val_blocks
-        self.rounds_done: int | None = None
         rdd = blocks.rdd if val_blocks is None else blocks.rdd.zip(val_blocks.rdd)
         task = executor.persistent_task(model_bc, self.end, with_validation=val_blocks is not None)
         try:
@@ -73,7 +72,6 @@ class RingInJob(transports.InJob):
             raise SparkTrainingDivergedError(
                 f"{error}. With transport='allreduce' the driver's model holds the state after round "
                 f"{state.base_round}, the last it received") from None
-        self.rounds_done = spec.round + 1
         if need_weights:
             self._mirror(spec.round)
         return result, state.bytes_pulled + state.bytes_pushed - before
@@ -85,24 +83,6 @@ class RingInJob(transports.InJob):
             raise RuntimeError(f"SparkModel.fit: round {round_index + 1} ended without the state of partition "
                                f"{state.first} (the driver holds the state after {state.base_round} rounds)")
         ring_task.set_state(self.model, state.layout, state.base, state.iterations)
-
-    def catch_up(self) -> None:
-        """Bring the driver's model to the tasks' state when it lags (a fit that stopped between
-        the rounds that bring weights back)."""
-        if self.rounds_done is None or self.state.base_round == self.rounds_done:
-            return
-        last = self.rounds_done - 1
-        self.coordinator.order(ring_task.STATE_ORDER, {"round": last, "label": "sparkdl state"},
-                               expected=[self.state.first])
-        self._wait("the model's state")
-        self._mirror(last)
-
-    def close(self, failed: bool) -> None:
-        try:
-            if not failed:
-                self.catch_up()
-        finally:
-            super().close(failed)
 
 
 def ring_bytes(model_bytes: int, workers: int) -> int:
