@@ -12,8 +12,10 @@ Spark retries the whole barrier stage when a task fails. The new tasks register 
 continue with the open order, so the driver never goes back: a partition that already
 reported the open order waits for the next one, the others redo it (seeded by ``(seed,
 round, partition)``, they recompute what the failed attempt would have), and the exchange
-or parameter server drops what was already applied. ``attempt`` counts a partition's
-registrations, so a task knows it is a retry.
+or parameter server drops what was already applied. With ``transport="allreduce"``
+(``redo=True``) every registering task carries out the open order again, since its peers
+need it in the ring. ``attempt`` counts a partition's registrations, so a task knows it is
+a retry.
 
 Everything else (``PULL``, ``PUSH``, ``CLOCK``) goes to the wrapped service: the sync round
 exchange or the parameter server, served on the same connections. The coordinator tells that

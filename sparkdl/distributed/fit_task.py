@@ -9,6 +9,9 @@ executed. Results travel in two parts: the big vector as a ``PUSH`` to the round
 ``REPORT``. Where a worker carries state between orders (its optimizer in the async modes,
 its weights too in EASGD), the task keeps it, reports it after each training order (the
 driver keeps it per partition) and, when it is a retry, takes it back on ``REGISTER``.
+With ``transport="allreduce"`` the task keeps the whole training state and a ``"ring"``
+order is carried out by ``sparkdl.distributed.ring_task`` (no vector to or from the driver,
+except the state on the rounds that ask for it).
 """
 from __future__ import annotations
 

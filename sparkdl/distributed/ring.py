@@ -179,6 +179,8 @@ class _Mailbox:
         info = frame.meta.get("info")
         if key[1] == "reduce" and not (isinstance(info, dict) and all(
                 _count(info.get(k)) for k in ("samples", "steps") if k in info or k == "samples")):
+            with self._cond:        # the place it landed in is free for a good copy
+                self._landing.discard(key)
             raise Refused(f"expected the sender's info with counts samples (and steps) >= 0, received "
                           f"{str(info)[:200]}")
         with self._cond:
