@@ -9,8 +9,10 @@
     and the time until the test accuracy (checked after each epoch) first reaches 0.92 (data
     preparation plus the rounds up to that epoch).
 (b) The parameter server's cost per push for models of 1 M and 10 M parameters: clients in
-    threads of this process push float32 deltas over loopback; per push, the round trip seen
-    by a client and the server's time to apply it (async: under the lock; hogwild: without).
+    threads of this process push deltas over loopback, in plain frames, in frames with
+    integrity tags (the default), and int8-compressed with tags; per push, the round trip
+    seen by a client and the server's time to apply it (async: under the lock; hogwild:
+    without; decoding not included).
 
     python benchmarks/async_modes.py [--parts a,b] [--seeds 3] [--pushes 20]
 """
@@ -87,40 +89,46 @@ def _time_to(history, epochs, target):
 
 
 def push_cost(pushes):
+    print(f"(b) parameter server cost per push, 2 clients in threads, {pushes} pushes each, loopback")
+    print("    model  mode      frames     vectors  round trip per push (median)  server apply per push")
+    for label, size in (("1M", 1_000_000), ("10M", 10_000_000)):
+        for mode in ("async", "hogwild"):
+            for security, compression in (("plain", None), ("integrity", None), ("integrity", "int8")):
+                times, apply = _pushes(size, mode, security, compression, pushes)
+                print(f"    {label:5s}  {mode:8s}  {security:9s}  {compression or 'float32':7s}"
+                      f"  {statistics.median(times) * 1000:10.1f} ms               {apply * 1000:8.1f} ms")
+
+
+def _pushes(size, mode, security, compression, pushes):
+    """Round trips of ``pushes`` pushes from each of 2 client threads, and the server's time
+    to apply one (decoding included when pushes are compressed)."""
     from sparkdl.distributed import parameter_server, protocol
     from sparkdl.distributed.server import FrameServer
 
-    print(f"(b) parameter server cost per push, 2 clients in threads, {pushes} pushes each, loopback")
-    print("    model  mode      round trip per push (median)  server apply per push")
-    for label, size in (("1M", 1_000_000), ("10M", 10_000_000)):
-        for mode in ("async", "hogwild"):
-            ps = parameter_server.ParameterServer(np.zeros(size, np.float32), mode=mode,
-                                                  rows={0: 64 * pushes, 1: 64 * pushes})
-            token = protocol.new_token()
-            with FrameServer(ps, token) as server:
-                times = []
-                lock = threading.Lock()
-
-                # The threads running client() are joined within this iteration.
-                def client(partition):
-                    c = parameter_server.Client(server.address, token, 60, 0, partition, 0, size)  # noqa: B023
-                    update = np.full(size, 1e-3, np.float32)  # noqa: B023
-                    c.start()
-                    for k in range(pushes):
-                        t = time.perf_counter()
-                        c.push(k, 64, update)
-                        with lock:  # noqa: B023
-                            times.append(time.perf_counter() - t)  # noqa: B023
-                    c.done()
-                    c.close()
-                threads = [threading.Thread(target=client, args=(p,)) for p in range(2)]
-                for t in threads:
-                    t.start()
-                for t in threads:
-                    t.join()
-                apply = ps.stats["apply_seconds"] / ps.stats["pushes"]
-            print(f"    {label:5s}  {mode:8s}  {statistics.median(times) * 1000:10.1f} ms"
-                  f"                  {apply * 1000:8.1f} ms")
+    ps = parameter_server.ParameterServer(np.zeros(size, np.float32), mode=mode,
+                                          rows={0: 64 * pushes, 1: 64 * pushes}, compression=compression)
+    token = protocol.new_token()
+    times = []
+    lock = threading.Lock()
+    with FrameServer(ps, token, security=security) as server:
+        def client(partition):
+            c = parameter_server.Client(server.address, token, 60, 0, partition, 0, size,
+                                        security, compression)
+            update = np.full(size, 1e-3, np.float32)
+            c.start()
+            for k in range(pushes):
+                t = time.perf_counter()
+                c.push(k, 64, update)
+                with lock:
+                    times.append(time.perf_counter() - t)
+            c.done()
+            c.close()
+        threads = [threading.Thread(target=client, args=(p,)) for p in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    return times, ps.stats["apply_seconds"] / ps.stats["pushes"]
 
 
 def main():

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from sparkdl import callbacks, layers, losses, metrics, optimizers, saving
 from sparkdl.engine.random import set_random_seed
-from sparkdl.errors import (AuthenticationError, NotCompiledError, ProtocolError, RemoteError,
+from sparkdl.errors import (AuthenticationError, IntegrityError, NotCompiledError, ProtocolError, RemoteError,
                             SparkTrainingDivergedError, TrainingDivergedError)
 from sparkdl.saving import custom_object_scope, register_serializable
 
@@ -24,7 +24,7 @@ __version__ = "0.1.0"
 
 __all__ = ["SparkModel", "load_spark_model", "callbacks", "layers", "losses", "metrics", "optimizers", "saving",
            "custom_object_scope", "register_serializable", "set_random_seed", "__version__",
-           "AuthenticationError", "NotCompiledError", "ProtocolError", "RemoteError",
+           "AuthenticationError", "IntegrityError", "NotCompiledError", "ProtocolError", "RemoteError",
            "SparkTrainingDivergedError", "TrainingDivergedError"]
 
 

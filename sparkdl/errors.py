@@ -7,7 +7,7 @@ and without pyspark.
 """
 from __future__ import annotations
 
-__all__ = ["AuthenticationError", "NotCompiledError", "ProtocolError", "RemoteError",
+__all__ = ["AuthenticationError", "IntegrityError", "NotCompiledError", "ProtocolError", "RemoteError",
            "SparkTrainingDivergedError", "TrainingDivergedError"]
 
 
@@ -32,6 +32,11 @@ class ProtocolError(ValueError):
 
 class AuthenticationError(ProtocolError):
     """The other side could not prove it holds the job's token."""
+
+
+class IntegrityError(AuthenticationError):
+    """A frame after the handshake failed its check: changed, replayed, reordered or dropped
+    on the way (or sent by someone who does not hold the session's keys)."""
 
 
 class RemoteError(RuntimeError):

@@ -221,6 +221,7 @@ class Endpoint:
     timeout: float
     pull: Layout
     push: Layout
+    security: str = "integrity"       # the server's protection mode (session.MODES)
 
 
 # ---- task side ------------------------------------------------------------------------------------
@@ -240,7 +241,7 @@ def pull(end: Endpoint, round_index: int) -> tuple[dict, dict]:
     """The round's payload as ``(segments, meta)``; the segments are views of a buffer this
     worker reuses, valid until its next pull."""
     layout = end.pull
-    with Connection(end.address, end.token, end.timeout) as conn:
+    with Connection(end.address, end.token, end.timeout, security=end.security) as conn:
         frame = conn.request(Op.PULL, {"round": round_index}, out=_buffer("pull", layout.size),
                              what=f"the weights of round {round_index}")
     if frame.array is None or frame.array.shape != (layout.size,):
@@ -254,6 +255,6 @@ def push(end: Endpoint, round_index: int, partition: int, attempt: int, samples:
     """Send this partition's result; True when the driver applied it (False: a duplicate)."""
     vector = end.push.pack(parts, out=_buffer("push", end.push.size))
     meta = {"round": round_index, "partition": partition, "attempt": attempt, "samples": samples}
-    with Connection(end.address, end.token, end.timeout) as conn:
+    with Connection(end.address, end.token, end.timeout, security=end.security) as conn:
         reply = conn.request(Op.PUSH, meta, vector, what=f"the driver's receipt for round {round_index}")
     return bool(reply.meta.get("applied"))

@@ -45,6 +45,7 @@ class FitEndpoint:
     pull: Layout | None = None        # sync: the layout of a round's weights
     push: Layout | None = None        # sync: the layout of a partition's result
     server_size: int = 0              # async: the parameter server's vector size; EASGD: the center's
+    security: str = "integrity"       # the server's protection mode (session.MODES)
     ring: tuple | None = None         # allreduce: the partitions that train, in rank order
 
 
@@ -54,7 +55,7 @@ def run_fit_task(model, block, val_block, partition: int, end: FitEndpoint, ring
 
     A carried-out order's push, its report and the request for the next order leave back to
     back, and their answers are read afterwards: one round trip per round, not three."""
-    conn = Connection(end.address, end.token, end.timeout)
+    conn = Connection(end.address, end.token, end.timeout, security=end.security)
     done = 0
     try:
         registered = conn.request(Op.REGISTER, {"partition": partition})
@@ -127,7 +128,8 @@ def _carry_out(model, block, val_block, partition, attempt, frame, end, local):
         from sparkdl.distributed import parameter_server
         residual = worker.set_worker_state(model, *local) if local is not None else None
         client = parameter_server.Client(end.address, end.token, end.timeout, spec.round, partition,
-                                         attempt, end.server_size, spec.compression, residual)
+                                         attempt, end.server_size, end.security, spec.compression,
+                                         residual)
         try:
             result = worker.run_async_epoch(model, xs, y, spec, partition, client)
         finally:

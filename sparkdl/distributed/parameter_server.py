@@ -239,12 +239,14 @@ class Client:
     """
 
     def __init__(self, address, token: bytes, timeout: float, epoch: int, partition: int,
-                 attempt: int, size: int, compression: str | None = None,
+                 attempt: int, size: int, security: str = "integrity", compression: str | None = None,
                  residual: np.ndarray | None = None):
-        """``compression``: as the server's; pushes then go through error feedback, starting
+        """``security``: the server's frame protection (``sparkdl.distributed.session``).
+        ``compression``: as the server's; pushes then go through error feedback, starting
         from ``residual`` (what this partition's earlier pushes have not delivered yet), which
         ``residual`` holds again after the epoch."""
         self.address, self.token, self.timeout = tuple(address), token, timeout
+        self.security = security
         self.epoch, self.partition, self.attempt = epoch, partition, attempt
         self.size = size
         self._conn: Connection | None = None
@@ -266,7 +268,8 @@ class Client:
                 if self._conn is None:
                     # A margin over the server's own waits (ssp), so its explanation arrives
                     # before this side gives up.
-                    self._conn = Connection(self.address, self.token, self.timeout + 5)
+                    self._conn = Connection(self.address, self.token, self.timeout + 5,
+                                            security=self.security)
                 return self._conn.request(op, meta, array, out=out, what=what)
             except RemoteError:
                 raise

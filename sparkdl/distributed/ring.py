@@ -23,7 +23,8 @@ it diverged), so every rank ends the round knowing all of them; when a rank dive
 all-gather is skipped by all and no rank applies anything.
 
 Frames are ``RING_SEGMENT`` requests (op code 32) over authenticated ``Connection``s with
-the fit's token, tagged ``(round, rank, attempt, phase, segment)``; a peer refuses a frame
+the fit's token and protection mode (``security``: integrity tags or encryption, as the
+driver's data plane), tagged ``(round, rank, attempt, phase, segment)``; a peer refuses a frame
 of another attempt, of a round it has left behind, from a rank that should not send it,
 of the wrong size, or a second copy. Every wait is bounded by ``timeout``: a peer that does
 not deliver ends the round with a ``TimeoutError`` naming the peer rank, the phase and the
@@ -228,17 +229,19 @@ class RingPeer:
     then ``allreduce`` each round; ``close()`` at the end."""
 
     def __init__(self, rank: int, ranks: int, size: int, token: bytes, timeout: float,
-                 attempt: int | None = 0, host: str = "127.0.0.1", port: int = 0):
+                 attempt: int | None = 0, host: str = "127.0.0.1", port: int = 0,
+                 security: str = "integrity"):
         if not 0 <= rank < ranks:
             raise ValueError(f"RingPeer: expected 0 <= rank < ranks, received rank={rank}, ranks={ranks}")
         self.rank, self.ranks, self.size = int(rank), int(ranks), int(size)
         self.attempt = None if attempt is None else int(attempt)
         self.timeout = float(timeout)
-        self.token = token
+        self.token, self.security = token, security
         self.bounds = segment_bounds(self.size, self.ranks)
         self.mailbox = _Mailbox(self.rank, self.ranks, self.attempt, self.bounds, self.timeout)
         self.server = FrameServer(self.mailbox, token, host=host, port=port, timeout=self.timeout,
-                                  name=f"sparkdl-ring-{rank}", max_connections=max(4, 2 * ranks))
+                                  name=f"sparkdl-ring-{rank}", max_connections=max(4, 2 * ranks),
+                                  security=security)
         self.address: tuple = self.server.address
         self.peers: list[tuple] = []
         self._conns: dict[int, Connection] = {}
@@ -351,7 +354,8 @@ class RingPeer:
         try:
             conn = self._conns.get(peer)
             if conn is None:
-                conn = self._conns[peer] = Connection(self.peers[peer], self.token, self.timeout)
+                conn = self._conns[peer] = Connection(self.peers[peer], self.token, self.timeout,
+                                                           security=self.security)
             conn.send(RING_SEGMENT, meta, array)
         except AuthenticationError as exc:
             raise AuthenticationError(f"ring: rank {peer} refused rank {self.rank}'s connection in round "

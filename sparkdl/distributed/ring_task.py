@@ -158,7 +158,7 @@ class RingTask:
     def _restart(self, model, xs, y, partition: int, round_index: int) -> None:
         """Take the driver's base state and replay the rounds since (with the peers)."""
         end = self.end
-        with Connection(end.address, end.token, end.timeout) as conn:
+        with Connection(end.address, end.token, end.timeout, security=end.security) as conn:
             frame = conn.request(Op.PULL, {"round": round_index}, out=self._state,
                                  what=f"the state to start round {round_index + 1} from")
         if frame.array is None or frame.array.shape != (end.pull.size,):

@@ -2,9 +2,12 @@
 
 ``FrameServer(service, token)`` listens on an ephemeral port (unless one is given), checks
 every connection's HMAC answer, then hands each request frame to ``service.handle(frame)``
-and sends back the frame it returns. A connection that breaks the protocol (bad frame, too
-big, wrong token, silent for longer than the timeout, a handshake or a frame that does not
-arrive whole in time) is closed; the others keep being served. ``close()`` (or leaving the
+and sends back the frame it returns. ``security`` (``session.MODES``) is the protection every
+frame after the handshake gets: "integrity" (the default) tags each frame, "encrypted" also
+encrypts it; a client speaking another mode is refused. A connection that breaks the
+protocol (bad frame, too big, wrong token, another mode, a frame that fails its tag, silent
+for longer than the timeout, a handshake or a frame that does not arrive whole in time) is
+closed; the others keep being served. ``close()`` (or leaving the
 ``with`` block) stops accepting, closes every connection and frees the port; it never raises.
 
 The server outlives hostile or unlucky conditions: at most ``max_connections`` connections
@@ -34,7 +37,7 @@ import time
 
 import numpy as np
 
-from sparkdl.distributed import limits, protocol
+from sparkdl.distributed import limits, protocol, session
 from sparkdl.distributed.protocol import Frame, Op
 from sparkdl.engine import checks
 
@@ -119,17 +122,21 @@ class FrameServer:
     request frame as a whole; ``handshake_timeout`` (default ``min(timeout, 10)``): seconds for
     the whole handshake; ``max_connections``: connections served at once; ``memory``: bytes
     of request arrays the server allocates at once (default twice the largest op bound);
-    ``log_interval``: seconds between two warnings of the same kind."""
+    ``log_interval``: seconds between two warnings of the same kind; ``security``: the
+    protection of every frame after the handshake (see the module docstring)."""
 
     def __init__(self, service, token: bytes, host: str = "127.0.0.1", port: int = 0,
                  timeout: float = 120.0, name: str = "sparkdl-server", max_connections: int = 256,
                  handshake_timeout: float | None = None, memory: int | None = None,
-                 log_interval: float = 10.0):
+                 log_interval: float = 10.0, security: str = "integrity"):
         if not isinstance(token, bytes) or len(token) < 16:
             raise ValueError("FrameServer: expected a token of at least 16 bytes")
         if not isinstance(max_connections, int) or max_connections < 1:
             raise ValueError(f"FrameServer: expected max_connections >= 1 (an int), "
                              f"received max_connections={max_connections!r}")
+        self.security = session.check_mode(security, "FrameServer")
+        if self.security == "encrypted":
+            session.require_cipher()
         self.service = service
         self._release = getattr(service, "release", None)
         self._provider = getattr(service, "receive_buffer", None)
@@ -142,7 +149,8 @@ class FrameServer:
         biggest = max(SMALL_DATA, *self.data_limits.values())
         self.memory = limits.MemoryBudget(max(biggest, 2 * biggest if memory is None else int(memory)))
         self.stats = {"connections": 0, "refused": 0, "protocol_errors": 0, "requests": 0,
-                      "over_limit": 0, "timeouts": 0, "busy": 0, "errors": 0, "accept_errors": 0}
+                      "over_limit": 0, "timeouts": 0, "busy": 0, "errors": 0, "accept_errors": 0,
+                      "tampered": 0}
         self._warn = limits.RateLimitedLog(logger, log_interval)
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -236,8 +244,8 @@ class FrameServer:
             self.stats["over_limit"] += 1
         self._warn(logging.WARNING, "over limit", "%s: refused a connection from %s: already %d "
                    "connections open (max_connections)", self.name, peer, self.max_connections)
-        self._try_error(conn, f"the server has {self.max_connections} connections open, its limit "
-                              f"(max_connections); expected fewer clients at once")
+        self._try_error(protocol.Channel(conn), f"the server has {self.max_connections} connections open, "
+                                                f"its limit (max_connections); expected fewer clients at once")
         conn.close()
         return False
 
@@ -254,7 +262,8 @@ class FrameServer:
                 self._threads.discard(thread)
                 self._conns.discard(conn)
                 self.stats["accept_errors"] += 1
-            self._try_error(conn, f"the server could not serve this connection ({exc}); try again later")
+            self._try_error(protocol.Channel(conn), f"the server could not serve this connection ({exc}); "
+                                                    f"try again later")
             conn.close()
             self._warn(logging.WARNING, "thread start", "%s: closed a connection from %s: could "
                        "not start its thread (%s)", self.name, peer, exc)
@@ -263,44 +272,51 @@ class FrameServer:
     # ---- serving ------------------------------------------------------------------------------
     def _serve(self, conn: socket.socket, peer) -> None:
         """One connection's thread: no exception leaves it; each ends the connection, counted."""
+        channel = protocol.Channel(conn)
         try:
-            self._session(conn)
-        except protocol.AuthenticationError:
+            self._session(channel)
+        except protocol.IntegrityError as exc:
+            self._count("tampered")
+            self._warn(logging.WARNING, "tampered", "%s: closed a connection from %s: %s",
+                       self.name, peer, exc)
+            self._try_error(channel, str(exc))
+        except protocol.AuthenticationError as exc:
             self._count("refused")
-            self._warn(logging.WARNING, "refused", "%s: refused a connection from %s (wrong token)",
-                       self.name, peer)
-            self._try_error(conn, "authentication failed")
+            self._warn(logging.WARNING, "refused", "%s: refused a connection from %s (%s)",
+                       self.name, peer, exc)
+            self._try_error(channel, str(exc))
         except protocol.ProtocolError as exc:
             self._count("protocol_errors")
             self._warn(logging.WARNING, "protocol", "%s: closed a connection from %s: %s",
                        self.name, peer, exc)
-            self._try_error(conn, str(exc))
+            self._try_error(channel, str(exc))
         except TimeoutError as exc:
             self._count("timeouts")
             self._warn(logging.INFO, "timeout", "%s: closed a connection from %s: %s", self.name, peer, exc)
-            self._try_error(conn, str(exc))
+            self._try_error(channel, str(exc))
         except OSError as exc:          # ConnectionError included: the client went away
             logger.debug("%s: connection from %s ended: %s", self.name, peer, exc)
         except Exception as exc:        # RecursionError, MemoryError, a service's bug...
             self._count("errors")
             self._warn(logging.WARNING, "error", "%s: closed a connection from %s after %s: %s",
                        self.name, peer, type(exc).__name__, exc)
-            self._try_error(conn, f"the server failed on this request ({type(exc).__name__})")
+            self._try_error(channel, f"the server failed on this request ({type(exc).__name__})")
         finally:
             conn.close()
             with self._lock:
                 self._conns.discard(conn)
                 self._threads.discard(threading.current_thread())
 
-    def _session(self, conn: socket.socket) -> None:
+    def _session(self, channel: protocol.Channel) -> None:
+        conn = channel.sock
         conn.settimeout(self.timeout)
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        protocol.server_handshake(conn, self.token, self.handshake_timeout)
+        channel.session = protocol.server_handshake(conn, self.token, self.handshake_timeout, self.security)
         held = [0]          # bytes of the memory budget the request in hand holds
         provide = self._receive_buffer(held)
         while True:
             try:
-                frame = self._next_request(conn, provide)
+                frame = self._next_request(channel, provide)
                 if frame is None:
                     return
                 reply = self._answer(frame)
@@ -313,7 +329,7 @@ class FrameServer:
                 if held[0]:
                     self.memory.give(held[0])
                     held[0] = 0
-            protocol.send_frame(conn, reply.op, reply.meta, reply.array)
+            channel.send(reply.op, reply.meta, reply.array)
 
     def _receive_buffer(self, held: list):
         """Where a request's array lands: the service's buffer, else a new array paid for from
@@ -335,16 +351,11 @@ class FrameServer:
     def _data_limit(self, op: int) -> int:
         return self.data_limits.get(op, SMALL_DATA)
 
-    def _next_request(self, conn, provide) -> Frame | None:
+    def _next_request(self, channel: protocol.Channel, provide) -> Frame | None:
         """The next request, or None when the client closed the connection between frames."""
-        try:
-            first = conn.recv(1, socket.MSG_PEEK)
-        except socket.timeout:
-            raise TimeoutError(f"no request within {self.timeout} s") from None
-        if not first:
+        if not protocol.frame_arrives(channel.sock, "a request"):
             return None
-        return protocol.recv_frame(conn, self._data_limit, out=provide, what="a request",
-                                   deadline=self.timeout)
+        return channel.recv(self._data_limit, out=provide, what="a request", deadline=self.timeout)
 
     def _answer(self, frame: Frame) -> Frame:
         self._count("requests")
@@ -355,11 +366,12 @@ class FrameServer:
         except Refused as exc:
             return Frame(Op.ERROR, {"error": str(exc)})
 
-    def _try_error(self, conn, message: str) -> None:
-        """Tell the client why it is being closed, if that can be done without waiting."""
+    def _try_error(self, channel: protocol.Channel, message: str) -> None:
+        """Tell the client why it is being closed, if that can be done without waiting (sealed
+        by the connection's session once its handshake is done)."""
         try:
-            conn.settimeout(0)
-            protocol.send_frame(conn, Op.ERROR, {"error": message[:1000]})
+            channel.sock.settimeout(0)
+            channel.send(Op.ERROR, {"error": message[:1000]})
         except (OSError, ValueError):
             pass
 

@@ -40,7 +40,8 @@ class RingInJob(transports.InJob):
                                        state_sizes=(model.flat_weights.size, model.flat_state.size), redo=True)
         self.server, address, token = transports.serve(blocks.rdd.context, self.coordinator, "sparkdl-allreduce",
                                                        spark_model.port, self.timeout)
-        self.end = fit_task.FitEndpoint(address, token, self.timeout, layout, push, ring=tuple(self.training))
+        self.end = fit_task.FitEndpoint(address, token, self.timeout, layout, push,
+                                        security=self.server.security, ring=tuple(self.training))
         self.val_blocks = val_blocks
         rdd = blocks.rdd if val_blocks is None else blocks.rdd.zip(val_blocks.rdd)
         task = executor.persistent_task(model_bc, self.end, with_validation=val_blocks is not None)

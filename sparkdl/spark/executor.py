@@ -103,7 +103,7 @@ def async_epoch_task(model_bc, end, spec: worker.RoundSpec, states_bc):
 
         residual = worker.set_worker_state(model, *states_bc.value[partition])
         client = parameter_server.Client(end.address, end.token, end.timeout, spec.round, partition,
-                                         attempt, end.size, spec.compression, residual)
+                                         attempt, end.size, end.security, spec.compression, residual)
         try:
             result = worker.run_async_epoch(model, xs, y, spec, partition, client)
         finally:
@@ -131,6 +131,7 @@ class PSEndpoint:
     token: bytes
     timeout: float
     size: int
+    security: str = "integrity"       # the server's protection mode (session.MODES)
 
 
 def persistent_task(model_bc, end: fit_task.FitEndpoint, with_validation: bool = False):
@@ -170,7 +171,7 @@ def _ring_task(partition: int, rows: int, end: fit_task.FitEndpoint):
     if partition in members and rows:
         host = context.getTaskInfos()[partition].address.rsplit(":", 1)[0]
         peer = ring.RingPeer(members.index(partition), len(members), end.push.size, end.token, end.timeout,
-                             attempt=None, host=host)
+                             attempt=None, host=host, security=end.security)
     try:
         told = context.allGather(json.dumps(list(peer.address) if peer is not None else None))
     except BaseException:

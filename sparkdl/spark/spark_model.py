@@ -237,6 +237,10 @@ class SparkModel:
         batch_size = checks.integer(batch_size, "batch_size", who, at_least=1)
         split = _check_validation_split(validation_split, validation_data, who)
         store = _checkpoint_store(checkpoint_dir, checkpoint_every, resume, checkpoint_keep, who)
+        # The data plane's settings (and the extra encryption needs) fail here, before any job.
+        context = _context_of(data)
+        if context is not None:
+            transports.data_plane_security(context.getConf())
         val = self._validation(validation_data, features_col, label_col) if validation_data is not None else None
         with live_dashboard(board, who, self, **(_dashboard_address(data) if board else {})) as feed:
             self.model.dashboard_url = self.dashboard_url
@@ -595,6 +599,16 @@ class SparkModel:
                              f"received {type(data).__name__} and y=None")
         scores = self.model.evaluate(data, y, batch_size=batch_size, return_dict=True)
         return scores_mod.returned(scores, return_dict)
+
+
+def _context_of(data):
+    """The SparkContext of ``fit``'s data, or None for anything else (``_blocks`` then says
+    what it expects)."""
+    from pyspark import RDD
+    from pyspark.sql import DataFrame
+    if isinstance(data, DataFrame):
+        return data.sparkSession.sparkContext
+    return data.context if isinstance(data, RDD) else None
 
 
 def _check_keywords(mode, mode_options: dict) -> None:

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from sparkdl.distributed import exchange, fit_task, protocol, worker
+from sparkdl.distributed import exchange, fit_task, protocol, session, worker
 from sparkdl.distributed.coordinator import Coordinator
 from sparkdl.distributed.server import FrameServer
 from sparkdl.errors import SparkTrainingDivergedError
@@ -36,8 +36,45 @@ from sparkdl.spark.job import FitJob
 logger = logging.getLogger(__name__)
 
 
+#: Spark settings under which Spark encrypts its own traffic; the data plane then encrypts too
+SPARK_ENCRYPTION = ("spark.network.crypto.enabled", "spark.ssl.enabled")
+INTEGRITY = "spark.sparkdl.dataPlane.integrity"
+ENCRYPTION = "spark.sparkdl.dataPlane.encryption"
+
+
+def _flag(conf, key: str, default: bool) -> bool:
+    raw = conf.get(key, None)
+    if raw is None:
+        return default
+    value = str(raw).strip().lower()
+    if value not in ("true", "false"):
+        raise ValueError(f"expected {key} to be true or false, received {raw!r}")
+    return value == "true"
+
+
+def data_plane_security(conf) -> str:
+    """The data plane's protection mode (``session.MODES``) under a Spark conf: "encrypted"
+    when Spark encrypts its own traffic or ``spark.sparkdl.dataPlane.encryption=true``, else
+    "integrity" unless ``spark.sparkdl.dataPlane.integrity=false`` ("plain"). ValueError for a
+    setting that is not true/false, or that asks for no encryption while Spark encrypts;
+    ImportError naming the extra when encryption is due and the ``cryptography`` package is
+    absent. ``fit`` calls this before any work starts."""
+    integrity = _flag(conf, INTEGRITY, True)
+    spark_on = [key for key in SPARK_ENCRYPTION if _flag(conf, key, False)]
+    asked = _flag(conf, ENCRYPTION, bool(spark_on))
+    if spark_on and not asked:
+        raise ValueError(f"expected {ENCRYPTION} to be true (or unset) while Spark encrypts its own "
+                         f"traffic ({spark_on[0]}=true), received {conf.get(ENCRYPTION, None)!r}")
+    if asked:
+        why = f"{spark_on[0]}=true" if spark_on else f"{ENCRYPTION}=true"
+        session.require_cipher(f"encrypted frames, which {why} asks for")
+        return "encrypted"
+    return "integrity" if integrity else "plain"
+
+
 def serve(sc, service, name: str, port, timeout: float):
-    """``(server, advertised address, token)``: ``service`` on the driver for one fit."""
+    """``(server, advertised address, token)``: ``service`` on the driver for one fit, its
+    frames protected as ``data_plane_security`` says (``server.security``)."""
     conf = sc.getConf()
     host = conf.get("spark.driver.host", "127.0.0.1")
     bind = conf.get("spark.driver.bindAddress", host)
@@ -50,7 +87,7 @@ def serve(sc, service, name: str, port, timeout: float):
                          f"received {limit!r}") from None
     token = protocol.new_token()
     server = FrameServer(service, token, host=bind, port=port, timeout=timeout, name=name,
-                         max_connections=max_connections)
+                         max_connections=max_connections, security=data_plane_security(conf))
     return server, (host, server.address[1]), token
 
 
@@ -177,7 +214,8 @@ class InJob:
         self.coordinator.worker_states = initial_worker_states(spark_model, self.training, worker_states)
         self.server, address, token = serve(blocks.rdd.context, self.coordinator,
                                             f"sparkdl-{spark_model.mode}", spark_model.port, self.timeout)
-        self.end = fit_task.FitEndpoint(address, token, self.timeout, pull, push, server_size=order_size)
+        self.end = fit_task.FitEndpoint(address, token, self.timeout, pull, push, server_size=order_size,
+                                        security=self.server.security)
         self.val_blocks = val_blocks
         rdd = blocks.rdd if val_blocks is None else blocks.rdd.zip(val_blocks.rdd)
         task = executor.persistent_task(model_bc, self.end, with_validation=val_blocks is not None)
@@ -338,12 +376,13 @@ class RoundJobs:
         if sm.strategy.asynchronous:
             self.service = parameter_server(sm, blocks)
             self.server, address, token = serve(self.sc, self.service, f"sparkdl-{sm.mode}", sm.port, sm.timeout)
-            self.end = executor.PSEndpoint(address, token, sm.timeout, self.service.vector.size)
+            self.end = executor.PSEndpoint(address, token, sm.timeout, self.service.vector.size,
+                                           self.server.security)
         elif sm.transport == "socket" and not sm.strategy.elastic:
             pull, push = exchange.round_layouts(self.model, sm.aggregate)
             self.service = exchange.RoundExchange(push, timeout=sm.timeout)
             self.server, address, token = serve(self.sc, self.service, "sparkdl-sync", sm.port, sm.timeout)
-            self.end = exchange.Endpoint(address, token, sm.timeout, pull, push)
+            self.end = exchange.Endpoint(address, token, sm.timeout, pull, push, self.server.security)
 
     def evaluate_validation(self):
         return None

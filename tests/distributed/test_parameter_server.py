@@ -26,19 +26,19 @@ ROWS = {p: 1000 for p in range(10)}        # the partitions a test's fit trains,
 
 
 @contextlib.contextmanager
-def ps_server(vector=INIT, *, epoch=0, server_timeout=5.0, **kwargs):
+def ps_server(vector=INIT, *, epoch=0, server_timeout=5.0, security="integrity", **kwargs):
     """A ParameterServer for ``epoch`` behind a FrameServer: ``(ps, server, token)``."""
     token = protocol.new_token()
     ps = ParameterServer(vector, **dict({"rows": ROWS}, **kwargs))
     ps.begin_epoch(epoch)
-    with FrameServer(ps, token, timeout=server_timeout) as server:
+    with FrameServer(ps, token, timeout=server_timeout, security=security) as server:
         yield ps, server, token
 
 
 @contextlib.contextmanager
 def clients(server, token, *specs, epoch=0, timeout=5.0, size=N):
     """One Client per ``(partition, attempt)`` in ``specs``, all closed on exit."""
-    opened = [Client(server.address, token, timeout, epoch, p, a, size) for p, a in specs]
+    opened = [Client(server.address, token, timeout, epoch, p, a, size, server.security) for p, a in specs]
     try:
         yield opened if len(opened) > 1 else opened[0]
     finally:
@@ -431,8 +431,10 @@ _tail = st.one_of(
 @pytest.fixture(scope="module")
 def shared_ps():
     """A server whose single receive buffer (max_inflight=1) must be returned after every
-    request, and a well-behaved client pushing as partition 0."""
-    with ps_server(mode="async", max_inflight=1, timeout=0.5) as (ps, server, token):
+    request, and a well-behaved client pushing as partition 0. Its frames travel without tags
+    ("plain"), so that a token holder's frames reach the content checks (the tags have their
+    own tests, in test_integrity.py)."""
+    with ps_server(mode="async", max_inflight=1, timeout=0.5, security="plain") as (ps, server, token):
         with clients(server, token, (0, 0)) as good:
             yield ps, server, token, good, {"sequence": 0, "expected": INIT.copy()}
 
@@ -443,7 +445,7 @@ def test_malformed_frames_affect_only_their_connection(shared_ps, frames, tail, 
     ps, server, token, good, state = shared_ps
     garbage = b"".join(frames) + tail
     if garbage:
-        with protocol.Connection(server.address, token, timeout=5) as bad:
+        with protocol.Connection(server.address, token, timeout=5, security="plain") as bad:
             try:
                 bad.sock.sendall(garbage)
                 bad.sock.shutdown(socket.SHUT_WR)

@@ -153,4 +153,4 @@ def test_a_server_whose_challenge_is_not_hex_is_a_protocol_error():
     thread.start()
     protocol.send_frame(server_side, Op.HELLO, {"nonce": "zz" * 32})
     thread.join(5)
-    assert len(failures) == 1 and "64 hex digits; received op 1 with nonce 'zzzz" in str(failures[0])
+    assert len(failures) == 1 and "nonce of 64 hex digits; received 'zzzz" in str(failures[0])

@@ -16,7 +16,7 @@ import threading
 import numpy as np
 import pytest
 
-from sparkdl.distributed import protocol
+from sparkdl.distributed import protocol, session
 from sparkdl.distributed.protocol import Frame, Op
 from sparkdl.distributed.server import SMALL_DATA, FrameServer, PushBuffers
 from tests.helpers import ROOT, raw_header
@@ -80,9 +80,10 @@ def trickle(sock, data, pause=0.05):
     return len(data)
 
 
-def answer_then_eof(sock):
-    """The ERROR frame the server sends before it closes a connection, and then EOF."""
-    frame = protocol.recv_frame(sock, 0)
+def answer_then_eof(sock, session=None):
+    """The ERROR frame the server sends before it closes a connection (sealed by the
+    connection's ``session`` after the handshake), and then EOF."""
+    frame = protocol.recv_frame(sock, 0, session=session)
     assert frame.op == Op.ERROR
     try:
         assert sock.recv(1) == b""
@@ -240,8 +241,10 @@ def test_a_handshake_trickled_byte_by_byte_is_cut_at_its_deadline(no_thread_esca
     with FrameServer(Sums(), token, timeout=2, handshake_timeout=0.3) as server:
         with socket.create_connection(server.address, timeout=2) as sock:
             hello = protocol.recv_frame(sock, 0)
-            nonce = bytes.fromhex(hello.meta["nonce"])
-            auth = protocol.encode_header(Op.AUTH, {"mac": protocol._mac(token, b"client", nonce)}, None)
+            mine = bytes(32)
+            keys = session.derive_keys(token, bytes.fromhex(hello.meta["nonce"]), mine, "integrity")
+            auth = protocol.encode_frame(Op.AUTH, {"nonce": mine.hex(), "mode": "integrity",
+                                                   "mac": keys.client_proof.hex()})
             assert trickle(sock, auth) < len(auth)
             assert "timed out after 0.3 s waiting for the client's AUTH as a whole" in answer_then_eof(sock)
         assert server.stats["timeouts"] == 1
@@ -253,9 +256,9 @@ def test_a_request_trickled_byte_by_byte_is_cut_at_its_deadline(no_thread_escape
     service = Sums(n=4)
     with FrameServer(service, token, timeout=0.3) as server:
         with protocol.Connection(server.address, token, timeout=2) as slow:
-            push = protocol.encode_header(Op.PUSH, {}, np.ones(4, np.float32)) + np.ones(4, np.float32).tobytes()
+            push = protocol.encode_frame(Op.PUSH, {}, np.ones(4, np.float32), slow.session)
             assert trickle(slow.sock, push) < len(push)
-            assert "waiting for a request as a whole" in answer_then_eof(slow.sock)
+            assert "waiting for a request as a whole" in answer_then_eof(slow.sock, slow.session)
         assert served(server, token)
     assert not service.total.any()
 
@@ -266,7 +269,8 @@ def stall_pushes(server, token, n, count, stop):
     holds a receive buffer."""
     def stall():
         with protocol.Connection(server.address, token, timeout=5) as conn:
-            conn.sock.sendall(protocol.encode_header(Op.PUSH, {}, np.zeros(n, np.float32)))
+            sealed = protocol.encode_frame(Op.PUSH, {}, np.zeros(n, np.float32), conn.session)
+            conn.sock.sendall(sealed[:-(4 * n + 32)])        # all but the data and its tag
             for _ in range(200):
                 if stop.wait(0.05):
                     return
@@ -332,7 +336,7 @@ def test_ops_other_than_push_carry_small_arrays_unless_the_service_says_otherwis
     with FrameServer(Sums(n=1 << 16), token, timeout=2) as server:
         with protocol.Connection(server.address, token, timeout=2) as conn:
             conn.sock.sendall(protocol.encode_header(Op.REPORT, {}, big))     # refused before its data
-            assert f"at most {SMALL_DATA} allowed" in answer_then_eof(conn.sock)
+            assert f"at most {SMALL_DATA} allowed" in answer_then_eof(conn.sock, conn.session)
         assert served(server, token)
     with FrameServer(Sums(n=4, data_limits={Op.REPORT: big.nbytes}), token, timeout=2) as server:
         with protocol.Connection(server.address, token, timeout=2) as conn:
@@ -367,7 +371,8 @@ def auth_frame(meta_json: bytes) -> bytes:
 
 
 @pytest.mark.parametrize("answer, counter, match", [
-    (auth_frame('{"mac":"%s"}'.encode() % ("é" * 32).encode()), "refused", "authentication failed"),
+    (auth_frame('{"mode":"integrity","nonce":"%s","mac":"%s"}'.encode() % (b"00" * 32, ("é" * 32).encode())),
+     "refused", "authentication failed"),
     (auth_frame(b'{"mac":' + b"[" * 20000 + b"]" * 20000 + b"}"), "protocol_errors", "nests deeper"),
     (auth_frame(b'{"mac":1' + b"0" * 5000 + b"}"), "protocol_errors", "integer of 5001 digits"),
     (raw_header(op=Op.AUTH, code=1, ndim=2, meta_len=2, data_len=0) + struct.pack("!2Q", 2**64 - 1, 0)

@@ -6,6 +6,8 @@ Two partitions of very different sizes (12 and 108 rows) each take one full-batc
 the same start. The sample-weighted mean of those steps is one full-batch step over all 120
 rows, computed here in NumPy from the mse gradient of a linear model; the plain mean of the two
 partitions' results would land elsewhere (checked, so the test can tell them apart)."""
+import sys
+
 import numpy as np
 import pytest
 
@@ -109,3 +111,74 @@ def test_the_driver_s_connection_limit_comes_from_the_spark_conf():
         transports.serve(_Context(**{"spark.sparkdl.server.maxConnections": "x"}), _Service(), "bad", None, 2)
     with pytest.raises(ValueError, match=r"max_connections >= 1 \(an int\), received max_connections=0"):
         transports.serve(_Context(**{"spark.sparkdl.server.maxConnections": "0"}), _Service(), "bad", None, 2)
+
+
+# ---- the data plane's protection --------------------------------------------------------------------
+def test_the_data_plane_s_protection_comes_from_the_spark_conf():
+    security = transports.data_plane_security
+    assert security(_Conf({})) == "integrity"
+    assert security(_Conf({"spark.sparkdl.dataPlane.integrity": "FALSE"})) == "plain"
+    assert security(_Conf({"spark.network.crypto.enabled": "false", "spark.ssl.enabled": "false"})) == "integrity"
+    with pytest.raises(ValueError, match=r"expected spark.sparkdl.dataPlane.integrity to be true or false, "
+                                         r"received 'yes'"):
+        security(_Conf({"spark.sparkdl.dataPlane.integrity": "yes"}))
+    server, _, _ = transports.serve(_Context(**{"spark.sparkdl.dataPlane.integrity": "false"}), _Service(),
+                                    "plain", None, 2)
+    try:
+        assert server.security == "plain"
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("key", ["spark.network.crypto.enabled", "spark.ssl.enabled",
+                                 "spark.sparkdl.dataPlane.encryption"])
+def test_when_spark_encrypts_or_encryption_is_asked_for_the_data_plane_encrypts(key):
+    pytest.importorskip("cryptography")
+    conf = {key: "true", "spark.sparkdl.dataPlane.integrity": "false"}    # encryption authenticates anyway
+    assert transports.data_plane_security(_Conf(conf)) == "encrypted"
+    with pytest.raises(ValueError, match=r"expected spark.sparkdl.dataPlane.encryption to be true \(or unset\) "
+                                         r"while Spark encrypts its own traffic \(spark.ssl.enabled=true\), "
+                                         r"received 'false'"):
+        transports.data_plane_security(_Conf({"spark.ssl.enabled": "true",
+                                              "spark.sparkdl.dataPlane.encryption": "false"}))
+
+
+def test_without_cryptography_an_encrypting_spark_fails_the_fit_before_any_work(spark, rows, monkeypatch):
+    x, y = rows
+    data = unequal_partitions(spark, x, y)
+    conf = spark.sparkContext.getConf().set("spark.network.crypto.enabled", "true")
+    monkeypatch.setattr(type(spark.sparkContext), "getConf", lambda self: conf)
+    monkeypatch.setitem(sys.modules, "cryptography.hazmat.primitives.ciphers", None)
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the fit started converting its data")
+    monkeypatch.setattr(SparkModel, "_blocks", no_work)
+    with pytest.raises(ImportError, match=r'spark.network.crypto.enabled=true.*pip install "sparkdl\[crypto\]"'):
+        SparkModel(linear_model(), num_workers=2).fit(data, epochs=1, batch_size=128, verbose=0)
+
+
+@pytest.mark.parametrize("mode, execution", [("sync", "auto"), ("sync", "rounds"), ("async", "rounds")])
+def test_an_encrypted_data_plane_trains_the_same(spark, rows, monkeypatch, mode, execution):
+    """With the data plane encrypted (as under spark.network.crypto.enabled), the tasks reach
+    the driver's server in that mode, in every transport that uses it, and train the same."""
+    pytest.importorskip("cryptography")
+    x, y = rows
+    reference = linear_model()
+    SparkModel(reference, mode=mode, num_workers=2, execution=execution, seed=3).fit(
+        unequal_partitions(spark, x, y), epochs=1, batch_size=128, verbose=0)
+    opened = []
+
+    class Recorded(transports.FrameServer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            opened.append(self)
+    monkeypatch.setattr(transports, "FrameServer", Recorded)
+    monkeypatch.setattr(transports, "data_plane_security", lambda conf: "encrypted")
+    model = linear_model()
+    SparkModel(model, mode=mode, num_workers=2, execution=execution, seed=3).fit(
+        unequal_partitions(spark, x, y), epochs=1, batch_size=128, verbose=0)
+    assert [s.security for s in opened] == ["encrypted"]
+    assert opened[0].stats["requests"] > 0 and opened[0].stats["refused"] == 0
+    if mode == "sync":
+        for got, want in zip(model.get_weights(), reference.get_weights()):
+            np.testing.assert_array_equal(got, want)
