@@ -8,7 +8,7 @@ each epoch, where the driver takes it back, are reported apart), and the bytes o
 through the driver per round. The transports alternate, ``--repeats`` fits each, so the
 machine's noise falls on both; the final weights are compared bit for bit.
 
-    python benchmarks/allreduce.py [--repeats 3] [--epochs 2]
+    python benchmarks/allreduce.py [--repeats 3] [--epochs 2] [--security integrity|plain|encrypted]
 """
 from __future__ import annotations
 
@@ -22,10 +22,13 @@ import time
 import numpy as np
 
 
-def session():
+def session(security):
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     from sparkdl.spark import get_session
-    spark = get_session("local[2]", app_name="sparkdl-bench-allreduce", conf={"spark.ui.enabled": "false"})
+    conf = {"spark.ui.enabled": "false",
+            "spark.sparkdl.dataPlane.integrity": "false" if security == "plain" else "true",
+            "spark.sparkdl.dataPlane.encryption": "true" if security == "encrypted" else "false"}
+    spark = get_session("local[2]", app_name="sparkdl-bench-allreduce", conf=conf)
     spark.sparkContext.setLogLevel("ERROR")
     return spark
 
@@ -56,9 +59,11 @@ def main():
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--width", type=int, default=3000)
     parser.add_argument("--hidden", type=int, default=3300)
+    parser.add_argument("--security", choices=("integrity", "plain", "encrypted"), default="integrity",
+                        help="the data plane's protection mode, on the driver's and on the tasks' sockets")
     args = parser.parse_args()
     from sparkdl.spark import from_arrays
-    spark = session()
+    spark = session(args.security)
     rng = np.random.default_rng(0)
     df = from_arrays(spark, rng.random((256, args.width), dtype=np.float32), rng.integers(0, 10, 256),
                      num_partitions=2).cache()
@@ -94,7 +99,7 @@ def main():
     med = {k: statistics.median(v) for k, v in per.items()}
     print(f"{params:,} parameters ({params * 4 / 1e6:.1f} MB of float32), 2 workers, frequency 'batch' "
           f"(8 rows), {per_epoch} rounds an epoch x {args.epochs} epochs x "
-          f"{args.repeats} fits per transport, alternating; load average after: "
+          f"{args.repeats} fits per transport, alternating, {args.security!r} frames; load average after: "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print("                                  hub (socket)     allreduce     allreduce / hub")
     print(f"  round, median of ordinary    {med['socket'] * 1e3:9.1f} ms  {med['allreduce'] * 1e3:9.1f} ms"
