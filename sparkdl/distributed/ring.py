@@ -315,18 +315,28 @@ class RingPeer:
 
     def _reduce_scatter(self, vector, round_index: int, info: dict) -> dict[int, tuple[dict, np.ndarray]]:
         """Send segment j to rank j (starting with the right neighbour, so no rank is everyone's
-        first), then wait for every other rank's contribution to this rank's segment."""
+        first), then wait for every other rank's contribution to this rank's segment. A peer
+        that cannot be reached does not stop the sends to the others (whose errors then name
+        that peer, not this rank); its error is raised after them."""
         targets = [(self.rank + k) % self.ranks for k in range(1, self.ranks)]
         empty = np.empty(0, np.float32)
-        sent = []
+        sent, failed = [], []
         for j in targets:
             a, b = self.bounds[j]
             part = empty if vector is None else vector[a:b]
-            conn = self._send(j, self._meta(round_index, "reduce", j, info=info, diverged=info["diverged"]),
-                              part, round_index, "reduce")
-            sent.append((j, conn))
+            try:
+                conn = self._send(j, self._meta(round_index, "reduce", j, info=info, diverged=info["diverged"]),
+                                  part, round_index, "reduce")
+                sent.append((j, conn))
+            except OSError as exc:
+                failed.append(exc)
         for j, conn in sent:
-            self._ack(j, conn, round_index, "reduce")
+            try:
+                self._ack(j, conn, round_index, "reduce")
+            except OSError as exc:
+                failed.append(exc)
+        if failed:
+            raise failed[0]
         deadline = time.monotonic() + self.timeout
         received = {}
         for r in range(self.ranks):

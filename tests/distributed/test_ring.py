@@ -193,3 +193,40 @@ def test_a_peer_that_dies_mid_ring_ends_the_round_naming_it_and_the_round():
         assert isinstance(errors[r], (ConnectionError, TimeoutError)), errors[r]
         assert str(errors[r]).startswith("ring: rank") and "rank 2" in str(errors[r]), errors[r]
         assert "round 1" in str(errors[r]), errors[r]
+
+
+@pytest.mark.parametrize("security", ["plain", "encrypted"])
+def test_the_mean_is_the_same_in_every_protection_mode(security):
+    if security == "encrypted":
+        pytest.importorskip("cryptography")
+    rng = np.random.default_rng(7)
+    vectors = [rng.standard_normal(101).astype(np.float32) for _ in range(3)]
+    token = protocol.new_token()
+    peers = [ring.RingPeer(r, 3, 101, token, 10.0, security=security) for r in range(3)]
+    for p in peers:
+        p.connect([q.address for q in peers])
+    means = [None] * 3
+
+    def rank(r):
+        means[r] = peers[r].allreduce(vectors[r], 0, {"samples": r + 1})[0]
+
+    threads = [threading.Thread(target=rank, args=(r,)) for r in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    for p in peers:
+        p.close()
+    expected = reference(vectors, [1, 2, 3], [(0, 101, True)])
+    assert all(m is not None and m.tobytes() == expected.tobytes() for m in means)
+
+
+def test_a_peer_speaking_another_protection_mode_is_refused():
+    token = protocol.new_token()
+    with ring.RingPeer(0, 2, 4, token, 2.0, security="integrity") as strict, \
+            ring.RingPeer(1, 2, 4, token, 2.0, security="plain") as lax:
+        for p in (strict, lax):
+            p.connect([strict.address, lax.address])
+        with pytest.raises(AuthenticationError, match="rank 0 refused rank 1's connection in round 0"):
+            lax.allreduce(np.ones(4, np.float32), 0, {"samples": 1})
+        assert not strict.mailbox._frames
