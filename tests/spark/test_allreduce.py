@@ -36,6 +36,16 @@ def test_mnist_weights_are_bit_identical_to_the_hub_and_only_epoch_ends_bring_we
     assert accuracy > 0.85
 
 
+def test_one_worker_is_a_ring_of_one_and_still_the_hubs_weights(spark):
+    weights = {}
+    for transport in ("socket", "allreduce"):
+        net = faults.model(optimizer="adam")
+        SparkModel(net, frequency=4, num_workers=1, seed=0, transport=transport).fit(
+            faults.digits_frame(spark), epochs=2, batch_size=32, verbose=0)
+        weights[transport] = net.get_flat_weights()
+    np.testing.assert_array_equal(weights["allreduce"], weights["socket"])
+
+
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
 def test_gradient_aggregation_steps_every_tasks_optimizer_to_the_hubs_weights(spark, optimizer):
     frame = faults.digits_frame(spark)
