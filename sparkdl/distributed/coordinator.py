@@ -12,8 +12,10 @@ Spark retries the whole barrier stage when a task fails. The new tasks register 
 continue with the open order, so the driver never goes back: a partition that already
 reported the open order waits for the next one, the others redo it (seeded by ``(seed,
 round, partition)``, they recompute what the failed attempt would have), and the exchange
-or parameter server drops what was already applied. ``attempt`` counts a partition's
-registrations, so a task knows it is a retry.
+or parameter server drops what was already applied. With ``transport="allreduce"``
+(``redo=True``) every registering task carries out the open order again, since its peers
+need it in the ring. ``attempt`` counts a partition's registrations, so a task knows it is
+a retry.
 
 Everything else (``PULL``, ``PUSH``, ``CLOCK``) goes to the wrapped service: the sync round
 exchange or the parameter server, served on the same connections. The coordinator tells that
@@ -56,10 +58,13 @@ class Coordinator:
     """A ``FrameServer`` service: the fit's orders and the tasks' reports."""
 
     def __init__(self, inner=None, partitions=(), poll: float = 10.0,
-                 state_sizes: tuple[int, int] | None = None):
+                 state_sizes: tuple[int, int] | None = None, redo: bool = False):
         """``state_sizes``: the model's ``(weights, moving statistics)`` sizes, which fix the
-        size of a reported worker state (unchecked when None)."""
+        size of a reported worker state (unchecked when None). ``redo``: a registering task
+        carries out the open order even if its partition already reported it (allreduce: the
+        order needs every partition's task at once)."""
         self.inner = inner
+        self.redo = redo
         self.state_sizes = state_sizes
         self.max_data = max(getattr(inner, "max_data", 0), MAX_REPORT)
         # What each op may carry (the server bounds the others small): pushes of the inner
@@ -152,6 +157,8 @@ class Coordinator:
         with self._cond:
             attempt = self._registrations.get(partition, -1) + 1
             self._registrations[partition] = attempt
+            if self.redo:
+                self._reports.pop(partition, None)
             state = self._worker_state(partition)
             register = getattr(self.inner, "register", None)
             if register is not None:          # the service refuses the older attempts too

@@ -9,6 +9,9 @@ executed. Results travel in two parts: the big vector as a ``PUSH`` to the round
 ``REPORT``. Where a worker carries state between orders (its optimizer in the async modes,
 its weights too in EASGD), the task keeps it, reports it after each training order (the
 driver keeps it per partition) and, when it is a retry, takes it back on ``REGISTER``.
+With ``transport="allreduce"`` the task keeps the whole training state and a ``"ring"``
+order is carried out by ``sparkdl.distributed.ring_task`` (no vector to or from the driver,
+except the state on the rounds that ask for it).
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sparkdl.distributed import worker
+from sparkdl.distributed import ring_task, worker
 from sparkdl.distributed.exchange import Layout
 from sparkdl.distributed.protocol import Connection, Op
 
@@ -43,10 +46,12 @@ class FitEndpoint:
     push: Layout | None = None        # sync: the layout of a partition's result
     server_size: int = 0              # async: the parameter server's vector size; EASGD: the center's
     security: str = "integrity"       # the server's protection mode (session.MODES)
+    ring: tuple | None = None         # allreduce: the partitions that train, in rank order
 
 
-def run_fit_task(model, block, val_block, partition: int, end: FitEndpoint) -> dict:
+def run_fit_task(model, block, val_block, partition: int, end: FitEndpoint, ring=None) -> dict:
     """Serve the fit's orders for ``partition`` until the driver says stop; returns counts.
+    ``ring``: the task's ``ring_task.RingTask`` (``transport="allreduce"``).
 
     A carried-out order's push, its report and the request for the next order leave back to
     back, and their answers are read afterwards: one round trip per round, not three."""
@@ -72,8 +77,11 @@ def run_fit_task(model, block, val_block, partition: int, end: FitEndpoint) -> d
                 continue
             _current.order = dict(frame.meta, partition=partition, attempt=attempt)
             try:
-                (meta, array), push, local = _carry_out(model, block, val_block, partition, attempt,
-                                                        frame, end, local)
+                if ring is not None and frame.meta.get("kind") == ring_task.ORDER:
+                    (meta, array), push = ring.carry_out(model, block, partition, attempt, frame.meta)
+                else:
+                    (meta, array), push, local = _carry_out(model, block, val_block, partition, attempt,
+                                                            frame, end, local)
             finally:
                 _current.order = None
             meta = dict(meta, partition=partition, attempt=attempt, seq=seq)

@@ -143,5 +143,44 @@ def persistent_task(model_bc, end: fit_task.FitEndpoint, with_validation: bool =
         if block is None or len(block[1]) == 0:
             block = ([], [])
         use_task_cpus()
-        yield fit_task.run_fit_task(cached_model(model_bc), block, val_block, partition, end)
+        ring = _ring_task(partition, len(block[1]), end) if end.ring is not None else None
+        try:
+            yield fit_task.run_fit_task(cached_model(model_bc), block, val_block, partition, end, ring)
+        finally:
+            if ring is not None:
+                ring.peer.close()
     return run
+
+
+def _ring_task(partition: int, rows: int, end: fit_task.FitEndpoint):
+    """``transport="allreduce"``: this task's ring peer (a training partition's), bound to its
+    executor's host; every task of the barrier stage tells the others its address
+    (``allGather``). None for a task that does not train. The ring's attempt is a number
+    drawn from every peer's address, the same for all tasks of a stage attempt and new with
+    each retry (Python tasks do not see Spark's stage attempt number)."""
+    import hashlib
+    import json
+
+    from pyspark import BarrierTaskContext
+
+    from sparkdl.distributed import ring, ring_task
+    context = BarrierTaskContext.get()
+    members = list(end.ring or ())
+    assert end.push is not None, "an allreduce fit's endpoint carries the push layout"
+    peer = None
+    if partition in members and rows:
+        host = context.getTaskInfos()[partition].address.rsplit(":", 1)[0]
+        peer = ring.RingPeer(members.index(partition), len(members), end.push.size, end.token, end.timeout,
+                             attempt=None, host=host, security=end.security)
+    try:
+        told = context.allGather(json.dumps(list(peer.address) if peer is not None else None))
+    except BaseException:
+        if peer is not None:
+            peer.close()
+        raise
+    if peer is None:
+        return None
+    addresses = [json.loads(told[p]) for p in members]
+    attempt = int.from_bytes(hashlib.sha256(json.dumps(addresses).encode()).digest()[:6], "big")
+    peer.connect([tuple(a) for a in addresses], attempt)
+    return ring_task.RingTask(peer, end)

@@ -32,6 +32,7 @@ from sparkdl.engine.files import json_plain
 from sparkdl.engine.training import EpochSums, FitLoop, check_dashboard, live_dashboard
 from sparkdl.errors import NotCompiledError, SparkTrainingDivergedError
 from sparkdl.spark import block_cache, executor, frames, inference, job, transports
+from sparkdl.spark.allreduce import RingInJob, ring_bytes
 from sparkdl.spark.blocks import dataframe_blocks, rdd_blocks, split_blocks
 from sparkdl.spark.persistence import load_spark_model, save_spark_model
 
@@ -73,8 +74,13 @@ class SparkModel:
     one ``fit`` (bound to ``spark.driver.host``, on ``port`` or an ephemeral one; HMAC-checked
     binary frames), and the driver sums the pushes into one buffer as they arrive.
     ``"spark"``: Spark's broadcast and ``treeReduce`` (for clusters whose executors cannot
-    open connections to the driver). ``timeout``: seconds any socket wait may take (a task
-    waiting for the weights or a receipt, the driver waiting for a request, an ssp worker
+    open connections to the driver). ``"allreduce"``: the tasks keep the model and average among
+    themselves each round (ring all-reduce, ``sparkdl.distributed.ring``), bit-identical to
+    ``"socket"``; the driver sends orders and receives each round's metrics, and the model's
+    state only at each epoch's end, at checkpoints and at the end of the fit (mode ``"sync"``,
+    one barrier job: for clusters where the driver is far from the executors). ``timeout``:
+    seconds any socket wait may take (a task waiting for the weights, a receipt or a peer's
+    segment, the driver waiting for a request, an ssp worker
     waiting for the slowest). ``round_timeout``: seconds one round's (or, in the async modes,
     one epoch's) Spark job may take before it is cancelled and ``fit`` raises TimeoutError
     (default None: no limit, as a round's length grows with the data).
@@ -111,7 +117,7 @@ class SparkModel:
         self.aggregate = aggregate
         self.num_workers = checks.optional_integer(num_workers, "num_workers", who, at_least=1)
         self.seed = checks.integer(seed, "seed", who, at_least=0)
-        self.transport = checks.one_of(transport, ("socket", "spark"), "transport", who)
+        self.transport = checks.one_of(transport, ("socket", "spark", "allreduce"), "transport", who)
         self.port = checks.optional_integer(port, "port", who, at_least=0, at_most=65535)
         self.timeout = checks.number(timeout, "timeout", who, above=0)
         self.round_timeout = checks.optional_number(round_timeout, "round_timeout", who, above=0)
@@ -124,6 +130,7 @@ class SparkModel:
                              f"pushes and pulls (modes 'async', 'hogwild', 'ssp', 'adag' and 'easgd' with "
                              f"variant='async'); mode {self.mode!r} moves its vectors as float32")
         self.compression = compression
+        _check_allreduce(self)
         self.history: History | None = None
         #: The URL of the last fit's live dashboard (``fit(..., dashboard=True)``), else None.
         self.dashboard_url: str | None = None
@@ -255,6 +262,10 @@ class SparkModel:
             train.note_batch_size(batch_size)
             reason = "execution='rounds' was asked for" if self.execution == "rounds" else \
                 job.fallback_reason(train.rdd.context, len(train.rows), self.transport)
+            if reason is not None and self.transport == "allreduce":
+                raise ValueError(f"{who}: transport='allreduce' needs the fit to run as one barrier job, "
+                                 f"and it cannot here: {reason}; use transport='socket' (the driver "
+                                 f"averages) or transport='spark'")
             if reason is None and val is not None and val[0] == "frame":
                 frame_blocks = dataframe_blocks(val[1], self.model, features_col, label_col,
                                                        len(train.rows), f"{who}(validation_data)")
@@ -319,6 +330,8 @@ class SparkModel:
         if reason is not None:
             return transports.RoundJobs(self, blocks, model_bc, group, worker_states)
         description = f"sparkdl fit: {self.mode}, {run.epochs} epochs"
+        if self.transport == "allreduce":
+            return RingInJob(self, blocks, model_bc, val_blocks, group, description + ", allreduce")
         return transports.InJob(self, blocks, model_bc, val_blocks, group, description, worker_states)
 
     def _fit_rounds(self, blocks, val, val_blocks, callbacks, prep_seconds, run, reason):
@@ -380,7 +393,9 @@ class SparkModel:
         for r in range(fit.round % per_epoch if partial else 0, per_epoch):
             what = f"{self.mode} epoch {epoch + 1}/{run.epochs}" if self.strategy.asynchronous \
                 else f"round {fit.round + 1}/{run.epochs * per_epoch}"
-            info = self._run_round(fit.transport, fit.round, run.batch_size, what)
+            # allreduce: the driver's model follows the tasks' at each epoch's end and checkpoint
+            need_weights = r + 1 == per_epoch or (run.store is not None and (fit.round + 1) % run.every == 0)
+            info = self._run_round(fit.transport, fit.round, run.batch_size, what, need_weights)
             loss_sum = info.pop("loss_sum")
             sums.add(loss_sum, info["samples"], info.pop("metric_states"))
             self.history.rounds.append(info)
@@ -395,7 +410,7 @@ class SparkModel:
             logs.update({f"val_{k}": v for k, v in self._evaluate_validation(val, fit.transport).items()})
         return logs
 
-    def _run_round(self, transport, round_index, batch_size, what) -> dict:
+    def _run_round(self, transport, round_index, batch_size, what, need_weights: bool = True) -> dict:
         model = self.model
         start = time.perf_counter()
         opt = model.optimizer
@@ -414,6 +429,11 @@ class SparkModel:
             info.update(counts)
             if strategy.name == "ssp":
                 info["staleness"] = staleness
+            return info
+        if getattr(transport, "applies_rounds", False):          # allreduce: the tasks applied the mean
+            result, moved = transport.sync_round(spec, what, need_weights)
+            info = self._round_info(round_index, start, result, moved)
+            info["ring_bytes"] = ring_bytes(self._vector_bytes(), transport.workers)
             return info
         moved = 2 * transport.workers * self._vector_bytes()     # a pull and a push per worker
         if strategy.elastic:
@@ -605,6 +625,22 @@ def _check_keywords(mode, mode_options: dict) -> None:
                         f"{key!r} takes {', '.join(takes) if takes else 'no options'}")
 
 
+def _check_allreduce(spark_model: SparkModel) -> None:
+    """``transport="allreduce"`` runs sync rounds (weights or gradients) inside the fit's
+    barrier job; anything else is a ValueError naming the alternative."""
+    if spark_model.transport != "allreduce":
+        return
+    who = "SparkModel"
+    if spark_model.strategy.asynchronous or spark_model.strategy.elastic:
+        raise ValueError(f"{who}: transport='allreduce' averages synchronous rounds (mode='sync'); "
+                         f"received mode={spark_model.mode!r}, which exchanges with the driver's model: "
+                         f"use transport='socket' (the default) for it")
+    if spark_model.execution != "auto":
+        raise ValueError(f"{who}: transport='allreduce' runs inside the fit's one barrier job; received "
+                         f"execution={spark_model.execution!r}: use execution='auto', or "
+                         f"transport='socket' or 'spark' for one job per round")
+
+
 def _dashboard_address(data) -> dict[str, Any]:
     """Where a fit's dashboard listens: the driver's host (``spark.driver.bindAddress``,
     advertised as ``spark.driver.host``) and ``spark.sparkdl.dashboard.port`` (0: ephemeral)."""
@@ -685,7 +721,7 @@ class _FitState:
     settings: dict
     round: int = 0
     partial: tuple | None = None
-    transport: transports.InJob | transports.RoundJobs | None = None
+    transport: transports.InJob | transports.RoundJobs | None = None   # RingInJob is an InJob
 
 
 @dataclass(frozen=True)

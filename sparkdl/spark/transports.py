@@ -12,6 +12,9 @@ callbacks, history and checkpoints; a transport owns its Spark jobs, sockets and
   the driver's orders (``sparkdl.distributed.coordinator``). Sync rounds push to the round
   exchange, async epochs run against the parameter server, validation rows held by the tasks
   are evaluated by them.
+- ``allreduce.RingInJob`` (``transport="allreduce"``): an ``InJob`` whose tasks keep the
+  training state and average among themselves; the driver receives the state only on the
+  rounds that need it.
 - ``RoundJobs``: the fallback, one Spark job per round (per epoch in the async modes),
   with weights by broadcast and results by ``treeReduce`` (``transport="spark"``) or over the
   driver's socket.

@@ -198,3 +198,18 @@ def test_a_push_carrying_its_report_is_checked_before_the_push_is_applied():
         total, received = rounds.close_round()
     np.testing.assert_array_equal(total, [4.0, 4.0, 4.0])
     assert received == {0: 4}
+
+
+def test_with_redo_a_retried_task_carries_out_the_open_order_again():
+    """transport="allreduce": an order needs every partition's task at once, so a registering
+    task gets the open order even if its partition reported it (and its report is dropped)."""
+    coordinator = Coordinator(partitions=[0, 1], poll=0.2, redo=True)
+    with FrameServer(coordinator, TOKEN, timeout=5.0) as server, connect(server) as conn:
+        seq = coordinator.order("ring", {})
+        conn.request(Op.REGISTER, {"partition": 0})
+        assert next_order(conn, 0, -1).meta["seq"] == seq
+        conn.request(Op.REPORT, {"partition": 0, "attempt": 0, "seq": seq, "loss_sum": 1.0})
+        assert coordinator.missing() == [1]
+        assert conn.request(Op.REGISTER, {"partition": 0}).meta["attempt"] == 1
+        assert coordinator.missing() == [0, 1]
+        assert next_order(conn, 0, -1).meta["seq"] == seq

@@ -12,6 +12,10 @@ Scenarios:
                (on a cluster master: standalone or local-cluster)
   sync-kill-worker  that task's standalone worker daemon killed with its executor, with
                round_timeout=20 s and timeout=6 s: reports the error the fit ends with
+  allreduce-raise  as sync-raise with transport="allreduce": the retried barrier stage takes
+               the driver's last state, replays the rounds since with its peers, and ends
+               bit-identical
+  allreduce-kill  the same with that task's Python worker killed (SIGKILL) mid-round
   easgd-raise  as sync-raise in synchronous EASGD: the retried tasks take back their own
                weights and momentum (from the driver) and the fit ends bit-identical
   async-kill   an async fit (a push per step) whose task (epoch 2, partition 0, attempt 0) is
@@ -37,6 +41,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--scenario", required=True,
                         help="sync-raise, sync-kill, sync-kill-executor, sync-kill-worker, easgd-raise, "
+                             "allreduce-raise, allreduce-kill, "
                              "async-kill or checkpoint")
     parser.add_argument("--marker-dir")
     parser.add_argument("--out", required=True)
@@ -60,11 +65,15 @@ def main():
 
 def run(spark, scenario, markers, args) -> dict:
     report = {"master": spark.sparkContext.master}
-    if scenario in ("sync-raise", "sync-kill", "sync-kill-executor", "easgd-raise"):
+    if scenario in ("sync-raise", "sync-kill", "sync-kill-executor", "easgd-raise", "allreduce-raise",
+                    "allreduce-kill"):
         mode, fault = scenario.split("-", 1)
-        clean, _ = faults.train(spark, mode=mode)
+        options = {}
+        if mode == "allreduce":
+            mode, options = "sync", {"transport": "allreduce"}
+        clean, _ = faults.train(spark, mode=mode, mode_options=options)
         faulty, history = faults.train(spark, mode=mode, fault=fault, job="sparkdl round 3/", partition=0,
-                                       after=2, marker_dir=markers)
+                                       after=2, marker_dir=markers, mode_options=options)
         report.update(identical=all(np.array_equal(a, b) for a, b in
                                     zip(clean.get_weights(), faulty.get_weights())),
                       max_abs_diff=float(np.abs(clean.get_flat_weights() - faulty.get_flat_weights()).max()),

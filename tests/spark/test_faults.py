@@ -5,7 +5,8 @@ from its newest checkpoint to the same weights.
 
 Retries need a master that retries tasks (plain local[2] fails a job on the first task
 failure), so those jobs run through spark-submit (``fault_job.py``) on ``local[2,4]`` and on
-``local-cluster[2,1,1024]``; the divergence guard needs no retry and runs on the tests' session.
+``local-cluster[2,1,1024]`` (with the driver hub and with transport="allreduce"); the divergence
+guard needs no retry and runs on the tests' session.
 """
 import json
 import os
@@ -67,6 +68,25 @@ def test_sync_python_worker_killed_mid_round_on_a_cluster_gives_bit_identical_we
     (report, markers), = run_job(tmp_path, "local-cluster[2,1,1024]", ["sync-kill"]).values()
     assert len(markers) == 1 and markers[0].startswith("kill-"), markers
     assert report["identical"], report["max_abs_diff"]
+
+
+def test_allreduce_barrier_retries_give_bit_identical_weights_on_local_and_on_a_cluster(tmp_path):
+    """transport="allreduce": the task of round 3, partition 0 raises (local[2,4]), or its
+    Python worker is killed mid-round (local-cluster[2,1,1024]); Spark retries the barrier
+    stage, whose fresh tasks take the driver's last state (after round 0 or an epoch's end),
+    replay the rounds since with their peers and carry on: the weights equal those of a fit
+    without the fault bit for bit."""
+    local = tmp_path / "local"
+    cluster = tmp_path / "cluster"
+    local.mkdir()
+    cluster.mkdir()
+    jobs = {**run_job(local, "local[2,4]", ["allreduce-raise"]),
+            **run_job(cluster, "local-cluster[2,1,1024]", ["allreduce-kill"])}
+    for scenario, fault in (("allreduce-raise", "raise-"), ("allreduce-kill", "kill-")):
+        report, markers = jobs[scenario]
+        assert len(markers) == 1 and markers[0].startswith(fault), (scenario, markers)
+        assert report["identical"], (scenario, report["max_abs_diff"])
+        assert report["rounds"] == 15 and report["execution"] == "one job per fit"
 
 
 def test_divergence_stops_fit_naming_round_and_partition_and_keeps_last_good_weights(spark):

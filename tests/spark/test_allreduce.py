@@ -1,0 +1,124 @@
+"""transport="allreduce": the tasks of the fit's barrier job keep the model and average among
+themselves (``sparkdl.distributed.ring``). The weights equal the driver hub's bit for bit
+(weights and gradients, the summation order being the hub's by construction); no weight
+goes through the driver on ordinary rounds; checkpoints resume to the same weights; where
+it cannot run, a ValueError names the alternative. Failed and killed tasks (barrier retries,
+on local[2,4] and local-cluster[2,1,1024]) are in ``test_faults``."""
+import numpy as np
+import pytest
+
+from sparkdl.spark import SparkModel
+from tests.helpers import compiled_mlp
+from tests.spark import faults
+
+
+def fit(frame, transport, epochs=2, **options):
+    model = compiled_mlp()
+    spark_model = SparkModel(model, mode="sync", frequency=10, num_workers=2, seed=0, transport=transport, **options)
+    history = spark_model.fit(frame, epochs=epochs, batch_size=64, verbose=0)
+    return model, history
+
+
+def test_mnist_weights_are_bit_identical_to_the_hub_and_only_epoch_ends_bring_weights_back(mnist):
+    hub, hub_history = fit(mnist["train"], "socket")
+    ring, history = fit(mnist["train"], "allreduce")
+    assert history.settings["transport"] == "allreduce" and history.settings["execution"] == "one job per fit"
+    np.testing.assert_array_equal(ring.get_flat_weights(), hub.get_flat_weights())
+    assert ring.optimizer.iterations == hub.optimizer.iterations
+    np.testing.assert_array_equal(ring.optimizer.slots["momentum"], hub.optimizer.slots["momentum"])
+    assert history.history == hub_history.history
+    # 2500 rows a partition at batch 64: 40 steps, 4 rounds of 10 an epoch. The driver sends
+    # the starting state once to each task (round 1) and receives it at each epoch's end.
+    state = ring.get_flat_weights().nbytes + ring.optimizer.slots["momentum"].nbytes
+    assert [r["bytes"] for r in history.rounds] == [2 * state, 0, 0, state, 0, 0, 0, state]
+    assert all(r["ring_bytes"] == 2 * state for r in history.rounds)
+    accuracy = ring.evaluate(mnist["x_test"], mnist["y_test"])["accuracy"]
+    assert accuracy > 0.85
+
+
+def test_one_worker_is_a_ring_of_one_and_still_the_hubs_weights(spark):
+    weights = {}
+    for transport in ("socket", "allreduce"):
+        net = faults.model(optimizer="adam")
+        SparkModel(net, frequency=4, num_workers=1, seed=0, transport=transport).fit(
+            faults.digits_frame(spark), epochs=2, batch_size=32, verbose=0)
+        weights[transport] = net.get_flat_weights()
+    np.testing.assert_array_equal(weights["allreduce"], weights["socket"])
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_gradient_aggregation_steps_every_tasks_optimizer_to_the_hubs_weights(spark, optimizer):
+    frame = faults.digits_frame(spark)
+    weights = {}
+    for transport in ("socket", "allreduce"):
+        net, history = faults.train(spark, epochs=2, optimizer=optimizer,
+                                    mode_options={"transport": transport, "aggregate": "gradients"})
+        weights[transport] = (net.get_flat_weights(), net.optimizer.iterations, history.history)
+    assert frame.count() == 1200
+    np.testing.assert_array_equal(weights["allreduce"][0], weights["socket"][0])
+    assert weights["allreduce"][1:] == weights["socket"][1:]
+
+
+def test_a_checkpointed_fit_resumes_mid_epoch_to_the_weights_of_a_straight_one(spark, tmp_path):
+    folder = tmp_path / "ring"
+    options = {"mode_options": {"transport": "allreduce"}}
+    faults.train(spark, epochs=1, fit_options={"checkpoint_dir": str(folder), "checkpoint_every": 3}, **options)
+    newest = sorted(folder.iterdir())
+    assert [p.name for p in newest] == ["ckpt-00000003.sdlckpt", "ckpt-00000005.sdlckpt"]
+    newest[-1].unlink()             # as if the fit had stopped in round 4
+    resumed, history = faults.train(spark, epochs=2, fit_options={"checkpoint_dir": str(folder), "resume": True},
+                                    **options)
+    straight, expected = faults.train(spark, epochs=2)          # the hub's
+    assert history.resumed_from == 3 and len(history.rounds) == 10
+    np.testing.assert_array_equal(resumed.get_flat_weights(), straight.get_flat_weights())
+    assert history.history == expected.history
+
+
+def test_callbacks_and_validation_see_the_tasks_weights_at_each_epoch_end_and_can_stop_the_fit(spark):
+    from sparkdl.engine.callbacks import Callback
+
+    class Keep(Callback):
+        def __init__(self, stop_after):
+            super().__init__()
+            self.weights, self.stop_after = [], stop_after
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.weights.append(self.model.get_flat_weights())
+            self.model.stop_training = epoch + 1 == self.stop_after
+
+    ring, hub = Keep(2), Keep(2)
+    net, history = faults.train(spark, epochs=3, fit_options={"callbacks": [ring], "validation_split": 0.1},
+                                mode_options={"transport": "allreduce"})
+    _, expected = faults.train(spark, epochs=3, fit_options={"callbacks": [hub], "validation_split": 0.1})
+    assert len(history.rounds) == len(expected.rounds) and len(ring.weights) == 2
+    assert "val_loss" in history.history and history.history == expected.history
+    for a, b in zip(ring.weights, hub.weights):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(net.get_flat_weights(), hub.weights[-1])
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"mode": "async"}, r"transport='allreduce' averages synchronous rounds \(mode='sync'\); received mode='async'.*"
+                        r"use transport='socket'"),
+    ({"mode": "easgd"}, r"received mode='easgd'"),
+    ({"execution": "rounds"}, r"received execution='rounds': use execution='auto', or transport='socket' or 'spark'"),
+])
+def test_settings_allreduce_cannot_run_are_refused_naming_the_alternative(options, message):
+    with pytest.raises(ValueError, match=message):
+        SparkModel(faults.model(), transport="allreduce", **options)
+
+
+def test_a_fit_that_cannot_run_as_one_barrier_job_is_refused(spark):
+    spark_model = SparkModel(faults.model(), transport="allreduce", num_workers=3, frequency=4)
+    with pytest.raises(ValueError, match=r"transport='allreduce' needs the fit to run as one barrier job, and it "
+                                         r"cannot here: 3 partitions train but the cluster runs 2 tasks at once"):
+        spark_model.fit(faults.digits_frame(spark), epochs=1, batch_size=32, verbose=0)
+
+
+def test_divergence_names_the_round_and_partition_and_what_the_driver_holds(spark):
+    net = faults.model(fault="nan", job="sparkdl round 6/", partition=1, after=1)
+    good, _ = faults.train(spark, epochs=1)
+    spark_model = SparkModel(net, frequency=4, num_workers=2, seed=0, transport="allreduce")
+    with pytest.raises(FloatingPointError, match=r"round 6.*partition 1.*driver's model holds the state after round 5"):
+        spark_model.fit(faults.digits_frame(spark), epochs=3, batch_size=32, verbose=0)
+    np.testing.assert_array_equal(net.get_flat_weights(), good.get_flat_weights())
