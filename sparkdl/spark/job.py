@@ -30,7 +30,11 @@ def task_slots(sc) -> int | None:
 
 
 def executor_ids(sc) -> set[str] | None:
-    """The ids of the executors registered now (None when Spark does not say)."""
+    """The ids of the executors registered now (None when Spark does not say, and in local
+    mode, which has no executors to lose and whose scheduler logs a warning when asked)."""
+    master = str(getattr(sc, "master", "") or "")
+    if master == "local" or master.startswith("local["):
+        return None
     try:
         return set(str(sc._jsc.sc().getExecutorIds().mkString("\n")).split("\n")) - {""}
     except Exception:  # noqa: BLE001 - an internal API; without it the fit cannot name lost executors
