@@ -13,8 +13,7 @@ from __future__ import annotations
 from sparkdl.distributed import exchange, fit_task, ring_task
 from sparkdl.distributed.coordinator import Coordinator
 from sparkdl.errors import SparkTrainingDivergedError
-from sparkdl.spark import executor, transports
-from sparkdl.spark.job import FitJob
+from sparkdl.spark import transports
 
 
 class RingInJob(transports.InJob):
@@ -42,14 +41,7 @@ class RingInJob(transports.InJob):
                                                        spark_model.port, self.timeout)
         self.end = fit_task.FitEndpoint(address, token, self.timeout, layout, push,
                                         security=self.server.security, ring=tuple(self.training))
-        self.val_blocks = val_blocks
-        rdd = blocks.rdd if val_blocks is None else blocks.rdd.zip(val_blocks.rdd)
-        task = executor.persistent_task(model_bc, self.end, with_validation=val_blocks is not None)
-        try:
-            self.job = FitJob(rdd, task, group, description)
-        except BaseException:
-            self.server.close()
-            raise
+        self._start_job(blocks, model_bc, val_blocks, group, description)
 
     def sync_round(self, spec, what: str, need_weights: bool = True):
         """``(result, bytes through the driver)``: one round carried out by the tasks; with

@@ -233,6 +233,11 @@ class InJob:
                                             f"sparkdl-{spark_model.mode}", spark_model.port, self.timeout)
         self.end = fit_task.FitEndpoint(address, token, self.timeout, pull, push, server_size=order_size,
                                         security=self.server.security)
+        self._start_job(blocks, model_bc, val_blocks, group, description)
+
+    def _start_job(self, blocks, model_bc, val_blocks, group: str, description: str) -> None:
+        """The fit's barrier job over the blocks (zipped with the validation blocks), its tasks
+        reaching ``self.end``; the server is closed if the job cannot start."""
         self.val_blocks = val_blocks
         rdd = blocks.rdd if val_blocks is None else blocks.rdd.zip(val_blocks.rdd)
         task = executor.persistent_task(model_bc, self.end, with_validation=val_blocks is not None)
