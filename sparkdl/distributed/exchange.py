@@ -84,9 +84,11 @@ def round_layouts(model, aggregate: str) -> tuple[Layout, Layout]:
 class RoundExchange(PushBuffers):
     """The driver's side of the data plane for sync rounds (a ``FrameServer`` service)."""
 
-    def __init__(self, push: Layout, max_inflight: int = 2, timeout: float = 120.0):
+    def __init__(self, push: Layout, max_inflight: int = 2, timeout: float = 120.0, codec=None):
+        """``codec``: pushes arrive compressed with it (``sparkdl.distributed.compression``)
+        and are decoded before they are checked and added."""
         self.push = push
-        self.max_data = push.size * 4
+        self.max_data = push.size * 4 if codec is None else codec.nbytes(push.size)
         self.timeout = timeout
         self._lock = threading.Lock()
         self._round: int | None = None
@@ -101,8 +103,9 @@ class RoundExchange(PushBuffers):
         self._next = 0                     # index into _order of the next one to add
         self._waiting: dict[int, tuple[np.ndarray, int]] = {}
         self.duplicates = 0
+        self.bytes_received = 0               # of every push that arrived, as it travelled
         self.waiting_most = 0                 # the most pushes held at once (memory check)
-        self._setup_push_buffers(push.size, max_inflight, timeout)
+        self._setup_push_buffers(push.size, max_inflight, timeout, codec)
 
     # ---- driver side ----------------------------------------------------------------------------
     def open_round(self, round_index: int, payload: np.ndarray, meta: dict,
@@ -150,6 +153,8 @@ class RoundExchange(PushBuffers):
 
     def _push(self, frame: Frame, round_index: int) -> Frame:
         partition, attempt = int_field(frame.meta, "partition"), int_field(frame.meta, "attempt")
+        with self._lock:
+            self.bytes_received += 0 if frame.array is None else frame.array.nbytes
         vector = self.push_values(frame)
         admission.finite(vector, f"the push of partition {partition}")
         with self._lock:

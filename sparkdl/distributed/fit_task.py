@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sparkdl.distributed import ring_task, worker
+from sparkdl.distributed.compression import ErrorFeedback, get_codec
 from sparkdl.distributed.exchange import Layout
 from sparkdl.distributed.protocol import Connection, Op
 
@@ -47,6 +48,7 @@ class FitEndpoint:
     server_size: int = 0              # async: the parameter server's vector size; EASGD: the center's
     security: str = "integrity"       # the server's protection mode (session.MODES)
     ring: tuple | None = None         # allreduce: the partitions that train, in rank order
+    compression: str | None = None    # sync: the codec of the round's vectors (None: float32)
 
 
 def run_fit_task(model, block, val_block, partition: int, end: FitEndpoint, ring=None) -> dict:
@@ -65,10 +67,12 @@ def run_fit_task(model, block, val_block, partition: int, end: FitEndpoint, ring
             local = (registered.meta["worker_state"],
                      None if registered.array is None else registered.array.copy())
         buffer = np.empty(max(end.pull.size if end.pull else 0, end.server_size), np.float32)
+        feedback = compressed_pushes(end)
+        landing = buffer if feedback is None else np.empty(feedback.codec.nbytes(buffer.size), np.uint8)
         after: int | None = -1
         conn.send(Op.NEXT, {"partition": partition, "after": after})
         while True:
-            frame = conn.receive(out=buffer, what="the driver's next order")
+            frame = conn.receive(out=landing, what="the driver's next order")
             kind, seq = frame.meta.get("kind"), frame.meta.get("seq")
             if kind == "stop":
                 return {"partition": partition, "attempt": attempt, "orders": done}
@@ -81,7 +85,7 @@ def run_fit_task(model, block, val_block, partition: int, end: FitEndpoint, ring
                     (meta, array), push = ring.carry_out(model, block, partition, attempt, frame.meta)
                 else:
                     (meta, array), push, local = _carry_out(model, block, val_block, partition, attempt,
-                                                            frame, end, local)
+                                                            frame, end, local, feedback)
             finally:
                 _current.order = None
             meta = dict(meta, partition=partition, attempt=attempt, seq=seq)
@@ -102,10 +106,20 @@ def run_fit_task(model, block, val_block, partition: int, end: FitEndpoint, ring
         conn.close()
 
 
-def _carry_out(model, block, val_block, partition, attempt, frame, end, local):
+def compressed_pushes(end: FitEndpoint) -> ErrorFeedback | None:
+    """A sync task's error feedback for its compressed pushes (None when they are float32).
+    It lives as long as the task: a task of a retried stage starts it again from zero."""
+    codec = get_codec(end.compression)
+    if codec is None or end.push is None or end.ring is not None:
+        return None
+    return ErrorFeedback(codec, end.push.size)
+
+
+def _carry_out(model, block, val_block, partition, attempt, frame, end, local, feedback=None):
     """``(report, push, local)``: what the order's REPORT carries, ``(meta, vector)`` of the
     sync round's PUSH (None for other orders, and for a diverged round: nothing non-finite
-    reaches the driver), and the worker's own state after the order."""
+    reaches the driver), and the worker's own state after the order. ``feedback``: the
+    task's error feedback when the round's vectors travel compressed."""
     order = frame.meta
     if order["kind"] == "evaluate":
         return _evaluate(model, val_block, frame.array, order["batch_size"]), None, local
@@ -137,7 +151,10 @@ def _carry_out(model, block, val_block, partition, attempt, frame, end, local):
         meta, metrics = result_report(result)
         local = worker.worker_state(model, with_weights=spec.mode == "easgd", residual=client.residual)
         return _with_state(meta, metrics, *local), None, local
-    parts = end.pull.split(frame.array)
+    pulled = frame.array
+    if feedback is not None:
+        pulled = _decoded_pull(feedback.codec, order, frame.array, end.pull.size)
+    parts = end.pull.split(pulled)
     slots = {name[5:]: v for name, v in parts.items() if name.startswith("slot:")}
     result = worker.run_round(model, xs, y, spec, partition, parts["weights"], parts.get("state"),
                               slots, int(order["iterations"]), views=True)
@@ -146,7 +163,25 @@ def _carry_out(model, block, val_block, partition, attempt, frame, end, local):
     out = {end.push.names[0]: result.vector, "state": result.state}
     out.update({f"slot:{k}": v for k, v in result.slots.items()})
     meta = {"round": spec.round, "partition": partition, "attempt": attempt, "samples": result.samples}
-    return result_report(result), (meta, end.push.pack(out, out=_push_buffer(end.push.size))), local
+    vector = end.push.pack(out, out=_push_buffer(end.push.size))
+    if feedback is None:
+        return result_report(result), (meta, vector), local
+    # Compressed: the change from what was pulled (the driver adds it to its exact weights),
+    # or the gradients as they are; through error feedback.
+    for _, a, b, weighted in end.push.bounds():
+        if weighted:
+            vector[a:b] -= pulled[a:b]
+    meta["codec"] = feedback.codec.name
+    return result_report(result), (meta, feedback.encode(vector, out=_push_payload(feedback))), local
+
+
+def _decoded_pull(codec, order: dict, payload: np.ndarray | None, size: int) -> np.ndarray:
+    """The float32 weights of a compressed round's order (decoded into a reused buffer)."""
+    if order.get("codec") != codec.name or payload is None or payload.dtype != np.uint8:
+        shown = None if payload is None else (order.get("codec"), payload.dtype.name, payload.shape)
+        raise ValueError(f"round {order['spec']['round'] + 1}: expected the weights compressed with "
+                         f"{codec.name!r} ({codec.nbytes(size)} bytes), received {shown!r:.200}")
+    return codec.decode(payload, size, out=_thread_buffer("pulled", size, np.float32))
 
 
 def _with_state(meta: dict, metrics: np.ndarray | None, state_meta: dict, state: np.ndarray):
@@ -156,15 +191,26 @@ def _with_state(meta: dict, metrics: np.ndarray | None, state_meta: dict, state:
     return meta, np.concatenate(parts)
 
 
-_push_buffers = threading.local()
+_buffers = threading.local()
+
+
+def _thread_buffer(name: str, size: int, dtype) -> np.ndarray:
+    """A buffer of this thread's, reused across rounds."""
+    held = _buffers.__dict__.setdefault("held", {})
+    buf = held.get(name)
+    if buf is None or buf.size != size or buf.dtype != dtype:
+        buf = held[name] = np.empty(size, dtype)
+    return buf
 
 
 def _push_buffer(size: int) -> np.ndarray:
     """A float32 buffer for this thread's pushes, reused across rounds."""
-    buf = getattr(_push_buffers, "buffer", None)
-    if buf is None or buf.size != size:
-        buf = _push_buffers.buffer = np.empty(size, np.float32)
-    return buf
+    return _thread_buffer("push", size, np.float32)
+
+
+def _push_payload(feedback: ErrorFeedback) -> np.ndarray:
+    """A buffer for this thread's compressed pushes."""
+    return _thread_buffer("payload", feedback.codec.nbytes(feedback.size), np.uint8)
 
 
 def _evaluate(model, val_block, payload, batch_size):

@@ -18,6 +18,14 @@ owns segment j), and a round's all-reduce has two phases:
    to its right neighbour r + 1, which keeps it and forwards it in the next step.
 
 Each rank sends 2·M·(N−1)/N bytes per round (M: the vector's bytes), as in a plain ring.
+
+With a ``codec`` (``sparkdl.distributed.compression``) both phases send encoded segments:
+a rank sends ``Q(x_j + r_j)`` of each segment j it contributes and keeps the rest ``r_j``
+(error feedback; its own segment it adds exactly), and the owner sends ``Q(m + g)`` of the
+mean segment, keeping ``g``, and every rank — the owner too — takes its decoding, so all
+ranks hold the same bits. Segments are forwarded in the all-gather as they arrived, not
+encoded again. ``reset_residuals`` zeroes what error feedback holds (a task does it where the
+driver keeps the state, so a replay from there reproduces the same bits).
 The reduce-scatter frames also carry every rank's small ``info`` (samples, steps, whether
 it diverged), so every rank ends the round knowing all of them; when a rank diverged, the
 all-gather is skipped by all and no rank applies anything.
@@ -39,6 +47,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from sparkdl.distributed.compression import ErrorFeedback
 from sparkdl.distributed.protocol import Connection, Frame, Op
 from sparkdl.distributed.server import FrameServer, Refused, int_field
 from sparkdl.errors import AuthenticationError, RemoteError
@@ -112,21 +121,30 @@ class _Mailbox:
     keyed by ``(round, phase, segment, sender)``, until the rank's own thread takes them."""
 
     def __init__(self, rank: int, ranks: int, attempt: int | None, bounds: list[tuple[int, int]],
-                 timeout: float):
+                 timeout: float, codec=None):
         self.rank, self.ranks, self.bounds, self.timeout = rank, ranks, bounds, timeout
+        self.codec = codec
         self.attempt = attempt
         self.connected = threading.Event()      # the attempt is known
         if attempt is not None:
             self.connected.set()
         self.max_data = 0
-        self.data_limits = {RING_SEGMENT: 4 * max((b - a for a, b in bounds), default=0)}
+        longest = max((b - a for a, b in bounds), default=0)
+        self.data_limits = {RING_SEGMENT: max(4 * longest, 0 if codec is None else codec.nbytes(longest))}
         self.round: int | None = None           # the round this rank is in (None before the first)
         self._cond = threading.Condition()
         self._frames: dict[tuple, tuple[dict, np.ndarray]] = {}
         self._landing: set[tuple] = set()
-        self._pool: dict[int, list[np.ndarray]] = {}
+        self._pool: dict[tuple, list[np.ndarray]] = {}
 
-    def _key(self, meta: dict, shape) -> tuple:
+    def wire(self, segment: int, diverged: bool = False) -> tuple[type, int]:
+        """``(dtype, size)`` of segment ``segment`` as it travels (a diverged rank sends none)."""
+        a, b = self.bounds[segment]
+        if diverged:
+            return np.float32, 0
+        return (np.float32, b - a) if self.codec is None else (np.uint8, self.codec.nbytes(b - a))
+
+    def _key(self, meta: dict, shape, dtype) -> tuple:
         """The frame's key, or Refused saying why this rank does not expect it."""
         round_index, sender = int_field(meta, "round"), int_field(meta, "rank")
         attempt, segment = int_field(meta, "attempt"), int_field(meta, "segment")
@@ -147,36 +165,33 @@ class _Mailbox:
                           f"{(self.rank - 1) % self.ranks}, received segment {segment} from rank {sender}")
         if self.round is not None and not self.round <= round_index <= self.round + 1:
             raise Refused(f"rank {self.rank} is in round {self.round}, received a frame of round {round_index}")
-        a, b = self.bounds[segment]
-        if meta.get("diverged"):
-            size = 0
-        else:
-            size = b - a
-        if tuple(shape) != (size,):
-            raise Refused(f"expected {size} float32 values of segment {segment}, received shape {tuple(shape)}")
+        kind, size = self.wire(segment, bool(meta.get("diverged")))
+        if tuple(shape) != (size,) or dtype != kind:
+            raise Refused(f"expected {size} {np.dtype(kind).name} values of segment {segment}, received "
+                          f"shape {tuple(shape)} of {np.dtype(dtype).name}")
         return (round_index, phase, segment, sender)
 
     # ---- served requests ------------------------------------------------------------------------
     def receive_buffer(self, op, meta, shape, dtype):
-        if op != RING_SEGMENT or dtype != np.float32:
+        if op != RING_SEGMENT:
             return None
         try:
-            key = self._key(meta, shape)
+            key = self._key(meta, shape, dtype)
         except Refused:
             return None          # the server allocates; handle() refuses the frame
         with self._cond:
             if key in self._frames or key in self._landing:
                 return None
             self._landing.add(key)
-            return self._take(int(shape[0]))
+            return self._take(int(shape[0]), dtype)
 
     def handle(self, frame: Frame) -> Frame:
         if frame.op != RING_SEGMENT:
             raise Refused(f"op {frame.op} is not served here")
         array = frame.array
-        if array is None or array.dtype != np.float32:
-            raise Refused("expected a float32 segment")
-        key = self._key(frame.meta, array.shape)
+        if array is None:
+            raise Refused("expected a segment")
+        key = self._key(frame.meta, array.shape, array.dtype)
         info = frame.meta.get("info")
         if key[1] == "reduce" and not (isinstance(info, dict) and all(
                 _count(info.get(k)) for k in ("samples", "steps") if k in info or k == "samples")):
@@ -194,20 +209,21 @@ class _Mailbox:
         return Frame(Op.OK, {})
 
     # ---- the rank's own thread --------------------------------------------------------------------
-    def _take(self, size: int) -> np.ndarray:
-        free = self._pool.get(size)
-        return free.pop() if free else np.empty(size, np.float32)
+    def _take(self, size: int, dtype) -> np.ndarray:
+        free = self._pool.get((size, np.dtype(dtype)))
+        return free.pop() if free else np.empty(size, dtype)
 
     def give_back(self, array: np.ndarray) -> None:
         with self._cond:
-            self._pool.setdefault(array.size, []).append(array)
+            self._pool.setdefault((array.size, array.dtype), []).append(array)
 
     def begin(self, round_index: int) -> None:
         """This rank enters ``round_index``: frames of older rounds are dropped and refused."""
         with self._cond:
             self.round = round_index
             for key in [k for k in self._frames if k[0] < round_index]:
-                self._pool.setdefault(self._frames[key][1].size, []).append(self._frames.pop(key)[1])
+                array = self._frames.pop(key)[1]
+                self._pool.setdefault((array.size, array.dtype), []).append(array)
 
     def wait(self, key: tuple, deadline: float, timeout: float) -> tuple[dict, np.ndarray]:
         """The frame ``key`` once it is in, or TimeoutError naming the sender, phase and round."""
@@ -216,9 +232,10 @@ class _Mailbox:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     round_index, phase, segment, sender = key
+                    before = ", or a rank before it in the ring" if phase == "gather" else ""
                     raise TimeoutError(f"ring: rank {self.rank} waited {timeout} s for segment {segment} "
                                        f"({phase}) of round {round_index} from rank {sender}, which "
-                                       f"did not send it (the peer died or is stuck)")
+                                       f"did not send it (the peer died or is stuck{before})")
                 self._cond.wait(left)
             return self._frames.pop(key)
 
@@ -230,7 +247,7 @@ class RingPeer:
 
     def __init__(self, rank: int, ranks: int, size: int, token: bytes, timeout: float,
                  attempt: int | None = 0, host: str = "127.0.0.1", port: int = 0,
-                 security: str = "integrity"):
+                 security: str = "integrity", codec=None):
         if not 0 <= rank < ranks:
             raise ValueError(f"RingPeer: expected 0 <= rank < ranks, received rank={rank}, ranks={ranks}")
         self.rank, self.ranks, self.size = int(rank), int(ranks), int(size)
@@ -238,7 +255,14 @@ class RingPeer:
         self.timeout = float(timeout)
         self.token, self.security = token, security
         self.bounds = segment_bounds(self.size, self.ranks)
-        self.mailbox = _Mailbox(self.rank, self.ranks, self.attempt, self.bounds, self.timeout)
+        self.codec = codec
+        self.mailbox = _Mailbox(self.rank, self.ranks, self.attempt, self.bounds, self.timeout, codec)
+        # error feedback: per segment this rank contributes to another, and for its mean segment
+        self._feedback: dict[int, ErrorFeedback] = {}
+        if codec is not None:
+            self._feedback = {j: ErrorFeedback(codec, b - a) for j, (a, b) in enumerate(self.bounds)}
+            self._decoded = {r: np.empty(self.bounds[self.rank][1] - self.bounds[self.rank][0], np.float32)
+                             for r in range(self.ranks) if r != self.rank}
         self.server = FrameServer(self.mailbox, token, host=host, port=port, timeout=self.timeout,
                                   name=f"sparkdl-ring-{rank}", max_connections=max(4, 2 * ranks),
                                   security=security)
@@ -249,6 +273,11 @@ class RingPeer:
         self._acc = np.empty(longest, np.float64)
         self._chunk = np.empty(min(max(longest, 1), _CHUNK), np.float64)
         self.bytes_sent = 0
+
+    def reset_residuals(self) -> None:
+        """Forget what error feedback holds back (every rank at the same round)."""
+        for feedback in self._feedback.values():
+            feedback.residual[...] = 0.0
 
     def connect(self, addresses: Sequence[tuple], attempt: int | None = None) -> None:
         """Every rank's address, in rank order (connections open on first use), and the
@@ -298,7 +327,8 @@ class RingPeer:
         assert vector is not None, "a rank that diverged has returned"
         out = np.empty(self.size, np.float32) if out is None else out
         a, b = self.bounds[self.rank]
-        contributions = [(vector[a:b] if r == self.rank else received[r][1], int(infos[r]["samples"]))
+        contributions = [(vector[a:b] if r == self.rank else self._values(r, received[r][1]),
+                          int(infos[r]["samples"]))
                          for r in range(self.ranks) if int(infos[r]["samples"]) > 0]
         if contributions:
             weighted_mean_into(out[a:b], contributions, _clip(ranges, a, b), self._acc, self._chunk)
@@ -308,6 +338,12 @@ class RingPeer:
             self.mailbox.give_back(array)
         self._all_gather(out, round_index)
         return out, infos
+
+    def _values(self, sender: int, array: np.ndarray) -> np.ndarray:
+        """A received contribution to this rank's segment as float32 values."""
+        if self.codec is None:
+            return array
+        return self.codec.decode(array, self._decoded[sender].size, out=self._decoded[sender])
 
     def _meta(self, round_index: int, phase: str, segment: int, **extra) -> dict:
         return {"round": round_index, "rank": self.rank, "attempt": self.attempt, "phase": phase,
@@ -324,6 +360,8 @@ class RingPeer:
         for j in targets:
             a, b = self.bounds[j]
             part = empty if vector is None else vector[a:b]
+            if self.codec is not None and vector is not None:
+                part = self._feedback[j].encode(part)
             try:
                 conn = self._send(j, self._meta(round_index, "reduce", j, info=info, diverged=info["diverged"]),
                                   part, round_index, "reduce")
@@ -348,17 +386,28 @@ class RingPeer:
 
     def _all_gather(self, out: np.ndarray, round_index: int) -> None:
         right, left = (self.rank + 1) % self.ranks, (self.rank - 1) % self.ranks
+        a, b = self.bounds[self.rank]
+        forward = out[a:b]
+        if self.codec is not None:        # every rank, this one too, takes the decoded mean
+            forward = self._feedback[self.rank].encode(out[a:b])
+            self.codec.decode(forward, b - a, out=out[a:b])
         for step in range(self.ranks - 1):
             j = (self.rank - step) % self.ranks
-            a, b = self.bounds[j]
-            conn = self._send(right, self._meta(round_index, "gather", j), out[a:b], round_index, "gather")
+            conn = self._send(right, self._meta(round_index, "gather", j), forward, round_index, "gather")
             self._ack(right, conn, round_index, "gather")
+            if step:
+                self.mailbox.give_back(forward)
             k = (self.rank - step - 1) % self.ranks
             _, array = self.mailbox.wait((round_index, "gather", k, left), time.monotonic() + self.timeout,
                                          self.timeout)
             a, b = self.bounds[k]
-            out[a:b] = array
-            self.mailbox.give_back(array)
+            if self.codec is None:
+                out[a:b] = array
+            else:
+                self.codec.decode(array, b - a, out=out[a:b])
+            forward = array             # sent on as it arrived
+        if self.ranks > 1:
+            self.mailbox.give_back(forward)
 
     def _send(self, peer: int, meta: dict, array: np.ndarray, round_index: int, phase: str) -> Connection:
         try:

@@ -17,6 +17,12 @@ pushes its state after the round, and that becomes the base. A task with no stat
 order, or a task of a retried barrier stage) pulls the base and replays the rounds since
 (seeded by ``(seed, round, partition)``, all-reducing with its equally fresh peers), then
 carries out the order: a retried stage reproduces the same bits.
+
+With ``compression``, what the tasks all-reduce is each round's change from the state they
+share (weights, statistics and slots; gradients as they are), compressed with error feedback
+(``sparkdl.distributed.ring``); every task adds the decoded mean change to its own copy of
+that state. What error feedback holds back is zeroed on every rank after each round whose
+state goes to the driver, so a task replaying from the base starts where the others started.
 """
 from __future__ import annotations
 
@@ -135,6 +141,7 @@ class RingTask:
         self._push = np.empty(end.push.size, np.float32)
         self._mean = np.empty(end.push.size, np.float32)
         self._state = np.empty(end.pull.size, np.float32)
+        self._before = np.empty(end.push.size if peer.codec is not None else 0, np.float32)
 
     def carry_out(self, model, block, partition: int, attempt: int, order: dict):
         """``(report (meta, metric states), push or None)`` of a ring order: the push carries
@@ -142,13 +149,18 @@ class RingTask:
         from sparkdl.distributed.fit_task import result_report
         spec = worker.RoundSpec(**order["spec"])
         xs, y = block
+        sent = self.peer.bytes_sent
         if self.done != spec.round:
             self._restart(model, xs, y, partition, spec.round)
         result = self.run(model, xs, y, spec, partition)
         push = None
-        if order.get("weights") and partition == order["first"] and not result.diverged:
-            push = self._state_push(model, partition, attempt, spec.round, result.samples)
-        return result_report(result), push
+        if order.get("weights") and not result.diverged:
+            self.peer.reset_residuals()     # the driver's base: a replay starts from here
+            if partition == order["first"]:
+                push = self._state_push(model, partition, attempt, spec.round, result.samples)
+        meta, metrics = result_report(result)
+        meta["ring_bytes"] = self.peer.bytes_sent - sent
+        return (meta, metrics), push
 
     def _state_push(self, model, partition, attempt, round_index, samples):
         vector = self.end.pull.pack(state_parts(model), out=self._state)
@@ -165,6 +177,7 @@ class RingTask:
             raise ValueError(f"round {round_index}: the driver sent a state of "
                              f"{None if frame.array is None else frame.array.shape}, expected {end.pull.size} values")
         set_state(model, end.pull, frame.array, frame.meta["iterations"])
+        self.peer.reset_residuals()
         self.done = int(frame.meta["rounds_done"])
         for spec in frame.meta["replay"]:
             result = self.run(model, xs, y, worker.RoundSpec(**spec), partition)
@@ -175,17 +188,31 @@ class RingTask:
         """Train the round from the model's own state, all-reduce, apply the mean."""
         opt = model.optimizer
         before = int(opt.iterations)
+        push = self.end.push
+        compressed = self.peer.codec is not None
+        if compressed:          # the state every rank shares before the round
+            opt.build(model.flat_weights.size)
+            shared = state_parts(model)
+            shared[push.names[0]] = model.flat_weights
+            push.pack({name: shared[name] for name in push.names}, out=self._before)
         result = worker.run_round(model, xs, y, spec, partition, None, None, {}, 0, views=True)
         info = {"samples": int(result.samples), "steps": int(result.steps)}
-        push = self.end.push
         vector = None
         if not result.diverged:
             out = {push.names[0]: result.vector, "state": result.state}
             out.update({f"slot:{k}": v for k, v in result.slots.items()})
             vector = push.pack(out, out=self._push)
+            if compressed:      # the change from the shared state (gradients stay as they are)
+                for _, a, b, weighted in push.bounds():
+                    if weighted:
+                        vector[a:b] -= self._before[a:b]
         mean, infos = self.peer.allreduce(vector, spec.round, info, ranges(push), out=self._mean)
         if mean is None:        # this or another partition diverged: its report says so
             return result
+        if compressed:
+            for _, a, b, weighted in push.bounds():
+                if weighted:
+                    mean[a:b] += self._before[a:b]
         parts = push.split(mean)
         if spec.aggregate == "gradients":
             opt.apply(model.flat_weights, parts["gradients"])

@@ -22,6 +22,7 @@ class RingInJob(transports.InJob):
     the driver's model except the state a round brought back."""
 
     applies_rounds = True       # the tasks apply each round's mean; the driver only mirrors it
+    ring_bytes = 0              # what the tasks sent each other in the last round
 
     def __init__(self, spark_model, blocks, model_bc, val_blocks, group: str, description: str):
         model = spark_model.model
@@ -40,7 +41,8 @@ class RingInJob(transports.InJob):
         self.server, address, token = transports.serve(blocks.rdd.context, self.coordinator, "sparkdl-allreduce",
                                                        spark_model.port, self.timeout)
         self.end = fit_task.FitEndpoint(address, token, self.timeout, layout, push,
-                                        security=self.server.security, ring=tuple(self.training))
+                                        security=self.server.security, ring=tuple(self.training),
+                                        compression=spark_model.compression)
         self._start_job(blocks, model_bc, val_blocks, group, description)
 
     def sync_round(self, spec, what: str, need_weights: bool = True):
@@ -58,7 +60,9 @@ class RingInJob(transports.InJob):
         self.coordinator.order(ring_task.ORDER, {"spec": vars(spec), "weights": bool(need_weights),
                                                  "first": state.first, "label": f"sparkdl {what}"},
                                expected=self.training)
-        result = self._results(self._wait(what))
+        reports = self._wait(what)
+        self.ring_bytes = sum(int(meta.get("ring_bytes", 0)) for meta, _ in reports.values())
+        result = self._results(reports)
         try:
             transports.check_result(result, what.split("/")[0], "round")
         except SparkTrainingDivergedError as error:
@@ -77,7 +81,3 @@ class RingInJob(transports.InJob):
                                f"{state.first} (the driver holds the state after {state.base_round} rounds)")
         ring_task.set_state(self.model, state.layout, state.base, state.iterations)
 
-
-def ring_bytes(model_bytes: int, workers: int) -> int:
-    """Bytes one round moves between the tasks: each sends 2·M·(N−1)/N."""
-    return int(2 * model_bytes * max(workers - 1, 0))

@@ -164,6 +164,7 @@ def _ring_task(partition: int, rows: int, end: fit_task.FitEndpoint):
     from pyspark import BarrierTaskContext
 
     from sparkdl.distributed import ring, ring_task
+    from sparkdl.distributed.compression import get_codec
     context = BarrierTaskContext.get()
     members = list(end.ring or ())
     assert end.push is not None, "an allreduce fit's endpoint carries the push layout"
@@ -171,7 +172,8 @@ def _ring_task(partition: int, rows: int, end: fit_task.FitEndpoint):
     if partition in members and rows:
         host = context.getTaskInfos()[partition].address.rsplit(":", 1)[0]
         peer = ring.RingPeer(members.index(partition), len(members), end.push.size, end.token, end.timeout,
-                             attempt=None, host=host, security=end.security)
+                             attempt=None, host=host, security=end.security,
+                             codec=get_codec(end.compression))
     try:
         told = context.allGather(json.dumps(list(peer.address) if peer is not None else None))
     except BaseException:

@@ -32,7 +32,7 @@ from sparkdl.engine.files import json_plain
 from sparkdl.engine.training import EpochSums, FitLoop, check_dashboard, live_dashboard
 from sparkdl.errors import NotCompiledError, SparkTrainingDivergedError
 from sparkdl.spark import block_cache, executor, frames, inference, job, transports
-from sparkdl.spark.allreduce import RingInJob, ring_bytes
+from sparkdl.spark.allreduce import RingInJob
 from sparkdl.spark.blocks import dataframe_blocks, rdd_blocks, split_blocks
 from sparkdl.spark.persistence import load_spark_model, save_spark_model
 
@@ -89,6 +89,14 @@ class SparkModel:
     their partition and model between rounds, unless that cannot run; ``"rounds"`` runs one
     job per round (per epoch in the async modes), as on clusters without barrier scheduling.
 
+    ``compression``: ``None`` (float32), ``"fp16"`` or ``"int8"`` (a scale per 2,048 values):
+    how the vectors of a round or push travel (``sparkdl.distributed.compression``). Each
+    sender keeps what rounding lost and adds it to its next vector (error feedback). In the
+    parameter-server modes pushes and pulls are compressed; in sync mode the round's weights
+    going out, and the tasks' changes (or gradients) coming back, or with
+    ``transport="allreduce"`` the segments the tasks exchange. Sync mode needs the fit as one
+    barrier job; synchronous EASGD and ``transport="spark"`` take no compression.
+
     ``parameter_server_mode``: Elephas' choice of parameter server, accepted so Elephas code
     runs unchanged and otherwise ignored (``None``, ``"socket"`` or ``"http"``): sparkdl has
     one parameter server, over its own sockets. Any other keyword is a TypeError naming it,
@@ -125,12 +133,9 @@ class SparkModel:
         self.parameter_server_mode = checks.one_of(parameter_server_mode, (None, "socket", "http"),
                                                    "parameter_server_mode", who)
         get_codec(compression)
-        if compression is not None and not self.strategy.asynchronous:
-            raise ValueError(f"{who}: compression={compression!r} applies to the parameter server's "
-                             f"pushes and pulls (modes 'async', 'hogwild', 'ssp', 'adag' and 'easgd' with "
-                             f"variant='async'); mode {self.mode!r} moves its vectors as float32")
         self.compression = compression
         _check_allreduce(self)
+        _check_compression(self)
         self.history: History | None = None
         #: The URL of the last fit's live dashboard (``fit(..., dashboard=True)``), else None.
         self.dashboard_url: str | None = None
@@ -266,6 +271,10 @@ class SparkModel:
                 raise ValueError(f"{who}: transport='allreduce' needs the fit to run as one barrier job, "
                                  f"and it cannot here: {reason}; use transport='socket' (the driver "
                                  f"averages) or transport='spark'")
+            if reason is not None and self.compression is not None and not self.strategy.asynchronous:
+                raise ValueError(f"{who}: compression={self.compression!r} in mode {self.mode!r} needs the "
+                                 f"fit to run as one barrier job, and it cannot here: {reason}; use "
+                                 f"compression=None")
             if reason is None and val is not None and val[0] == "frame":
                 frame_blocks = dataframe_blocks(val[1], self.model, features_col, label_col,
                                                        len(train.rows), f"{who}(validation_data)")
@@ -433,7 +442,7 @@ class SparkModel:
         if getattr(transport, "applies_rounds", False):          # allreduce: the tasks applied the mean
             result, moved = transport.sync_round(spec, what, need_weights)
             info = self._round_info(round_index, start, result, moved)
-            info["ring_bytes"] = ring_bytes(self._vector_bytes(), transport.workers)
+            info["ring_bytes"] = transport.ring_bytes
             return info
         moved = 2 * transport.workers * self._vector_bytes()     # a pull and a push per worker
         if strategy.elastic:
@@ -442,6 +451,7 @@ class SparkModel:
             opt.iterations += result.steps
             return self._round_info(round_index, start, result, moved)
         result, vector = transport.sync_round(spec, what)
+        moved = getattr(transport, "bytes_moved", moved)        # measured where the exchange counts
         if self.aggregate == "gradients":
             self._driver_step(vector, round_index)
         else:
@@ -513,11 +523,13 @@ class SparkModel:
         store.save(self.model, round_index, meta, arrays)
 
     def _vector_bytes(self) -> int:
-        """Bytes of one pull or push of the model: weights, moving statistics and, when
-        weights are averaged, the optimizer's slots."""
+        """Bytes of one pull or push of the model as they travel: weights, moving statistics
+        and, when weights are averaged, the optimizer's slots; encoded when compressed."""
         model, opt = self.model, self.model.optimizer
-        slots = sum(v.nbytes for v in opt.slots.values()) if opt is not None and self.aggregate == "weights" else 0
-        return int(model.flat_weights.nbytes + model.flat_state.nbytes + slots)
+        slots = sum(v.size for v in opt.slots.values()) if opt is not None and self.aggregate == "weights" else 0
+        values = int(model.flat_weights.size + model.flat_state.size + slots)
+        codec = get_codec(self.compression)
+        return 4 * values if codec is None else codec.nbytes(values)
 
     @staticmethod
     def _round_info(round_index, start, result, moved: int) -> dict:
@@ -639,6 +651,25 @@ def _check_allreduce(spark_model: SparkModel) -> None:
         raise ValueError(f"{who}: transport='allreduce' runs inside the fit's one barrier job; received "
                          f"execution={spark_model.execution!r}: use execution='auto', or "
                          f"transport='socket' or 'spark' for one job per round")
+
+
+def _check_compression(spark_model: SparkModel) -> None:
+    """Compressed vectors need a worker that keeps its error-feedback residual from one push
+    to the next: a parameter server's worker, or a task of the fit's one barrier job."""
+    compression = spark_model.compression
+    if compression is None or spark_model.strategy.asynchronous:
+        return
+    who = "SparkModel"
+    if spark_model.strategy.elastic:
+        raise ValueError(f"{who}: compression={compression!r} does not apply to synchronous EASGD, whose "
+                         f"workers report their whole state each round; use mode='easgd' with "
+                         f"variant='async' (its pushes and pulls are compressed) or compression=None")
+    if spark_model.transport == "spark" or spark_model.execution != "auto":
+        raise ValueError(f"{who}: compression={compression!r} in mode {spark_model.mode!r} needs the fit's "
+                         f"tasks to live as long as the fit (each keeps what rounding has not delivered "
+                         f"yet); received transport={spark_model.transport!r}, execution="
+                         f"{spark_model.execution!r}: use transport='socket' or 'allreduce' with "
+                         f"execution='auto'")
 
 
 def _dashboard_address(data) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from sparkdl.distributed import exchange, fit_task, protocol, session, worker
+from sparkdl.distributed.compression import get_codec
 from sparkdl.distributed.coordinator import Coordinator
 from sparkdl.distributed.server import FrameServer
 from sparkdl.errors import SparkTrainingDivergedError
@@ -209,6 +210,8 @@ class InJob:
         self.rows = training_rows(blocks)
         self.training = sorted(self.rows)
         self.workers = len(self.training)
+        self.codec = None           # sync: the round's vectors travel compressed with it
+        self.bytes_moved = 0        # sync: bytes of the last round's pulls and pushes
         order_size = 0
         if spark_model.strategy.asynchronous:
             self.ps, self.exchange = parameter_server(spark_model, blocks), None
@@ -219,9 +222,13 @@ class InJob:
             order_size = model.flat_weights.size + model.flat_state.size
         else:
             pull, push = exchange.round_layouts(model, spark_model.aggregate)
-            self.ps, self.exchange = None, exchange.RoundExchange(push, timeout=spark_model.timeout)
+            self.codec = get_codec(spark_model.compression)
+            self.ps, self.exchange = None, exchange.RoundExchange(push, timeout=spark_model.timeout,
+                                                                  codec=self.codec)
             inner = self.exchange
             self._payloads = [np.empty(pull.size, np.float32) for _ in range(2)]
+            if self.codec is not None:
+                self._encoded = [np.empty(self.codec.nbytes(pull.size), np.uint8) for _ in range(2)]
             self._mean = np.empty(push.size, np.float32)
         self.coordinator = Coordinator(inner, partitions=range(len(blocks.rows)),
                                        poll=min(10.0, spark_model.timeout / 2),
@@ -232,7 +239,8 @@ class InJob:
         self.server, address, token = serve(blocks.rdd.context, self.coordinator,
                                             f"sparkdl-{spark_model.mode}", spark_model.port, self.timeout)
         self.end = fit_task.FitEndpoint(address, token, self.timeout, pull, push, server_size=order_size,
-                                        security=self.server.security)
+                                        security=self.server.security,
+                                        compression=None if push is None else spark_model.compression)
         self._start_job(blocks, model_bc, val_blocks, group, description)
 
     def _start_job(self, blocks, model_bc, val_blocks, group: str, description: str) -> None:
@@ -255,17 +263,30 @@ class InJob:
         self._payloads.reverse()
         payload = round_payload(model, self.end.pull, out=self._payloads[0])
         iterations = int(model.optimizer.iterations)
+        order = {"spec": vars(spec), "iterations": iterations, "label": f"sparkdl {what}"}
+        sent = payload
+        if self.codec is not None:          # the weights go out compressed, encoded afresh each round
+            self._encoded.reverse()
+            sent = self.codec.encode(payload, out=self._encoded[0])
+            order["codec"] = self.codec.name
         self.exchange.open_round(spec.round, payload, {"iterations": iterations},
                                  partitions=round_samples(spec, self.rows))
+        pushed = self.exchange.bytes_received
         try:
-            self.coordinator.order("train", {"spec": vars(spec), "iterations": iterations,
-                                             "label": f"sparkdl {what}"}, payload, self.training)
+            self.coordinator.order("train", order, sent, self.training)
             result = self._results(self._wait(what))
         finally:
             total, received = self.exchange.close_round()
+        self.bytes_moved = len(self.training) * sent.nbytes + self.exchange.bytes_received - pushed
         check_result(result, what.split("/")[0], "round")
-        return result, mean_of_pushes(result, total, received, self.end.push, what.split("/")[0],
-                                      out=self._mean)
+        layout = self.end.push
+        assert layout is not None, "a sync fit's endpoint carries the push layout"
+        mean = mean_of_pushes(result, total, received, layout, what.split("/")[0], out=self._mean)
+        if self.codec is not None:          # the tasks pushed changes from what they pulled
+            for _, a, b, weighted in layout.bounds():
+                if weighted:
+                    self._mean[a:b] += payload[a:b]
+        return result, mean
 
     def async_epoch(self, spec, what: str):
         ps = self.ps

@@ -138,8 +138,8 @@ def test_async_mode_options_are_checked(mnist):
         SparkModel(model, mode="hogwild", aggregate="gradients")
     with pytest.raises(ValueError, match="compression None, 'fp16' or 'int8', received 'zip'"):
         SparkModel(model, mode="async", compression="zip")
-    with pytest.raises(ValueError, match="compression='int8' applies to the parameter server's .* mode 'sync'"):
-        SparkModel(model, mode="sync", compression="int8")
+    with pytest.raises(ValueError, match="compression='int8' does not apply to synchronous EASGD"):
+        SparkModel(model, mode="easgd", compression="int8")
 
 
 def test_a_failing_fit_shuts_its_server_down_and_frees_the_port(spark, mnist):
