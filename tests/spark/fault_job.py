@@ -16,6 +16,9 @@ Scenarios:
                the driver's last state, replays the rounds since with its peers, and ends
                bit-identical
   allreduce-kill  the same with that task's Python worker killed (SIGKILL) mid-round
+  allreduce-int8-raise, sync-int8-raise  as allreduce-raise and sync-raise with
+               compression="int8" (the ring's error feedback restarts where the replay starts;
+               the hub's tasks keep theirs in memory, and a retried stage starts it from zero)
   easgd-raise  as sync-raise in synchronous EASGD: the retried tasks take back their own
                weights and momentum (from the driver) and the fit ends bit-identical
   async-kill   an async fit (a push per step) whose task (epoch 2, partition 0, attempt 0) is
@@ -66,18 +69,21 @@ def main():
 def run(spark, scenario, markers, args) -> dict:
     report = {"master": spark.sparkContext.master}
     if scenario in ("sync-raise", "sync-kill", "sync-kill-executor", "easgd-raise", "allreduce-raise",
-                    "allreduce-kill"):
+                    "allreduce-kill", "allreduce-int8-raise", "sync-int8-raise"):
         mode, fault = scenario.split("-", 1)
         options = {}
+        if fault.startswith("int8-"):
+            fault, options = fault[5:], {"compression": "int8"}
         if mode == "allreduce":
-            mode, options = "sync", {"transport": "allreduce"}
-        clean, _ = faults.train(spark, mode=mode, mode_options=options)
+            mode, options = "sync", dict(options, transport="allreduce")
+        clean, clean_history = faults.train(spark, mode=mode, mode_options=options)
         faulty, history = faults.train(spark, mode=mode, fault=fault, job="sparkdl round 3/", partition=0,
                                        after=2, marker_dir=markers, mode_options=options)
         report.update(identical=all(np.array_equal(a, b) for a, b in
                                     zip(clean.get_weights(), faulty.get_weights())),
                       max_abs_diff=float(np.abs(clean.get_flat_weights() - faulty.get_flat_weights()).max()),
-                      rounds=len(history.rounds), execution=history.settings["execution"])
+                      rounds=len(history.rounds), execution=history.settings["execution"],
+                      accuracy=[history.history["accuracy"][-1], clean_history.history["accuracy"][-1]])
     elif scenario == "sync-kill-worker":
         try:
             faults.train(spark, mode="sync", fault="kill-worker", job="sparkdl round 3/", partition=0, after=2,

@@ -75,18 +75,26 @@ def test_allreduce_barrier_retries_give_bit_identical_weights_on_local_and_on_a_
     Python worker is killed mid-round (local-cluster[2,1,1024]); Spark retries the barrier
     stage, whose fresh tasks take the driver's last state (after round 0 or an epoch's end),
     replay the rounds since with their peers and carry on: the weights equal those of a fit
-    without the fault bit for bit."""
+    without the fault bit for bit, with int8 compression too (error feedback restarts where
+    the replay starts). The hub with int8 recovers from the same fault."""
     local = tmp_path / "local"
     cluster = tmp_path / "cluster"
     local.mkdir()
     cluster.mkdir()
-    jobs = {**run_job(local, "local[2,4]", ["allreduce-raise"]),
+    jobs = {**run_job(local, "local[2,4]", ["allreduce-raise", "allreduce-int8-raise", "sync-int8-raise"]),
             **run_job(cluster, "local-cluster[2,1,1024]", ["allreduce-kill"])}
-    for scenario, fault in (("allreduce-raise", "raise-"), ("allreduce-kill", "kill-")):
+    for scenario, fault in (("allreduce-raise", "raise-"), ("allreduce-kill", "kill-"),
+                            ("allreduce-int8-raise", "raise-"), ("sync-int8-raise", "raise-")):
         report, markers = jobs[scenario]
         assert len(markers) == 1 and markers[0].startswith(fault), (scenario, markers)
-        assert report["identical"], (scenario, report["max_abs_diff"])
         assert report["rounds"] == 15 and report["execution"] == "one job per fit"
+        if scenario == "sync-int8-raise":
+            # The hub's tasks keep their error feedback in memory: the retried stage starts it
+            # from zero, so the fit recovers and learns as well, without the same bits.
+            faulty, clean = report["accuracy"]
+            assert faulty > 0.85 and abs(faulty - clean) < 0.03, report
+        else:
+            assert report["identical"], (scenario, report["max_abs_diff"])
 
 
 def test_divergence_stops_fit_naming_round_and_partition_and_keeps_last_good_weights(spark):
