@@ -11,7 +11,9 @@ its weights too in EASGD), the task keeps it, reports it after each training ord
 driver keeps it per partition) and, when it is a retry, takes it back on ``REGISTER``.
 With ``transport="allreduce"`` the task keeps the whole training state and a ``"ring"``
 order is carried out by ``sparkdl.distributed.ring_task`` (no vector to or from the driver,
-except the state on the rounds that ask for it).
+except the state on the rounds that ask for it). With ``compression`` (sync, hub) a round's
+weights arrive encoded; the task trains from their decoding and pushes the encoded change
+from it through error feedback it keeps for its whole life (``compressed_pushes``).
 """
 from __future__ import annotations
 

@@ -19,6 +19,10 @@ owns segment j), and a round's all-reduce has two phases:
 
 Each rank sends 2·M·(N−1)/N bytes per round (M: the vector's bytes), as in a plain ring.
 
+The reduce-scatter frames also carry every rank's small ``info`` (samples, steps, whether
+it diverged), so every rank ends the round knowing all of them; when a rank diverged, the
+all-gather is skipped by all and no rank applies anything.
+
 With a ``codec`` (``sparkdl.distributed.compression``) both phases send encoded segments:
 a rank sends ``Q(x_j + r_j)`` of each segment j it contributes and keeps the rest ``r_j``
 (error feedback; its own segment it adds exactly), and the owner sends ``Q(m + g)`` of the
@@ -26,9 +30,6 @@ mean segment, keeping ``g``, and every rank — the owner too — takes its deco
 ranks hold the same bits. Segments are forwarded in the all-gather as they arrived, not
 encoded again. ``reset_residuals`` zeroes what error feedback holds (a task does it where the
 driver keeps the state, so a replay from there reproduces the same bits).
-The reduce-scatter frames also carry every rank's small ``info`` (samples, steps, whether
-it diverged), so every rank ends the round knowing all of them; when a rank diverged, the
-all-gather is skipped by all and no rank applies anything.
 
 Frames are ``RING_SEGMENT`` requests (op code 32) over authenticated ``Connection``s with
 the fit's token and protection mode (``security``: integrity tags or encryption, as the
