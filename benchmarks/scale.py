@@ -100,13 +100,15 @@ TINY = (100, 10)                     # 1,120 parameters: the round's fixed cost
 def local_env(terms, n, fixed=0.0, compute=None) -> sm.Env:
     """This machine: every process on its cores, the integrity terms measured here."""
     return sm.Env(alpha=terms["alpha"], rates=terms["rates"], driver_rates=terms["driver_rates"],
-                  gamma=terms["gamma"], compute=terms["step"] if compute is None else compute,
+                  gamma=terms["gamma"], copy=terms["copy"],
+                  compute=terms["step"] if compute is None else compute,
                   fixed=fixed, shared=True, cores=os.cpu_count() or 1)
 
 
 def sample_terms(loop, quick, batch) -> dict:
     out = loop.sample("integrity", quick)
-    out.update(gamma=st.gamma(), hmac_rate=st.hmac_rate(), step=st.compute_per_step(WIDTH, HIDDEN, batch))
+    out.update(gamma=st.gamma(), copy=st.copy_pass(), hmac_rate=st.hmac_rate(),
+               step=st.compute_per_step(WIDTH, HIDDEN, batch))
     return out
 
 
@@ -147,7 +149,9 @@ def compare(measured, terms, args) -> tuple[list, dict]:
           f"per push cycle of a worker, epochs after the first)")
     print(f"    fixed(N): median overhead (round minus compute) of a {tiny_params:,}-parameter hub fit, "
           f"less the model's hub terms at that size; compute: one worker alone, one BLAS thread, "
-          f"{terms['step'] * 1e3:.1f} ms, times max(1, N / {os.cpu_count()} cores)")
+          f"{terms['step'] * 1e3:.1f} ms, times max(1, N / {os.cpu_count()} cores) (the measured compute, "
+          f"the slowest task's from the history, also holds loading the pulled weights and a "
+          f"finiteness check, and whatever other processes took of the cores meanwhile)")
     print("     N  scheme  fixed(N)   compute: model / measured      round: model   measured   "
           "model / measured")
     rows, fixed_by_n = [], {}
@@ -180,6 +184,7 @@ def cluster_env(terms, per_value_sample, params, link, alpha, cores, rows, fixed
     (integrity tags, one core); the driver's by its link or its cores' hashing."""
     return sm.Env(alpha=alpha, rates=(min(link, terms["hmac_rate"]),),
                   driver_rates=(min(link, terms["hmac_rate"] * cores),), gamma=terms["gamma"],
+                  copy=terms["copy"],
                   fixed=fixed, compute=per_value_sample * params * rows / cores, shared=False,
                   driver_cores=cores)
 
@@ -195,7 +200,8 @@ def extrapolate(terms, per_value_sample, fixed, args) -> None:
           f"a worker's codec passes run on one core, the driver's per-push ones on its cores)")
     print(f"    measured here and carried over: compute {per_value_sample * 1e9:.3f} ns per parameter and "
           f"sample on one core (the dense model of (b)), {steps} steps of {batch} rows per worker and "
-          f"round (frequency {steps}); γ {terms['gamma'] * 1e9:.2f} ns per value and pass; HMAC-SHA256 "
+          f"round (frequency {steps}); γ {terms['gamma'] * 1e9:.2f} and copy {terms['copy'] * 1e9:.2f} ns per "
+          f"value and pass; HMAC-SHA256 "
           f"{terms['hmac_rate'] / 1e9:.2f} GB/s per core (integrity tags on, a worker's send is limited "
           f"by the slower of link and hash); fixed cost {fixed * 1e3:.2f} ms per round; codecs (error "
           f"feedback) " + ", ".join(f"{c.name} {c.ratio:.3f}x bytes, encode {c.encode * 1e9:.2f} / decode "
@@ -234,6 +240,7 @@ def print_terms(plain, terms, codecs, launch, count) -> None:
               " ".join(f"{r / 1e9:.2f}" for r in t["rates"]) + "; into one process " +
               " ".join(f"{r / 1e9:.2f}" for r in t["driver_rates"]))
     print(f"    γ, one pass adding float32 into a float64 sum: {terms['gamma'] * 1e9:.2f} ns per value; "
+          f"a float32 copy {terms['copy'] * 1e9:.2f} ns per value; "
           f"HMAC-SHA256 {terms['hmac_rate'] / 1e9:.2f} GB/s on one core")
     for c in codecs.values():
         print(f"    {c.name}: {c.ratio:.3f}x the bytes; error-feedback encode {c.encode * 1e9:.2f} ns, "

@@ -12,16 +12,21 @@ A round's time is ``fixed + compute + messages·α + bytes·β + vector passes·
   competes for the same cores, so the bytes of all concurrent transfers are paid at the
   machine's aggregate rate (``Env.rate(k)``: bytes per second with k transfers at once); on a
   cluster each host has its own link and the driver's link carries all of the hub's bytes;
-- ``γ``: one pass over a float32 vector (adding a push into the float64 sum, the mean, a copy).
+- ``γ``: one pass adding a float32 vector into a float64 sum (a push into the driver's sum, a
+  contribution into a ring segment's); ``copy``: one pass that copies or scans a float32
+  vector (loading pulled weights into the model, packing a push, the finiteness check).
 
 Schemes (M values of float32 or of a codec's bytes, N workers):
 
 - **hub**: each worker pulls and pushes the whole vector through the driver, ``2·N·V`` driver
   bytes (V: the vector's bytes on the wire); the driver adds the N pushes in partition order
-  (N passes) and makes the next payload (2 passes).
+  (N γ-passes) and takes the mean (one more), then loads it into its model and packs the next
+  payload (2 copies); a worker loads the pull, checks and packs its push (3 copies).
 - **ring**: reduce-scatter by direct send (each rank sends N−1 segments of M/N to their owners;
   each owner adds N contributions of its segment) then an all-gather of N−1 steps around the
-  ring: ``2(N−1)`` messages and ``2·V·(N−1)/N`` bytes per worker, none through the driver.
+  ring: ``2(N−1)`` messages and ``2·V·(N−1)/N`` bytes per worker, none through the driver; a
+  rank adds M values (its segment's N contributions, one γ-pass in all), and checks, packs,
+  copies the gathered segments and loads the mean (4 copies).
 - **ps** (asynchronous parameter server): each worker pulls and pushes the vector per cycle;
   a round is the time for every worker to complete one cycle: a worker's own cycle, or the
   driver serving N pushes and pulls (bytes and one apply pass each), whichever is longer.
@@ -64,6 +69,7 @@ class Env:
     rates: tuple
     driver_rates: tuple
     gamma: float
+    copy: float
     compute: float
     fixed: float = 0.0
     shared: bool = False
@@ -124,9 +130,9 @@ def hub(n: int, values: float, env: Env, codec: Codec = NONE) -> Round:
     compute = env.compute_time(n)
     # the N pulls run at once, then the N pushes: latency twice, every byte through the driver
     transfer = 2 * env.alpha + driver / env.driver_rate(n)
-    # driver: N adds into the float64 sum, the mean and the next payload; a worker: it loads
-    # the pulled vector into its model and packs its push
-    passes = (n + 2) * values * env.gamma + 2 * values * env.gamma * _contention(n, env)
+    # driver: N adds into the float64 sum and the mean, its model and the next payload; a
+    # worker: loads the pulled vector into its model, checks it is finite, packs its push
+    passes = values * ((n + 1) * env.gamma + 2 * env.copy) + 3 * values * env.copy * _contention(n, env)
     # the driver encodes the payload once and decodes N pushes; a worker decodes and encodes one
     codec_work = values * (codec.encode + n * codec.decode / _driver_cores(n, env)) \
         + values * (codec.encode + codec.decode) * _contention(n, env)
@@ -142,9 +148,9 @@ def ring(n: int, values: float, env: Env, codec: Codec = NONE) -> Round:
         transfer = messages * env.alpha + n * sent / env.rate(n)
     else:
         transfer = messages * env.alpha + sent / env.rate(1)
-    # a rank: N contributions of its segment (M values), the mean and the gathered copies,
-    # loading the mean into its model and packing the next vector
-    passes = 4 * values * env.gamma * _contention(n, env)
+    # a rank: N contributions of its segment (M values in all, and the mean), checking and
+    # packing its vector, copying the gathered segments, loading the mean into its model
+    passes = values * (env.gamma + 4 * env.copy) * _contention(n, env)
     segments = values * (n - 1) / max(n, 1)  # values a rank encodes and decodes in each phase
     codec_work = 2 * segments * (codec.encode + codec.decode) * _contention(n, env)
     comm = transfer + passes + codec_work
@@ -159,7 +165,7 @@ def ps(n: int, values: float, env: Env, codec: Codec = NONE) -> Round:
     # worker in the connection threads
     per_worker = values * (env.gamma + (codec.decode + codec.encode) / _driver_cores(n, env))
     own_rate = env.driver_rate(n) / n if env.shared else env.rate(1)
-    own = 2 * env.alpha + 2 * v / own_rate + values * (codec.encode + codec.decode + 2 * env.gamma) \
+    own = 2 * env.alpha + 2 * v / own_rate + values * (codec.encode + codec.decode + 3 * env.copy) \
         * _contention(n, env) + per_worker
     served = n * (2 * v / env.driver_rate(n) + per_worker)
     seconds = env.fixed + max(compute + own, served)

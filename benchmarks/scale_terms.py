@@ -174,6 +174,12 @@ def gamma(values: int = 1 << 22) -> float:
                                                  chunk)) / (len(xs) * values)
 
 
+def copy_pass(values: int = 1 << 22) -> float:
+    """Seconds per value of copying a float32 vector into another (loading, packing)."""
+    src, dst = np.ones(values, np.float32), np.empty(values, np.float32)
+    return _best(lambda: np.copyto(dst, src), 5) / values
+
+
 def codecs(values: int = 1 << 22) -> dict:
     """Each codec's wire ratio and seconds per value: error-feedback encode, decode."""
     from sparkdl.distributed import compression
