@@ -114,16 +114,18 @@ def sample_terms(loop, quick, batch) -> dict:
 
 def real_runs(spark, loop, samples, args) -> dict:
     """Measured rounds of every case ``(n, scheme)``, with a sample of the terms taken after
-    each N's fits (appended to ``samples``)."""
+    each N's fits (appended to ``samples``); ``measured[(n, "terms")]`` lists the samples taken
+    just before and just after that N's fits, which saw the machine's load as they did."""
     batch = args.batch
     workers = (2, 4) if args.quick else (2, 3, 4)
-    per_epoch, epochs, repeats = (4, 2, 1) if args.quick else (8, 2, 2)
+    per_epoch, epochs, repeats = (6, 2, 1) if args.quick else (8, 2, 2)
     frames = {n: frame(spark, n, batch * per_epoch, WIDTH) for n in workers}
     tiny = {n: frame(spark, n, batch * per_epoch, TINY[0]) for n in workers}
     sync_fit(frames[max(workers)], max(workers), "socket", WIDTH, HIDDEN, batch, 1)     # warm-up
     measured: dict = {"setup": (per_epoch, epochs, repeats)}
     for _ in range(repeats):
         for n in workers:
+            measured.setdefault((n, "terms"), set()).add(len(samples) - 1)
             rounds, _ = sync_fit(tiny[n], n, "socket", *TINY, batch, epochs)
             measured.setdefault((n, "tiny"), []).extend(r["seconds"] - r["compute_seconds"] for r in rounds)
             for name, transport in (("hub", "socket"), ("ring", "allreduce")):
@@ -133,12 +135,14 @@ def real_runs(spark, loop, samples, args) -> dict:
             if not args.quick:
                 measured.setdefault((n, "ps"), []).extend(ps_fit(frames[n], n, WIDTH, HIDDEN, batch, 1 + epochs))
             samples.append(sample_terms(loop, args.quick, batch))
+            measured[(n, "terms")].add(len(samples) - 1)
     measured["workers"] = workers
     return measured
 
 
-def compare(measured, terms, args) -> tuple[list, dict]:
-    """Prints model against measurement for every case; returns the rows and fixed(N)."""
+def compare(measured, samples, args) -> tuple[list, dict]:
+    """Prints model against measurement for every case, each N with the median of the terms
+    sampled around its fits; returns the rows and fixed(N)."""
     per_epoch, epochs, repeats = measured["setup"]
     params = measured["params"]
     tiny_params = st.make_model(*TINY).count_params()
@@ -149,13 +153,14 @@ def compare(measured, terms, args) -> tuple[list, dict]:
           f"per push cycle of a worker, epochs after the first)")
     print(f"    fixed(N): median overhead (round minus compute) of a {tiny_params:,}-parameter hub fit, "
           f"less the model's hub terms at that size; compute: one worker alone, one BLAS thread, "
-          f"{terms['step'] * 1e3:.1f} ms, times max(1, N / {os.cpu_count()} cores) (the measured compute, "
+          f"times max(1, N / {os.cpu_count()} cores) (the measured compute, "
           f"the slowest task's from the history, also holds loading the pulled weights and a "
           f"finiteness check, and whatever other processes took of the cores meanwhile)")
     print("     N  scheme  fixed(N)   compute: model / measured      round: model   measured   "
           "model / measured")
     rows, fixed_by_n = [], {}
     for n in measured["workers"]:
+        terms = st.median_terms([samples[i] for i in sorted(measured[(n, "terms")])])
         tiny_over = statistics.median(measured[(n, "tiny")])
         bare = local_env(terms, n, compute=0.0)
         fixed = fixed_by_n[n] = max(0.0, tiny_over - sm.hub(n, tiny_params, bare).comm)
@@ -231,7 +236,8 @@ def extrapolate(terms, per_value_sample, fixed, args) -> None:
 
 
 def print_terms(plain, terms, codecs, launch, count) -> None:
-    print(f"(a) terms measured on this machine (integrity: median of {count} samples taken between the fits)")
+    print(f"(a) terms measured on this machine (integrity: median of {count} samples taken between the fits; "
+          f"(b) predicts each N with the samples taken just before and after its fits)")
     for mode, t in (("plain", plain), ("integrity", terms)):
         print(f"    loopback, {mode:<9}: α = {t['alpha'] * 1e6:5.0f} µs, β = {t['beta'] * 1e9:.3f} ns/B "
               f"({1 / t['beta'] / 1e9:.2f} GB/s); frame + receipt, median: " +
@@ -264,7 +270,8 @@ def main():
     parts = set(args.parts.split(","))
     started = time.perf_counter()
     print(f"# scale: {platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}, "
-          f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}, {time.strftime('%Y-%m-%d %H:%M %Z')}")
+          f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}, {time.strftime('%Y-%m-%d %H:%M %Z')}",
+          flush=True)
     loop = st.Loopback()
     try:
         plain = loop.sample("plain", args.quick)
@@ -282,7 +289,7 @@ def main():
     print_terms(plain, terms, codecs, launch, len(samples))
     fixed = 1e-3
     if measured is not None:
-        _, fixed_by_n = compare(measured, terms, args)
+        _, fixed_by_n = compare(measured, samples, args)
         fixed = fixed_by_n[2]
     if "c" in parts:
         params = st.make_model(WIDTH, HIDDEN).count_params()
