@@ -1,25 +1,33 @@
 """A scale model you can check: this machine's α, β and compute, the cost model of
-``benchmarks/scale_model.py`` against real sync rounds with 2, 3 and 4 workers, then the
-model's round time, driver bytes and speedup for N = 2 … 256 workers on a cluster.
+``benchmarks/scale_model.py`` against real sync and asynchronous rounds with 2, 3 and 4
+workers, then the model's round time, driver bytes and speedup for N = 2 … 256 workers on a
+cluster.
 
-(a) Terms measured here: α and β of one transfer between two processes on loopback with
-    sparkdl's own ``Connection`` and ``FrameServer`` (a frame and its receipt, sizes 4 B to
-    16 MB, least squares on the medians, relative error), in ``integrity`` mode (the default)
-    and ``plain``; the aggregate rate of 1-4 concurrent transfers into one server process (what
-    a shared machine gives k transfers at once); γ, one pass over a float32 vector into a
-    float64 sum; the codecs' error-feedback encode and decode per value; a Spark barrier
-    job's launch; one worker's compute per round of the model of (b), on one BLAS thread.
+(a) Terms measured here (``scale_terms``): α and β of one transfer between two processes on
+    loopback with sparkdl's own ``Connection`` and ``FrameServer`` (a frame and its receipt,
+    4 B to 16 MB, least squares on the medians, relative error), in ``integrity`` mode (the
+    default) and ``plain``; the aggregate rate of k = 1..4 transfers of 16 MB at once, between
+    distinct pairs of processes and into one process; γ, one pass adding a float32 vector into
+    a float64 sum; a float32 copy; HMAC-SHA256; the codecs' error-feedback encode and decode;
+    a Spark barrier job's launch; one worker's step on one BLAS thread. The integrity terms
+    are sampled again after each N's fits in (b), and each N is predicted with the samples
+    taken just before and after its fits (the machine is shared; its load moves).
 (b) Real runs: ``SparkModel.fit`` on ``local[4]`` (one barrier job per fit, a Python worker per
-    task), frequency "batch" (one step of ``--batch`` rows per worker and round), a dense
-    1000-2000-10 model (2.0 M parameters, plain SGD: the vector is the weights), N = 2, 3, 4
-    workers, the hub (``transport="socket"``) and the ring (``transport="allreduce"``),
-    alternating; the median of the ordinary rounds (the first round of a fit and the last of
-    each epoch carry start-up and the driver's copy of the state, and are left out). The
-    round's fixed cost is measured per N with a 1k-parameter model on the hub. Printed: the
-    prediction, the measured median and their ratio; above 30 % off is flagged.
-(c) The model extrapolated to a cluster (assumptions printed with the table).
+    task), a dense 1000-2000-10 model (2.0 M parameters, plain SGD: the vector is the
+    weights), frequency "batch" (one step of ``--batch`` rows per worker and round), N = 2, 3
+    and 4: the hub (``transport="socket"``), the ring (``transport="allreduce"``) and the
+    asynchronous parameter server (``mode="async"``, seconds per push cycle), in turn. Round
+    times are the median of the ordinary rounds (a fit's first round and each epoch's last
+    carry start-up and the driver's copy of the state). The round's fixed cost is measured
+    per N with a 1k-parameter model on the hub. Printed: prediction, measurement, their
+    ratio; a case more than 30% off is flagged.
+(c) The model on a cluster, with the assumptions printed above the table (``--link``,
+    ``--alpha``, ``--cores``, ``--cluster-batch``, ``--cluster-steps``).
 
-    python benchmarks/scale.py [--quick] [--parts a,b,c]
+    python benchmarks/scale.py [--quick] [--parts b,c] [--link 10] [--alpha 50]
+
+``--quick`` (N = 2 and 4, one fit per case, no parameter server) runs in under two minutes and
+is a smoke test; the full run takes 4-5 minutes.
 """
 from __future__ import annotations
 
