@@ -108,6 +108,7 @@ TINY = (100, 10)                     # 1,120 parameters: the round's fixed cost
 def local_env(terms, n, fixed=0.0, compute=None) -> sm.Env:
     """This machine: every process on its cores, the integrity terms measured here."""
     return sm.Env(alpha=terms["alpha"], rates=terms["rates"], driver_rates=terms["driver_rates"],
+                  driver_out_rates=terms["driver_out_rates"],
                   gamma=terms["gamma"], copy=terms["copy"],
                   compute=terms["step"] if compute is None else compute,
                   fixed=fixed, shared=True, cores=os.cpu_count() or 1)
@@ -196,7 +197,8 @@ def cluster_env(terms, per_value_sample, params, link, alpha, cores, rows, fixed
     """One worker per host: a worker's send is limited by the slower of its link and its HMAC
     (integrity tags, one core); the driver's by its link or its cores' hashing."""
     return sm.Env(alpha=alpha, rates=(min(link, terms["hmac_rate"]),),
-                  driver_rates=(min(link, terms["hmac_rate"] * cores),), gamma=terms["gamma"],
+                  driver_rates=(min(link, terms["hmac_rate"] * cores),),
+                  driver_out_rates=(min(link, terms["hmac_rate"] * cores),), gamma=terms["gamma"],
                   copy=terms["copy"],
                   fixed=fixed, compute=per_value_sample * params * rows / cores, shared=False,
                   driver_cores=cores)
@@ -244,15 +246,17 @@ def extrapolate(terms, per_value_sample, fixed, args) -> None:
 
 
 def print_terms(plain, terms, codecs, launch, count) -> None:
-    print(f"(a) terms measured on this machine (integrity: median of {count} samples taken between the fits; "
-          f"(b) predicts each N with the samples taken just before and after its fits)")
+    print(f"(a) terms measured on this machine (integrity: the median of {count} samples" +
+          (", taken between the fits; (b) predicts each N with the samples taken just before and after "
+           "its fits)" if count > 1 else ")"))
     for mode, t in (("plain", plain), ("integrity", terms)):
         print(f"    loopback, {mode:<9}: α = {t['alpha'] * 1e6:5.0f} µs, β = {t['beta'] * 1e9:.3f} ns/B "
               f"({1 / t['beta'] / 1e9:.2f} GB/s); frame + receipt, median: " +
               ", ".join(f"{s} B {m * 1e3:.2f} ms" for s, m in zip(st.SIZES, t["medians"])))
         print("      k = 1..4 transfers of 16 MB at once, aggregate GB/s: between pairs " +
               " ".join(f"{r / 1e9:.2f}" for r in t["rates"]) + "; into one process " +
-              " ".join(f"{r / 1e9:.2f}" for r in t["driver_rates"]))
+              " ".join(f"{r / 1e9:.2f}" for r in t["driver_rates"]) + "; out of one process " +
+              " ".join(f"{r / 1e9:.2f}" for r in t["driver_out_rates"]))
     print(f"    γ, one pass adding float32 into a float64 sum: {terms['gamma'] * 1e9:.2f} ns per value; "
           f"a float32 copy {terms['copy'] * 1e9:.2f} ns per value; "
           f"HMAC-SHA256 {terms['hmac_rate'] / 1e9:.2f} GB/s on one core")

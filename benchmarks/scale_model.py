@@ -62,12 +62,13 @@ class Env:
     tasks' compute and all transfers compete for them); otherwise one host per worker with its
     own link, and a driver with ``driver_cores``. ``rates``: aggregate bytes per second of k
     transfers at once between distinct pairs of processes (k = 1, 2, ...; the last holds for
-    larger k); ``driver_rates``: the same for k transfers into one process, the driver (on a
-    cluster: its link, or its cores' hashing if slower); ``compute``: one worker's compute per
-    round alone on its host."""
+    larger k); ``driver_rates`` / ``driver_out_rates``: the same for k transfers into / out of
+    one process, the driver's pushes / pulls (on a cluster: its link, or its cores' hashing if
+    slower); ``compute``: one worker's compute per round alone on its host."""
     alpha: float
     rates: tuple
     driver_rates: tuple
+    driver_out_rates: tuple
     gamma: float
     copy: float
     compute: float
@@ -81,6 +82,9 @@ class Env:
 
     def driver_rate(self, k: int) -> float:
         return _at(self.driver_rates, k)
+
+    def driver_out_rate(self, k: int) -> float:
+        return _at(self.driver_out_rates, k)
 
     def compute_time(self, n: int) -> float:
         return self.compute * _contention(n, self)
@@ -129,7 +133,7 @@ def hub(n: int, values: float, env: Env, codec: Codec = NONE) -> Round:
     driver, sent = hub_bytes(n, values, codec)
     compute = env.compute_time(n)
     # the N pulls run at once, then the N pushes: latency twice, every byte through the driver
-    transfer = 2 * env.alpha + driver / env.driver_rate(n)
+    transfer = 2 * env.alpha + driver / 2 * (1 / env.driver_out_rate(n) + 1 / env.driver_rate(n))
     # driver: N adds into the float64 sum and the mean, its model and the next payload; a
     # worker: loads the pulled vector into its model, checks it is finite, packs its push
     passes = values * ((n + 1) * env.gamma + 2 * env.copy) + 3 * values * env.copy * _contention(n, env)
@@ -164,10 +168,13 @@ def ps(n: int, values: float, env: Env, codec: Codec = NONE) -> Round:
     # the server: one add per push (under its lock), and a decode and an encode (a pull) per
     # worker in the connection threads
     per_worker = values * (env.gamma + (codec.decode + codec.encode) / _driver_cores(n, env))
-    own_rate = env.driver_rate(n) / n if env.shared else env.rate(1)
-    own = 2 * env.alpha + 2 * v / own_rate + values * (codec.encode + codec.decode + 3 * env.copy) \
+    if env.shared:       # a worker's pull and push share the driver with the others'
+        own_bytes = n * v * (1 / env.driver_out_rate(n) + 1 / env.driver_rate(n))
+    else:
+        own_bytes = 2 * v / env.rate(1)
+    own = 2 * env.alpha + own_bytes + values * (codec.encode + codec.decode + 3 * env.copy) \
         * _contention(n, env) + per_worker
-    served = n * (2 * v / env.driver_rate(n) + per_worker)
+    served = n * (v * (1 / env.driver_out_rate(n) + 1 / env.driver_rate(n)) + per_worker)
     seconds = env.fixed + max(compute + own, served)
     return Round(seconds, compute, seconds - env.fixed - compute, driver, sent)
 

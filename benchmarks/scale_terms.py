@@ -1,7 +1,8 @@
 """The terms of ``scale_model`` measured on this machine: α and β of sparkdl's own frames between
 processes on loopback, the aggregate rate of k transfers at once (between distinct pairs of
-processes, and into one process as into the driver), γ (one pass over a vector), the codecs'
-cost per value, HMAC-SHA256's rate, and one worker's compute per step of a dense model.
+processes, into one process as pushes into the driver, out of one as the driver's pulls),
+γ (one pass over a vector), a copy, the codecs' cost per value, HMAC-SHA256's rate, and one
+worker's compute per step of a dense model.
 
 ``Loopback`` keeps its client and server processes for the whole benchmark, so its terms can
 be sampled again between real fits and see the same load as they do.
@@ -40,7 +41,14 @@ class _Sink:
         return pool[key]
 
     def handle(self, frame):
+        """A push is answered with OK; a pull with ``meta["values"]`` float32 values."""
         from sparkdl.distributed.protocol import Frame, Op
+        if frame.op == Op.PULL:
+            values = int(frame.meta["values"])
+            pool = self._local.__dict__.setdefault("payloads", {})
+            if values not in pool:
+                pool[values] = np.ones(values, np.float32)
+            return Frame(Op.OK, {}, pool[values])
         return Frame(Op.OK, {})
 
 
@@ -53,11 +61,11 @@ def _serve(mode, token, pipe):
 
 
 def _client(commands, results, token):
-    """Runs ``(address, mode, size, count)`` commands: count frames of size bytes, each with
-    its receipt; answers the seconds of each."""
+    """Runs ``(address, mode, size, count, pull)`` commands: count frames of size bytes, each
+    pushed with its receipt or (``pull``) asked for and received; answers the seconds of each."""
     from sparkdl.distributed.protocol import Connection, Op
     conns = {}
-    for address, mode, size, count in iter(commands.get, None):
+    for address, mode, size, count, pull in iter(commands.get, None):
         conn = conns.get((address, mode))
         if conn is None:
             conn = conns[(address, mode)] = Connection(address, token, 600, security=mode)
@@ -66,7 +74,10 @@ def _client(commands, results, token):
         times = []
         for _ in range(count):
             start = time.perf_counter()
-            conn.request(Op.PUSH, {}, array)
+            if pull:
+                conn.request(Op.PULL, {"values": array.size}, out=array)
+            else:
+                conn.request(Op.PUSH, {}, array)
             times.append(time.perf_counter() - start)
         results.put(times)
     for conn in conns.values():
@@ -119,27 +130,30 @@ class Loopback:
         """α, β and the median seconds of each size, one client and one server."""
         medians = []
         for size in SIZES:
-            self.commands[0].put((self.addresses[mode][0], mode, size, repeats))
+            self.commands[0].put((self.addresses[mode][0], mode, size, repeats, False))
             medians.append(statistics.median(self.results.get(timeout=600)))
         alpha, beta = fit_alpha_beta(SIZES, medians)
         return {"alpha": alpha, "beta": beta, "medians": medians}
 
-    def rate(self, mode: str, k: int, fan_in: bool, count: int) -> float:
-        """Bytes per second of k clients sending ``count`` frames of 16 MB each at once, into
-        one server process (``fan_in``) or each into its own."""
+    def rate(self, mode: str, k: int, kind: str, count: int) -> float:
+        """Bytes per second of k transfers at once of ``count`` frames of 16 MB each: clients
+        pushing each into its own server process (``"pairs"``), all into one (``"in"``, the
+        driver receiving pushes), or pulling all from one (``"out"``, the driver serving pulls)."""
         start = time.perf_counter()
         for i in range(k):
-            self.commands[i].put((self.addresses[mode][0 if fan_in else i], mode, BIG, count))
+            address = self.addresses[mode][i if kind == "pairs" else 0]
+            self.commands[i].put((address, mode, BIG, count, kind == "out"))
         for _ in range(k):
             self.results.get(timeout=600)
         return k * count * BIG / (time.perf_counter() - start)
 
     def sample(self, mode: str, quick: bool) -> dict:
-        """One sample of α, β and the rates of k = 1..4 transfers, pairs and fan-in."""
+        """One sample of α, β and the rates of k = 1..4 transfers: pairs, into and out of one
+        process."""
         out = self.alpha_beta(mode, 3 if quick else 5)
         count = 2 if quick else 3
-        out["rates"] = tuple(self.rate(mode, k, False, count) for k in range(1, PROCESSES + 1))
-        out["driver_rates"] = tuple(self.rate(mode, k, True, count) for k in range(1, PROCESSES + 1))
+        for key, kind in (("rates", "pairs"), ("driver_rates", "in"), ("driver_out_rates", "out")):
+            out[key] = tuple(self.rate(mode, k, kind, count) for k in range(1, PROCESSES + 1))
         return out
 
 
