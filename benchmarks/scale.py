@@ -221,8 +221,8 @@ def extrapolate(terms, per_value_sample, fixed, args) -> None:
           f"by the slower of link and hash); fixed cost {fixed * 1e3:.2f} ms per round; codecs (error "
           f"feedback) " + ", ".join(f"{c.name} {c.ratio:.3f}x bytes, encode {c.encode * 1e9:.2f} / decode "
                                     f"{c.decode * 1e9:.2f} ns per value" for c in codecs[1:]))
-    print("    compression of hub and ring traffic is what the model predicts for it; sparkdl compresses "
-          "the parameter server's traffic only. speedup: samples/s of N workers over one worker training "
+    print("    compressed columns: every vector of the scheme encoded (hub pulls and pushes, ring segments, "
+          "server pushes and pulls). speedup: samples/s of N workers over one worker training "
           "alone (no exchange); ps: every worker's push cycle, asynchronous")
     head = "".join(f"{s + ' ' + c.name:>11}" for s in ("hub", "ring", "ps") for c in codecs)
     for params in (1_000_000, 10_000_000, 100_000_000):
