@@ -4,11 +4,14 @@ themselves (``sparkdl.distributed.ring``). The weights equal the driver hub's bi
 goes through the driver on ordinary rounds; checkpoints resume to the same weights; where
 it cannot run, a ValueError names the alternative. Failed and killed tasks (barrier retries,
 on local[2,4] and local-cluster[2,1,1024]) are in ``test_faults``."""
+import json
+
 import numpy as np
 import pytest
 
+from sparkdl.distributed import ring_task
 from sparkdl.spark import SparkModel
-from tests.helpers import compiled_mlp
+from tests.helpers import compiled_mlp, spark_submit
 from tests.spark import faults
 
 
@@ -122,3 +125,56 @@ def test_divergence_names_the_round_and_partition_and_what_the_driver_holds(spar
     with pytest.raises(FloatingPointError, match=r"round 6.*partition 1.*driver's model holds the state after round 5"):
         spark_model.fit(faults.digits_frame(spark), epochs=3, batch_size=32, verbose=0)
     np.testing.assert_array_equal(net.get_flat_weights(), good.get_flat_weights())
+
+
+def fit_both(frame, epochs=1, batch_size=32, **options):
+    """``{transport: (model, history)}`` of the same fit with the driver hub and with allreduce."""
+    out = {}
+    for transport in ("socket", "allreduce"):
+        net = faults.model()
+        history = SparkModel(net, seed=0, transport=transport, **options).fit(
+            frame, epochs=epochs, batch_size=batch_size, verbose=0)
+        out[transport] = (net, history)
+    return out
+
+
+def test_an_epoch_longer_than_the_replay_bound_brings_the_state_back_midway_and_keeps_the_hubs_weights(spark):
+    runs = fit_both(faults.digits_frame(spark), batch_size=16, frequency="batch", num_workers=2)
+    (hub, expected), (ring, history) = runs["socket"], runs["allreduce"]
+    np.testing.assert_array_equal(ring.get_flat_weights(), hub.get_flat_weights())
+    np.testing.assert_array_equal(ring.optimizer.slots["momentum"], hub.optimizer.slots["momentum"])
+    assert ring.optimizer.iterations == hub.optimizer.iterations == 38
+    assert history.history == expected.history
+    # 600 rows a partition at batch 16: 38 rounds of one step. The base may lag MAX_REPLAY
+    # rounds, so partition 0 pushes its state after round 32 as well as at the epoch's end.
+    assert ring_task.MAX_REPLAY == 32
+    state = ring.get_flat_weights().nbytes + ring.optimizer.slots["momentum"].nbytes
+    assert [r["bytes"] for r in history.rounds] == [2 * state] + [0] * 30 + [state] + [0] * 5 + [state]
+
+
+def test_an_empty_partition_is_reported_and_the_fit_keeps_the_hubs_weights(spark):
+    from pyspark.sql import functions as F
+    frame = faults.digits_frame(spark).where(F.spark_partition_id() == 0)     # partition 1 holds no row
+    runs = fit_both(frame, epochs=2, frequency=4, num_workers=2)
+    (hub, expected), (ring, history) = runs["socket"], runs["allreduce"]
+    assert history.settings["execution"] == "one job per fit"
+    assert history.rows_per_partition == [600, 0] and history.empty_partitions == [1]
+    np.testing.assert_array_equal(ring.get_flat_weights(), hub.get_flat_weights())
+    assert history.history == expected.history and expected.empty_partitions == [1]
+
+
+def test_rings_of_three_ranks_on_local_4_keep_the_hubs_weights_around_an_empty_partition(tmp_path):
+    """local[4] through spark-submit (``ranks_job.py``): three partitions, by weights and by
+    gradients, and four partitions of which partition 1 is empty (ranks 0, 2, 3)."""
+    out = tmp_path / "ranks.json"
+    run = spark_submit(["--master", "local[4]", "tests/spark/ranks_job.py", "--out", str(out)])
+    assert run.returncode == 0, run.stderr[-4000:]
+    reports = json.loads(out.read_text())
+    assert reports.pop("master") == "local[4]"
+    for name, report in reports.items():
+        assert report["identical"] and report["same_iterations"] and report["same_history"], (name, report)
+        assert report["execution"] == "one job per fit", (name, report)
+    assert reports["three"]["rows"] == [400, 400, 400] and reports["gap"]["rows"] == [300, 0, 300, 300]
+    assert reports["gap"]["empty"] == [1]
+    for name in ("three", "gap"):       # each of 3 ranks sends 2·M·2/3 bytes a round
+        assert reports[name]["ring_bytes"] == 4 * reports[name]["state_bytes"], (name, reports[name])
