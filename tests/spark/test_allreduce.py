@@ -5,12 +5,13 @@ goes through the driver on ordinary rounds; checkpoints resume to the same weigh
 it cannot run, a ValueError names the alternative. Failed and killed tasks (barrier retries,
 on local[2,4] and local-cluster[2,1,1024]) are in ``test_faults``."""
 import json
+import threading
 
 import numpy as np
 import pytest
 
 from sparkdl.distributed import ring_task
-from sparkdl.spark import SparkModel
+from sparkdl.spark import SparkModel, executor
 from tests.helpers import compiled_mlp, spark_submit
 from tests.spark import faults
 
@@ -178,3 +179,30 @@ def test_rings_of_three_ranks_on_local_4_keep_the_hubs_weights_around_an_empty_p
     assert reports["gap"]["empty"] == [1]
     for name in ("three", "gap"):       # each of 3 ranks sends 2·M·2/3 bytes a round
         assert reports[name]["ring_bytes"] == 4 * reports[name]["state_bytes"], (name, reports[name])
+
+
+class StuckBarrier:
+    """A ``BarrierTaskContext`` whose ``allGather`` raises ``error``, or answers every task's
+    message once ``release`` is set (or after 5 s, so an unbounded caller fails the test)."""
+
+    def __init__(self, error=None):
+        self.error, self.release = error, threading.Event()
+
+    def allGather(self, message):
+        if self.error is not None:
+            raise self.error
+        self.release.wait(5)
+        return [message, "peer"]
+
+
+def test_the_address_exchange_waits_timeout_seconds_not_sparks_barrier_timeout():
+    stuck = StuckBarrier()
+    try:
+        with pytest.raises(TimeoutError, match=r"allreduce: partition 1 waited 0.05 s for every task of the fit's "
+                                               r"barrier stage to tell its ring address \(allGather\)"):
+            executor.all_gather(stuck, "me", 0.05, partition=1)
+    finally:
+        stuck.release.set()
+    assert executor.all_gather(stuck, "me", 5.0, partition=1) == ["me", "peer"]
+    with pytest.raises(RuntimeError, match="barrier stage failed"):
+        executor.all_gather(StuckBarrier(RuntimeError("barrier stage failed")), "me", 5.0, partition=1)
