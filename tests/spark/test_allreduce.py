@@ -119,11 +119,15 @@ def test_a_fit_that_cannot_run_as_one_barrier_job_is_refused(spark):
         spark_model.fit(faults.digits_frame(spark), epochs=1, batch_size=32, verbose=0)
 
 
-def test_divergence_names_the_round_and_partition_and_what_the_driver_holds(spark):
-    net = faults.model(fault="nan", job="sparkdl round 6/", partition=1, after=1)
+@pytest.mark.parametrize("diverging", [6, 8])
+def test_divergence_names_the_round_and_partition_and_what_the_driver_holds(spark, diverging):
+    """Round 6 starts epoch 2; round 8 is inside it: either way the driver's model holds the
+    state after round 5, the last epoch's end, the last state it received."""
+    net = faults.model(fault="nan", job=f"sparkdl round {diverging}/", partition=1, after=1)
     good, _ = faults.train(spark, epochs=1)
     spark_model = SparkModel(net, frequency=4, num_workers=2, seed=0, transport="allreduce")
-    with pytest.raises(FloatingPointError, match=r"round 6.*partition 1.*driver's model holds the state after round 5"):
+    with pytest.raises(FloatingPointError, match=rf"round {diverging}.*partition 1.*driver's model holds the state "
+                                                 rf"after round 5"):
         spark_model.fit(faults.digits_frame(spark), epochs=3, batch_size=32, verbose=0)
     np.testing.assert_array_equal(net.get_flat_weights(), good.get_flat_weights())
 
@@ -206,3 +210,28 @@ def test_the_address_exchange_waits_timeout_seconds_not_sparks_barrier_timeout()
     assert executor.all_gather(stuck, "me", 5.0, partition=1) == ["me", "peer"]
     with pytest.raises(RuntimeError, match="barrier stage failed"):
         executor.all_gather(StuckBarrier(RuntimeError("barrier stage failed")), "me", 5.0, partition=1)
+
+
+def test_a_callback_watching_rounds_sees_the_tasks_weights_after_every_round(spark):
+    from sparkdl.engine.callbacks import Callback
+
+    class EveryRound(Callback):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def on_batch_end(self, batch, logs=None):
+            self.seen.append((batch, logs["loss"], self.model.get_flat_weights()))
+
+    watchers = {}
+    for transport in ("socket", "allreduce"):
+        watchers[transport] = EveryRound()
+        _, history = faults.train(spark, epochs=2, fit_options={"callbacks": [watchers[transport]]},
+                                  mode_options={"transport": transport})
+    ring, hub = watchers["allreduce"].seen, watchers["socket"].seen
+    assert [b for b, _, _ in ring] == [0, 1, 2, 3, 4] * 2 == [b for b, _, _ in hub]
+    for (_, loss, weights), (_, expected_loss, expected) in zip(ring, hub):
+        assert loss == expected_loss
+        np.testing.assert_array_equal(weights, expected)
+    # The state comes back from partition 0 after every round, not only at the epochs' ends.
+    assert all(r["bytes"] > 0 for r in history.rounds)
