@@ -5,8 +5,9 @@ The tasks hold the training state and all-reduce each round's results with their
 round's order (the round's spec: a few hundred bytes), receives each partition's report
 (counts, loss, metric states) and, only on the rounds that need it — the last of each epoch
 (validation, callbacks, ``stop_training`` and the end of the fit, which come only at an
-epoch's end), checkpoints, or every ``ring_task.MAX_REPLAY`` rounds so a retried stage has
-little to replay — the model's state from the lowest training partition.
+epoch's end), checkpoints, every round when a callback watches rounds, or every
+``ring_task.MAX_REPLAY`` rounds so a retried stage has little to replay — the model's state
+from the lowest training partition.
 """
 from __future__ import annotations
 

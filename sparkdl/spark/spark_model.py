@@ -76,7 +76,8 @@ class SparkModel:
     open connections to the driver). ``"allreduce"``: the tasks keep the model and average among
     themselves each round (ring all-reduce, ``sparkdl.distributed.ring``), bit-identical to
     ``"socket"``; the driver sends orders and receives each round's metrics, and the model's
-    state only at each epoch's end, at checkpoints and at the end of the fit (mode ``"sync"``,
+    state only at each epoch's end, at checkpoints and at the end of the fit, or after every
+    round when a callback has ``on_batch_begin`` or ``on_batch_end`` (mode ``"sync"``,
     one barrier job: for clusters where the driver is far from the executors). ``timeout``:
     seconds any socket wait may take (a task waiting for the weights, a receipt or a peer's
     segment, the driver waiting for a request, an ssp worker
@@ -200,6 +201,9 @@ class SparkModel:
             resume: bool = False, checkpoint_keep: int = 3, validation_split: float = 0.0,
             dashboard: bool | str = False) -> History:
         """Train for ``epochs`` on ``data``; returns the History (``history.rounds`` per round).
+
+        ``callbacks`` run on the driver: the epoch hooks around each epoch, ``on_batch_begin``
+        and ``on_batch_end`` around each round (a round is this fit's batch).
 
         ``validation_data`` (a DataFrame or ``(x_val, y_val)`` arrays) or ``validation_split``
         (``0 <= validation_split < 1``, not both) is evaluated after each epoch as
