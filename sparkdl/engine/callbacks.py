@@ -25,6 +25,13 @@ logger = logging.getLogger(__name__)
 
 
 class Callback:
+    """The hooks, each a no-op here. ``on_batch_begin`` and ``on_batch_end`` run around each
+    optimizer step of the engine's ``fit``, and around each round of ``SparkModel.fit`` (whose
+    ``batch`` is the round's index in the epoch and ``logs["loss"]`` the round's mean loss):
+    the model holds the weights after that step or round. (With ``transport="allreduce"`` the
+    driver then takes the tasks' state after every round, as long as a callback defines either
+    hook.)"""
+
     def __init__(self) -> None:
         self.model: Model | None = None
         self.params: dict = {}

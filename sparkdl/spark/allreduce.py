@@ -5,14 +5,14 @@ The tasks hold the training state and all-reduce each round's results with their
 round's order (the round's spec: a few hundred bytes), receives each partition's report
 (counts, loss, metric states) and, only on the rounds that need it — the last of each epoch
 (validation, callbacks, ``stop_training`` and the end of the fit, which come only at an
-epoch's end), checkpoints, or every ``ring_task.MAX_REPLAY`` rounds so a retried stage has
-little to replay — the model's state from the lowest training partition.
+epoch's end), checkpoints, every round when a callback watches rounds, or every
+``ring_task.MAX_REPLAY`` rounds so a retried stage has little to replay — the model's state
+from the lowest training partition.
 """
 from __future__ import annotations
 
 from sparkdl.distributed import exchange, fit_task, ring_task
 from sparkdl.distributed.coordinator import Coordinator
-from sparkdl.errors import SparkTrainingDivergedError
 from sparkdl.spark import transports
 
 
@@ -63,12 +63,9 @@ class RingInJob(transports.InJob):
         reports = self._wait(what)
         self.ring_bytes = sum(int(meta.get("ring_bytes", 0)) for meta, _ in reports.values())
         result = self._results(reports)
-        try:
-            transports.check_result(result, what.split("/")[0], "round")
-        except SparkTrainingDivergedError as error:
-            raise SparkTrainingDivergedError(
-                f"{error}. With transport='allreduce' the driver's model holds the state after round "
-                f"{state.base_round}, the last it received") from None
+        transports.check_result(result, what.split("/")[0], "round", kept=(
+            f"the driver's model holds the state after round {state.base_round}, the last it received "
+            f"(with transport='allreduce' the tasks keep no earlier state)"))
         if need_weights:
             self._mirror(spec.round)
         return result, state.bytes_pulled + state.bytes_pushed - before

@@ -152,12 +152,43 @@ def persistent_task(model_bc, end: fit_task.FitEndpoint, with_validation: bool =
     return run
 
 
+def all_gather(context, message: str, timeout: float, partition: int) -> list[str]:
+    """``context.allGather(message)`` waiting at most ``timeout`` seconds. pyspark's call has
+    no timeout of its own: it waits ``spark.barrier.sync.timeout`` (365 days by default, a conf
+    the SparkContext fixes when it starts), so a task stuck before the call would hold its peers
+    for that long. The call runs in a daemon thread; when it does not return in time this task
+    fails (Spark then ends the barrier stage, its stuck task included), and the thread ends
+    with this Python worker, which does not outlive a failed task."""
+    import threading
+
+    answer: list = []
+
+    def call():
+        try:
+            answer.append((True, context.allGather(message)))
+        except BaseException as error:  # noqa: BLE001 - raised in the task's thread below
+            answer.append((False, error))
+
+    thread = threading.Thread(target=call, name="sparkdl-all-gather", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not answer:
+        raise TimeoutError(f"allreduce: partition {partition} waited {timeout} s for every task of the fit's "
+                           f"barrier stage to tell its ring address (allGather); a task did not get there: "
+                           f"it is stuck, or reads its partition more than timeout={timeout} s slower")
+    ok, value = answer[0]
+    if not ok:
+        raise value
+    return value
+
+
 def _ring_task(partition: int, rows: int, end: fit_task.FitEndpoint):
     """``transport="allreduce"``: this task's ring peer (a training partition's), bound to its
     executor's host; every task of the barrier stage tells the others its address
-    (``allGather``). None for a task that does not train. The ring's attempt is a number
-    drawn from every peer's address, the same for all tasks of a stage attempt and new with
-    each retry (Python tasks do not see Spark's stage attempt number)."""
+    (``all_gather``, within the fit's ``timeout``). None for a task that does not train. The
+    ring's attempt is a number drawn from every peer's address, the same for all tasks of a
+    stage attempt and new with each retry (Python tasks do not see Spark's stage attempt
+    number)."""
     import hashlib
     import json
 
@@ -175,7 +206,8 @@ def _ring_task(partition: int, rows: int, end: fit_task.FitEndpoint):
                              attempt=None, host=host, security=end.security,
                              codec=get_codec(end.compression))
     try:
-        told = context.allGather(json.dumps(list(peer.address) if peer is not None else None))
+        told = all_gather(context, json.dumps(list(peer.address) if peer is not None else None), end.timeout,
+                          partition)
     except BaseException:
         if peer is not None:
             peer.close()

@@ -27,7 +27,7 @@ from sparkdl.distributed.compression import get_codec
 from sparkdl.distributed.strategies import EASGDStrategy, check_frequency, get_strategy, option_names
 from sparkdl.engine import checks
 from sparkdl.engine import scores as scores_mod
-from sparkdl.engine.callbacks import History
+from sparkdl.engine.callbacks import Callback, CallbackList, History
 from sparkdl.engine.files import json_plain
 from sparkdl.engine.training import EpochSums, FitLoop, check_dashboard, live_dashboard
 from sparkdl.errors import NotCompiledError, SparkTrainingDivergedError
@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 
     from sparkdl.dashboard import Feed
     from sparkdl.distributed.checkpoint import CheckpointStore
-    from sparkdl.engine.callbacks import Callback
     from sparkdl.engine.model import Model
     from sparkdl.engine.scores import Scores
 
@@ -77,7 +76,8 @@ class SparkModel:
     open connections to the driver). ``"allreduce"``: the tasks keep the model and average among
     themselves each round (ring all-reduce, ``sparkdl.distributed.ring``), bit-identical to
     ``"socket"``; the driver sends orders and receives each round's metrics, and the model's
-    state only at each epoch's end, at checkpoints and at the end of the fit (mode ``"sync"``,
+    state only at each epoch's end, at checkpoints and at the end of the fit, or after every
+    round when a callback has ``on_batch_begin`` or ``on_batch_end`` (mode ``"sync"``,
     one barrier job: for clusters where the driver is far from the executors). ``timeout``:
     seconds any socket wait may take (a task waiting for the weights, a receipt or a peer's
     segment, the driver waiting for a request, an ssp worker
@@ -206,6 +206,9 @@ class SparkModel:
             resume: bool = False, checkpoint_keep: int = 3, validation_split: float = 0.0,
             dashboard: bool | str = False) -> History:
         """Train for ``epochs`` on ``data``; returns the History (``history.rounds`` per round).
+
+        ``callbacks`` run on the driver: the epoch hooks around each epoch, ``on_batch_begin``
+        and ``on_batch_end`` around each round (a round is this fit's batch).
 
         ``validation_data`` (a DataFrame or ``(x_val, y_val)`` arrays) or ``validation_split``
         (``0 <= validation_split < 1``, not both) is evaluated after each epoch as
@@ -355,7 +358,7 @@ class SparkModel:
         settings = {k: loop.history.settings[k]
                     for k in ("mode", "staleness", "options", "aggregate", "seed", "batch_size")}
         settings.update(frequency=str(self.frequency), rows_per_partition=list(blocks.rows))
-        fit = _FitState(run, per_epoch, settings)
+        fit = _FitState(run, per_epoch, settings, loop.callbacks)
         model_bc = executor.ModelBroadcast(blocks.rdd.context, model)
 
         def begin():
@@ -399,14 +402,19 @@ class SparkModel:
         run, per_epoch = fit.run, fit.per_epoch
         partial, fit.partial = fit.partial, None
         sums = EpochSums(self.model.metrics, *partial) if partial else EpochSums(self.model.metrics)
+        # allreduce: the driver's model follows the tasks' at each epoch's end and checkpoint,
+        # and after every round when a callback looks at the model between rounds
+        every_round = watches_rounds(fit.callbacks.callbacks)
         for r in range(fit.round % per_epoch if partial else 0, per_epoch):
             what = f"{self.mode} epoch {epoch + 1}/{run.epochs}" if self.strategy.asynchronous \
                 else f"round {fit.round + 1}/{run.epochs * per_epoch}"
-            # allreduce: the driver's model follows the tasks' at each epoch's end and checkpoint
-            need_weights = r + 1 == per_epoch or (run.store is not None and (fit.round + 1) % run.every == 0)
+            need_weights = every_round or r + 1 == per_epoch or (
+                run.store is not None and (fit.round + 1) % run.every == 0)
+            fit.callbacks.on_batch_begin(r)
             info = self._run_round(fit.transport, fit.round, run.batch_size, what, need_weights)
             loss_sum = info.pop("loss_sum")
             sums.add(loss_sum, info["samples"], info.pop("metric_states"))
+            fit.callbacks.on_batch_end(r, {"loss": loss_sum / max(info["samples"], 1)})
             self.history.rounds.append(info)
             if run.feed is not None:
                 run.feed.point(epoch=epoch + 1, loss=loss_sum / max(info["samples"], 1), **info)
@@ -750,9 +758,17 @@ class _FitState:
     run: "_FitRun"
     per_epoch: int
     settings: dict
+    callbacks: CallbackList
     round: int = 0
     partial: tuple | None = None
     transport: transports.InJob | transports.RoundJobs | None = None   # RingInJob is an InJob
+
+
+def watches_rounds(callbacks) -> bool:
+    """Whether a callback has its own ``on_batch_begin`` or ``on_batch_end`` (called around
+    each round of ``SparkModel.fit``), so may look at the model between rounds."""
+    return any(type(cb).on_batch_begin is not Callback.on_batch_begin
+               or type(cb).on_batch_end is not Callback.on_batch_end for cb in callbacks)
 
 
 @dataclass(frozen=True)

@@ -181,16 +181,17 @@ def mean_of_pushes(result, total, received, layout, what, out=None):
     return mean[layout.names[0]]
 
 
-def check_result(result, where: str, unit: str) -> None:
+def check_result(result, where: str, unit: str, kept: str | None = None) -> None:
     """The divergence guard, and at least one row trained: a partition whose loss, weights or
     update became NaN or infinite stops the fit before anything of the round or epoch reaches
-    the driver's model."""
+    the driver's model. ``kept``: what the driver's model then holds (default: the weights
+    before that round or epoch)."""
     if result.diverged:
         parts = "; ".join(f"partition {p}: {what}" for p, what in sorted(result.diverged))
+        kept = kept or f"the model keeps the weights it had before that {unit}"
         raise SparkTrainingDivergedError(
-            f"SparkModel.fit: training diverged in {where} ({parts}); the model keeps the weights it "
-            f"had before that {unit}. Lower the learning rate, clip gradients or check the data for "
-            f"extreme values")
+            f"SparkModel.fit: training diverged in {where} ({parts}); {kept}. Lower the learning rate, "
+            f"clip gradients or check the data for extreme values")
     if result.samples == 0:
         raise ValueError("SparkModel.fit: no partition holds any rows")
 

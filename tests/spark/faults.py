@@ -98,15 +98,15 @@ class FaultyLayer(Layer):
                 and attempt == self.attempt and self.calls == self.after + 1)
 
 
-def digits_frame(spark, rows=1200):
-    """The first ``rows`` of scikit-learn's digits (pixels / 16) in two partitions, built the
-    same way in every process, so every run sees the same partitions."""
+def digits_frame(spark, rows=1200, partitions=2):
+    """The first ``rows`` of scikit-learn's digits (pixels / 16) in ``partitions`` partitions,
+    built the same way in every process, so every run sees the same partitions."""
     from sklearn.datasets import load_digits
 
     from sparkdl.spark import from_arrays
     digits = load_digits()
     x = (digits.data[:rows] / 16.0).astype(np.float32)
-    return from_arrays(spark, x, digits.target[:rows], num_partitions=2).cache()
+    return from_arrays(spark, x, digits.target[:rows], num_partitions=partitions).cache()
 
 
 def model(seed=0, optimizer="sgd", **fault):

@@ -4,11 +4,15 @@ themselves (``sparkdl.distributed.ring``). The weights equal the driver hub's bi
 goes through the driver on ordinary rounds; checkpoints resume to the same weights; where
 it cannot run, a ValueError names the alternative. Failed and killed tasks (barrier retries,
 on local[2,4] and local-cluster[2,1,1024]) are in ``test_faults``."""
+import json
+import threading
+
 import numpy as np
 import pytest
 
-from sparkdl.spark import SparkModel
-from tests.helpers import compiled_mlp
+from sparkdl.distributed import ring_task
+from sparkdl.spark import SparkModel, executor
+from tests.helpers import compiled_mlp, spark_submit
 from tests.spark import faults
 
 
@@ -115,10 +119,119 @@ def test_a_fit_that_cannot_run_as_one_barrier_job_is_refused(spark):
         spark_model.fit(faults.digits_frame(spark), epochs=1, batch_size=32, verbose=0)
 
 
-def test_divergence_names_the_round_and_partition_and_what_the_driver_holds(spark):
-    net = faults.model(fault="nan", job="sparkdl round 6/", partition=1, after=1)
+@pytest.mark.parametrize("diverging", [6, 8])
+def test_divergence_names_the_round_and_partition_and_what_the_driver_holds(spark, diverging):
+    """Round 6 starts epoch 2; round 8 is inside it: either way the driver's model holds the
+    state after round 5, the last epoch's end, the last state it received."""
+    net = faults.model(fault="nan", job=f"sparkdl round {diverging}/", partition=1, after=1)
     good, _ = faults.train(spark, epochs=1)
     spark_model = SparkModel(net, frequency=4, num_workers=2, seed=0, transport="allreduce")
-    with pytest.raises(FloatingPointError, match=r"round 6.*partition 1.*driver's model holds the state after round 5"):
+    with pytest.raises(FloatingPointError, match=rf"round {diverging} \(partition 1: .*\); the driver's model "
+                                                 rf"holds the state after round 5, the last it received"):
         spark_model.fit(faults.digits_frame(spark), epochs=3, batch_size=32, verbose=0)
     np.testing.assert_array_equal(net.get_flat_weights(), good.get_flat_weights())
+
+
+def fit_both(frame, epochs=1, batch_size=32, **options):
+    """``{transport: (model, history)}`` of the same fit with the driver hub and with allreduce."""
+    out = {}
+    for transport in ("socket", "allreduce"):
+        net = faults.model()
+        history = SparkModel(net, seed=0, transport=transport, **options).fit(
+            frame, epochs=epochs, batch_size=batch_size, verbose=0)
+        out[transport] = (net, history)
+    return out
+
+
+def test_an_epoch_longer_than_the_replay_bound_brings_the_state_back_midway_and_keeps_the_hubs_weights(spark):
+    runs = fit_both(faults.digits_frame(spark), batch_size=16, frequency="batch", num_workers=2)
+    (hub, expected), (ring, history) = runs["socket"], runs["allreduce"]
+    np.testing.assert_array_equal(ring.get_flat_weights(), hub.get_flat_weights())
+    np.testing.assert_array_equal(ring.optimizer.slots["momentum"], hub.optimizer.slots["momentum"])
+    assert ring.optimizer.iterations == hub.optimizer.iterations == 38
+    assert history.history == expected.history
+    # 600 rows a partition at batch 16: 38 rounds of one step. The base may lag MAX_REPLAY
+    # rounds, so partition 0 pushes its state after round 32 as well as at the epoch's end.
+    assert ring_task.MAX_REPLAY == 32
+    state = ring.get_flat_weights().nbytes + ring.optimizer.slots["momentum"].nbytes
+    assert [r["bytes"] for r in history.rounds] == [2 * state] + [0] * 30 + [state] + [0] * 5 + [state]
+
+
+def test_an_empty_partition_is_reported_and_the_fit_keeps_the_hubs_weights(spark):
+    from pyspark.sql import functions as F
+    frame = faults.digits_frame(spark).where(F.spark_partition_id() == 0)     # partition 1 holds no row
+    runs = fit_both(frame, epochs=2, frequency=4, num_workers=2)
+    (hub, expected), (ring, history) = runs["socket"], runs["allreduce"]
+    assert history.settings["execution"] == "one job per fit"
+    assert history.rows_per_partition == [600, 0] and history.empty_partitions == [1]
+    np.testing.assert_array_equal(ring.get_flat_weights(), hub.get_flat_weights())
+    assert history.history == expected.history and expected.empty_partitions == [1]
+
+
+def test_rings_of_three_ranks_on_local_4_keep_the_hubs_weights_around_an_empty_partition(tmp_path):
+    """local[4] through spark-submit (``ranks_job.py``): three partitions, by weights and by
+    gradients, and four partitions of which partition 1 is empty (ranks 0, 2, 3)."""
+    out = tmp_path / "ranks.json"
+    run = spark_submit(["--master", "local[4]", "tests/spark/ranks_job.py", "--out", str(out)])
+    assert run.returncode == 0, run.stderr[-4000:]
+    reports = json.loads(out.read_text())
+    assert reports.pop("master") == "local[4]"
+    for name, report in reports.items():
+        assert report["identical"] and report["same_iterations"] and report["same_history"], (name, report)
+        assert report["execution"] == "one job per fit", (name, report)
+    assert reports["three"]["rows"] == [400, 400, 400] and reports["gap"]["rows"] == [300, 0, 300, 300]
+    assert reports["gap"]["empty"] == [1]
+    for name in ("three", "gap"):       # each of 3 ranks sends 2·M·2/3 bytes a round
+        assert reports[name]["ring_bytes"] == 4 * reports[name]["state_bytes"], (name, reports[name])
+
+
+class StuckBarrier:
+    """A ``BarrierTaskContext`` whose ``allGather`` raises ``error``, or answers every task's
+    message once ``release`` is set (or after 5 s, so an unbounded caller fails the test)."""
+
+    def __init__(self, error=None):
+        self.error, self.release = error, threading.Event()
+
+    def allGather(self, message):
+        if self.error is not None:
+            raise self.error
+        self.release.wait(5)
+        return [message, "peer"]
+
+
+def test_the_address_exchange_waits_timeout_seconds_not_sparks_barrier_timeout():
+    stuck = StuckBarrier()
+    try:
+        with pytest.raises(TimeoutError, match=r"allreduce: partition 1 waited 0.05 s for every task of the fit's "
+                                               r"barrier stage to tell its ring address \(allGather\)"):
+            executor.all_gather(stuck, "me", 0.05, partition=1)
+    finally:
+        stuck.release.set()
+    assert executor.all_gather(stuck, "me", 5.0, partition=1) == ["me", "peer"]
+    with pytest.raises(RuntimeError, match="barrier stage failed"):
+        executor.all_gather(StuckBarrier(RuntimeError("barrier stage failed")), "me", 5.0, partition=1)
+
+
+def test_a_callback_watching_rounds_sees_the_tasks_weights_after_every_round(spark):
+    from sparkdl.engine.callbacks import Callback
+
+    class EveryRound(Callback):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def on_batch_end(self, batch, logs=None):
+            self.seen.append((batch, logs["loss"], self.model.get_flat_weights()))
+
+    watchers = {}
+    for transport in ("socket", "allreduce"):
+        watchers[transport] = EveryRound()
+        _, history = faults.train(spark, epochs=2, fit_options={"callbacks": [watchers[transport]]},
+                                  mode_options={"transport": transport})
+    ring, hub = watchers["allreduce"].seen, watchers["socket"].seen
+    assert [b for b, _, _ in ring] == [0, 1, 2, 3, 4] * 2 == [b for b, _, _ in hub]
+    for (_, loss, weights), (_, expected_loss, expected) in zip(ring, hub):
+        assert loss == expected_loss
+        np.testing.assert_array_equal(weights, expected)
+    # The state comes back from partition 0 after every round, not only at the epochs' ends.
+    assert all(r["bytes"] > 0 for r in history.rounds)
