@@ -205,6 +205,28 @@ class Model:
         else:
             self.optimizer.apply(self._params.values, self._params.grads)
 
+    @property
+    def dense_size(self) -> int:
+        """Elements of ``flat_weights`` before the row-sparse tables (embeddings), which fill
+        the rest of it. Internal API: ``sparkdl.distributed.sparse`` maps the vector with it."""
+        self._buffers("dense_size")
+        return self._dense_size
+
+    def row_tables(self) -> list[tuple[Layer, str, int]]:
+        """``(layer, key, offset in flat_weights)`` of each row-sparse table (an Embedding's
+        ``embeddings``), in the flat buffer's order. Internal API, as ``dense_size``."""
+        self._buffers("row_tables")
+        return [(layer, key, offset) for layer, key, offset, _ in self._sparse_slots]
+
+    def feeding_input(self, layer: Layer) -> int | None:
+        """The index of the model input that ``layer`` reads directly, or None when it reads
+        another layer's output. Internal API: row-sparse traffic reads a table's ids there."""
+        graph = self._functional_graph()
+        for node in graph.compute_nodes:
+            if node.layer is layer and len(node.inputs) == 1:
+                return next((i for i, t in enumerate(graph.inputs) if t is node.inputs[0]), None)
+        return None
+
     def require_built(self, who: str) -> None:
         """Raise ValueError, starting with ``who``, unless the model is built. Internal API for
         code that needs the weights (``sparkdl.engine.serialization``)."""
