@@ -88,6 +88,12 @@ class ShardedClient:
         dense = update.dense
         if dense.shape != (m.dense_length,):
             raise ValueError(f"expected a dense part of {m.dense_length} values, received {dense.shape}")
+        # A shard applies its part or refuses it whole; checked here, a push with a
+        # non-finite value reaches no shard (rather than the shards that hold only finite parts).
+        for what, values in [("dense part", dense), *((f"rows of table {t}", r) for t, r in enumerate(update.rows))]:
+            if values.size and not np.isfinite(np.sum(values, dtype=np.float64)):
+                raise ValueError(f"expected finite values in the {what} of push {sequence}, received "
+                                 f"{int(np.count_nonzero(~np.isfinite(values)))} NaN or infinite")
         owners = [layout.owners(t, i) for t, i in enumerate(update.ids)]
         requests: list[_Request] = []
         for k in range(layout.num_shards):
