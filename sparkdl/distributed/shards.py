@@ -60,7 +60,9 @@ def _mix(x: np.ndarray) -> np.ndarray:
 def shard_of(table: int, ids: np.ndarray, num_shards: int) -> np.ndarray:
     """The shard (0 … num_shards-1) of each row ``ids`` of table ``table``."""
     salt = np.uint64((int(table) * 0xD1B54A32D192ED03 + 0x632BE59BD9B4E019) & _M64)
-    return (_mix(np.asarray(ids).astype(np.uint64) ^ salt) % np.uint64(num_shards)).astype(np.int64)
+    with np.errstate(over="ignore"):        # wrapping is the hash's arithmetic
+        mixed = _mix(np.asarray(ids).astype(np.uint64) ^ salt)
+    return (mixed % np.uint64(num_shards)).astype(np.int64)
 
 
 class ShardLayout:
