@@ -43,6 +43,7 @@ from sparkdl.distributed import admission
 from sparkdl.distributed.protocol import Frame, Op
 from sparkdl.distributed.server import Refused, int_field
 from sparkdl.distributed.sparse import ParamMap
+from sparkdl.distributed.strategies import get_strategy
 from sparkdl.engine import checks, files
 
 MODES = ("async", "hogwild", "ssp")
@@ -177,9 +178,9 @@ class ShardServer:
                  timeout: float = 120.0, workers: int = 1):
         if mode not in MODES:
             raise ValueError(f"ShardServer: expected mode in {MODES}, received {mode!r}")
-        if mode == "ssp":
-            staleness = checks.integer(staleness, "staleness", "ShardServer", at_least=0)
-        self.layout, self.shard, self.mode, self.staleness = layout, int(shard), mode, staleness
+        strategy = get_strategy(mode, **({"staleness": staleness} if mode == "ssp" else {}))
+        strategy.check_aggregate("weights" if optimizer is None else "gradients", "ShardServer")
+        self.layout, self.shard, self.mode, self.staleness = layout, int(shard), mode, strategy.staleness
         self.workers = checks.integer(workers, "workers", "ShardServer", at_least=1)
         self.timeout = float(timeout)
         self.dw, counts, self.ds = layout.local_sizes(self.shard)

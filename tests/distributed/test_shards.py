@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from sparkdl.distributed.protocol import Connection, Op, RemoteError
-from sparkdl.distributed.shards import ShardLayout, shard_of
+from sparkdl.distributed.shards import ShardLayout, ShardServer, shard_of
 from sparkdl.distributed.sparse import ParamMap, RowSlice, Table
 from sparkdl.distributed.worker import model_vector, set_model_vector
 from sparkdl.engine import optimizers
@@ -39,6 +39,32 @@ def test_every_row_and_every_dense_value_lives_on_exactly_one_shard(k):
     assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
     vector = np.arange(layout.map.size, dtype=np.float32)
     assert same(layout.assemble([layout.shard_values(vector, s) for s in range(k)]), vector)
+
+
+def splitmix64_shard(table, i, k):
+    """The assignment written out with Python integers: every process computes it alike."""
+    mask = (1 << 64) - 1
+    x = (i ^ ((table * 0xD1B54A32D192ED03 + 0x632BE59BD9B4E019) & mask)) + 0x9E3779B97F4A7C15 & mask
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9 & mask
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EB & mask
+    return (x ^ (x >> 31)) % k
+
+
+def test_the_assignment_is_a_fixed_function_of_table_id_and_shard_count():
+    ids = np.array([0, 1, 2, 1000, 2**22 - 1, 2**40])
+    for table, k in [(0, 3), (1, 4), (7, 2)]:
+        assert shard_of(table, ids, k).tolist() == [splitmix64_shard(table, int(i), k) for i in ids]
+
+
+def test_a_mode_the_shards_cannot_run_is_refused():
+    layout = ShardLayout(toy_map(), 1)
+    values = np.zeros(layout.map.size, np.float32)
+    with pytest.raises(ValueError, match="hogwild adds weight deltas without a lock"):
+        ShardServer(layout, 0, values, rows={0: 1}, mode="hogwild", optimizer=optimizers.SGD())
+    with pytest.raises(ValueError, match="expected mode in"):
+        ShardServer(layout, 0, values, rows={0: 1}, mode="easgd")
+    with pytest.raises(ValueError, match="staleness"):
+        ShardServer(layout, 0, values, rows={0: 1}, mode="ssp")
 
 
 def test_the_hash_spreads_rows_and_depends_on_the_table():
