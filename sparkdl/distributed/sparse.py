@@ -30,12 +30,13 @@ from sparkdl.engine.training import BatchPlan
 @dataclass(frozen=True)
 class Table:
     """An embedding table inside the vector: ``rows x dim`` float32 from ``offset``, read by
-    ids from the model input ``input_index``."""
+    ids from the model input ``input_index``, ``per_example`` ids an example."""
     name: str
     offset: int
     rows: int
     dim: int
     input_index: int
+    per_example: int = 1
 
 
 class ParamMap:
@@ -69,7 +70,8 @@ class ParamMap:
                                  f"from a model input directly (its rows are pulled by the ids of the "
                                  f"next batches), received a layer fed by another layer")
             rows, dim = layer.params[key].shape[0], int(np.prod(layer.params[key].shape[1:]))
-            tables.append(Table(f"{layer.name}/{key}", offset, rows, dim, index))
+            per_example = int(np.prod(model.input_specs()[index][0]))
+            tables.append(Table(f"{layer.name}/{key}", offset, rows, dim, index, per_example))
         return cls(model.flat_weights.size, model.flat_state.size, model.dense_size, tables)
 
     # ---- views of a whole vector, or of a model's weights and statistics -------------------------
@@ -122,6 +124,10 @@ class ParamMap:
             if i.size and (i[0] < 0 or i[-1] >= tab.rows or np.any(np.diff(i) <= 0)):
                 raise ValueError(f"table {tab.name}: expected sorted unique ids in [0, {tab.rows}), "
                                  f"received {i.size} ids in [{i.min()}, {i.max()}]")
+
+    def capacity(self, steps: int, batch_size: int) -> list[int]:
+        """Per table, the most rows ``steps`` batches of ``batch_size`` examples can touch."""
+        return [min(t.rows, steps * batch_size * t.per_example) for t in self.tables]
 
     # ---- what the next steps touch ----------------------------------------------------------------
     def touched_ids(self, xs: Sequence[np.ndarray], plans: Sequence[BatchPlan]) -> list[np.ndarray]:

@@ -6,26 +6,60 @@ steps will read (``ParamMap.touched_ids`` from their batch plan) and the dense p
 them into its model, trains, and pushes the dense update and the rows that changed (every
 touched row's gradient sum in gradients mode). Rows the stretch does not read are neither
 pulled nor pushed, and the model's copies of them are never read: the steps see exactly
-the values the whole-vector path would give them, so the two paths push the same updates.
+the values the whole-vector path would give them.
+
+The worker's model may hold the whole tables (the user's model), or be *compact*
+(``compact_model``): each table has room for the rows one stretch touches, the pulled rows
+go to its first rows and the stretch's ids are renumbered to them. A compact worker's memory
+is bounded by ``frequency x batch_size x ids per example`` rows per table, whatever the
+vocabulary. The arithmetic is the same — renumbering keeps the ids' order, so every sum runs
+in the same order — except for the worker's own optimizer slots of table rows, which a
+compact worker restarts at each pull (the rows then hold other ids). So both kinds of worker
+push exactly what the whole-vector path pushes in gradients mode (workers take no step) and
+in weights mode with a local optimizer without slots (SGD without momentum); with slots, a
+compact worker's rows forget their momentum or moments between stretches.
 """
 from __future__ import annotations
 
+import copy
 import time
 
 import numpy as np
 
 from sparkdl.distributed.sparse import ParamMap, RowSlice
 from sparkdl.distributed.worker import RoundResult, RoundSpec, _rows, non_finite
+from sparkdl.engine import serialization
 from sparkdl.engine.training import BatchPlan
 from sparkdl.errors import TrainingDivergedError
 
 
+def compact_model(model, capacity: list[int]):
+    """A compiled copy of ``model`` whose embedding tables have ``capacity[t]`` rows (one per
+    table of ``ParamMap.from_model(model)``), with its dense weights and moving statistics;
+    its optimizer is a copy of the model's, without slots."""
+    m = ParamMap.from_model(model)
+    names = {t.name.split("/")[0]: c for t, c in zip(m.tables, capacity)}
+    config = copy.deepcopy(model.get_config())
+    for spec in config["layers"]:
+        if spec["config"].get("name") in names:
+            spec["config"]["input_dim"] = int(names[spec["config"]["name"]])
+    local = serialization.model_from_config(type(model).__name__, config, who="compact_model")
+    opt = copy.deepcopy(model.optimizer)
+    opt.reset_slots()
+    local.compile(optimizer=opt, loss=copy.deepcopy(model.loss), metrics=[metric.fresh() for metric in model.metrics])
+    assert local.dense_size == m.dense_size, "the tables follow the same dense weights"
+    local.flat_weights[:m.dense_size] = model.flat_weights[:m.dense_size]
+    local.flat_state[...] = model.flat_state
+    return local
+
+
 def run_sparse_async_epoch(model, xs: list[np.ndarray], y: np.ndarray, spec: RoundSpec, partition: int,
                            client, param_map: ParamMap) -> RoundResult:
-    """One pass over a partition, ``frequency`` steps per push. ``client`` has ``start() /
-    pull(clock, ids) -> RowSlice / push(sequence, samples, RowSlice) / done()``
-    (``shard_client.ShardedClient``). Batches and dropout draw from ``(seed, epoch,
-    partition)``, as in ``run_async_epoch``."""
+    """One pass over a partition, ``frequency`` steps per push. ``model``: the worker's, with
+    whole tables or compact (``compact_model``); ``param_map``: the map of the server's
+    vector. ``client`` has ``start() / pull(clock, ids) -> RowSlice / push(sequence, samples,
+    RowSlice) / done()`` (``shard_client.ShardedClient``). Batches and dropout draw from
+    ``(seed, epoch, partition)``, as in ``run_async_epoch``."""
     if spec.mode not in ("async", "hogwild", "ssp"):
         raise ValueError(f"row-sparse traffic: expected mode async, hogwild or ssp, received {spec.mode!r}")
     n = len(y)
@@ -35,6 +69,8 @@ def run_sparse_async_epoch(model, xs: list[np.ndarray], y: np.ndarray, spec: Rou
     if spec.optimizer is not None:
         opt.apply_config(spec.optimizer)
     opt.build(model.flat_weights.size)
+    local_map = ParamMap.from_model(model)
+    compact = [t.rows for t in local_map.tables] != [t.rows for t in param_map.tables]
     per_epoch = -(-n // spec.batch_size)
     tau = per_epoch if spec.frequency == "epoch" else 1 if spec.frequency == "batch" else int(spec.frequency)
     key = (spec.seed, spec.round, partition)
@@ -46,16 +82,25 @@ def run_sparse_async_epoch(model, xs: list[np.ndarray], y: np.ndarray, spec: Rou
         ids = param_map.touched_ids(xs, [plan])
         pulled = client.pull(sequence, ids)
         start = time.perf_counter()
-        param_map.put_model(model, pulled)
+        sx, sy, splan = plan.gathered(xs, y)
+        local_ids = ids
+        if compact:
+            sx, local_ids = _renumbered(sx, ids, local_map)
+            opt.reset_elements(local_map.dense_size, local_map.weights_size)
+        base = RowSlice(pulled.dense, local_ids, pulled.rows)
+        local_map.put_model(model, base)
         rows = _rows(n, spec.batch_size, a, b)
         seen += rows
         try:
             if spec.aggregate == "gradients":
-                loss, update = _gradient_sum(model, xs, y, plan, param_map, ids)
-                update.dense[param_map.dense_size:] = model.flat_state - pulled.dense[param_map.dense_size:]
+                loss, update = _gradient_sum(model, sx, sy, splan, local_map, local_ids)
+                update.dense[local_map.dense_size:] = model.flat_state - pulled.dense[local_map.dense_size:]
             else:
-                loss = model.train_epoch(xs, y, spec.batch_size, key, start=a, stop=b)
-                update = param_map.take_model(model, ids).minus(pulled).changed()
+                loss = model.train_plan(splan, sx, sy)
+                update = local_map.take_model(model, local_ids).minus(base)
+            update = RowSlice(update.dense, ids, update.rows)
+            if spec.aggregate == "weights":
+                update = update.changed()
             loss_sum += loss
             what = non_finite(loss_sum, {"gradients" if spec.aggregate == "gradients" else "update":
                                          np.concatenate([update.dense, *(r.reshape(-1) for r in update.rows)])})
@@ -74,6 +119,22 @@ def run_sparse_async_epoch(model, xs: list[np.ndarray], y: np.ndarray, spec: Rou
     return RoundResult(samples=seen, steps=per_epoch, loss_sum=loss_sum, metric_states=states or [],
                        compute_seconds=compute, partitions=1,
                        short_partitions=[(partition, n)] if n < spec.batch_size else [])
+
+
+def _renumbered(xs: list[np.ndarray], ids: list[np.ndarray],
+                local_map: ParamMap) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The stretch's inputs with each table's ids replaced by their rank among ``ids`` (the
+    rows of a compact model), and those local ids. Tables that read the same input touch the
+    same ids, so one renumbering serves them all."""
+    out = list(xs)
+    local_ids = []
+    for t, tab in enumerate(local_map.tables):
+        if len(ids[t]) > tab.rows:
+            raise ValueError(f"table {tab.name}: the stretch touches {len(ids[t])} rows, the compact "
+                             f"model holds {tab.rows} (compact_model's capacity)")
+        out[tab.input_index] = np.searchsorted(ids[t], xs[tab.input_index]).astype(np.int64)
+        local_ids.append(np.arange(len(ids[t]), dtype=local_map.id_dtype))
+    return out, local_ids
 
 
 def _gradient_sum(model, xs, y, plan: BatchPlan, param_map: ParamMap,

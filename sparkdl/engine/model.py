@@ -437,10 +437,19 @@ class Model:
         (a retried Spark task does). Metrics accumulate into ``self.metrics`` (reset first).
         Returns the sum over examples of the batch losses.
         """
+        return self.train_plan(BatchPlan(len(y), batch_size, seed_key, start, stop, shuffle), xs, y,
+                               on_batch_begin, on_batch)
+
+    @_engine_threads
+    def train_plan(self, plan: BatchPlan, xs: list[np.ndarray], y: np.ndarray,
+                   on_batch_begin: Callable[[int], object] | None = None,
+                   on_batch: Callable[[int, float, float], object] | None = None) -> float:
+        """``train_epoch`` over the batches of ``plan``. Internal API: a row-sparse worker
+        trains a plan over the rows it gathered (``BatchPlan.gathered``)."""
         for m in self.metrics:
             m.reset()
         total, seen = 0.0, 0
-        for index, xb, yb in BatchPlan(len(y), batch_size, seed_key, start, stop, shuffle).iterate(self, xs, y):
+        for index, xb, yb in plan.iterate(self, xs, y):
             if on_batch_begin is not None:
                 on_batch_begin(index)
             loss, out = self._train_batch(xb, yb)

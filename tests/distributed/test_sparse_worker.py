@@ -9,7 +9,7 @@ from sparkdl.distributed import protocol
 from sparkdl.distributed.parameter_server import Client, ParameterServer
 from sparkdl.distributed.server import FrameServer
 from sparkdl.distributed.sparse import ParamMap
-from sparkdl.distributed.sparse_worker import run_sparse_async_epoch
+from sparkdl.distributed.sparse_worker import compact_model, run_sparse_async_epoch
 from sparkdl.distributed.worker import RoundSpec, model_vector, run_async_epoch
 from sparkdl.engine import optimizers
 from sparkdl.engine.training import BatchPlan
@@ -33,11 +33,12 @@ def whole_vector_epochs(model, xs, y, specs, server_optimizer=None, **server):
     return ps.snapshot()
 
 
-def row_sparse_epochs(model, xs, y, specs, k, server_optimizer=None, **server):
+def row_sparse_epochs(model, xs, y, specs, k, server_optimizer=None, capacity=None, **server):
     """The shards' vector after ``run_sparse_async_epoch`` for each spec, and the bytes pushed.
-    The worker's copies of the rows it does not pull are NaN: they must never be read."""
-    worker = copy.deepcopy(model)
+    The worker's copies of the rows it does not pull are NaN: they must never be read. With
+    ``capacity``, the worker is a compact model of that many rows per table."""
     m = ParamMap.from_model(model)
+    worker = copy.deepcopy(model) if capacity is None else compact_model(model, capacity)
     worker.flat_weights[m.dense_size:] = np.nan
     pushed = 0
     with sharded(model, k, optimizer=server_optimizer, **server) as (layout, shards, connect):
@@ -50,8 +51,8 @@ def row_sparse_epochs(model, xs, y, specs, k, server_optimizer=None, **server):
         return assembled(layout, shards), pushed
 
 
-def specs(aggregate, frequency=3, epochs=2, mode="async"):
-    return [RoundSpec(round=e, seed=5, batch_size=32, frequency=frequency, aggregate=aggregate, mode=mode)
+def specs(aggregate, frequency=3, epochs=2, mode="async", batch_size=32):
+    return [RoundSpec(round=e, seed=5, batch_size=batch_size, frequency=frequency, aggregate=aggregate, mode=mode)
             for e in range(epochs)]
 
 
@@ -98,3 +99,41 @@ def test_a_push_carries_the_dense_part_and_the_rows_its_batches_changed():
         ids = np.unique(np.concatenate([xb[0].reshape(-1) for _, xb, _ in batches]))
         expected += 4 * m.dense_length + len(ids) * per_row
     assert pushed == expected
+
+
+def test_a_compact_worker_holds_the_rows_of_one_stretch():
+    model = click_model()
+    m = ParamMap.from_model(model)
+    assert m.capacity(3, 32) == [64, 64]            # at most the table
+    capacity = m.capacity(2, 1)                     # 2 batches of 1 example of 9 ids
+    local = compact_model(model, capacity)
+    assert [t.rows for t in ParamMap.from_model(local).tables] == capacity == [18, 18]
+    assert local.flat_weights.size == m.dense_size + sum(c * t.dim for c, t in zip(capacity, m.tables))
+    assert same(local.flat_weights[:m.dense_size], model.flat_weights[:m.dense_size])
+
+
+@pytest.mark.parametrize("aggregate", ["weights", "gradients"])
+def test_a_compact_worker_pushes_what_the_whole_vector_path_pushes(aggregate):
+    model = click_model(optimizers.SGD(0.05))
+    xs, y = click_block(model)
+    opt = optimizers.SGD(0.1) if aggregate == "gradients" else None
+    plan = specs(aggregate, frequency=2, epochs=1, batch_size=2)
+    capacity = ParamMap.from_model(model).capacity(2, 2)     # 36 of the table's 64 rows
+    got, _ = row_sparse_epochs(model, xs, y, plan, 2, opt, capacity=capacity)
+    assert same(got, whole_vector_epochs(model, xs, y, plan, opt))
+
+
+def test_in_gradients_mode_a_compact_worker_equals_a_whole_table_worker_for_any_server_optimizer():
+    model = click_model()
+    xs, y = click_block(model)
+    plan = specs("gradients", frequency=2)
+    opt = optimizers.Adam(0.01)
+    whole_tables, _ = row_sparse_epochs(model, xs, y, plan, 3, opt)
+    assert same(row_sparse_epochs(model, xs, y, plan, 3, opt, capacity=[64, 64])[0], whole_tables)
+
+
+def test_a_compact_worker_too_small_for_a_stretch_says_so():
+    model = click_model()
+    xs, y = click_block(model)
+    with pytest.raises(ValueError, match="the stretch touches .* rows, the compact model holds 5"):
+        row_sparse_epochs(model, xs, y, specs("weights"), 1, capacity=[5, 5])
