@@ -5,9 +5,10 @@ features; one worker (partition 0) trains the same rows with the same seeds in a
 weights mode twice, in this process, against servers in threads: once against the
 parameter server (whole-vector pulls and pushes, ``worker.run_async_epoch``), once against
 K shards with row-sparse pulls and pushes (``sparse_worker.run_sparse_async_epoch``).
-Prints the bytes of a push (measured, and the bound ``2 x touched rows x dim x 4 B + dense``),
-of a pull, samples/s of both paths and their ratio, and checks that both end with the
-same weights. No Spark.
+The row-sparse run is repeated with a compact worker (``sparse_worker.compact_model``: tables
+of one stretch's rows). Prints the bytes of a push (measured, and the bound ``2 x touched
+rows x dim x 4 B + dense``), of a pull, the worker's weights, samples/s of each path and
+their ratio, and checks that all end with the same weights. No Spark.
 
     python benchmarks/row_sparse.py [--num-ids 4194304] [--rows 4096] [--batch 256] [--tau 1] [--shards 2]
 """
@@ -28,7 +29,7 @@ from sparkdl.distributed.server import FrameServer
 from sparkdl.distributed.shard_client import ShardedClient
 from sparkdl.distributed.shards import ShardLayout, ShardServer
 from sparkdl.distributed.sparse import ParamMap
-from sparkdl.distributed.sparse_worker import run_sparse_async_epoch
+from sparkdl.distributed.sparse_worker import compact_model, run_sparse_async_epoch
 from sparkdl.distributed.worker import RoundSpec, model_vector, run_async_epoch
 from sparkdl.engine import optimizers, zoo
 from sparkdl.engine.random import set_random_seed
@@ -48,7 +49,9 @@ def whole_vector(model, xs, y, spec, token):
     return ps.snapshot(), seconds, ps.stats
 
 
-def row_sparse(model, xs, y, spec, token, k):
+def row_sparse(model, xs, y, spec, token, k, worker=None):
+    """Against ``k`` shards of ``model``'s vector; ``worker``: the worker's model (default:
+    ``model`` itself, whole tables)."""
     m = ParamMap.from_model(model)
     layout = ShardLayout(m, k)
     vector = model_vector(model)
@@ -62,7 +65,7 @@ def row_sparse(model, xs, y, spec, token, k):
             servers.append(FrameServer(s, token, timeout=600))
         client = ShardedClient(layout, [srv.address for srv in servers], token, 600, spec.round, 0, 0)
         start = time.perf_counter()
-        run_sparse_async_epoch(model, xs, y, spec, 0, client, m)
+        run_sparse_async_epoch(model if worker is None else worker, xs, y, spec, 0, client, m)
         seconds = time.perf_counter() - start
         client.close()
     finally:
@@ -103,10 +106,16 @@ def main() -> None:
           f"{bound:,.0f}; ratio {stats['bytes_pushed'] / pushes / bound:.2f})")
     print(f"    bytes per pull {stats['bytes_pulled'] / pushes:,.0f}; whole vector {4 * m.size:,}  "
           f"(push {4 * m.size * pushes / max(stats['bytes_pushed'], 1):,.0f}x smaller)")
+    compact = compact_model(model, m.capacity(args.tau, args.batch))
+    compact_final, compact_s, _, _ = row_sparse(copy.deepcopy(model), xs, y, spec, token, args.shards, compact)
+    print(f"    worker's weights: whole tables {model.flat_weights.nbytes:,} B, compact "
+          f"{compact.flat_weights.nbytes:,} B (tables of {m.capacity(args.tau, args.batch)[0]:,} rows)")
     whole_final, whole_s, _ = whole_vector(copy.deepcopy(model), xs, y, spec, token)
-    print(f"  samples/s: row-sparse {args.rows / sparse_s:,.0f}, whole vector {args.rows / whole_s:,.0f}, "
-          f"ratio {whole_s / sparse_s:.1f}x")
-    print(f"  same final weights: {bool(np.array_equal(sparse_final, whole_final))}")
+    print(f"  samples/s: row-sparse {args.rows / sparse_s:,.0f} (compact worker {args.rows / compact_s:,.0f}), "
+          f"whole vector {args.rows / whole_s:,.0f}; ratio {whole_s / sparse_s:.1f}x "
+          f"({whole_s / compact_s:.1f}x)")
+    print(f"  same final weights: {bool(np.array_equal(sparse_final, whole_final))} "
+          f"(compact worker: {bool(np.array_equal(compact_final, whole_final))})")
 
 
 if __name__ == "__main__":

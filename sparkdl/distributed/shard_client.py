@@ -63,7 +63,7 @@ class ShardedClient:
         dense, rows = [], []
         for k, (reply, shard_ids) in enumerate(zip(replies, per_shard)):
             a, b = self.layout.dense_bounds[k]
-            dw = self.layout.local_sizes(k)[0]
+            dw = self.layout.dense_split(k)[0]
             sizes = [len(i) * t.dim for i, t in zip(shard_ids, m.tables)]
             if reply.array is None or reply.array.dtype != np.float32 or \
                     reply.array.shape != ((b - a) + sum(sizes),):
@@ -98,7 +98,7 @@ class ShardedClient:
         requests: list[_Request] = []
         for k in range(layout.num_shards):
             a, b = layout.dense_bounds[k]
-            dw = layout.local_sizes(k)[0]
+            dw = layout.dense_split(k)[0]
             mine = [o == k for o in owners]
             floats = [dense[a:a + dw], *(r[s].reshape(-1) for r, s in zip(update.rows, mine)), dense[a + dw:b]]
             ids = [np.asarray(i[s], m.id_dtype) for i, s in zip(update.ids, mine)]

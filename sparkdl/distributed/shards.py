@@ -48,6 +48,7 @@ from sparkdl.engine import checks, files
 
 MODES = ("async", "hogwild", "ssp")
 _M64 = (1 << 64) - 1
+_CHUNK = 1 << 20            # ids hashed at a time when a shard lists its rows
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
@@ -67,22 +68,35 @@ def shard_of(table: int, ids: np.ndarray, num_shards: int) -> np.ndarray:
 
 
 class ShardLayout:
-    """Which shard holds what (see the module docstring), for a ``ParamMap`` and K shards."""
+    """Which shard holds what (see the module docstring), for a ``ParamMap`` and K shards.
+    Nothing here grows with the tables: a client routes the ids it holds by their hash, and
+    only a shard lists the rows it owns (``owned_ids``, once)."""
 
     def __init__(self, param_map: ParamMap, num_shards: int):
         self.map = param_map
         self.num_shards = checks.integer(num_shards, "num_shards", "ShardLayout", at_least=1)
         d, k = param_map.dense_length, self.num_shards
         self.dense_bounds = [(i * d // k, (i + 1) * d // k) for i in range(k)]
-        self._of_rows = [shard_of(t, np.arange(tab.rows), k) for t, tab in enumerate(param_map.tables)]
+
+    def dense_split(self, shard: int) -> tuple[int, int]:
+        """``(dense weights, moving statistics)`` of the dense range ``shard`` holds."""
+        a, b = self.dense_bounds[shard]
+        dw = max(0, min(b, self.map.dense_size) - a)
+        return dw, (b - a) - dw
 
     def owned_ids(self, shard: int) -> list[np.ndarray]:
         """Per table, the sorted ids of the rows ``shard`` holds."""
-        return [np.flatnonzero(of == shard).astype(self.map.id_dtype) for of in self._of_rows]
+        out = []
+        for t, tab in enumerate(self.map.tables):
+            parts = [lo + np.flatnonzero(self.owners(t, np.arange(lo, min(lo + _CHUNK, tab.rows))) == shard)
+                     for lo in range(0, tab.rows, _CHUNK)]
+            out.append(np.concatenate(parts).astype(self.map.id_dtype) if parts else
+                       np.zeros(0, self.map.id_dtype))
+        return out
 
     def owners(self, table: int, ids: np.ndarray) -> np.ndarray:
         """The shard of each of ``ids`` in table ``table``."""
-        return self._of_rows[table][ids]
+        return shard_of(table, ids, self.num_shards)
 
     def split(self, ids: Sequence[np.ndarray]) -> list[list[np.ndarray]]:
         """``ids`` (per table, sorted) as ``[shard][table]`` ids, each still sorted; table t's
@@ -102,17 +116,11 @@ class ShardLayout:
             out.append(rows)
         return out
 
-    def local_sizes(self, shard: int) -> tuple[int, list[int], int]:
-        """``(dense weights, rows per table, moving statistics)`` that ``shard`` holds."""
-        a, b = self.dense_bounds[shard]
-        dw = max(0, min(b, self.map.dense_size) - a)
-        return dw, [int(np.count_nonzero(of == shard)) for of in self._of_rows], (b - a) - dw
-
     def shard_values(self, vector: np.ndarray, shard: int) -> np.ndarray:
         """The local vector of ``shard`` (dense weights, rows, statistics) from a whole one."""
         a, b = self.dense_bounds[shard]
         dense = self.map.dense(vector)[a:b]
-        dw, _, _ = self.local_sizes(shard)
+        dw, _ = self.dense_split(shard)
         rows = [self.map.table(vector, t)[i].reshape(-1) for t, i in enumerate(self.owned_ids(shard))]
         return np.concatenate([dense[:dw], *rows, dense[dw:]]).astype(np.float32)
 
@@ -123,13 +131,13 @@ class ShardLayout:
         dense = np.empty(m.dense_length, np.float32)
         for k, values in enumerate(shard_values):
             a, b = self.dense_bounds[k]
-            dw, counts, ds = self.local_sizes(k)
+            dw, ds = self.dense_split(k)
             dense[a:a + dw], dense[a + dw:b] = values[:dw], values[len(values) - ds:]
             at = dw
-            for t, (ids, n) in enumerate(zip(self.owned_ids(k), counts)):
+            for t, ids in enumerate(self.owned_ids(k)):
                 dim = m.tables[t].dim
-                m.table(vector, t)[ids] = values[at:at + n * dim].reshape(n, dim)
-                at += n * dim
+                m.table(vector, t)[ids] = values[at:at + len(ids) * dim].reshape(len(ids), dim)
+                at += len(ids) * dim
         vector[:m.dense_size], vector[m.weights_size:] = dense[:m.dense_size], dense[m.dense_size:]
         return vector
 
@@ -183,8 +191,9 @@ class ShardServer:
         self.layout, self.shard, self.mode, self.staleness = layout, int(shard), mode, strategy.staleness
         self.workers = checks.integer(workers, "workers", "ShardServer", at_least=1)
         self.timeout = float(timeout)
-        self.dw, counts, self.ds = layout.local_sizes(self.shard)
+        self.dw, self.ds = layout.dense_split(self.shard)
         self.owned = layout.owned_ids(self.shard)
+        counts = [len(i) for i in self.owned]
         dims = [t.dim for t in layout.map.tables]
         self.row_offsets = np.concatenate([[self.dw], self.dw + np.cumsum([n * d for n, d in zip(counts, dims)])])
         self.values = np.array(values, np.float32).reshape(-1)
@@ -280,8 +289,8 @@ class ShardServer:
             want = ids[at:at + n]
             at += n
             pos = np.searchsorted(owned, want)
-            if n and (np.any(pos >= owned.size) or np.any(owned[np.minimum(pos, owned.size - 1)] != want)
-                      or np.any(np.diff(want) <= 0)):
+            found = owned.size and np.all(pos < owned.size) and np.all(owned[np.minimum(pos, owned.size - 1)] == want)
+            if n and (not found or np.any(np.diff(want) <= 0)):
                 raise Refused(f"table {t}: expected sorted unique ids that shard {self.shard} holds")
             out.append(pos)
         return out

@@ -154,7 +154,7 @@ def test_a_shard_refuses_malformed_pushes_before_anything_changes():
     model = click_model()
     with sharded(model, 2) as (layout, shards, connect):
         before = assembled(layout, shards)
-        dw, _, ds = layout.local_sizes(0)
+        dw, ds = layout.dense_split(0)
         owned = layout.owned_ids(0)[0]
         not_owned = int(np.setdiff1d(np.arange(NUM_IDS), owned)[0])
         id_dtype = layout.map.id_dtype
@@ -257,3 +257,21 @@ def test_a_sharded_checkpoint_saves_and_resumes(tmp_path, k):
         other = resumed[-1].state() if k > 1 else {**resumed[0].state(), "layout": np.array([0, 2, 1])}
         with pytest.raises(ValueError, match=f"expected the state of shard 0 of {k} "):
             resumed[0].restore(other)
+
+
+def test_routing_allocates_for_the_ids_at_hand_not_for_the_tables():
+    """A worker's client holds a layout: routing a pull of 1000 ids of a 2**30-row table must
+    not allocate anything of the table's size."""
+    import tracemalloc
+    ids = [np.sort(np.random.default_rng(0).choice(2**30, 1000, replace=False)).astype(np.int32)]
+    tracemalloc.start()
+    try:
+        layout = ShardLayout(toy_map(rows=(2**30,), dims=(8,)), 4)
+        parts = layout.split(ids)
+        merged = layout.merge(ids, [[np.full((len(p[0]), 8), k, np.float32)] for k, p in enumerate(parts)])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
+    assert sum(len(p[0]) for p in parts) == 1000
+    assert same(merged[0][:, 0], shard_of(0, ids[0], 4).astype(np.float32))
