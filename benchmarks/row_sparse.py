@@ -27,7 +27,8 @@ from sparkdl.distributed import protocol
 from sparkdl.distributed.parameter_server import Client, ParameterServer
 from sparkdl.distributed.server import FrameServer
 from sparkdl.distributed.shard_client import ShardedClient
-from sparkdl.distributed.shards import ShardLayout, ShardServer
+from sparkdl.distributed.shard_layout import ShardLayout
+from sparkdl.distributed.shards import ShardServer
 from sparkdl.distributed.sparse import ParamMap
 from sparkdl.distributed.sparse_worker import compact_model, run_sparse_async_epoch
 from sparkdl.distributed.worker import RoundSpec, model_vector, run_async_epoch

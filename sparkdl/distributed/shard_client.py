@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from sparkdl.distributed.protocol import Connection, Frame, Op, RemoteError
-from sparkdl.distributed.shards import ShardLayout
+from sparkdl.distributed.shard_layout import ShardLayout
 from sparkdl.distributed.sparse import RowSlice
 
 _Request = tuple[int, dict, "np.ndarray | None"]

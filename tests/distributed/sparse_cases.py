@@ -8,7 +8,8 @@ from sparkdl.data.synthetic import click_data
 from sparkdl.distributed import protocol
 from sparkdl.distributed.server import FrameServer
 from sparkdl.distributed.shard_client import ShardedClient
-from sparkdl.distributed.shards import ShardLayout, ShardServer
+from sparkdl.distributed.shard_layout import ShardLayout
+from sparkdl.distributed.shards import ShardServer
 from sparkdl.distributed.sparse import ParamMap
 from sparkdl.engine import layers, optimizers, zoo
 from sparkdl.engine.model import Model

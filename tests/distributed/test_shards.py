@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from sparkdl.distributed.protocol import Connection, Op, RemoteError
-from sparkdl.distributed.shards import ShardLayout, ShardServer, shard_of
+from sparkdl.distributed.shard_layout import ShardLayout, shard_of
+from sparkdl.distributed.shards import ShardServer
 from sparkdl.distributed.sparse import ParamMap, RowSlice, Table
 from sparkdl.distributed.worker import model_vector, set_model_vector
 from sparkdl.engine import optimizers
