@@ -114,7 +114,7 @@ class ShardServer:
         self.max_data = 4 * self.values.size + idbytes * owned
         self.data_limits = {Op.PULL: max(idbytes * owned, 1)}
         self.stats = {"pushes": 0, "duplicates": 0, "pulls": 0, "bytes_pushed": 0, "bytes_pulled": 0,
-                      "rows_pushed": 0, "rows_pulled": 0}
+                      "rows_pushed": 0, "rows_pulled": 0, "waits": 0}
 
     # ---- driver side ------------------------------------------------------------------------------
     def begin_epoch(self, epoch: int) -> None:
@@ -248,6 +248,8 @@ class ShardServer:
     def _wait_for_slowest(self, partition: int, clock: int) -> None:
         clocks, staleness = self.ledger.clocks, self.staleness
         assert staleness is not None, "mode ssp has a staleness"
+        if clocks and clock - min(clocks.values()) > staleness:
+            self.stats["waits"] += 1
         if self._changed.wait_for(lambda: not clocks or clock - min(clocks.values()) <= staleness,
                                   timeout=self.timeout):
             return

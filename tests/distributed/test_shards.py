@@ -3,6 +3,8 @@ ShardedClients talking to K = 1…4 of them. Covers the assignment (every row an
 on exactly one shard), lossless accumulation from concurrent clients, at-most-once pushes,
 the checks before anything changes, the row-sparse optimizer step, and checkpoints."""
 import copy
+import socket
+import threading
 
 import numpy as np
 import pytest
@@ -14,7 +16,7 @@ from sparkdl.distributed.sparse import ParamMap, RowSlice, Table
 from sparkdl.distributed.worker import model_vector, set_model_vector
 from sparkdl.engine import optimizers
 from tests.distributed.sparse_cases import NUM_IDS, assembled, click_model, same, sharded
-from tests.distributed.test_parameter_server import run_threads, small_ints
+from tests.distributed.test_parameter_server import run_threads, small_ints, wait_until
 
 KS = [1, 2, 3, 4]
 
@@ -276,3 +278,58 @@ def test_routing_allocates_for_the_ids_at_hand_not_for_the_tables():
     assert peak < 1 << 20
     assert sum(len(p[0]) for p in parts) == 1000
     assert same(merged[0][:, 0], shard_of(0, ids[0], 4).astype(np.float32))
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_ssp_holds_a_fast_worker_back_on_every_shard_until_the_slow_one_pushes(k):
+    model = click_model()
+    m = ParamMap.from_model(model)
+    rng = np.random.default_rng(4)
+    u, v = random_update(m, rng), random_update(m, rng)
+    with sharded(model, k, rows={0: 10, 1: 10}, mode="ssp", staleness=0) as (layout, shards, connect):
+        fast, slow = connect(0), connect(1)
+        fast.start()
+        slow.start()
+        fast.push(0, 1, u)                          # fast is at clock 1, slow at 0
+        seen = {}
+        slow_pushed = threading.Event()
+
+        def pull_ahead():
+            seen["pulled"] = fast.pull(1, u.ids)
+            seen["after_slow"] = slow_pushed.is_set()
+        thread = threading.Thread(target=pull_ahead, daemon=True)
+        thread.start()
+        wait_until(lambda: sum(s.stats["waits"] for s in shards) == k, what="the pull to wait on each shard")
+        assert thread.is_alive()
+        slow_pushed.set()                           # set first: the shards may release fast at once
+        slow.push(0, 1, v)
+        thread.join(5)
+        assert not thread.is_alive() and seen["after_slow"]
+        assert same(seen["pulled"].dense, layout.map.dense(assembled(layout, shards)))
+
+
+def test_ssp_gives_up_after_its_timeout_naming_the_slow_partition():
+    model = click_model()
+    u = random_update(ParamMap.from_model(model), np.random.default_rng(5))
+    with sharded(model, 2, rows={3: 10, 7: 10}, mode="ssp", staleness=0, timeout=0.2) as (_, shards, connect):
+        fast, slow = connect(3), connect(7)
+        fast.start()
+        slow.start()
+        fast.push(0, 1, u)
+        with pytest.raises(RemoteError, match=r"partition 3 at clock 1 waited 0\.2 s for partition 7 \(clock 0\)"):
+            fast.pull(1, u.ids)
+        slow.done()
+        assert same(fast.pull(1, u.ids).rows[0], connect(3).pull(0, u.ids).rows[0])   # usable again
+
+
+def test_a_client_reopens_a_connection_that_broke():
+    model = click_model()
+    u = random_update(ParamMap.from_model(model), np.random.default_rng(6))
+    with sharded(model, 3) as (layout, shards, connect):
+        client = connect(0)
+        assert client.push(0, 1, u)
+        for conn in client._conns:                  # the shards' side went away (idle timeout, blip)
+            conn.sock.shutdown(socket.SHUT_RDWR)
+        assert client.push(1, 1, u)
+        assert not client.push(1, 1, u)             # and a replay is still applied at most once
+        assert all(s.stats["pushes"] == 2 for s in shards)
