@@ -51,15 +51,33 @@ class ShardedClient:
 
     def pull(self, clock: int, ids: Sequence[np.ndarray]) -> RowSlice:
         """The dense part and the rows ``ids[t]`` (sorted unique, per table) of every table."""
+        return self._pull({"clock": clock}, ids, f"the weights (partition {self.partition}, clock {clock})")
+
+    def pull_round(self, round_index: int, ids: Sequence[np.ndarray]) -> RowSlice:
+        """As ``pull``, from the shards' sync round ``round_index`` (``shard_rounds``)."""
+        return self._pull({"round": round_index}, ids, f"the weights of round {round_index}")
+
+    def push(self, sequence: int, samples: int, update: RowSlice) -> bool:
+        """Send ``update`` (dense part and rows, as a pull gives) to the shards; True when the
+        shards applied it (False: an earlier attempt's identical push already was)."""
+        return self._push({"sequence": sequence, "samples": samples}, update,
+                          f"push {sequence} (partition {self.partition})")
+
+    def push_round(self, round_index: int, samples: int, update: RowSlice) -> bool:
+        """As ``push``, this partition's result of sync round ``round_index``."""
+        return self._push({"round": round_index, "samples": samples}, update,
+                          f"the push of round {round_index} (partition {self.partition})")
+
+    def _pull(self, tag: dict, ids: Sequence[np.ndarray], what: str) -> RowSlice:
         m = self.layout.map
         m.check_ids(ids)
         ids = [np.asarray(i, m.id_dtype) for i in ids]
         per_shard = self.layout.split(ids)
         requests: list[_Request] = [
-            (Op.PULL, {"clock": clock, "counts": [len(i) for i in shard_ids]},
+            (Op.PULL, {**tag, "counts": [len(i) for i in shard_ids]},
              np.concatenate(shard_ids) if shard_ids else np.zeros(0, m.id_dtype))
             for shard_ids in per_shard]
-        replies = self._exchange(requests, f"the weights (partition {self.partition}, clock {clock})")
+        replies = self._exchange(requests, what)
         dense, rows = [], []
         for k, (reply, shard_ids) in enumerate(zip(replies, per_shard)):
             a, b = self.layout.dense_bounds[k]
@@ -80,9 +98,7 @@ class ShardedClient:
         state = np.concatenate(dense[1::2])
         return RowSlice(np.concatenate([weights, state]), ids, self.layout.merge(ids, rows))
 
-    def push(self, sequence: int, samples: int, update: RowSlice) -> bool:
-        """Send ``update`` (dense part and rows, as a pull gives) to the shards; True when the
-        shards applied it (False: an earlier attempt's identical push already was)."""
+    def _push(self, tag: dict, update: RowSlice, what: str) -> bool:
         m, layout = self.layout.map, self.layout
         m.check_ids(update.ids)
         dense = update.dense
@@ -90,9 +106,9 @@ class ShardedClient:
             raise ValueError(f"expected a dense part of {m.dense_length} values, received {dense.shape}")
         # A shard applies its part or refuses it whole; checked here, a push with a
         # non-finite value reaches no shard (rather than the shards that hold only finite parts).
-        for what, values in [("dense part", dense), *((f"rows of table {t}", r) for t, r in enumerate(update.rows))]:
+        for part, values in [("dense part", dense), *((f"rows of table {t}", r) for t, r in enumerate(update.rows))]:
             if values.size and not np.isfinite(np.sum(values, dtype=np.float64)):
-                raise ValueError(f"expected finite values in the {what} of push {sequence}, received "
+                raise ValueError(f"expected finite values in the {part} of {what}, received "
                                  f"{int(np.count_nonzero(~np.isfinite(values)))} NaN or infinite")
         owners = [layout.owners(t, i) for t, i in enumerate(update.ids)]
         requests: list[_Request] = []
@@ -104,11 +120,10 @@ class ShardedClient:
             ids = [np.asarray(i[s], m.id_dtype) for i, s in zip(update.ids, mine)]
             payload = np.concatenate([np.concatenate(floats).astype(np.float32, copy=False).view(np.uint8),
                                       np.concatenate(ids).view(np.uint8) if ids else np.zeros(0, np.uint8)])
-            meta = {"attempt": self.attempt, "sequence": sequence, "samples": samples,
-                    "counts": [int(s.sum()) for s in mine]}
+            meta = {**tag, "attempt": self.attempt, "counts": [int(s.sum()) for s in mine]}
             requests.append((Op.PUSH, meta, payload))
             self.stats["bytes_pushed"] += payload.nbytes
-        replies = self._exchange(requests, f"the receipt of push {sequence} (partition {self.partition})")
+        replies = self._exchange(requests, f"the receipt of {what}")
         self.stats["pushes"] += 1
         return all(bool(r.meta.get("applied")) for r in replies)
 

@@ -160,6 +160,10 @@ class RowSlice:
         """Bytes of the values and ids (what travels, headers aside)."""
         return self.dense.nbytes + sum(i.nbytes + r.nbytes for i, r in zip(self.ids, self.rows))
 
+    def flat(self) -> np.ndarray:
+        """The values, dense part then rows, as one new vector (for checks)."""
+        return np.concatenate([self.dense, *(r.reshape(-1) for r in self.rows)])
+
     def minus(self, base: RowSlice) -> RowSlice:
         """``self - base`` on the same ids: the change a worker's steps made since its pull."""
         return RowSlice(self.dense - base.dense, list(self.ids),

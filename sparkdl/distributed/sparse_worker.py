@@ -27,7 +27,8 @@ import time
 import numpy as np
 
 from sparkdl.distributed.sparse import ParamMap, RowSlice
-from sparkdl.distributed.worker import RoundResult, RoundSpec, _rows, non_finite
+from sparkdl.distributed.worker import (RoundResult, RoundSpec, _pass_slices, _rows, non_finite, round_samples,
+                                        steps_in_round)
 from sparkdl.engine import serialization
 from sparkdl.engine.training import BatchPlan
 from sparkdl.errors import TrainingDivergedError
@@ -93,6 +94,8 @@ def run_sparse_async_epoch(model, xs: list[np.ndarray], y: np.ndarray, spec: Rou
         seen += rows
         try:
             if spec.aggregate == "gradients":
+                for metric in model.metrics:
+                    metric.reset()
                 loss, update = _gradient_sum(model, sx, sy, splan, local_map, local_ids)
                 update.dense[local_map.dense_size:] = model.flat_state - pulled.dense[local_map.dense_size:]
             else:
@@ -102,8 +105,7 @@ def run_sparse_async_epoch(model, xs: list[np.ndarray], y: np.ndarray, spec: Rou
             if spec.aggregate == "weights":
                 update = update.changed()
             loss_sum += loss
-            what = non_finite(loss_sum, {"gradients" if spec.aggregate == "gradients" else "update":
-                                         np.concatenate([update.dense, *(r.reshape(-1) for r in update.rows)])})
+            what = non_finite(loss_sum, {"gradients" if spec.aggregate == "gradients" else "update": update.flat()})
         except TrainingDivergedError as error:
             loss_sum, what = float("nan"), str(error)
         compute += time.perf_counter() - start
@@ -119,6 +121,55 @@ def run_sparse_async_epoch(model, xs: list[np.ndarray], y: np.ndarray, spec: Rou
     return RoundResult(samples=seen, steps=per_epoch, loss_sum=loss_sum, metric_states=states or [],
                        compute_seconds=compute, partitions=1,
                        short_partitions=[(partition, n)] if n < spec.batch_size else [])
+
+
+def run_sparse_sync_round(model, xs: list[np.ndarray], y: np.ndarray, spec: RoundSpec, partition: int,
+                          client, param_map: ParamMap) -> RoundResult:
+    """A partition's part of sync round ``spec.round`` with ``aggregate="gradients"`` against
+    the shards' ``shard_rounds.ShardRounds``: pull the dense part and the rows the round's
+    steps read, sum the gradients of its batches at those weights (as ``worker.run_round``
+    does on the whole vector), push them with the moving statistics. ``client`` has
+    ``pull_round(round, ids) / push_round(round, samples, RowSlice)``; ``model`` as in
+    ``run_sparse_async_epoch``."""
+    if spec.aggregate != "gradients":
+        raise ValueError(f"row-sparse sync rounds: expected aggregate 'gradients', received {spec.aggregate!r}")
+    n = len(y)
+    if n == 0:
+        return RoundResult(partitions=1, empty_partitions=[partition])
+    per_epoch = -(-n // spec.batch_size)
+    steps = steps_in_round(spec.frequency, n, spec.batch_size)
+    plans = [BatchPlan(n, spec.batch_size, key, a, b) for key, a, b in _pass_slices(spec, partition, steps, per_epoch)]
+    ids = param_map.touched_ids(xs, plans)
+    pulled = client.pull_round(spec.round, ids)
+    start = time.perf_counter()
+    local_map = ParamMap.from_model(model)
+    local_ids, stretches = ids, [plan.gathered(xs, y) for plan in plans]
+    if [t.rows for t in local_map.tables] != [t.rows for t in param_map.tables]:
+        renumbered = [_renumbered(sx, ids, local_map) for sx, _, _ in stretches]
+        local_ids = renumbered[0][1]
+        stretches = [(sx, sy, splan) for (sx, _), (_, sy, splan) in zip(renumbered, stretches)]
+    local_map.put_model(model, RowSlice(pulled.dense, local_ids, pulled.rows))
+    for metric in model.metrics:
+        metric.reset()
+    loss_sum, update = 0.0, None
+    try:
+        for sx, sy, splan in stretches:
+            loss, update = _gradient_sum(model, sx, sy, splan, local_map, local_ids, update)
+            loss_sum += loss
+        assert update is not None, "a partition with rows has a batch"
+        update.dense[local_map.dense_size:] = model.flat_state
+        what = non_finite(loss_sum, {"gradients": update.flat()})
+    except TrainingDivergedError as error:
+        loss_sum, what = float("nan"), str(error)
+    seen = round_samples(spec, n)
+    short = [(partition, n)] if n < spec.batch_size else []
+    if what is not None or update is None:      # nothing non-finite reaches the shards
+        return RoundResult(samples=seen, steps=steps, loss_sum=loss_sum, partitions=1, short_partitions=short,
+                           diverged=[(partition, str(what))], compute_seconds=time.perf_counter() - start)
+    compute = time.perf_counter() - start
+    client.push_round(spec.round, seen, RowSlice(update.dense, ids, update.rows))
+    return RoundResult(samples=seen, steps=steps, loss_sum=loss_sum, compute_seconds=compute, partitions=1,
+                       metric_states=[m.state.copy() for m in model.metrics], short_partitions=short)
 
 
 def _renumbered(xs: list[np.ndarray], ids: list[np.ndarray],
@@ -137,19 +188,20 @@ def _renumbered(xs: list[np.ndarray], ids: list[np.ndarray],
     return out, local_ids
 
 
-def _gradient_sum(model, xs, y, plan: BatchPlan, param_map: ParamMap,
-                  ids: list[np.ndarray]) -> tuple[float, RowSlice]:
+def _gradient_sum(model, xs, y, plan: BatchPlan, param_map: ParamMap, ids: list[np.ndarray],
+                  into: RowSlice | None = None) -> tuple[float, RowSlice]:
     """The batch-size-weighted gradient sum of ``plan``'s batches at fixed weights, on the
-    dense weights and the rows ``ids`` (the statistics part left at zero for the caller), and
-    the summed loss; each batch adds only its own rows (``touched_rows``), whose gradients are
-    the only non-zero ones of its table."""
+    dense weights and the rows ``ids`` (the statistics part left at zero for the caller), added
+    to ``into`` when given, and the summed loss; each batch adds only its own rows
+    (``touched_rows``), whose gradients are the only non-zero ones of its table. Metrics
+    accumulate (the caller resets them)."""
     d = param_map.dense_size
-    dense = np.zeros(param_map.dense_length, np.float32)
-    rows = [np.zeros((len(i), t.dim), np.float32) for i, t in zip(ids, param_map.tables)]
+    if into is None:
+        into = RowSlice(np.zeros(param_map.dense_length, np.float32), ids,
+                        [np.zeros((len(i), t.dim), np.float32) for i, t in zip(ids, param_map.tables)])
+    dense, rows = into.dense, into.rows
     tables = model.row_tables()
     total = 0.0
-    for m in model.metrics:
-        m.reset()
     for _, xb, yb in plan.iterate(model, xs, y):
         loss, output = model.loss_and_backward(xb, yb)
         weight = np.float32(len(yb))
@@ -161,4 +213,4 @@ def _gradient_sum(model, xs, y, plan: BatchPlan, param_map: ParamMap,
         total += loss * len(yb)
         for m in model.metrics:
             m.update(yb, output)
-    return total, RowSlice(dense, ids, rows)
+    return total, into

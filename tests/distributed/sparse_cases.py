@@ -9,6 +9,7 @@ from sparkdl.distributed import protocol
 from sparkdl.distributed.server import FrameServer
 from sparkdl.distributed.shard_client import ShardedClient
 from sparkdl.distributed.shard_layout import ShardLayout
+from sparkdl.distributed.shard_rounds import ShardRounds
 from sparkdl.distributed.shards import ShardServer
 from sparkdl.distributed.sparse import ParamMap
 from sparkdl.engine import layers, optimizers, zoo
@@ -51,16 +52,31 @@ def sharded(model, num_shards, *, rows=None, epoch=0, **kwargs):
     """The model's vector on ``num_shards`` ShardServers behind FrameServers:
     ``(layout, shards, connect)`` where ``connect(partition, attempt=0, epoch=epoch)`` opens a
     client."""
+    def service(layout, k, values):
+        shard = ShardServer(layout, k, values, rows=rows or {0: ROWS}, **kwargs)
+        shard.begin_epoch(epoch)
+        return shard
+    with _served(model, num_shards, service, epoch) as served:
+        yield served
+
+
+@contextlib.contextmanager
+def sharded_rounds(model, num_shards, optimizer):
+    """As ``sharded``, with ShardRounds services (sync gradient rounds) stepping ``optimizer``."""
+    with _served(model, num_shards, lambda layout, k, values: ShardRounds(layout, k, values, optimizer), 0) as served:
+        yield served
+
+
+@contextlib.contextmanager
+def _served(model, num_shards, service, epoch):
     from sparkdl.distributed.worker import model_vector
     layout = ShardLayout(ParamMap.from_model(model), num_shards)
     vector = model_vector(model)
     token = protocol.new_token()
-    shards = [ShardServer(layout, k, layout.shard_values(vector, k), rows=rows or {0: ROWS}, **kwargs)
-              for k in range(num_shards)]
+    shards = [service(layout, k, layout.shard_values(vector, k)) for k in range(num_shards)]
     servers, clients = [], []
     try:
         for s in shards:
-            s.begin_epoch(epoch)
             servers.append(FrameServer(s, token, timeout=5.0))
 
         def connect(partition, attempt=0, epoch=epoch):
