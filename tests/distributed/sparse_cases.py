@@ -95,3 +95,18 @@ def _served(model, num_shards, service, epoch):
 
 def assembled(layout, shards) -> np.ndarray:
     return layout.assemble([s.snapshot() for s in shards])
+
+
+def serve_shards_in_child(layout, vectors, token, conn) -> None:
+    """A child process's part of a cross-process test: serve ShardServers of ``vectors`` (one
+    local vector per shard), send their addresses on ``conn``, and on any message send back
+    their local vectors and stop."""
+    shards = [ShardServer(layout, k, v, rows={0: ROWS, 1: ROWS}) for k, v in enumerate(vectors)]
+    servers = [FrameServer(s, token, timeout=5.0) for s in shards]
+    try:
+        conn.send([srv.address for srv in servers])
+        conn.recv()
+        conn.send([s.snapshot() for s in shards])
+    finally:
+        for srv in servers:
+            srv.close()

@@ -333,3 +333,50 @@ def test_a_client_reopens_a_connection_that_broke():
         assert client.push(1, 1, u)
         assert not client.push(1, 1, u)             # and a replay is still applied at most once
         assert all(s.stats["pushes"] == 2 for s in shards)
+
+
+def test_clients_in_this_process_lose_no_update_on_shards_in_another():
+    """The client and the shards hash ids in different processes (a spawned interpreter)."""
+    import multiprocessing
+
+    from sparkdl.distributed import protocol
+    from sparkdl.distributed.shard_client import ShardedClient
+    from tests.distributed.sparse_cases import serve_shards_in_child
+    model = click_model()
+    rng = np.random.default_rng(8)
+    set_model_vector(model, small_ints(rng, model_vector(model).size))
+    layout = ShardLayout(ParamMap.from_model(model), 3)
+    expected = model_vector(model)
+    token = protocol.new_token()
+    plans = [[random_update(layout.map, rng) for _ in range(5)] for _ in range(2)]
+    for u in (u for plan in plans for u in plan):
+        full = np.zeros(layout.map.size, np.float32)
+        layout.map.put(full, u)
+        expected += full
+    ctx = multiprocessing.get_context("spawn")
+    here, there = ctx.Pipe()
+    start = model_vector(model)
+    child = ctx.Process(target=serve_shards_in_child, daemon=True,
+                        args=(layout, [layout.shard_values(start, k) for k in range(3)], token, there))
+    child.start()
+    try:
+        assert here.poll(60), "the child did not serve its shards"
+        addresses = here.recv()
+
+        def worker(p):
+            def run():
+                client = ShardedClient(layout, addresses, token, 5.0, 0, p, 0)
+                try:
+                    for seq, u in enumerate(plans[p]):
+                        assert client.push(seq, 1, u)
+                finally:
+                    client.close()
+            return run
+        run_threads(worker(0), worker(1))
+        here.send("stop")
+        assert here.poll(30), "the child did not answer"
+        assert same(layout.assemble(here.recv()), expected)
+    finally:
+        child.join(10)
+        if child.is_alive():
+            child.kill()
