@@ -5,9 +5,12 @@ its hash names), sent on every connection before any answer is read — the shar
 their parts at the same time, and the client waits once for the slowest — and the answers
 are put back together: a pull gives a ``sparse.RowSlice`` holding the dense part and the
 rows asked for, nothing else. Every push and clock goes to every shard (each keeps the
-epoch's tags and clocks). A connection that broke is reopened once and its request sent
-again, which is safe: pulls change nothing and a shard applies a push at most once. Any
-other failure closes every connection, so no answer is left unread for the next request.
+epoch's tags and clocks). ``pull`` / ``push`` speak to the async modes' ``shards.ShardServer``,
+``pull_round`` / ``push_round`` to the sync rounds' ``shard_rounds.ShardRounds``.
+
+A connection that broke is reopened once and its request sent again, which is safe: pulls
+change nothing and a shard applies a push at most once. Any other failure closes every
+connection, so no answer is left unread for the next request.
 """
 from __future__ import annotations
 

@@ -1,7 +1,9 @@
-"""One pass of a partition against the sharded parameter server, with row-sparse traffic.
+"""What a worker does against the sharded parameter server, with row-sparse traffic.
 
-The row-sparse counterpart of ``worker.run_async_epoch`` (async, hogwild and ssp; weights or
-gradients): before each stretch of ``frequency`` steps the worker asks for the rows those
+``run_sparse_async_epoch`` is the row-sparse counterpart of ``worker.run_async_epoch``
+(async, hogwild and ssp; weights or gradients), ``run_sparse_sync_round`` of a sync round of
+``worker.run_round`` with ``aggregate="gradients"`` (against ``shard_rounds``). Before each
+stretch of ``frequency`` steps the worker asks for the rows those
 steps will read (``ParamMap.touched_ids`` from their batch plan) and the dense part, writes
 them into its model, trains, and pushes the dense update and the rows that changed (every
 touched row's gradient sum in gradients mode). Rows the stretch does not read are neither
@@ -36,8 +38,10 @@ from sparkdl.errors import TrainingDivergedError
 
 def compact_model(model, capacity: list[int]):
     """A compiled copy of ``model`` whose embedding tables have ``capacity[t]`` rows (one per
-    table of ``ParamMap.from_model(model)``), with its dense weights and moving statistics;
-    its optimizer is a copy of the model's, without slots."""
+    table of ``ParamMap.from_model(model)``; ``ParamMap.capacity`` gives what a stretch can
+    touch), with its dense weights and moving statistics; its optimizer is a copy of the
+    model's, without slots. The inputs that feed tables must feed nothing else: a compact
+    worker renumbers their ids."""
     m = ParamMap.from_model(model)
     names = {t.name.split("/")[0]: c for t, c in zip(m.tables, capacity)}
     config = copy.deepcopy(model.get_config())
