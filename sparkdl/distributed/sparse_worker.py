@@ -43,6 +43,12 @@ def compact_model(model, capacity: list[int]):
     model's, without slots. The inputs that feed tables must feed nothing else: a compact
     worker renumbers their ids."""
     m = ParamMap.from_model(model)
+    tables = {id(layer) for layer, _, _ in model.row_tables()}
+    for t in m.tables:
+        others = [layer.name for layer in model.input_consumers(t.input_index) if id(layer) not in tables]
+        if others:
+            raise ValueError(f"compact_model: expected the ids of table {t.name} to feed embedding tables "
+                             f"only (a compact worker renumbers them), received an input read by {others}")
     names = {t.name.split("/")[0]: c for t, c in zip(m.tables, capacity)}
     config = copy.deepcopy(model.get_config())
     for spec in config["layers"]:

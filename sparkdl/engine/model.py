@@ -227,6 +227,12 @@ class Model:
                 return next((i for i, t in enumerate(graph.inputs) if t is node.inputs[0]), None)
         return None
 
+    def input_consumers(self, index: int) -> list[Layer]:
+        """The layers that read model input ``index`` directly. Internal API, as
+        ``feeding_input``."""
+        graph = self._functional_graph()
+        return [node.layer for node in graph.compute_nodes if any(t is graph.inputs[index] for t in node.inputs)]
+
     def require_built(self, who: str) -> None:
         """Raise ValueError, starting with ``who``, unless the model is built. Internal API for
         code that needs the weights (``sparkdl.engine.serialization``)."""

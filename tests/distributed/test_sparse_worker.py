@@ -137,3 +137,14 @@ def test_a_compact_worker_too_small_for_a_stretch_says_so():
     xs, y = click_block(model)
     with pytest.raises(ValueError, match="the stretch touches .* rows, the compact model holds 5"):
         row_sparse_epochs(model, xs, y, specs("weights"), 1, capacity=[5, 5])
+
+
+def test_a_compact_worker_refuses_ids_that_feed_another_layer_too():
+    from sparkdl.engine import layers
+    from sparkdl.engine.model import Model
+    ids = layers.Input((3,), dtype="int64")
+    h = layers.Concatenate()([layers.Flatten()(layers.Embedding(10, 2)(ids)), layers.Dense(2)(ids)])
+    model = Model(inputs=ids, outputs=layers.Dense(1)(h))
+    model.compile(optimizer="sgd", loss="mse")
+    with pytest.raises(ValueError, match="to feed embedding tables only"):
+        compact_model(model, [4])

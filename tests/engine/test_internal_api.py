@@ -122,3 +122,13 @@ def test_row_tables_follow_the_dense_weights_and_name_the_input_that_feeds_them(
         assert np.shares_memory(model.flat_weights[offset:offset + size], layer.params[key])
         assert model.feeding_input(layer) == 1
     assert model.feeding_input(model.layers[-1]) is None
+
+
+def test_input_consumers_are_the_layers_reading_an_input_directly():
+    ids, dense = Input((3,), dtype="int64"), Input((2,))
+    emb, proj = layers.Embedding(10, 4), layers.Dense(3)
+    h = layers.Concatenate()([layers.Flatten()(emb(ids)), proj(dense)])
+    model = Model(inputs=[ids, dense], outputs=layers.Dense(1)(h))
+    assert model.input_consumers(0) == [emb] and model.input_consumers(1) == [proj]
+    seq = Sequential([layers.Input((3,), dtype="int64"), layers.Embedding(10, 2), layers.Flatten()])
+    assert seq.input_consumers(0) == [seq.layers[0]]
