@@ -380,3 +380,25 @@ def test_clients_in_this_process_lose_no_update_on_shards_in_another():
         child.join(10)
         if child.is_alive():
             child.kill()
+
+
+@pytest.mark.parametrize("gradients", [False, True])
+def test_deltas_are_divided_by_workers_as_the_parameter_server_divides_them(gradients):
+    """Weight deltas, and the moving statistics' deltas in gradients mode, count 1/workers."""
+    model = click_model(batchnorm=True)
+    m = ParamMap.from_model(model)
+    rng = np.random.default_rng(9)
+    set_model_vector(model, small_ints(rng, m.size))
+    start = model_vector(model)
+    u = random_update(m, rng)
+    u.dense *= 2
+    u.rows = [r * 2 for r in u.rows]
+    opt = optimizers.SGD(1.0) if gradients else None
+    with sharded(model, 2, workers=2, optimizer=opt) as (layout, shards, connect):
+        connect(0).push(0, 2, u)
+        full = np.zeros(m.size, np.float32)
+        m.put(full, u)
+        step = full / 2                   # SGD(1.0) on gradient sums of 2 samples: the mean
+        assert same(assembled(layout, shards), start + step if not gradients else
+                    np.concatenate([start[:m.weights_size] - step[:m.weights_size],
+                                    start[m.weights_size:] + step[m.weights_size:]]))
