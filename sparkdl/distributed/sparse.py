@@ -133,8 +133,10 @@ class ParamMap:
     def touched_ids(self, xs: Sequence[np.ndarray], plans: Sequence[BatchPlan]) -> list[np.ndarray]:
         """Per table, the sorted unique ids that the batches of ``plans`` (slices of passes over
         the block ``xs``, as the worker will train them) read: the rows a pull must bring."""
-        out = []
+        by_input: dict[int, np.ndarray] = {}      # tables that read the same input touch the same ids
         for tab in self.tables:
+            if tab.input_index in by_input:
+                continue
             column = xs[tab.input_index]
             parts = []
             for plan in plans:
@@ -143,8 +145,8 @@ class ParamMap:
                 lo, hi = plan.bounds[0][0], plan.bounds[-1][1]
                 parts.append(column[plan.rows] if plan.rows is not None else column[lo:hi])
             ids = np.unique(np.concatenate([p.reshape(-1) for p in parts])) if parts else np.zeros(0)
-            out.append(ids.astype(self.id_dtype))
-        return out
+            by_input[tab.input_index] = ids.astype(self.id_dtype)
+        return [by_input[tab.input_index] for tab in self.tables]
 
 
 @dataclass
