@@ -205,6 +205,34 @@ class Model:
         else:
             self.optimizer.apply(self._params.values, self._params.grads)
 
+    @property
+    def dense_size(self) -> int:
+        """Elements of ``flat_weights`` before the row-sparse tables (embeddings), which fill
+        the rest of it. Internal API: ``sparkdl.distributed.sparse`` maps the vector with it."""
+        self._buffers("dense_size")
+        return self._dense_size
+
+    def row_tables(self) -> list[tuple[Layer, str, int]]:
+        """``(layer, key, offset in flat_weights)`` of each row-sparse table (an Embedding's
+        ``embeddings``), in the flat buffer's order. Internal API, as ``dense_size``."""
+        self._buffers("row_tables")
+        return [(layer, key, offset) for layer, key, offset, _ in self._sparse_slots]
+
+    def feeding_input(self, layer: Layer) -> int | None:
+        """The index of the model input that ``layer`` reads directly, or None when it reads
+        another layer's output. Internal API: row-sparse traffic reads a table's ids there."""
+        graph = self._functional_graph()
+        for node in graph.compute_nodes:
+            if node.layer is layer and len(node.inputs) == 1:
+                return next((i for i, t in enumerate(graph.inputs) if t is node.inputs[0]), None)
+        return None
+
+    def input_consumers(self, index: int) -> list[Layer]:
+        """The layers that read model input ``index`` directly. Internal API, as
+        ``feeding_input``."""
+        graph = self._functional_graph()
+        return [node.layer for node in graph.compute_nodes if any(t is graph.inputs[index] for t in node.inputs)]
+
     def require_built(self, who: str) -> None:
         """Raise ValueError, starting with ``who``, unless the model is built. Internal API for
         code that needs the weights (``sparkdl.engine.serialization``)."""
@@ -415,10 +443,19 @@ class Model:
         (a retried Spark task does). Metrics accumulate into ``self.metrics`` (reset first).
         Returns the sum over examples of the batch losses.
         """
+        return self.train_plan(BatchPlan(len(y), batch_size, seed_key, start, stop, shuffle), xs, y,
+                               on_batch_begin, on_batch)
+
+    @_engine_threads
+    def train_plan(self, plan: BatchPlan, xs: list[np.ndarray], y: np.ndarray,
+                   on_batch_begin: Callable[[int], object] | None = None,
+                   on_batch: Callable[[int, float, float], object] | None = None) -> float:
+        """``train_epoch`` over the batches of ``plan``. Internal API: a row-sparse worker
+        trains a plan over the rows it gathered (``BatchPlan.gathered``)."""
         for m in self.metrics:
             m.reset()
         total, seen = 0.0, 0
-        for index, xb, yb in BatchPlan(len(y), batch_size, seed_key, start, stop, shuffle).iterate(self, xs, y):
+        for index, xb, yb in plan.iterate(self, xs, y):
             if on_batch_begin is not None:
                 on_batch_begin(index)
             loss, out = self._train_batch(xb, yb)

@@ -162,6 +162,13 @@ class Optimizer:
     def _initial_slot(self, name: str, size: int) -> np.ndarray:
         return np.zeros(size, dtype=np.float32)
 
+    def reset_elements(self, start: int, stop: int) -> None:
+        """Set the slots of parameters ``[start, stop)`` to their values before any step.
+        Internal API: a row-sparse worker's rows hold other ids after each pull, whose history
+        it does not keep (``sparkdl.distributed.sparse_worker``)."""
+        for name, slot in self.slots.items():
+            slot[start:stop] = self._initial_slot(name, stop - start)
+
     def apply(self, params: np.ndarray, grads: np.ndarray, dense_size: int | None = None,
               sparse_index: np.ndarray | None = None) -> None:
         """One update of the flat ``params`` from the flat ``grads``, in place.

@@ -72,6 +72,12 @@ class Sequential(Model):
     def _all_layers(self) -> list[Layer]:
         return self._layers
 
+    def feeding_input(self, layer: Layer) -> int | None:
+        return 0 if self._layers and self._layers[0] is layer else None
+
+    def input_consumers(self, index: int) -> list[Layer]:
+        return self._layers[:1] if index == 0 else []
+
     def _input_specs(self) -> list[tuple[tuple[int, ...], str]]:
         return [(self._input.shape, self._input.dtype)]  # type: ignore[union-attr]  # set once built
 

@@ -13,6 +13,7 @@ or ``"keep"``), whose feed the loop publishes each epoch's logs to.
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import time
 from collections.abc import Iterator
@@ -46,6 +47,19 @@ class BatchPlan:
 
     def __len__(self) -> int:
         return len(self.bounds)
+
+    def gathered(self, xs: list[np.ndarray], y: np.ndarray) -> tuple[list[np.ndarray], np.ndarray, BatchPlan]:
+        """The rows this plan visits, in the order it visits them, and a plan over those rows
+        that yields the same batches with the same seeds."""
+        plan = copy.copy(self)
+        if self.rows is not None:
+            rows: np.ndarray | slice = self.rows
+        else:
+            lo, hi = (self.bounds[0][0], self.bounds[-1][1]) if self.bounds else (0, 0)
+            rows = slice(lo, hi)
+            plan.bounds = [(a - lo, b - lo) for a, b in self.bounds]
+        plan.rows = None
+        return [a[rows] for a in xs], y[rows], plan
 
     def iterate(self, model, xs: list[np.ndarray], y: np.ndarray):
         """``(batch index in the pass, xb, yb)`` per batch, with ``model``'s stochastic layers

@@ -106,3 +106,29 @@ def test_logits_and_outputs_without_a_softmax_or_sigmoid_output():
         logits, outputs = model.logits_and_outputs([x], 4)
         assert logits is None
         np.testing.assert_array_equal(outputs, model.predict(x))
+
+
+def test_row_tables_follow_the_dense_weights_and_name_the_input_that_feeds_them():
+    ids, dense = Input((3,), dtype="int64"), Input((2,))
+    first, second = layers.Embedding(10, 4), layers.Embedding(7, 1)
+    h = layers.Concatenate()([layers.Flatten()(first(ids)), layers.Flatten()(second(ids)), dense])
+    model = Model(inputs=[dense, ids], outputs=layers.Dense(1)(h))
+    tables = model.row_tables()
+    assert [(layer, key) for layer, key, _ in tables] == [(first, "embeddings"), (second, "embeddings")]
+    assert model.dense_size == model.flat_weights.size - 10 * 4 - 7
+    assert [offset for _, _, offset in tables] == [model.dense_size, model.dense_size + 40]
+    for layer, key, offset in tables:
+        size = layer.params[key].size
+        assert np.shares_memory(model.flat_weights[offset:offset + size], layer.params[key])
+        assert model.feeding_input(layer) == 1
+    assert model.feeding_input(model.layers[-1]) is None
+
+
+def test_input_consumers_are_the_layers_reading_an_input_directly():
+    ids, dense = Input((3,), dtype="int64"), Input((2,))
+    emb, proj = layers.Embedding(10, 4), layers.Dense(3)
+    h = layers.Concatenate()([layers.Flatten()(emb(ids)), proj(dense)])
+    model = Model(inputs=[ids, dense], outputs=layers.Dense(1)(h))
+    assert model.input_consumers(0) == [emb] and model.input_consumers(1) == [proj]
+    seq = Sequential([layers.Input((3,), dtype="int64"), layers.Embedding(10, 2), layers.Flatten()])
+    assert seq.input_consumers(0) == [seq.layers[0]]

@@ -559,3 +559,18 @@ def test_adam_matches_torch_with_the_same_epsilon_within_the_placement_gap(torch
                                    p0, gs)
     assert_close(mine, theirs)
     assert_close(mine, simulate(True), msg="float64 Keras reference")
+
+
+@pytest.mark.parametrize("opt", [optimizers.Adagrad(initial_accumulator_value=0.25), optimizers.Adam(),
+                                 optimizers.Ftrl(initial_accumulator_value=0.5)], ids=lambda o: o.name)
+def test_reset_elements_gives_a_range_the_slots_of_a_fresh_optimizer(opt):
+    fresh = optimizers.get(opt.get_config())
+    p, g = np.ones(6, np.float32), np.full(6, 0.5, np.float32)
+    opt.apply(p, g)
+    fresh.build(6)
+    stepped = {k: s.copy() for k, s in opt.slots.items()}
+    opt.reset_elements(2, 5)
+    for k, s in opt.slots.items():
+        np.testing.assert_array_equal(s[2:5], fresh.slots[k][2:5])
+        np.testing.assert_array_equal(s[[0, 1, 5]], stepped[k][[0, 1, 5]])
+        assert not np.array_equal(stepped[k][2:5], fresh.slots[k][2:5])

@@ -83,3 +83,18 @@ def test_train_epoch_in_slices_equals_one_pass_with_dropout():
 @pytest.mark.parametrize("n, batch_size, expected", [(10, 4, 3), (8, 4, 2), (3, 4, 1), (1, 1, 1)])
 def test_a_pass_has_ceil_n_over_batch_size_batches(n, batch_size, expected):
     assert len(BatchPlan(n, batch_size, (0,))) == expected
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_a_gathered_plan_visits_the_same_batches_with_the_same_draws(shuffle):
+    plan = BatchPlan(10, 3, (4, 1, 0), start=1, stop=3, shuffle=shuffle)
+    expected = visits(plan)
+    model, probe = probed_model()
+    x, y = indexed_rows(10)
+    xs, ys, gathered = plan.gathered([x], y)
+    assert len(ys) == 6                       # the two batches' rows only
+    got = []
+    for index, xb, yb in gathered.iterate(model, xs, ys):
+        model._train_batch(xb, yb)
+        got.append((index, xb[0][:, 0].astype(int).tolist()))
+    assert (got, [draw for _, draw in probe.seen]) == expected
