@@ -37,11 +37,12 @@ def free_port() -> int:
 
 
 def alive_workers(webui: int) -> list:
-    """The workers the master lists as ALIVE (its JSON page), or [] while it does not answer."""
+    """The workers the master lists as ALIVE (its JSON page), or [] while it does not answer
+    (or something else answers on the port)."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{webui}/json/", timeout=5) as page:
             state = json.load(page)
-    except OSError:
+    except (OSError, ValueError):
         return []
     return [w for w in state.get("workers", []) if w.get("state") == "ALIVE"]
 
@@ -78,11 +79,18 @@ class Cluster:
         """Until every worker is ALIVE on the master."""
         workers = sum(name.startswith("worker-") for name in self.commands)
         deadline = time.monotonic() + START_TIMEOUT
-        while len(alive_workers(self.webui)) < workers:
+        while len(alive_workers(self.webui_port())) < workers:
             assert all(p.poll() is None for p in self.processes.values()), self.log_tail()
             assert time.monotonic() < deadline, \
                 f"{workers} workers not registered in {START_TIMEOUT} s\n{self.log_tail()}"
             time.sleep(0.5)
+
+    def webui_port(self) -> int:
+        """The port the master's web UI is bound to: the one asked for, or the next free one
+        Spark took when another process held it (the master's log says which)."""
+        log = self.logs / "master.log"
+        bound = re.findall(r"MasterWebUI.*?started at https?://[^:/]+:(\d+)", log.read_text()) if log.exists() else []
+        return int(bound[-1]) if bound else self.webui
 
     def restart_ended(self) -> list[str]:
         """Start again the daemons that ended (a test killed them), wait for the workers; returns
