@@ -30,6 +30,7 @@ class RoundSpec:
     mode: str = "sync"         # the strategy's name ("easgd" and "adag" change what is pushed)
     alpha: float = 0.0         # easgd: the moving rate of the elastic exchange
     compression: str | None = None   # the parameter server's codec (async modes)
+    overlap: bool = False      # async modes but easgd: pull ahead and push in the background
 
 
 @dataclass
@@ -351,6 +352,61 @@ def _gradient_sum(model, xs, y, batch_size, slices, out) -> float:
     return total
 
 
+class InStep:
+    """A worker's exchanges with the parameter server in lock step with its training: pull,
+    train, push, each waiting for the one before."""
+
+    def __init__(self, client, size: int):
+        self.client = client
+        self._update = np.empty(size, np.float32)
+
+    def buffer(self, sequence: int) -> np.ndarray:
+        """Where push ``sequence``'s update is computed."""
+        return self._update
+
+    def weights(self, sequence: int, last: bool) -> np.ndarray:
+        """The weights (and moving statistics) push ``sequence`` starts from."""
+        return self.client.pull(sequence)
+
+    def push(self, sequence: int, samples: int, update: np.ndarray) -> None:
+        self.client.push(sequence, samples, update)
+
+
+class PullsAhead(InStep):
+    """Exchanges overlapped with training (``overlap=True``): while a worker trains the steps
+    of push ``k``, its client pushes ``k - 1`` and then pulls, in the background; push ``k``
+    then starts from those weights plus the change push ``k - 1`` makes on the server, which
+    the worker adds itself (``client.added``: the bits the server adds). A lone worker thus
+    trains exactly as in lock step; with others, it sees their pushes one group of steps
+    later. Where the server applies a gradient with its own optimizer, the worker cannot add
+    the change: push ``k`` starts from weights one push of its own behind."""
+
+    def __init__(self, client, size: int):
+        super().__init__(client, size)
+        self._updates = (self._update, np.empty(size, np.float32))   # one is sent, one computed
+        self._base = np.empty(size, np.float32)
+        self._change = np.empty(size, np.float32)
+        self._changed = False
+
+    def buffer(self, sequence: int) -> np.ndarray:
+        return self._updates[sequence % 2]
+
+    def weights(self, sequence: int, last: bool) -> np.ndarray:
+        if sequence == 0:
+            self._base[...] = self.client.pull(0)
+        elif self._changed:
+            np.add(self.client.pull_wait(), self._change, out=self._base)
+        else:
+            self._base[...] = self.client.pull_wait()
+        if not last:            # after push sequence - 1: the clock is the pushes made
+            self.client.pull_request(sequence)
+        return self._base
+
+    def push(self, sequence: int, samples: int, update: np.ndarray) -> None:
+        self.client.push_request(sequence, samples, update)
+        self._changed = self.client.added(update, self._change)
+
+
 def run_async_epoch(model, xs: list[np.ndarray], y: np.ndarray, spec: RoundSpec, partition: int,
                     client) -> RoundResult:
     """One pass over a partition against a parameter server, ``frequency`` steps per push.
@@ -362,6 +418,9 @@ def run_async_epoch(model, xs: list[np.ndarray], y: np.ndarray, spec: RoundSpec,
     - adag: as async, with the weight change divided by the number of steps it holds.
     - easgd (async): train the steps from the worker's own weights, then pull the center and
       push the elastic difference ``alpha (x - center)``, which the worker also subtracts.
+
+    With ``spec.overlap`` (not easgd) the client also needs ``pull_request / pull_wait /
+    push_request / added``: see ``PullsAhead``.
     """
     n = len(y)
     if n == 0:
@@ -375,13 +434,14 @@ def run_async_epoch(model, xs: list[np.ndarray], y: np.ndarray, spec: RoundSpec,
     per_epoch = -(-n // spec.batch_size)
     tau = per_epoch if spec.frequency == "epoch" else 1 if spec.frequency == "batch" else int(spec.frequency)
     key = (spec.seed, spec.round, partition)
-    update = np.empty(w + s, np.float32)
+    feed = PullsAhead(client, w + s) if spec.overlap and not elastic else InStep(client, w + s)
     loss_sum, seen, compute, states = 0.0, 0, 0.0, None
     client.start()
     for sequence, a in enumerate(range(0, per_epoch, tau)):
         b = min(a + tau, per_epoch)
+        update = feed.buffer(sequence)
         if not elastic:
-            pulled = client.pull(sequence)
+            pulled = feed.weights(sequence, last=b == per_epoch)
         start = time.perf_counter()
         if not elastic:
             set_model_vector(model, pulled)
@@ -418,7 +478,7 @@ def run_async_epoch(model, xs: list[np.ndarray], y: np.ndarray, spec: RoundSpec,
                                compute_seconds=compute)
         part = [m.state.copy() for m in model.metrics]
         states = part if states is None else [x + p for x, p in zip(states, part)]
-        client.push(sequence, rows, update)
+        feed.push(sequence, rows, update)
     client.done()
     return RoundResult(samples=seen, steps=per_epoch, loss_sum=loss_sum, metric_states=states or [],
                        compute_seconds=compute, partitions=1,
