@@ -2,8 +2,8 @@
 
 (a) Time per step at 1 M and 10 M parameters: a Dense model (inputs -> n -> 10, ReLU,
     softmax; n = 1000 or 3150), one worker against a parameter server on loopback in this
-    process (integrity-tagged frames, the default), mode async at frequency "batch" (a pull
-    and a push of the whole vector per step of batch 64). The worker runs
+    process (integrity-tagged frames, the default, and plain frames), mode async at
+    frequency "batch" (a pull and a push of the whole vector per step of batch 64). The worker runs
     ``worker.run_async_epoch`` in lock step and with ``overlap=True`` alternately, the same
     batches each time; per step: the median over the repeats of an epoch's wall time divided
     by its steps, and how much of the step overlap saves.
@@ -25,7 +25,7 @@ import time
 import numpy as np
 
 
-def step_times(hidden: int, inputs: int, steps: int, repeats: int) -> None:
+def step_times(hidden: int, inputs: int, steps: int, repeats: int, security: str) -> None:
     from sparkdl import layers, optimizers
     from sparkdl.distributed import protocol, worker
     from sparkdl.distributed.parameter_server import Client, ParameterServer
@@ -43,7 +43,7 @@ def step_times(hidden: int, inputs: int, steps: int, repeats: int) -> None:
     token = protocol.new_token()
     ps = ParameterServer(vector, mode="async", rows={0: len(y)})
     times: dict[bool, list[float]] = {False: [], True: []}
-    with FrameServer(ps, token, timeout=60.0) as server:
+    with FrameServer(ps, token, timeout=60.0, security=security) as server:
         for run in range(repeats + 1):                 # the first pair warms up, not counted
             for overlap in (False, True):
                 ps.begin_epoch(2 * run + overlap)
@@ -60,7 +60,7 @@ def step_times(hidden: int, inputs: int, steps: int, repeats: int) -> None:
                     times[overlap].append((time.perf_counter() - start) / steps)
     plain, ahead = statistics.median(times[False]), statistics.median(times[True])
     params = model.count_params()
-    print(f"    {params / 1e6:5.2f} M   {plain * 1e3:8.1f}   {ahead * 1e3:8.1f}   "
+    print(f"    {params / 1e6:5.2f} M   {security:<9}  {plain * 1e3:8.1f}   {ahead * 1e3:8.1f}   "
           f"{(plain - ahead) * 1e3:+7.1f} ms   {ahead / plain:6.3f}")
 
 
@@ -113,11 +113,12 @@ def main() -> None:
     print(f"{platform.node()}: {os.cpu_count()} cores, Python {platform.python_version()}, "
           f"NumPy {np.__version__}")
     if "a" in parts:
-        print(f"(a) one async worker, frequency 'batch', batch 64, loopback, integrity tags; "
+        print(f"(a) one async worker, frequency 'batch', batch 64, loopback; "
               f"ms per step, median of {args.repeats} epochs of {args.steps} steps")
-        print("    params    lock step  overlap     saved      overlap / lock step")
-        step_times(1000, 1000, args.steps, args.repeats)
-        step_times(3150, 3150, args.steps, args.repeats)
+        print("    params    frames     lock step  overlap     saved      overlap / lock step")
+        for hidden in (1000, 3150):
+            for security in ("integrity", "plain"):
+                step_times(hidden, hidden, args.steps, args.repeats, security)
     if "b" in parts:
         learning(args.seeds)
 

@@ -381,17 +381,21 @@ class Client:
             pushing, self._pushing = self._pushing, None
             pushing.result()
 
-    def added(self, update: np.ndarray, out: np.ndarray) -> bool:
-        """Write to ``out`` the change the server makes to its vector when it applies the last
-        push of ``update`` (what arrives of it, shared among the workers as the server shares
-        it); False, and ``out`` unchanged, where that change is the server's own optimizer's."""
+    def added(self, update: np.ndarray, out: np.ndarray) -> np.ndarray | None:
+        """The change the server makes to its vector when it applies the last push of
+        ``update``: what arrives of it, shared among the workers as the server shares it. That
+        is ``update`` itself, the decoded push (valid until the next push) or, when shared,
+        ``out``; None where the change is the server's own optimizer's step."""
         applies = self._applies
         assert applies is not None, "start() learnt how the server applies a push"
         if applies.get("optimizer"):
-            return False
-        out[...] = update if self._feedback is None else self._feedback.sent
+            return None
+        arrived = update if self._feedback is None else self._feedback.sent
+        if int(applies["workers"]) == 1:
+            return arrived
+        out[...] = arrived
         share(out, str(applies["mode"]), False, int(applies["workers"]), int(applies["weights_size"]))
-        return True
+        return out
 
     def close(self) -> None:
         """Close the connection; a request still in the background is cut off (a push cut off

@@ -10,6 +10,7 @@ retried task recomputes exactly the same result.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -130,11 +131,15 @@ def round_samples(spec: RoundSpec, rows: int) -> int:
 
 def run_round(model, xs: list[np.ndarray], y: np.ndarray, spec: RoundSpec, partition: int,
               weights: np.ndarray | None, state: np.ndarray | None, slots: dict,
-              iterations: int, views: bool = False) -> RoundResult:
+              iterations: int, views: bool = False, gradients: np.ndarray | None = None,
+              on_ready: Callable[[int, int], None] | None = None) -> RoundResult:
     """Train ``model`` on one partition's block for one round and return its result.
 
     With ``views`` the result's weights and slots are the model's live arrays, for a caller
     that sends them on before the model trains again (a one-job fit's task packs its push).
+    Aggregate "gradients": the sum goes into ``gradients`` (a new vector if None), and
+    ``on_ready(start, stop)`` is told as each range of it is final, during the last batch's
+    backward, for a caller that sends it while backward goes on (``_gradient_sum``).
 
     ``model`` is the worker's copy (compiled); its weights, moving statistics and optimizer
     state are overwritten from the driver's before anything runs. With ``weights=None`` the
@@ -164,8 +169,9 @@ def run_round(model, xs: list[np.ndarray], y: np.ndarray, spec: RoundSpec, parti
     seen = round_samples(spec, n)
     try:
         if spec.aggregate == "gradients":
-            grad_sum = np.zeros(model.flat_weights.size, dtype=np.float32)
-            loss_sum = _gradient_sum(model, xs, y, spec.batch_size, slices, grad_sum)
+            grad_sum = np.zeros(model.flat_weights.size, dtype=np.float32) if gradients is None else gradients
+            grad_sum[...] = 0.0
+            loss_sum = _gradient_sum(model, xs, y, spec.batch_size, slices, grad_sum, on_ready)
             vector = grad_sum
         else:
             loss_sum = _local_steps(model, xs, y, spec.batch_size, slices)
@@ -336,16 +342,24 @@ def _local_steps(model, xs, y, batch_size, slices) -> float:
     return total
 
 
-def _gradient_sum(model, xs, y, batch_size, slices, out) -> float:
+def _gradient_sum(model, xs, y, batch_size, slices, out, on_ready=None) -> float:
     """Adds into ``out`` the per-batch gradients at fixed weights (each weighted by its batch's
-    size) over the slices; returns the summed loss. Metrics restart and cover the slices."""
+    size) over the slices; returns the summed loss. Metrics restart and cover the slices.
+    ``on_ready(start, stop)``: called during the last batch's backward as soon as
+    ``out[start:stop]`` is final (see ``Model.loss_and_backward``); the sums are the same bits."""
     total = 0.0
     for m in model.metrics:
         m.reset()
+    left = sum(len(BatchPlan(len(y), batch_size, key, a, b)) for key, a, b in slices)
     for key, a, b in slices:
         for _, xb, yb in BatchPlan(len(y), batch_size, key, a, b).iterate(model, xs, y):
-            loss, output = model.loss_and_backward(xb, yb)
-            out += model.flat_gradients * np.float32(len(yb))
+            left -= 1
+            if on_ready is not None and not left:
+                loss, output = model.loss_and_backward(
+                    xb, yb, on_ready=_adding(model, out, np.float32(len(yb)), on_ready))
+            else:
+                loss, output = model.loss_and_backward(xb, yb)
+                out += model.flat_gradients * np.float32(len(yb))
             total += loss * len(yb)
             for m in model.metrics:
                 m.update(yb, output)
@@ -374,19 +388,20 @@ class InStep:
 
 class PullsAhead(InStep):
     """Exchanges overlapped with training (``overlap=True``): while a worker trains the steps
-    of push ``k``, its client pushes ``k - 1`` and then pulls, in the background; push ``k``
-    then starts from those weights plus the change push ``k - 1`` makes on the server, which
-    the worker adds itself (``client.added``: the bits the server adds). A lone worker thus
-    trains exactly as in lock step; with others, it sees their pushes one group of steps
-    later. Where the server applies a gradient with its own optimizer, the worker cannot add
-    the change: push ``k`` starts from weights one push of its own behind."""
+    of push ``k``, its client pushes ``k - 1`` and then pulls, in the background; push
+    ``k + 1`` then starts from those weights plus the change push ``k`` makes on the server,
+    which the worker adds itself (``client.added``: the bits the server adds). Push 1 starts
+    from push 0's weights plus its change (an epoch makes one pull fewer than in lock step).
+    A lone worker thus trains exactly as in lock step; with others, it sees their pushes one
+    group of steps later. Where the server applies a gradient with its own optimizer, the
+    worker cannot add the change: a push starts from weights one push of its own behind."""
 
     def __init__(self, client, size: int):
         super().__init__(client, size)
         self._updates = (self._update, np.empty(size, np.float32))   # one is sent, one computed
         self._base = np.empty(size, np.float32)
-        self._change = np.empty(size, np.float32)
-        self._changed = False
+        self._shared = np.empty(size, np.float32)
+        self._change: np.ndarray | None = None     # what the last push changes on the server
 
     def buffer(self, sequence: int) -> np.ndarray:
         return self._updates[sequence % 2]
@@ -394,17 +409,28 @@ class PullsAhead(InStep):
     def weights(self, sequence: int, last: bool) -> np.ndarray:
         if sequence == 0:
             self._base[...] = self.client.pull(0)
-        elif self._changed:
-            np.add(self.client.pull_wait(), self._change, out=self._base)
-        else:
-            self._base[...] = self.client.pull_wait()
+            return self._base     # push 1 starts from these plus push 0's change: no pull ahead
+        pulled = self._base if sequence == 1 else self.client.pull_wait()
+        if self._change is not None:
+            np.add(pulled, self._change, out=self._base)
+        elif pulled is not self._base:
+            self._base[...] = pulled
         if not last:            # after push sequence - 1: the clock is the pushes made
             self.client.pull_request(sequence)
         return self._base
 
     def push(self, sequence: int, samples: int, update: np.ndarray) -> None:
         self.client.push_request(sequence, samples, update)
-        self._changed = self.client.added(update, self._change)
+        self._change = self.client.added(update, self._shared)
+
+
+def _adding(model, out: np.ndarray, weight: np.float32, on_ready: Callable[[int, int], None]):
+    """A backward hook that adds a final range of the batch's gradients into ``out`` (as
+    ``out += gradients * weight`` does, range by range) and then tells ``on_ready``."""
+    def add(start: int, stop: int) -> None:
+        out[start:stop] += model.flat_gradients[start:stop] * weight
+        on_ready(start, stop)
+    return add
 
 
 def run_async_epoch(model, xs: list[np.ndarray], y: np.ndarray, spec: RoundSpec, partition: int,

@@ -375,6 +375,14 @@ class Model:
         for layer_id in reversed(list(pending)):
             report(layer_id)
 
+    def gradient_ranges(self) -> list[tuple[int, int]]:
+        """The ranges of ``flat_gradients`` in the order ``loss_and_backward(on_ready=...)``
+        reports them when backward reaches every layer with weights (the output layer's
+        first). Internal API: a distributed worker sends its gradients in this order
+        (``sparkdl.distributed.exchange``)."""
+        params, _ = self._buffers("gradient_ranges")
+        return [r for slots in reversed(list(self._layer_slots.values())) for r in params.ranges(slots)]
+
     def _train_batch(self, xs: list[np.ndarray], y: np.ndarray) -> tuple[float, np.ndarray]:
         loss, out = self.loss_and_backward(xs, y)
         self._apply_gradients()

@@ -218,7 +218,7 @@ class InJob:
             self.ps, self.exchange, inner, pull, push = None, None, None, None, None
             order_size = model.flat_weights.size + model.flat_state.size
         else:
-            pull, push = exchange.round_layouts(model, spark_model.aggregate)
+            pull, push = exchange.round_layouts(model, spark_model.aggregate, streamed=spark_model.overlap)
             self.ps, self.exchange = None, exchange.RoundExchange(push, timeout=spark_model.timeout)
             inner = self.exchange
             self._payloads = [np.empty(pull.size, np.float32) for _ in range(2)]
