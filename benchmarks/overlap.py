@@ -11,7 +11,13 @@
     on local[2], 10 epochs, mode async at frequency "epoch" (the default call) and "batch",
     with and without overlap, seeds 0-2: test accuracy per seed and the mean.
 
-    python benchmarks/overlap.py [--parts a,b] [--repeats 5] [--steps 16] [--seeds 3]
+(c) Sync rounds of gradient sums (aggregate "gradients", frequency "batch"): a 3-layer Dense
+    model (inputs -> n -> n -> 10, n = 700 or 2200: 1 M and 10 M parameters), one task
+    pushing to a driver's exchange on loopback in this process; per round, its push packed
+    after the round, or streamed during the round's backward, last layer first
+    (``PushStream``); the median over the repeats of the wall time per round.
+
+    python benchmarks/overlap.py [--parts a,b,c] [--repeats 5] [--steps 16] [--seeds 3]
 """
 from __future__ import annotations
 
@@ -64,6 +70,58 @@ def step_times(hidden: int, inputs: int, steps: int, repeats: int, security: str
           f"{(plain - ahead) * 1e3:+7.1f} ms   {ahead / plain:6.3f}")
 
 
+def streamed_rounds(hidden: int, inputs: int, rounds: int, repeats: int) -> None:
+    """Sync rounds of gradient sums (one batch of 64 per round) pushed to a driver's exchange
+    on loopback: packed after the round, or streamed during its backward (``PushStream``)."""
+    from sparkdl import layers, optimizers
+    from sparkdl.distributed import exchange, protocol, worker
+    from sparkdl.distributed.protocol import Connection, Op
+    from sparkdl.distributed.push_stream import PushStream
+    from sparkdl.distributed.server import FrameServer
+    from sparkdl.models import Sequential
+
+    def dense():
+        m = Sequential([layers.Dense(hidden, activation="relu", input_shape=(inputs,)),
+                        layers.Dense(hidden, activation="relu"), layers.Dense(10, activation="softmax")])
+        m.compile(optimizers.SGD(0.01), "sparse_categorical_crossentropy")
+        return m
+    model = dense()
+    rng = np.random.default_rng(0)
+    xs = [rng.normal(size=(64 * rounds, inputs)).astype(np.float32)]
+    y = rng.integers(0, 10, size=64 * rounds)
+    weights = model.get_flat_weights()
+    times: dict[bool, list[float]] = {False: [], True: []}
+    token = protocol.new_token()
+    grads = np.empty(weights.size, np.float32)
+    for run in range(repeats + 1):
+        for streamed in (False, True):
+            _, layout = exchange.round_layouts(model, "gradients", streamed=streamed)
+            rounds_ex = exchange.RoundExchange(layout, timeout=60)
+            with FrameServer(rounds_ex, token, timeout=60) as server, \
+                    Connection(server.address, token, 60.0) as conn:
+                start = time.perf_counter()
+                for r in range(rounds):
+                    rounds_ex.open_round(r, np.zeros(1, np.float32), {}, partitions={0: 64})
+                    spec = worker.RoundSpec(round=r, seed=0, batch_size=64, frequency="batch",
+                                            aggregate="gradients")
+                    meta = {"round": r, "partition": 0, "attempt": 0, "samples": 64}
+                    if streamed:
+                        stream = PushStream(conn, meta, layout, {"gradients": grads})
+                        worker.run_round(model, xs, y, spec, 0, weights, None, {}, 0, views=True,
+                                         gradients=grads, on_ready=stream.ready)
+                        stream.finish({})
+                        conn.receive()
+                    else:
+                        result = worker.run_round(model, xs, y, spec, 0, weights, None, {}, 0, views=True)
+                        conn.request(Op.PUSH, meta, layout.pack({"gradients": result.vector}))
+                    rounds_ex.close_round()
+                if run:
+                    times[streamed].append((time.perf_counter() - start) / rounds)
+    plain, ahead = statistics.median(times[False]), statistics.median(times[True])
+    print(f"    {model.count_params() / 1e6:5.2f} M   {plain * 1e3:8.1f}   {ahead * 1e3:8.1f}   "
+          f"{(plain - ahead) * 1e3:+7.1f} ms   {ahead / plain:6.3f}")
+
+
 def learning(seeds: int) -> None:
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     import sparkdl
@@ -104,7 +162,7 @@ def learning(seeds: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", default="a,b")
+    parser.add_argument("--parts", default="a,b,c")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--steps", type=int, default=16)
     parser.add_argument("--seeds", type=int, default=3)
@@ -121,6 +179,12 @@ def main() -> None:
                 step_times(hidden, hidden, args.steps, args.repeats, security)
     if "b" in parts:
         learning(args.seeds)
+    if "c" in parts:
+        print(f"(c) sync rounds of gradient sums, one batch of 64 per round, one task, loopback, "
+              f"integrity tags; ms per round, median of {args.repeats} runs of {args.steps} rounds")
+        print("    params    packed     streamed    saved      streamed / packed")
+        streamed_rounds(700, 700, args.steps, args.repeats)
+        streamed_rounds(2200, 2200, args.steps, args.repeats)
 
 
 if __name__ == "__main__":
