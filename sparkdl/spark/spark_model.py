@@ -92,7 +92,7 @@ class SparkModel:
     ``overlap`` (modes async, hogwild, ssp and adag; no effect in the others): each worker
     pushes its change and pulls the next weights in the background while it trains its next
     steps, and adds its own last change to those weights itself, as the server does (see
-    ``sparkdl.distributed.worker.PullsAhead``): a lone worker trains exactly as without
+    ``sparkdl.distributed.feeds.PullsAhead``): a lone worker trains exactly as without
     overlap; with several, each sees the others' pushes one push later.
 
     ``parameter_server_mode``: Elephas' choice of parameter server, accepted so Elephas code
