@@ -51,13 +51,12 @@ def step_times(hidden: int, inputs: int, steps: int, repeats: int, security: str
     ps = ParameterServer(vector, mode="async", rows={0: len(y)})
     times: dict[bool, list[float]] = {False: [], True: []}
     alone = []          # the same steps without a server: the compute that overlap can hide behind
-    for run in range(repeats + 1):
-        start = time.perf_counter()
-        model.train_epoch(xs, y, batch, (0, 0, 0))
-        if run:
-            alone.append((time.perf_counter() - start) / steps)
     with FrameServer(ps, token, timeout=60.0, security=security) as server:
-        for run in range(repeats + 1):                 # the first pair warms up, not counted
+        for run in range(repeats + 1):                 # the first round warms up, not counted
+            start = time.perf_counter()
+            model.train_epoch(xs, y, batch, (0, 0, 0))
+            if run:
+                alone.append((time.perf_counter() - start) / steps)
             for overlap in (False, True):
                 ps.begin_epoch(2 * run + overlap)
                 client = Client(server.address, token, 60.0, 2 * run + overlap, 0, 0, vector.size,
