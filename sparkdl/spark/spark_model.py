@@ -89,11 +89,14 @@ class SparkModel:
     their partition and model between rounds, unless that cannot run; ``"rounds"`` runs one
     job per round (per epoch in the async modes), as on clusters without barrier scheduling.
 
-    ``overlap`` (modes async, hogwild, ssp and adag; no effect in the others): each worker
-    pushes its change and pulls the next weights in the background while it trains its next
-    steps, and adds its own last change to those weights itself, as the server does (see
-    ``sparkdl.distributed.feeds.PullsAhead``): a lone worker trains exactly as without
-    overlap; with several, each sees the others' pushes one push later.
+    ``overlap``: move vectors while the workers compute. Modes async, hogwild, ssp and adag:
+    each worker pushes its change and pulls the next weights in the background while it
+    trains its next steps, and adds its own last change to those weights itself, as the
+    server does (see ``sparkdl.distributed.feeds.PullsAhead``): a lone worker trains exactly
+    as without overlap; with several, each sees the others' pushes one push later. Sync with
+    ``aggregate="gradients"`` in a one-job fit: each task sends its gradient sum during the
+    round's last backward, the output layer's first (``sparkdl.distributed.push_stream``); the
+    model is the same bit for bit. No effect in the other modes.
 
     ``parameter_server_mode``: Elephas' choice of parameter server, accepted so Elephas code
     runs unchanged and otherwise ignored (``None``, ``"socket"`` or ``"http"``): sparkdl has
