@@ -2,7 +2,8 @@
 pulls ahead and pushes in the background (``PullsAhead``) against a real parameter server in
 this process. A lone worker trains exactly as in lock step (the same bits), no push is lost or
 doubled, compressed pushes keep their error feedback, and several workers in ssp with
-staleness 0 do not wait for one another's background requests forever."""
+staleness 0 do not wait for one another's background requests forever, and closing a
+client cuts off what waits in the background."""
 from __future__ import annotations
 
 import contextlib
@@ -142,3 +143,24 @@ def test_a_diverged_worker_that_pulls_ahead_sends_nothing_non_finite_and_ends_it
             client.close()
         assert result.diverged and ps.stats["pushes"] < ROWS // 4
         assert np.all(np.isfinite(ps.snapshot()))
+
+
+def test_closing_a_client_cuts_off_a_pull_waiting_in_the_background():
+    """An ssp pull (staleness 0) waits at the server for a partition that does not push; the
+    worker gives up (its task failed): ``close`` returns without waiting for the server."""
+    model, _, _ = model_and_data()
+    vector = worker.model_vector(model)
+    with served(vector, mode="ssp", staleness=0) as (ps, server, token):
+        slow = Client(server.address, token, 10.0, 0, 1, 0, vector.size, server.security)
+        client = Client(server.address, token, 10.0, 0, 0, 0, vector.size, server.security)
+        try:
+            slow.start()
+            client.start()
+            client.push(0, 4, np.zeros(vector.size, f32))
+            client.pull_request(1)          # one push ahead of partition 1: waits for it
+            client.close()
+            slow.push(0, 4, np.zeros(vector.size, f32))     # lets the server's wait end
+            assert ps.stats["pushes"] == 2
+        finally:
+            client.close()
+            slow.close()
