@@ -399,7 +399,7 @@ class Client:
 
     def close(self) -> None:
         """Close the connection; a request still in the background is cut off (a push cut off
-        is not applied) and those queued behind it are dropped."""
+        before it has all arrived is not applied) and those queued behind it are dropped."""
         if self._courier is not None:
             courier, self._courier = self._courier, None
             self._stopping = True
