@@ -177,3 +177,8 @@ class ErrorFeedback:
         self.codec.decode(payload, self.size, out=self._sent)
         corrected -= self._sent                    # r <- (x + r) - D(Q(x + r))
         return payload
+
+    @property
+    def sent(self) -> np.ndarray:
+        """``D(Q(x + r))`` of the last ``encode``: what its receiver decodes (a live buffer)."""
+        return self._sent

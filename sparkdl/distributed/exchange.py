@@ -39,10 +39,13 @@ _CHUNK = 1 << 20   # elements added per step, so the float64 temporaries stay sm
 class Layout:
     """Named segments of one flat float32 vector; ``weighted`` segments are multiplied by the
     pushing partition's sample count before they are summed (weights, statistics, slots);
-    the others are sums already (gradients)."""
+    the others are sums already (gradients). ``wire``: the ``(start, stop)`` blocks of the
+    vector in the order a push carries them (``pack``), when not the vector's own order: a
+    task that streams its gradients while backward goes on sends the last layer's first."""
     names: tuple
     sizes: tuple
     weighted: tuple
+    wire: tuple = ()
 
     @property
     def size(self) -> int:
@@ -58,14 +61,44 @@ class Layout:
         return {name: vector[a:b] for name, a, b, _ in self.bounds()}
 
     def pack(self, parts: dict, out: np.ndarray | None = None) -> np.ndarray:
+        """The parts as one vector in the order a push carries it."""
         out = np.empty(self.size, np.float32) if out is None else out
-        for name, a, b, _ in self.bounds():
-            out[a:b] = parts[name].reshape(-1)
+        segments = {name: (a, parts[name].reshape(-1)) for name, a, _, _ in self.bounds()}
+        for name, a, b, at, _ in self.blocks():
+            start, values = segments[name]
+            out[at:at + b - a] = values[a - start:b - start]
         return out
 
+    def blocks(self):
+        """``(segment, start, stop, at, weighted)`` in the order a push carries them: the
+        push's values from ``at`` are the vector's ``[start, stop)``, in ``segment``."""
+        if not self.wire:
+            for name, a, b, weighted in self.bounds():
+                yield name, a, b, a, weighted
+            return
+        segments = list(self.bounds())
+        at = 0
+        for a, b in self.wire:
+            name, _, _, weighted = next(seg for seg in segments if seg[1] <= a and b <= seg[2])
+            yield name, a, b, at, weighted
+            at += b - a
 
-def round_layouts(model, aggregate: str) -> tuple[Layout, Layout]:
-    """``(pull, push)`` layouts of a sync round for a compiled model."""
+    def streamed(self, order: list[tuple[int, int]]) -> Layout:
+        """This layout with its first segment (a round's gradients) carried in the blocks of
+        ``order`` (each of its values once), then the other segments."""
+        first = self.sizes[0]
+        wire = tuple((int(a), int(b)) for a, b in order)
+        ends = [0] + [b for _, b in sorted(wire)]
+        assert [a for a, _ in sorted(wire)] == ends[:-1] and ends[-1] == first, \
+            "the blocks cover the gradients once"
+        wire += tuple((a, b) for _, a, b, _ in list(self.bounds())[1:])
+        return Layout(self.names, self.sizes, self.weighted, wire)
+
+
+def round_layouts(model, aggregate: str, streamed: bool = False) -> tuple[Layout, Layout]:
+    """``(pull, push)`` layouts of a sync round for a compiled model; with ``streamed``
+    (aggregate "gradients"), a push carries the gradients in the order backward finishes
+    them (``Model.gradient_ranges``), so a task can send them while backward goes on."""
     opt = model.optimizer
     opt.build(model.flat_weights.size)
     slots = sorted(opt.slots) if aggregate == "weights" else []
@@ -76,6 +109,8 @@ def round_layouts(model, aggregate: str) -> tuple[Layout, Layout]:
     if aggregate == "gradients":
         names[0] = "gradients"
         push = Layout(tuple(names), tuple(sizes), (False,) + tuple(True for _ in names[1:]))
+        if streamed:
+            push = push.streamed(model.gradient_ranges())
     else:
         push = pull
     return pull, push
@@ -201,20 +236,21 @@ class RoundExchange(PushBuffers):
         with the lock held, so one chunk buffer serves every push). The round's first push is
         written, not added: no zeroing of the sum each round."""
         first = self._next == 0
-        for _, a, b, weighted in self.push.bounds():
+        for _, a, b, at, weighted in self.push.blocks():     # the push's [at, ...) is the sum's [a, b)
             if first:            # rounded as vector.astype(float64) * samples
                 if weighted:
-                    np.multiply(vector[a:b], float(samples), out=self._sum[a:b], dtype=np.float64)
+                    np.multiply(vector[at:at + b - a], float(samples), out=self._sum[a:b], dtype=np.float64)
                 else:
-                    self._sum[a:b] = vector[a:b]
+                    self._sum[a:b] = vector[at:at + b - a]
                 continue
             for lo in range(a, b, _CHUNK):
                 hi = min(lo + _CHUNK, b)
                 part = self._chunk[:hi - lo]
+                pushed = vector[at + lo - a:at + hi - a]
                 if weighted:
-                    np.multiply(vector[lo:hi], float(samples), out=part, dtype=np.float64)
+                    np.multiply(pushed, float(samples), out=part, dtype=np.float64)
                 else:
-                    part[...] = vector[lo:hi]
+                    part[...] = pushed
                 np.add(self._sum[lo:hi], part, out=self._sum[lo:hi])
 
 

@@ -25,7 +25,8 @@ import numpy as np
 from sparkdl.distributed import ring_task, worker
 from sparkdl.distributed.compression import ErrorFeedback, get_codec
 from sparkdl.distributed.exchange import Layout
-from sparkdl.distributed.protocol import Connection, Op
+from sparkdl.distributed.protocol import Connection, Op, RemoteError
+from sparkdl.distributed.push_stream import PushStream
 
 _current = threading.local()
 
@@ -87,21 +88,26 @@ def run_fit_task(model, block, val_block, partition: int, end: FitEndpoint, ring
                     (meta, array), push = ring.carry_out(model, block, partition, attempt, frame.meta)
                 else:
                     (meta, array), push, local = _carry_out(model, block, val_block, partition, attempt,
-                                                            frame, end, local, feedback)
+                                                            frame, end, local, conn, feedback)
             finally:
                 _current.order = None
             meta = dict(meta, partition=partition, attempt=attempt, seq=seq)
-            inline = push is not None and (array is None or array.size <= INLINE_METRICS)
+            streamed = isinstance(push, PushStream)       # sent already, while the round ran
+            inline = push is not None and not streamed and (array is None or array.size <= INLINE_METRICS)
             if inline:      # the report rides in the push's metadata: one frame less per round
                 meta["metric_values"] = [] if array is None else array.tolist()
                 conn.send(Op.PUSH, dict(push[0], report=meta), push[1])
             else:
-                if push is not None:
+                if push is not None and not streamed:
                     conn.send(Op.PUSH, *push)
                 conn.send(Op.REPORT, meta, array)
             conn.send(Op.NEXT, {"partition": partition, "after": seq})
-            for _ in range(1 if inline or push is None else 2):
-                conn.receive(what=f"the driver's receipt of order {seq}")
+            for i in range(1 if inline or push is None else 2):
+                try:
+                    conn.receive(what=f"the driver's receipt of order {seq}")
+                except RemoteError:
+                    if not (streamed and i == 0 and meta["diverged"]):
+                        raise           # else: the driver refused what had left before the round diverged
             after = seq
             done += 1
     finally:
@@ -117,11 +123,12 @@ def compressed_pushes(end: FitEndpoint) -> ErrorFeedback | None:
     return ErrorFeedback(codec, end.push.size)
 
 
-def _carry_out(model, block, val_block, partition, attempt, frame, end, local, feedback=None):
+def _carry_out(model, block, val_block, partition, attempt, frame, end, local, conn, feedback=None):
     """``(report, push, local)``: what the order's REPORT carries, ``(meta, vector)`` of the
     sync round's PUSH (None for other orders, and for a diverged round: nothing non-finite
-    reaches the driver), and the worker's own state after the order. ``feedback``: the
-    task's error feedback when the round's vectors travel compressed."""
+    reaches the driver; the ``PushStream`` that sent it on ``conn`` if its layout streams),
+    and the worker's own state after the order. ``feedback``: the task's error feedback when
+    the round's vectors travel compressed."""
     order = frame.meta
     if order["kind"] == "evaluate":
         return _evaluate(model, val_block, frame.array, order["batch_size"]), None, local
@@ -158,13 +165,27 @@ def _carry_out(model, block, val_block, partition, attempt, frame, end, local, f
         pulled = _decoded_pull(feedback.codec, order, frame.array, end.pull.size)
     parts = end.pull.split(pulled)
     slots = {name[5:]: v for name, v in parts.items() if name.startswith("slot:")}
-    result = worker.run_round(model, xs, y, spec, partition, parts["weights"], parts.get("state"),
-                              slots, int(order["iterations"]), views=True)
-    if result.diverged:
+    meta = {"round": spec.round, "partition": partition, "attempt": attempt,
+            "samples": worker.round_samples(spec, len(y))}
+    stream = None
+    if end.push.wire:         # aggregate "gradients", overlap: the push leaves during backward
+        stream = PushStream(conn, meta, end.push, {"gradients": _push_buffer(model.flat_weights.size)})
+    try:
+        result = worker.run_round(model, xs, y, spec, partition, parts["weights"], parts.get("state"),
+                                  slots, int(order["iterations"]), views=True,
+                                  gradients=None if stream is None else stream.parts["gradients"],
+                                  on_ready=None if stream is None else stream.ready)
+    except BaseException:
+        if stream is not None:
+            stream.abort()
+        raise
+    if result.diverged and (stream is None or not stream.started):
         return result_report(result), None, local
+    if stream is not None:       # (diverged: the driver refuses what is not finite)
+        stream.finish({"state": model.flat_state})
+        return result_report(result), stream, local
     out = {end.push.names[0]: result.vector, "state": result.state}
     out.update({f"slot:{k}": v for k, v in result.slots.items()})
-    meta = {"round": spec.round, "partition": partition, "attempt": attempt, "samples": result.samples}
     vector = end.push.pack(out, out=_push_buffer(end.push.size))
     if feedback is None:
         return result_report(result), (meta, vector), local

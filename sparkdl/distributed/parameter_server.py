@@ -32,10 +32,13 @@ Waits end after ``timeout`` seconds with an error that says what was waited for.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 import threading
 import time
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -137,7 +140,10 @@ class ParameterServer(PushBuffers):
             else:
                 self._clocks.pop(partition, None)
             self._changed.notify_all()
-        return Frame(Op.OK, {})
+        # how this server applies a push, so that a client that pulls ahead (``overlap``) can
+        # add its own push to weights pulled before the push arrived, as the server does
+        return Frame(Op.OK, {"mode": self.mode, "workers": self.workers, "weights_size": self.weights_size,
+                             "optimizer": self.optimizer is not None})
 
     def _pull(self, partition: int, clock: int) -> Frame:
         if self.mode == "hogwild":
@@ -216,10 +222,8 @@ class ParameterServer(PushBuffers):
     def _apply(self, update: np.ndarray, samples: int) -> None:
         start = time.perf_counter()
         w = self.weights_size
-        # ADAG's workers normalize their weight change; a gradient is divided by its samples
-        deltas = update if self.optimizer is None and self.mode != "adag" else update[w:]
-        if self.workers > 1:          # the push's buffer is the server's own until it answers
-            np.divide(deltas, np.float32(self.workers), out=deltas)
+        # the push's buffer is the server's own until it answers
+        share(update, self.mode, self.optimizer is not None, self.workers, w)
         if self.optimizer is None:
             np.add(self.vector, update, out=self.vector)
         else:
@@ -230,12 +234,28 @@ class ParameterServer(PushBuffers):
         self.stats["apply_seconds"] += time.perf_counter() - start   # approximate in hogwild
 
 
+def share(update: np.ndarray, mode: str, optimizer: bool, workers: int, weights_size: int) -> None:
+    """Divide in place the part of a push that a server of ``workers`` workers divides among
+    them: all of a change, but not ADAG's weight change (its workers normalize it) nor a
+    gradient (a server with an ``optimizer`` divides it by its samples). The server and a
+    client that pulls ahead both go through here, so they hold the same bits."""
+    if workers > 1:
+        deltas = update if not optimizer and mode != "adag" else update[weights_size:]
+        np.divide(deltas, np.float32(workers), out=deltas)
+
+
 class Client:
     """A worker's connection to the parameter server for one epoch of one partition.
 
     The connection is kept between requests; one that broke (the server's idle timeout during
     a long stretch of training, a network blip) is reopened once and the request sent again,
     which is safe: pulls change nothing and pushes are applied at most once.
+
+    Requests go out in the caller's thread (``pull``, ``push``) or, to overlap them with
+    training, in a background thread that carries them one at a time in the order they were
+    made (``pull_request`` / ``pull_wait``, ``push_request``); a pull requested after a push
+    sees that push applied. The two kinds do not mix: ``done`` and ``close`` wait for (or
+    drop) what is still in flight.
     """
 
     def __init__(self, address, token: bytes, timeout: float, epoch: int, partition: int,
@@ -254,6 +274,12 @@ class Client:
         self.codec = get_codec(compression)
         self._feedback = None if self.codec is None else ErrorFeedback(self.codec, size, residual)
         self._payload = None if self.codec is None else np.empty(self.codec.nbytes(size), np.uint8)
+        self._push_payload = None if self.codec is None else np.empty(self.codec.nbytes(size), np.uint8)
+        self._applies: dict | None = None      # how the server applies a push (its start reply)
+        self._courier: ThreadPoolExecutor | None = None
+        self._pulling: Future | None = None
+        self._pushing: Future | None = None
+        self._stopping = False
 
     @property
     def residual(self) -> np.ndarray | None:
@@ -274,18 +300,22 @@ class Client:
             except RemoteError:
                 raise
             except (ConnectionError, BrokenPipeError) as exc:
-                self.close()
-                if attempt:
+                self._disconnect()
+                if attempt or self._stopping:
                     raise ConnectionError(f"lost the parameter server at {self.address[0]}:"
                                           f"{self.address[1]} twice: {exc}") from exc
             except BaseException:
-                self.close()          # a late reply must not be read as the next one's
+                self._disconnect()          # a late reply must not be read as the next one's
                 raise
 
     def start(self) -> None:
-        self._request(Op.CLOCK, {"event": "start", "attempt": self.attempt})
+        reply = self._request(Op.CLOCK, {"event": "start", "attempt": self.attempt})
+        self._applies = reply.meta
 
     def done(self) -> None:
+        self.wait_pushed()
+        if self._pulling is not None:
+            self.pull_wait()
         self._request(Op.CLOCK, {"event": "done", "attempt": self.attempt})
 
     def pull(self, clock: int) -> np.ndarray:
@@ -304,15 +334,85 @@ class Client:
         return codec.decode(frame.array, self.size, out=self._pull_buffer)
 
     def push(self, sequence: int, samples: int, update: np.ndarray) -> bool:
+        meta, data = self._push_frame(sequence, samples, update)
+        return self._send_push(sequence, meta, data)
+
+    def _push_frame(self, sequence: int, samples: int, update: np.ndarray) -> tuple[dict, np.ndarray]:
         meta: dict[str, object] = {"attempt": self.attempt, "sequence": sequence, "samples": samples}
-        if self._feedback is not None:
-            update = self._feedback.encode(update, out=self._payload)
-            meta["codec"] = self._feedback.codec.name
-        reply = self._request(Op.PUSH, meta, update,
+        if self._feedback is None:
+            return meta, update
+        meta["codec"] = self._feedback.codec.name
+        return meta, self._feedback.encode(update, out=self._push_payload)
+
+    def _send_push(self, sequence: int, meta: dict, data: np.ndarray) -> bool:
+        reply = self._request(Op.PUSH, meta, data,
                               what=f"the receipt of push {sequence} (partition {self.partition})")
         return bool(reply.meta.get("applied"))
 
+    # ---- requests carried in the background -------------------------------------------------------
+    def _background(self) -> ThreadPoolExecutor:
+        if self._courier is None:        # one thread: requests leave in the order they were made
+            self._courier = ThreadPoolExecutor(1, thread_name_prefix=f"sparkdl-ps-{self.partition}")
+        return self._courier
+
+    def pull_request(self, clock: int) -> None:
+        """Ask for the weights in the background (after any push requested before);
+        ``pull_wait`` returns them. ``clock``: the pushes this partition has requested."""
+        assert self._pulling is None, "one pull at a time"
+        self._pulling = self._background().submit(self.pull, clock)
+
+    def pull_wait(self) -> np.ndarray:
+        """The weights ``pull_request`` asked for (a buffer the next pull reuses), or the
+        error that request met."""
+        assert self._pulling is not None, "pull_wait follows pull_request"
+        pulling, self._pulling = self._pulling, None
+        return pulling.result()
+
+    def push_request(self, sequence: int, samples: int, update: np.ndarray) -> None:
+        """Send a push in the background, once the previous one is in. ``update`` must stay
+        unchanged until then: it is sent from where it is (unless compressed)."""
+        self.wait_pushed()
+        meta, data = self._push_frame(sequence, samples, update)
+        self._pushing = self._background().submit(self._send_push, sequence, meta, data)
+
+    def wait_pushed(self) -> None:
+        """Wait for the push in the background, if any (its error, if it met one)."""
+        if self._pushing is not None:
+            pushing, self._pushing = self._pushing, None
+            pushing.result()
+
+    def added(self, update: np.ndarray, out: np.ndarray) -> np.ndarray | None:
+        """The change the server makes to its vector when it applies the last push of
+        ``update``: what arrives of it, shared among the workers as the server shares it. That
+        is ``update`` itself, the decoded push (valid until the next push) or, when shared,
+        ``out``; None where the change is the server's own optimizer's step."""
+        applies = self._applies
+        assert applies is not None, "start() learnt how the server applies a push"
+        if applies.get("optimizer"):
+            return None
+        arrived = update if self._feedback is None else self._feedback.sent
+        if int(applies["workers"]) == 1:
+            return arrived
+        out[...] = arrived
+        share(out, str(applies["mode"]), False, int(applies["workers"]), int(applies["weights_size"]))
+        return out
+
     def close(self) -> None:
+        """Close the connection; a request still in the background is cut off (a push cut off
+        before it has all arrived is not applied) and those queued behind it are dropped."""
+        if self._courier is not None:
+            courier, self._courier = self._courier, None
+            self._stopping = True
+            conn = self._conn
+            if conn is not None:        # wakes a background request waiting for its answer
+                with contextlib.suppress(OSError):
+                    conn.sock.shutdown(socket.SHUT_RDWR)
+            courier.shutdown(wait=True, cancel_futures=True)
+            self._stopping = False
+            self._pulling = self._pushing = None
+        self._disconnect()
+
+    def _disconnect(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None

@@ -35,7 +35,7 @@ import secrets
 import socket
 import struct
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -164,6 +164,31 @@ def send_frame(sock: socket.socket, op: int, meta: dict | None = None,
         return
     for piece in _pieces(op, meta, array, session):
         sock.sendall(piece)
+
+
+def send_pieces(sock: socket.socket, op: int, meta: dict | None, dtype: np.dtype, size: int,
+                pieces: Iterable[np.ndarray], session: Session | None = None) -> None:
+    """Write one frame whose data, a vector of ``size`` values of ``dtype``, is the 1-d arrays
+    ``pieces`` yields, one after the other: its header leaves at once and each piece as soon
+    as it is yielded, sealed by ``session`` as it passes (a receiver sees a frame like any
+    other). For data still being computed while the frame leaves: the iterator may wait."""
+    head, meta_bytes = _encode(op, meta, np.broadcast_to(np.zeros(1, dtype), (size,)))
+    meta_seal, data_seal = (PLAIN, PLAIN) if session is None else session.sealers(head)
+    first = bytearray(head)
+    for piece in meta_seal.seal(memoryview(meta_bytes)):
+        first += piece
+    sock.sendall(first + meta_seal.tag())
+    sent = 0
+    for array in pieces:
+        if array.dtype != dtype or array.ndim != 1 or sent + array.size > size:
+            raise ProtocolError(f"a frame of {size} values of {dtype} was given a piece of "
+                                f"{array.size} {array.dtype} values after {sent}")
+        for out in data_seal.seal(_bytes_of(array)):
+            sock.sendall(out)
+        sent += array.size
+    if sent != size:
+        raise ProtocolError(f"a frame of {size} values of {dtype} was given only {sent}")
+    sock.sendall(data_seal.tag())
 
 
 # ---- decoding ---------------------------------------------------------------------------------
@@ -416,6 +441,11 @@ class Channel:
 
     def send(self, op: int, meta: dict | None = None, array: np.ndarray | None = None) -> None:
         send_frame(self.sock, op, meta, array, self.session)
+
+    def send_pieces(self, op: int, meta: dict | None, dtype: np.dtype, size: int,
+                    pieces: Iterable[np.ndarray]) -> None:
+        """``send_pieces`` on this channel: a frame whose data leaves piece by piece."""
+        send_pieces(self.sock, op, meta, dtype, size, pieces, self.session)
 
     def recv(self, max_data: int | Callable[[int], int],
              out: np.ndarray | Callable[..., np.ndarray | None] | None = None,

@@ -10,10 +10,12 @@ retried task recomputes exactly the same result.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from sparkdl.distributed.feeds import InStep, PullsAhead
 from sparkdl.engine.training import BatchPlan
 from sparkdl.errors import TrainingDivergedError
 
@@ -30,6 +32,7 @@ class RoundSpec:
     mode: str = "sync"         # the strategy's name ("easgd" and "adag" change what is pushed)
     alpha: float = 0.0         # easgd: the moving rate of the elastic exchange
     compression: str | None = None   # the parameter server's codec (async modes)
+    overlap: bool = False      # async modes but easgd: pull ahead and push in the background
 
 
 @dataclass
@@ -129,11 +132,15 @@ def round_samples(spec: RoundSpec, rows: int) -> int:
 
 def run_round(model, xs: list[np.ndarray], y: np.ndarray, spec: RoundSpec, partition: int,
               weights: np.ndarray | None, state: np.ndarray | None, slots: dict,
-              iterations: int, views: bool = False) -> RoundResult:
+              iterations: int, views: bool = False, gradients: np.ndarray | None = None,
+              on_ready: Callable[[int, int], None] | None = None) -> RoundResult:
     """Train ``model`` on one partition's block for one round and return its result.
 
     With ``views`` the result's weights and slots are the model's live arrays, for a caller
     that sends them on before the model trains again (a one-job fit's task packs its push).
+    Aggregate "gradients": the sum goes into ``gradients`` (a new vector if None), and
+    ``on_ready(start, stop)`` is told as each range of it is final, during the last batch's
+    backward, for a caller that sends it while backward goes on (``_gradient_sum``).
 
     ``model`` is the worker's copy (compiled); its weights, moving statistics and optimizer
     state are overwritten from the driver's before anything runs. With ``weights=None`` the
@@ -163,8 +170,9 @@ def run_round(model, xs: list[np.ndarray], y: np.ndarray, spec: RoundSpec, parti
     seen = round_samples(spec, n)
     try:
         if spec.aggregate == "gradients":
-            grad_sum = np.zeros(model.flat_weights.size, dtype=np.float32)
-            loss_sum = _gradient_sum(model, xs, y, spec.batch_size, slices, grad_sum)
+            grad_sum = np.zeros(model.flat_weights.size, dtype=np.float32) if gradients is None else gradients
+            grad_sum[...] = 0.0
+            loss_sum = _gradient_sum(model, xs, y, spec.batch_size, slices, grad_sum, on_ready)
             vector = grad_sum
         else:
             loss_sum = _local_steps(model, xs, y, spec.batch_size, slices)
@@ -335,20 +343,37 @@ def _local_steps(model, xs, y, batch_size, slices) -> float:
     return total
 
 
-def _gradient_sum(model, xs, y, batch_size, slices, out) -> float:
+def _gradient_sum(model, xs, y, batch_size, slices, out, on_ready=None) -> float:
     """Adds into ``out`` the per-batch gradients at fixed weights (each weighted by its batch's
-    size) over the slices; returns the summed loss. Metrics restart and cover the slices."""
+    size) over the slices; returns the summed loss. Metrics restart and cover the slices.
+    ``on_ready(start, stop)``: called during the last batch's backward as soon as
+    ``out[start:stop]`` is final (see ``Model.loss_and_backward``); the sums are the same bits."""
     total = 0.0
     for m in model.metrics:
         m.reset()
+    left = sum(len(BatchPlan(len(y), batch_size, key, a, b)) for key, a, b in slices)
     for key, a, b in slices:
         for _, xb, yb in BatchPlan(len(y), batch_size, key, a, b).iterate(model, xs, y):
-            loss, output = model.loss_and_backward(xb, yb)
-            out += model.flat_gradients * np.float32(len(yb))
+            left -= 1
+            if on_ready is not None and not left:
+                loss, output = model.loss_and_backward(
+                    xb, yb, on_ready=_adding(model, out, np.float32(len(yb)), on_ready))
+            else:
+                loss, output = model.loss_and_backward(xb, yb)
+                out += model.flat_gradients * np.float32(len(yb))
             total += loss * len(yb)
             for m in model.metrics:
                 m.update(yb, output)
     return total
+
+
+def _adding(model, out: np.ndarray, weight: np.float32, on_ready: Callable[[int, int], None]):
+    """A backward hook that adds a final range of the batch's gradients into ``out`` (as
+    ``out += gradients * weight`` does, range by range) and then tells ``on_ready``."""
+    def add(start: int, stop: int) -> None:
+        out[start:stop] += model.flat_gradients[start:stop] * weight
+        on_ready(start, stop)
+    return add
 
 
 def run_async_epoch(model, xs: list[np.ndarray], y: np.ndarray, spec: RoundSpec, partition: int,
@@ -362,6 +387,9 @@ def run_async_epoch(model, xs: list[np.ndarray], y: np.ndarray, spec: RoundSpec,
     - adag: as async, with the weight change divided by the number of steps it holds.
     - easgd (async): train the steps from the worker's own weights, then pull the center and
       push the elastic difference ``alpha (x - center)``, which the worker also subtracts.
+
+    With ``spec.overlap`` (not easgd) the client also needs ``pull_request / pull_wait /
+    push_request / added``: see ``sparkdl.distributed.feeds.PullsAhead``.
     """
     n = len(y)
     if n == 0:
@@ -375,13 +403,14 @@ def run_async_epoch(model, xs: list[np.ndarray], y: np.ndarray, spec: RoundSpec,
     per_epoch = -(-n // spec.batch_size)
     tau = per_epoch if spec.frequency == "epoch" else 1 if spec.frequency == "batch" else int(spec.frequency)
     key = (spec.seed, spec.round, partition)
-    update = np.empty(w + s, np.float32)
+    feed = PullsAhead(client, w + s) if spec.overlap and not elastic else InStep(client, w + s)
     loss_sum, seen, compute, states = 0.0, 0, 0.0, None
     client.start()
     for sequence, a in enumerate(range(0, per_epoch, tau)):
         b = min(a + tau, per_epoch)
+        update = feed.buffer(sequence)
         if not elastic:
-            pulled = client.pull(sequence)
+            pulled = feed.weights(sequence, last=b == per_epoch)
         start = time.perf_counter()
         if not elastic:
             set_model_vector(model, pulled)
@@ -418,7 +447,7 @@ def run_async_epoch(model, xs: list[np.ndarray], y: np.ndarray, spec: RoundSpec,
                                compute_seconds=compute)
         part = [m.state.copy() for m in model.metrics]
         states = part if states is None else [x + p for x, p in zip(states, part)]
-        client.push(sequence, rows, update)
+        feed.push(sequence, rows, update)
     client.done()
     return RoundResult(samples=seen, steps=per_epoch, loss_sum=loss_sum, metric_states=states or [],
                        compute_seconds=compute, partitions=1,

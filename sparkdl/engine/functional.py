@@ -6,6 +6,7 @@ feeds several layers. Each layer is called once in a graph (its forward cache ho
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -104,7 +105,10 @@ class Graph:
                 values[id(node)] = node.layer.forward(arg, training)
         return values[id(out)]
 
-    def backward(self, dLdy: np.ndarray, logits: bool = False) -> None:
+    def backward(self, dLdy: np.ndarray, logits: bool = False,
+                 done: Callable[[Layer], None] | None = None) -> None:
+        """Backward from the output's ``dLdy``; ``done(layer)`` (if given) right after each
+        layer's backward (a layer is called once per model: its gradients are then final)."""
         grads = {id(self.output): dLdy}
         for node in reversed(self.compute_nodes):
             g = grads.pop(id(node), None)
@@ -112,6 +116,8 @@ class Graph:
                 continue
             layer = node.layer
             dx = layer.backward_logits(g) if logits and node is self.output else layer.backward(g)  # type: ignore[attr-defined]
+            if done is not None:
+                done(layer)
             if dx is None:
                 continue
             parts = dx if isinstance(dx, (list, tuple)) else [dx]

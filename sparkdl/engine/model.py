@@ -133,8 +133,9 @@ class Model:
     def _forward(self, xs: list[np.ndarray], training: bool, logits: bool = False) -> np.ndarray:
         return self._functional_graph().forward(xs, training, logits)
 
-    def _backward(self, dLdy: np.ndarray, logits: bool = False) -> None:
-        self._functional_graph().backward(dLdy, logits)
+    def _backward(self, dLdy: np.ndarray, logits: bool = False,
+                  done: Callable[[Layer], None] | None = None) -> None:
+        self._functional_graph().backward(dLdy, logits, done)
 
     def _build_from_data(self, xs: npt.ArrayLike | None) -> None:
         raise ValueError(f"model '{self.name}' is not built: give the first layer an input_shape "
@@ -177,6 +178,10 @@ class Model:
             state_slots += [(layer.state, key) for key in layer.state]
         self._layer_order = [len(dense) + i if is_sparse else i for is_sparse, i in in_layer_order]
         ordered = dense + sparse
+        # the buffer slots of each layer with trainable weights, in layer order (backward hook)
+        self._layer_slots: dict[int, list[int]] = {}
+        for i, (layer, _) in enumerate(ordered):
+            self._layer_slots.setdefault(id(layer), []).append(i)
         self._params = FlatBuffer([(layer.params, key) for layer, key in ordered],
                                   [layer.grads for layer, _ in ordered])
         self._state = FlatBuffer(state_slots)
@@ -352,11 +357,17 @@ class Model:
                                    f"model.compile(optimizer=..., loss=...) before {who}()")
 
     # ---- one step -------------------------------------------------------------------------
-    def loss_and_backward(self, xs: list[np.ndarray], y: np.ndarray) -> tuple[float, np.ndarray]:
+    def loss_and_backward(self, xs: list[np.ndarray], y: np.ndarray,
+                          on_ready: Callable[[int, int], None] | None = None) -> tuple[float, np.ndarray]:
         """Forward in training mode, loss, backward into ``flat_gradients``; no step taken.
         Returns ``(loss, outputs)`` where outputs are probabilities (not logits). ``xs, y`` as
         ``check_data`` returns them. Internal API: distributed workers
-        (``sparkdl.distributed.worker``) sum gradients at fixed weights with it."""
+        (``sparkdl.distributed.worker``) sum gradients at fixed weights with it.
+
+        ``on_ready(start, stop)``, if given, is called as soon as ``flat_gradients[start:stop]``
+        is final, while backward goes on with the layers below: a layer's ranges right after
+        its backward, the output layer's first; every range of trainable weights once, those
+        of layers backward did not reach (nothing below them has weights) at the end."""
         assert self.loss is not None and self.optimizer is not None and self._params is not None, \
             "callers check that the model is compiled and built"
         out = self._forward(xs, training=True, logits=self._fused)
@@ -368,11 +379,37 @@ class Model:
             raise TrainingDivergedError(f"model '{self.name}': the loss became {loss} at optimizer "
                                         f"step {self.optimizer.iterations}; the weights are those "
                                         f"before that step (lower the learning rate?)")
-        self._backward(dLdy, logits=self._fused)
+        if on_ready is None:
+            self._backward(dLdy, logits=self._fused)
+        else:
+            self._backward_reporting(dLdy, on_ready)
         self._params.sync_grads()
         if self._fused and self.metrics:
             out = self._output_layer().activation.forward(out.copy())  # type: ignore[attr-defined]
         return loss, out
+
+    def _backward_reporting(self, dLdy: np.ndarray, on_ready: Callable[[int, int], None]) -> None:
+        params = self._params
+        assert params is not None, "a built model"
+        pending = dict(self._layer_slots)
+
+        def report(layer_id: int) -> None:
+            slots = pending.pop(layer_id, None)
+            if slots:
+                params.sync_grads(slots)
+                for start, stop in params.ranges(slots):
+                    on_ready(start, stop)
+        self._backward(dLdy, logits=self._fused, done=lambda layer: report(id(layer)))
+        for layer_id in reversed(list(pending)):
+            report(layer_id)
+
+    def gradient_ranges(self) -> list[tuple[int, int]]:
+        """The ranges of ``flat_gradients`` in the order ``loss_and_backward(on_ready=...)``
+        reports them when backward reaches every layer with weights (the output layer's
+        first). Internal API: a distributed worker sends its gradients in this order
+        (``sparkdl.distributed.exchange``)."""
+        params, _ = self._buffers("gradient_ranges")
+        return [r for slots in reversed(list(self._layer_slots.values())) for r in params.ranges(slots)]
 
     def _train_batch(self, xs: list[np.ndarray], y: np.ndarray) -> tuple[float, np.ndarray]:
         loss, out = self.loss_and_backward(xs, y)

@@ -7,6 +7,8 @@ operations, and optimizers update the whole model with a handful of NumPy calls.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import numpy.typing as npt
 
@@ -41,6 +43,17 @@ class FlatBuffer:
             for (_, k), gd, view in zip(slots, grad_dicts, self._grad_views):
                 gd[k] = view
 
+    def ranges(self, indices: Iterable[int]) -> list[tuple[int, int]]:
+        """``(start, stop)`` of the slots at ``indices`` in the flat vectors, adjacent ones merged."""
+        out: list[tuple[int, int]] = []
+        for i in sorted(indices):
+            a, b = int(self.offsets[i]), int(self.offsets[i + 1])
+            if out and out[-1][1] == a:
+                out[-1] = (out[-1][0], b)
+            elif b > a:
+                out.append((a, b))
+        return out
+
     def view(self, vector: np.ndarray, i: int) -> np.ndarray:
         return vector[self.offsets[i]:self.offsets[i + 1]].reshape(self.shapes[i])
 
@@ -50,10 +63,12 @@ class FlatBuffer:
     def grad_arrays(self) -> list[np.ndarray]:
         return list(self._grad_views)
 
-    def sync_grads(self) -> None:
-        """Re-attach gradients that a custom layer rebound instead of writing in place."""
+    def sync_grads(self, indices: Iterable[int] | None = None) -> None:
+        """Re-attach gradients that a custom layer rebound instead of writing in place (those
+        of the slots at ``indices``, or all)."""
         assert self.grad_dicts is not None, "only a buffer made with grad_dicts has gradients"
-        for (_, k), gd, view in zip(self.slots, self.grad_dicts, self._grad_views):
+        for i in range(len(self.slots)) if indices is None else indices:
+            (_, k), gd, view = self.slots[i], self.grad_dicts[i], self._grad_views[i]
             g = gd[k]
             if g is not view:
                 if np.shape(g) != view.shape:

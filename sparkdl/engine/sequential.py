@@ -1,7 +1,7 @@
 """Sequential: a plain stack of layers, each feeding the next."""
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -92,13 +92,18 @@ class Sequential(Model):
             x = layer.forward_logits(x, training) if logits and i == last else layer.forward(x, training)  # type: ignore[attr-defined]
         return x
 
-    def _backward(self, dLdy: np.ndarray, logits: bool = False) -> None:
+    def _backward(self, dLdy: np.ndarray, logits: bool = False,
+                  done: Callable[[Layer], None] | None = None) -> None:
         layers = self._layers
         g = layers[-1].backward_logits(dLdy) if logits else layers[-1].backward(dLdy)  # type: ignore[attr-defined]
+        if done is not None:
+            done(layers[-1])
         for layer in reversed(layers[:-1]):
             if g is None:
                 break
             g = layer.backward(g)
+            if done is not None:
+                done(layer)
 
     def get_config(self) -> dict[str, Any]:
         config: dict[str, Any] = {"name": self.name, "layers": [

@@ -97,6 +97,16 @@ class SparkModel:
     ``transport="allreduce"`` the segments the tasks exchange. Sync mode needs the fit as one
     barrier job; synchronous EASGD and ``transport="spark"`` take no compression.
 
+    ``overlap``: move vectors while the workers compute. Modes async, hogwild, ssp and adag:
+    each worker pushes its change and pulls the next weights in the background while it
+    trains its next steps, and adds its own last change to those weights itself, as the
+    server does (see ``sparkdl.distributed.feeds.PullsAhead``): a lone worker trains exactly
+    as without overlap; with several, each sees the others' pushes one push later. Sync with
+    ``aggregate="gradients"`` in a one-job fit: each task sends its gradient sum during the
+    round's last backward, the output layer's first (``sparkdl.distributed.push_stream``); the
+    model is the same bit for bit (with ``compression`` the push is encoded whole after the
+    round). No effect in the other modes.
+
     ``parameter_server_mode``: Elephas' choice of parameter server, accepted so Elephas code
     runs unchanged and otherwise ignored (``None``, ``"socket"`` or ``"http"``): sparkdl has
     one parameter server, over its own sockets. Any other keyword is a TypeError naming it,
@@ -108,7 +118,7 @@ class SparkModel:
                  transport: str = "socket", port: int | None = None, timeout: float = 120.0,
                  round_timeout: float | None = None, execution: str = "auto",
                  parameter_server_mode: str | None = None, compression: str | None = None,
-                 **mode_options: Any):
+                 overlap: bool = False, **mode_options: Any):
         if getattr(model, "loss", None) is None or getattr(model, "optimizer", None) is None:
             raise NotCompiledError("SparkModel: expected a compiled model; call "
                                    "model.compile(optimizer=..., loss=...) first")
@@ -134,6 +144,7 @@ class SparkModel:
                                                    "parameter_server_mode", who)
         get_codec(compression)
         self.compression = compression
+        self.overlap = bool(checks.one_of(overlap, (False, True), "overlap", who))
         _check_allreduce(self)
         _check_compression(self)
         self.history: History | None = None
@@ -161,7 +172,8 @@ class SparkModel:
                 "num_workers": self.num_workers, "aggregate": self.aggregate, "seed": self.seed,
                 "transport": self.transport, "port": self.port, "timeout": self.timeout,
                 "round_timeout": self.round_timeout, "execution": self.execution,
-                "parameter_server_mode": self.parameter_server_mode, "compression": self.compression}
+                "parameter_server_mode": self.parameter_server_mode, "compression": self.compression,
+                "overlap": self.overlap}
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the model (as ``model.save`` does) and these settings to ``path``: a single
@@ -322,7 +334,7 @@ class SparkModel:
                             "transport": "parameter server" if self.strategy.asynchronous
                             else self.transport, "batch_size": run.batch_size, "epochs": run.epochs,
                             "execution": execution, "validation_split": run.validation_split,
-                            "compression": self.compression}
+                            "compression": self.compression, "overlap": self.overlap}
         if reason is not None:
             chosen = self.transport == "spark" or self.execution == "rounds"
             (logger.info if chosen else logger.warning)("SparkModel.fit runs %s", execution)
@@ -436,6 +448,7 @@ class SparkModel:
         spec = worker.RoundSpec(round=round_index, seed=self.seed, batch_size=batch_size,
                                 frequency=self.frequency, aggregate=self.aggregate,
                                 optimizer=opt.get_config(), mode=self.mode, compression=self.compression,
+                                overlap=self.overlap,
                                 alpha=strategy.alpha(opt.learning_rate, transport.workers)
                                 if isinstance(strategy, EASGDStrategy) else 0.0)
         opt.build(model.flat_weights.size)

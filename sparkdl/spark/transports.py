@@ -222,7 +222,8 @@ class InJob:
             self.ps, self.exchange, inner, pull, push = None, None, None, None, None
             order_size = model.flat_weights.size + model.flat_state.size
         else:
-            pull, push = exchange.round_layouts(model, spark_model.aggregate)
+            pull, push = exchange.round_layouts(model, spark_model.aggregate,
+                                                streamed=spark_model.overlap and spark_model.compression is None)
             self.codec = get_codec(spark_model.compression)
             self.ps, self.exchange = None, exchange.RoundExchange(push, timeout=spark_model.timeout,
                                                                   codec=self.codec)
