@@ -60,9 +60,11 @@ def test_a_compressed_ring_is_deterministic_and_resumes_mid_epoch_to_a_straight_
     assert expected.history["loss"][-1] < expected.history["loss"][0]
 
 
-def test_the_hubs_compressed_gradients_step_the_drivers_optimizer(spark):
+@pytest.mark.parametrize("overlap", [False, True])
+def test_the_hubs_compressed_gradients_step_the_drivers_optimizer(spark, overlap):
+    """With ``overlap`` too: a compressed push is encoded whole after the round, not streamed."""
     net, history = faults.train(spark, epochs=2, frequency="batch", optimizer="adam",
-                                mode_options={"aggregate": "gradients", "compression": "int8"})
+                                mode_options={"aggregate": "gradients", "compression": "int8", "overlap": overlap})
     plain, expected = faults.train(spark, epochs=2, frequency="batch", optimizer="adam",
                                    mode_options={"aggregate": "gradients"})
     assert history.history["loss"][-1] < history.history["loss"][0] / 2
