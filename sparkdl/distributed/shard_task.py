@@ -32,7 +32,7 @@ from sparkdl.distributed.shard_client import ShardedClient
 from sparkdl.distributed.shard_layout import ShardLayout
 from sparkdl.distributed.shards import ShardServer
 from sparkdl.distributed.sparse import ParamMap
-from sparkdl.distributed.sparse_worker import run_sparse_async_epoch
+from sparkdl.distributed.sparse_worker import compact_model, run_sparse_async_epoch
 
 BEGIN, TRAIN, COLLECT = "shard-begin", "shard-train", "shard-collect"
 #: the shard statistics a collect push reports (``ShardStore.stats``)
@@ -150,6 +150,7 @@ class ShardTask:
         self.addresses, self.end = [tuple(a) for a in addresses], end
         self._close = close
         self._before: dict = {}
+        self._compact: tuple | None = None       # (capacity, compact worker), made once
 
     def close(self) -> None:
         if self._close is not None:
@@ -183,10 +184,32 @@ class ShardTask:
         client = ShardedClient(self.layout, self.addresses, self.end.token, self.end.timeout, spec.round,
                                partition, attempt, security=self.end.security)
         try:
-            result = run_sparse_async_epoch(model, xs, y, spec, partition, client, self.layout.map)
+            result = run_sparse_async_epoch(self._worker(model, spec, len(y)), xs, y, spec, partition, client,
+                                            self.layout.map)
         finally:
             client.close()
         return fit_task.result_report(result)
+
+    def _worker(self, model, spec: worker.RoundSpec, rows: int):
+        """The model that trains: compact (``sparse_worker.compact_model``, room for the rows
+        of one push's steps) where it pushes exactly what a whole-table worker pushes — in
+        gradients mode, or with a local optimizer without slots — else the task's model."""
+        opt = copy.deepcopy(model.optimizer)
+        if spec.optimizer is not None:
+            opt.apply_config(spec.optimizer)
+        opt.reset_slots()
+        opt.build(1)
+        if rows == 0 or (spec.aggregate != "gradients" and opt.slots):
+            return model
+        per_epoch = -(-rows // spec.batch_size)
+        steps = per_epoch if spec.frequency == "epoch" else 1 if spec.frequency == "batch" else int(spec.frequency)
+        capacity = self.layout.map.capacity(min(steps, per_epoch), spec.batch_size)
+        if self._compact is None or self._compact[0] != capacity:
+            try:
+                self._compact = (capacity, compact_model(model, capacity))
+            except ValueError:          # an input feeds tables and other layers: no renumbering
+                return model
+        return self._compact[1]
 
 
 def layout_of(model, num_shards: int) -> ShardLayout:

@@ -474,7 +474,7 @@ class SparkModel:
             info = self._round_info(round_index, start, result, counts["bytes_pushed"] + counts["bytes_pulled"])
             staleness = counts.pop("staleness")
             info.update(counts)
-            if strategy.name == "ssp":
+            if strategy.name == "ssp" and staleness is not None:     # (the shards do not measure it)
                 info["staleness"] = staleness
             return info
         if getattr(transport, "applies_rounds", False):          # allreduce: the tasks applied the mean

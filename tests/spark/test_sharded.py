@@ -22,10 +22,10 @@ def roc_auc(y, p) -> float:
     return float((ranks[positives].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
-def click_model(seed=0):
+def click_model(seed=0, momentum=0.0):
     set_random_seed(seed)
     model = zoo.wide_and_deep(num_ids=NUM_IDS, num_fields=9, num_dense=4, embedding_dim=8, hidden=(16,))
-    model.compile(optimizer=optimizers.SGD(0.1), loss="binary_crossentropy")
+    model.compile(optimizer=optimizers.SGD(0.1, momentum=momentum), loss="binary_crossentropy")
     return model
 
 
@@ -37,8 +37,8 @@ def clicks(spark):
             "x_test": [test.ids, test.dense], "y_test": test.label}
 
 
-def fit(clicks, parts=2, epochs=3, **settings):
-    model = click_model()
+def fit(clicks, parts=2, epochs=3, momentum=0.0, **settings):
+    model = click_model(momentum=momentum)
     spark_model = SparkModel(model, num_workers=parts, **settings)
     history = spark_model.fit(clicks["rdd"](parts), epochs=epochs, batch_size=32, verbose=0)
     auc = roc_auc(clicks["y_test"], model.predict(clicks["x_test"]).reshape(-1))
@@ -68,13 +68,16 @@ def test_shards_in_the_tasks_learn_as_the_drivers_server_does(clicks, whole_vect
     assert all(r["bytes_pushed"] < w["bytes_pushed"] / 5 for r, w in zip(history.rounds, whole.rounds))
 
 
-def test_the_drivers_model_holds_the_shards_values_bit_for_bit_with_one_worker(clicks):
-    """One worker, plain SGD, weight deltas: the row-sparse epoch pushes exactly what the
-    whole-vector epoch pushes, and the shard applies it on the same elements, so the driver's
-    model ends with the whole-vector fit's weights. (A shard lives in a training task, so one
-    worker hosts one shard; tests/distributed/test_sparse_worker.py checks K = 1, 2, 3.)"""
-    whole, _, _ = fit(clicks, parts=1, epochs=2, mode="async", frequency=3)
-    sharded, history, _ = fit(clicks, parts=1, epochs=2, mode="async", frequency=3, num_servers=1)
+@pytest.mark.parametrize("momentum", [0.0, 0.9], ids=["compact-worker", "whole-table-worker"])
+def test_the_drivers_model_holds_the_shards_values_bit_for_bit_with_one_worker(clicks, momentum):
+    """One worker, weight deltas: the row-sparse epoch pushes exactly what the whole-vector
+    epoch pushes — from a compact worker with plain SGD, from the task's whole-table model with
+    momentum — and the shard applies it on the same elements, so the driver's model ends with
+    the whole-vector fit's weights. (A shard lives in a training task, so one worker hosts one
+    shard; tests/distributed/test_sparse_worker.py checks K = 1, 2, 3.)"""
+    whole, _, _ = fit(clicks, parts=1, epochs=2, momentum=momentum, mode="async", frequency=3)
+    sharded, history, _ = fit(clicks, parts=1, epochs=2, momentum=momentum, mode="async", frequency=3,
+                              num_servers=1)
     assert not np.array_equal(sharded.flat_weights, click_model().flat_weights)
     np.testing.assert_array_equal(sharded.flat_weights, whole.flat_weights)
     np.testing.assert_array_equal(sharded.flat_state, whole.flat_state)
