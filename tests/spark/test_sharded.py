@@ -51,9 +51,13 @@ def whole_vector(clicks):
 
 
 @pytest.mark.parametrize("mode, k, options", [("async", 1, {}), ("async", 2, {}), ("hogwild", 2, {}),
-                                              ("ssp", 2, {"staleness": 1})])
+                                              ("ssp", 2, {"staleness": 1}),
+                                              ("async", 2, {"aggregate": "gradients"})])
 def test_shards_in_the_tasks_learn_as_the_drivers_server_does(clicks, whole_vector, mode, k, options):
-    _, whole, whole_auc = whole_vector
+    """Against the driver's server in mode async (in gradients mode: with gradients too; each
+    shard's optimizer steps the dense part and only the pushed rows)."""
+    _, whole, whole_auc = whole_vector if "aggregate" not in options else \
+        fit(clicks, mode="async", frequency=4, aggregate=options["aggregate"])
     model, history, auc = fit(clicks, mode=mode, frequency=4, num_servers=k, **options)
     assert history.settings["num_servers"] == k
     assert auc > 0.7 and auc >= whole_auc - 0.02, (auc, whole_auc)
