@@ -11,6 +11,8 @@ model); the driver therefore still holds the whole model.
 """
 from __future__ import annotations
 
+import copy
+
 from sparkdl.distributed import fit_task, shard_task, worker
 from sparkdl.distributed.coordinator import Coordinator
 from sparkdl.spark import transports
@@ -18,15 +20,19 @@ from sparkdl.spark import transports
 
 def shard_settings(spark_model, rows: dict[int, int]) -> shard_task.ShardSettings:
     """Which partitions host the shards (the first ``num_servers`` that train) and how the
-    shards apply pushes (as ``transports.parameter_server``'s server does)."""
+    shards apply pushes (as ``transports.parameter_server``'s server does; in gradients mode
+    each steps a copy of the model's optimizer, whose slots start afresh on its elements)."""
     training = sorted(rows)
+    optimizer = None
+    if spark_model.aggregate == "gradients":
+        optimizer = copy.deepcopy(spark_model.model.optimizer)
+        optimizer.reset_slots()         # (the closure of every task carries it)
     one_step = spark_model.frequency in ("batch", 1)
-    gradients = spark_model.aggregate == "gradients"
     return shard_task.ShardSettings(
         hosts=tuple(training[:spark_model.num_servers]), rows=tuple(sorted(rows.items())),
         mode=spark_model.mode, staleness=spark_model.strategy.staleness,
         workers=1 if one_step else max(1, len(training)),
-        optimizer=spark_model.model.optimizer if gradients else None)
+        optimizer=optimizer)
 
 
 class ShardedInJob(transports.InJob):
