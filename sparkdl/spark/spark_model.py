@@ -729,6 +729,9 @@ def _check_shards(spark_model: SparkModel) -> None:
     if spark_model.compression is not None:
         raise ValueError(f"{who}: num_servers={k} sends row-sparse float32 pushes and pulls; received "
                          f"compression={spark_model.compression!r}: use compression=None, or num_servers=0")
+    if spark_model.num_workers is not None and k > spark_model.num_workers:
+        raise ValueError(f"{who}: expected num_servers <= num_workers={spark_model.num_workers} (each shard "
+                         f"lives in a training task), received num_servers={k}")
     tables = ParamMap.from_model(spark_model.model).tables
     if not tables:
         raise ValueError(f"{who}: num_servers={k} shards the rows of a model's Embedding tables; the model "

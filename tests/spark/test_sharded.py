@@ -72,6 +72,27 @@ def test_shards_in_the_tasks_learn_as_the_drivers_server_does(clicks, whole_vect
     assert all(r["bytes_pushed"] < w["bytes_pushed"] / 5 for r, w in zip(history.rounds, whole.rounds))
 
 
+def test_validation_and_callbacks_see_the_shards_values_at_each_epochs_end(clicks):
+    """The driver's model takes the shards' values before validation and the epoch's callbacks."""
+    from sparkdl.engine.callbacks import Callback
+
+    seen = []
+
+    class Weights(Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append(self.model.flat_weights.copy())
+
+    model = click_model()
+    start = model.flat_weights.copy()
+    history = SparkModel(model, mode="async", frequency=4, num_workers=2, num_servers=2).fit(
+        clicks["rdd"](2), epochs=2, batch_size=32, verbose=0, validation_split=0.2, callbacks=[Weights()])
+    assert len(history.history["val_loss"]) == 2 and np.all(np.isfinite(history.history["val_loss"]))
+    assert history.history["val_loss"][-1] < history.history["val_loss"][0]
+    assert len(seen) == 2 and not np.array_equal(seen[0], start) and not np.array_equal(seen[1], seen[0])
+    np.testing.assert_array_equal(seen[1], model.flat_weights)
+    assert 595 <= sum(history.validation_rows_per_partition) <= 605        # a fifth of each partition
+
+
 @pytest.mark.parametrize("momentum", [0.0, 0.9], ids=["compact-worker", "whole-table-worker"])
 def test_the_drivers_model_holds_the_shards_values_bit_for_bit_with_one_worker(clicks, momentum):
     """One worker, weight deltas: the row-sparse epoch pushes exactly what the whole-vector
@@ -95,7 +116,9 @@ def test_the_drivers_model_holds_the_shards_values_bit_for_bit_with_one_worker(c
                                                r"job; received transport='socket', execution='rounds'"),
     ({"mode": "async", "compression": "fp16"}, r"num_servers=1 sends row-sparse float32 pushes and pulls; "
                                                r"received compression='fp16'"),
-    ({"mode": "async", "num_servers": -1}, r"num_servers"),
+    ({"mode": "async", "num_servers": -1}, r"expected num_servers >= 0"),
+    ({"mode": "async", "num_servers": 3, "num_workers": 2}, r"expected num_servers <= num_workers=2 \(each shard "
+                                                            r"lives in a training task\), received num_servers=3"),
 ])
 def test_settings_that_cannot_shard_are_refused(settings, message):
     with pytest.raises(ValueError, match=message):
@@ -109,7 +132,7 @@ def test_a_model_without_embedding_tables_is_refused():
 
 
 def test_more_shards_than_training_partitions_are_refused_before_the_fit_starts(clicks):
-    spark_model = SparkModel(click_model(), mode="async", num_workers=2, num_servers=3)
+    spark_model = SparkModel(click_model(), mode="async", num_servers=3)       # local[2]: 2 partitions
     with pytest.raises(ValueError, match=r"expected num_servers <= 2, the partitions that train .*"
                                          r"received num_servers=3"):
         spark_model.fit(clicks["rdd"](2), epochs=1, verbose=0)
