@@ -194,7 +194,7 @@ class ShardTask:
         """The model that trains: compact (``sparse_worker.compact_model``, room for the rows
         of one push's steps) where it pushes exactly what a whole-table worker pushes — in
         gradients mode, or with a local optimizer without slots — else the task's model."""
-        opt = copy.deepcopy(model.optimizer)
+        opt = copy.copy(model.optimizer)         # (its slots stay the model's: reset_slots rebinds them)
         if spec.optimizer is not None:
             opt.apply_config(spec.optimizer)
         opt.reset_slots()
