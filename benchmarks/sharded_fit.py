@@ -58,7 +58,8 @@ def main() -> None:
     spark = get_session("local[2]", app_name="sparkdl-sharded-fit", conf={"spark.ui.enabled": "false"})
     train = click_data(args.rows, seed=0, cardinalities=CARDINALITIES, crosses=(), num_dense=13,
                        num_ids=args.num_ids)
-    test = click_data(10000, seed=1, cardinalities=CARDINALITIES, crosses=(), num_dense=13, num_ids=args.num_ids)
+    # The same ground truth (seed), other rows (the rows are drawn from the seed and their number).
+    test = click_data(10001, seed=0, cardinalities=CARDINALITIES, crosses=(), num_dense=13, num_ids=args.num_ids)
     rdd = spark.sparkContext.parallelize(
         [((i, d), float(y)) for i, d, y in zip(train.ids, train.dense, train.label)], 2).cache()
     m = ParamMap.from_model(model_of(args.num_ids))
@@ -69,7 +70,7 @@ def main() -> None:
     print(f"sparkdl sharded fit benchmark: {platform.machine()}, {os.cpu_count()} cores, local[2], "
           f"wide_and_deep(num_ids={args.num_ids}), {m.size:,} values ({4 * m.size / 1e6:.0f} MB); {args.rows} rows "
           f"in 2 partitions, batch {args.batch}, tau {args.tau}, {args.epochs} epochs, mode async")
-    print(f"  generating model's AUC on 10,000 held-out rows: {auc(test.label, test.probability):.4f}; "
+    print(f"  generating model's AUC on 10,001 held-out rows: {auc(test.label, test.probability):.4f}; "
           f"~{touched:,.0f} ids per push, bound 2 x touched x dim x 4 + dense = {bound:,.0f} B")
     for k in ([args.shards] if args.skip_whole else [0, args.shards]):
         model = model_of(args.num_ids)
