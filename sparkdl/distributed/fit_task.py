@@ -11,7 +11,8 @@ its weights too in EASGD), the task keeps it, reports it after each training ord
 driver keeps it per partition) and, when it is a retry, takes it back on ``REGISTER``.
 With ``transport="allreduce"`` the task keeps the whole training state and a ``"ring"``
 order is carried out by ``sparkdl.distributed.ring_task`` (no vector to or from the driver,
-except the state on the rounds that ask for it). With ``compression`` (sync, hub) a round's
+except the state on the rounds that ask for it); with ``num_servers >= 1`` the epochs run
+against shards hosted by the tasks (``sparkdl.distributed.shard_task``). With ``compression`` (sync, hub) a round's
 weights arrive encoded; the task trains from their decoding and pushes the encoded change
 from it through error feedback it keeps for its whole life (``compressed_pushes``).
 """
@@ -19,10 +20,11 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from sparkdl.distributed import ring_task, worker
+from sparkdl.distributed import worker
 from sparkdl.distributed.compression import ErrorFeedback, get_codec
 from sparkdl.distributed.exchange import Layout
 from sparkdl.distributed.protocol import Connection, Op, RemoteError
@@ -52,11 +54,13 @@ class FitEndpoint:
     security: str = "integrity"       # the server's protection mode (session.MODES)
     ring: tuple | None = None         # allreduce: the partitions that train, in rank order
     compression: str | None = None    # sync: the codec of the round's vectors (None: float32)
+    shards: Any = None                # num_servers >= 1: the shards' ``shard_task.ShardSettings``
 
 
 def run_fit_task(model, block, val_block, partition: int, end: FitEndpoint, ring=None) -> dict:
     """Serve the fit's orders for ``partition`` until the driver says stop; returns counts.
-    ``ring``: the task's ``ring_task.RingTask`` (``transport="allreduce"``).
+    ``ring``: the task's ``ring_task.RingTask`` (``transport="allreduce"``) or
+    ``shard_task.ShardTask`` (``num_servers >= 1``), which carries out the orders it names.
 
     A carried-out order's push, its report and the request for the next order leave back to
     back, and their answers are read afterwards: one round trip per round, not three."""
@@ -84,7 +88,7 @@ def run_fit_task(model, block, val_block, partition: int, end: FitEndpoint, ring
                 continue
             _current.order = dict(frame.meta, partition=partition, attempt=attempt)
             try:
-                if ring is not None and frame.meta.get("kind") == ring_task.ORDER:
+                if ring is not None and frame.meta.get("kind") in ring.orders:
                     (meta, array), push = ring.carry_out(model, block, partition, attempt, frame.meta)
                 else:
                     (meta, array), push, local = _carry_out(model, block, val_block, partition, attempt,

@@ -135,6 +135,8 @@ class RingState:
 class RingTask:
     """A task's side: its ring peer, the layouts, and how many rounds its model holds."""
 
+    orders = (ORDER,)           # the orders ``fit_task.run_fit_task`` hands to ``carry_out``
+
     def __init__(self, peer, end):
         self.peer, self.end = peer, end
         self.done: int | None = None           # rounds the model's state reflects; None: no state

@@ -144,15 +144,20 @@ def persistent_task(model_bc, end: fit_task.FitEndpoint, with_validation: bool =
             block = ([], [])
         use_task_cpus()
         ring = _ring_task(partition, len(block[1]), end) if end.ring is not None else None
+        model = cached_model(model_bc)
+        shards = _shard_task(model, partition, end) if end.shards is not None else None
         try:
-            yield fit_task.run_fit_task(cached_model(model_bc), block, val_block, partition, end, ring)
+            yield fit_task.run_fit_task(model, block, val_block, partition, end, ring or shards)
         finally:
             if ring is not None:
                 ring.peer.close()
+            if shards is not None:
+                shards.close()
     return run
 
 
-def all_gather(context, message: str, timeout: float, partition: int) -> list[str]:
+def all_gather(context, message: str, timeout: float, partition: int, what: str = "its ring address",
+               who: str = "allreduce") -> list[str]:
     """``context.allGather(message)`` waiting at most ``timeout`` seconds. pyspark's call has
     no timeout of its own: it waits ``spark.barrier.sync.timeout`` (365 days by default, a conf
     the SparkContext fixes when it starts), so a task stuck before the call would hold its peers
@@ -173,8 +178,8 @@ def all_gather(context, message: str, timeout: float, partition: int) -> list[st
     thread.start()
     thread.join(timeout)
     if not answer:
-        raise TimeoutError(f"allreduce: partition {partition} waited {timeout} s for every task of the fit's "
-                           f"barrier stage to tell its ring address (allGather); a task did not get there: "
+        raise TimeoutError(f"{who}: partition {partition} waited {timeout} s for every task of the fit's "
+                           f"barrier stage to tell {what} (allGather); a task did not get there: "
                            f"it is stuck, or reads its partition more than timeout={timeout} s slower")
     ok, value = answer[0]
     if not ok:
@@ -218,3 +223,39 @@ def _ring_task(partition: int, rows: int, end: fit_task.FitEndpoint):
     attempt = int.from_bytes(hashlib.sha256(json.dumps(addresses).encode()).digest()[:6], "big")
     peer.connect([tuple(a) for a in addresses], attempt)
     return ring_task.RingTask(peer, end)
+
+
+def _shard_task(model, partition: int, end: fit_task.FitEndpoint):
+    """``num_servers >= 1``: this task's ``shard_task.ShardTask``. The task of a partition that
+    hosts a shard starts its server, bound to its executor's host, from the driver's vector;
+    every task of the barrier stage tells the others its shard's address, or None
+    (``all_gather``, within the fit's ``timeout``)."""
+    import json
+
+    from pyspark import BarrierTaskContext
+
+    from sparkdl.distributed import shard_task
+    from sparkdl.distributed.server import FrameServer
+    settings = end.shards
+    context = BarrierTaskContext.get()
+    layout = shard_task.layout_of(model, settings.num_shards)
+    shard = settings.hosts.index(partition) if partition in settings.hosts else None
+    server = frames = None
+    if shard is not None:
+        host = context.getTaskInfos()[partition].address.rsplit(":", 1)[0]
+        server = shard_task.start_shard(layout, shard, settings, end)
+        frames = FrameServer(server, end.token, host=host, port=0, timeout=end.timeout,
+                             name=f"sparkdl-shard-{shard}", security=end.security)
+    try:
+        told = all_gather(context, json.dumps([shard, list(frames.address) if frames is not None else None]),
+                          end.timeout, partition, what="its shard's address", who="SparkModel.fit")
+    except BaseException:
+        if frames is not None:
+            frames.close()
+        raise
+    addresses: list = [None] * settings.num_shards
+    for k, address in map(json.loads, told):
+        if k is not None:
+            addresses[k] = tuple(address)
+    return shard_task.ShardTask(layout, settings, shard, server, addresses, end,
+                                close=None if frames is None else frames.close)

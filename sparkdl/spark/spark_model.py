@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 import numpy as np
 import numpy.typing as npt
 
-from sparkdl.distributed import worker
+from sparkdl.distributed import shards, worker
 from sparkdl.distributed.compression import get_codec
+from sparkdl.distributed.sparse import ParamMap
 from sparkdl.distributed.strategies import EASGDStrategy, check_frequency, get_strategy, option_names
 from sparkdl.engine import checks
 from sparkdl.engine import scores as scores_mod
@@ -35,6 +36,7 @@ from sparkdl.spark import block_cache, executor, frames, inference, job, transpo
 from sparkdl.spark.allreduce import RingInJob
 from sparkdl.spark.blocks import dataframe_blocks, rdd_blocks, split_blocks
 from sparkdl.spark.persistence import load_spark_model, save_spark_model
+from sparkdl.spark.sharded import ShardedInJob
 
 if TYPE_CHECKING:
     from pyspark import RDD
@@ -107,6 +109,14 @@ class SparkModel:
     model is the same bit for bit (with ``compression`` the push is encoded whole after the
     round). No effect in the other modes.
 
+    ``num_servers``: modes async, hogwild and ssp with a model that has Embedding tables, in a
+    one-job fit: ``K >= 1`` splits the parameter server into K shards (the dense part by range,
+    each table's rows by a hash of their id), each hosted by the task of one of the first K
+    training partitions, so the driver serves no vector during the epoch; workers pull and
+    push only the dense part and the rows their next steps read (``sparkdl.spark.sharded``).
+    At each epoch's end the driver's model takes the shards' values. ``0`` (default): the
+    driver's parameter server, with whole vectors. No compression with shards.
+
     ``parameter_server_mode``: Elephas' choice of parameter server, accepted so Elephas code
     runs unchanged and otherwise ignored (``None``, ``"socket"`` or ``"http"``): sparkdl has
     one parameter server, over its own sockets. Any other keyword is a TypeError naming it,
@@ -118,7 +128,7 @@ class SparkModel:
                  transport: str = "socket", port: int | None = None, timeout: float = 120.0,
                  round_timeout: float | None = None, execution: str = "auto",
                  parameter_server_mode: str | None = None, compression: str | None = None,
-                 overlap: bool = False, **mode_options: Any):
+                 overlap: bool = False, num_servers: int = 0, **mode_options: Any):
         if getattr(model, "loss", None) is None or getattr(model, "optimizer", None) is None:
             raise NotCompiledError("SparkModel: expected a compiled model; call "
                                    "model.compile(optimizer=..., loss=...) first")
@@ -145,8 +155,10 @@ class SparkModel:
         get_codec(compression)
         self.compression = compression
         self.overlap = bool(checks.one_of(overlap, (False, True), "overlap", who))
+        self.num_servers = checks.integer(num_servers, "num_servers", who, at_least=0)
         _check_allreduce(self)
         _check_compression(self)
+        _check_shards(self)
         self.history: History | None = None
         #: The URL of the last fit's live dashboard (``fit(..., dashboard=True)``), else None.
         self.dashboard_url: str | None = None
@@ -173,7 +185,7 @@ class SparkModel:
                 "transport": self.transport, "port": self.port, "timeout": self.timeout,
                 "round_timeout": self.round_timeout, "execution": self.execution,
                 "parameter_server_mode": self.parameter_server_mode, "compression": self.compression,
-                "overlap": self.overlap}
+                "overlap": self.overlap, "num_servers": self.num_servers}
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the model (as ``model.save`` does) and these settings to ``path``: a single
@@ -290,6 +302,7 @@ class SparkModel:
                 raise ValueError(f"{who}: compression={self.compression!r} in mode {self.mode!r} needs the "
                                  f"fit to run as one barrier job, and it cannot here: {reason}; use "
                                  f"compression=None")
+            _check_shard_partitions(self, reason, len(transports.training_rows(train)), who)
             if reason is None and val is not None and val[0] == "frame":
                 frame_blocks = dataframe_blocks(val[1], self.model, features_col, label_col,
                                                        len(train.rows), f"{who}(validation_data)")
@@ -334,7 +347,8 @@ class SparkModel:
                             "transport": "parameter server" if self.strategy.asynchronous
                             else self.transport, "batch_size": run.batch_size, "epochs": run.epochs,
                             "execution": execution, "validation_split": run.validation_split,
-                            "compression": self.compression, "overlap": self.overlap}
+                            "compression": self.compression, "overlap": self.overlap,
+                            "num_servers": self.num_servers}
         if reason is not None:
             chosen = self.transport == "spark" or self.execution == "rounds"
             (logger.info if chosen else logger.warning)("SparkModel.fit runs %s", execution)
@@ -356,6 +370,9 @@ class SparkModel:
         description = f"sparkdl fit: {self.mode}, {run.epochs} epochs"
         if self.transport == "allreduce":
             return RingInJob(self, blocks, model_bc, val_blocks, group, description + ", allreduce")
+        if self.num_servers:
+            return ShardedInJob(self, blocks, model_bc, val_blocks, group,
+                                description + f", {self.num_servers} parameter server shards")
         return transports.InJob(self, blocks, model_bc, val_blocks, group, description, worker_states)
 
     def _fit_rounds(self, blocks, val, val_blocks, callbacks, prep_seconds, run, reason):
@@ -457,7 +474,7 @@ class SparkModel:
             info = self._round_info(round_index, start, result, counts["bytes_pushed"] + counts["bytes_pulled"])
             staleness = counts.pop("staleness")
             info.update(counts)
-            if strategy.name == "ssp":
+            if strategy.name == "ssp" and staleness is not None:     # (the shards do not measure it)
                 info["staleness"] = staleness
             return info
         if getattr(transport, "applies_rounds", False):          # allreduce: the tasks applied the mean
@@ -691,6 +708,47 @@ def _check_compression(spark_model: SparkModel) -> None:
                          f"yet); received transport={spark_model.transport!r}, execution="
                          f"{spark_model.execution!r}: use transport='socket' or 'allreduce' with "
                          f"execution='auto'")
+
+
+def _check_shards(spark_model: SparkModel) -> None:
+    """``num_servers >= 1`` shards the parameter server of the async modes inside the fit's
+    barrier job, with row-sparse traffic for the model's embedding tables; anything else is a
+    ValueError naming what takes it."""
+    k = spark_model.num_servers
+    if not k:
+        return
+    who = "SparkModel"
+    if spark_model.mode not in shards.MODES:
+        raise ValueError(f"{who}: num_servers={k} shards the parameter server of modes "
+                         f"{', '.join(shards.MODES)}; received mode={spark_model.mode!r}: use one of "
+                         f"those, or num_servers=0")
+    if spark_model.transport != "socket" or spark_model.execution != "auto":
+        raise ValueError(f"{who}: num_servers={k} runs the shards inside the fit's one barrier job; received "
+                         f"transport={spark_model.transport!r}, execution={spark_model.execution!r}: use "
+                         f"transport='socket' and execution='auto', or num_servers=0")
+    if spark_model.compression is not None:
+        raise ValueError(f"{who}: num_servers={k} sends row-sparse float32 pushes and pulls; received "
+                         f"compression={spark_model.compression!r}: use compression=None, or num_servers=0")
+    if spark_model.num_workers is not None and k > spark_model.num_workers:
+        raise ValueError(f"{who}: expected num_servers <= num_workers={spark_model.num_workers} (each shard "
+                         f"lives in a training task), received num_servers={k}")
+    tables = ParamMap.from_model(spark_model.model).tables
+    if not tables:
+        raise ValueError(f"{who}: num_servers={k} shards the rows of a model's Embedding tables; the model "
+                         f"has none: use num_servers=0")
+
+
+def _check_shard_partitions(spark_model: SparkModel, reason: str | None, training: int, who: str) -> None:
+    """Each shard lives in a training task of the fit's one barrier job."""
+    k = spark_model.num_servers
+    if not k:
+        return
+    if reason is not None:
+        raise ValueError(f"{who}: num_servers={k} needs the fit to run as one barrier job, and it cannot "
+                         f"here: {reason}; use num_servers=0")
+    if k > training:
+        raise ValueError(f"{who}: expected num_servers <= {training}, the partitions that train (each shard "
+                         f"lives in one's task), received num_servers={k}")
 
 
 def _dashboard_address(data) -> dict[str, Any]:

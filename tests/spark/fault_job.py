@@ -23,6 +23,12 @@ Scenarios:
                weights and momentum (from the driver) and the fit ends bit-identical
   async-kill   an async fit (a push per step) whose task (epoch 2, partition 0, attempt 0) is
                killed after 5 steps; reports the pushes applied and dropped per epoch
+  shards-raise  an async fit of one worker on one parameter server shard (num_servers=1) whose
+               task, the shard's host, raises in epoch 2 (attempt 0), and the same fit without the
+               fault: the retried stage's shard starts from the driver's model after epoch 1 and
+               the epoch runs again; reports whether the final weights are bit-identical
+  shards2-raise  two workers on two shards, the host of shard 1 raising in epoch 2: reports
+               the pushes applied and dropped per epoch and the loss
   checkpoint   a sync fit writing a checkpoint every round, printing "epoch N done" after each
                epoch (the test kills the whole job there); with --resume it resumes
 """
@@ -97,6 +103,17 @@ def run(spark, scenario, markers, args) -> dict:
                       duplicates=[r["duplicate_pushes"] for r in history.rounds],
                       steps=[r["steps"] for r in history.rounds],
                       loss=history.history["loss"])
+    elif scenario in ("shards-raise", "shards2-raise"):
+        k = 1 if scenario == "shards-raise" else 2
+        fault = {"fault": "raise", "job": "sparkdl async epoch 2/", "partition": k - 1, "after": 3,
+                 "marker_dir": markers}
+        clean, _ = faults.train_sharded(spark, workers=k, num_servers=k)
+        faulty, history = faults.train_sharded(spark, workers=k, num_servers=k, **fault)
+        report.update(identical=all(np.array_equal(a, b) for a, b in
+                                    zip(clean.get_weights(), faulty.get_weights())),
+                      pushes=[r["pushes"] for r in history.rounds],
+                      duplicates=[r["duplicate_pushes"] for r in history.rounds],
+                      loss=history.history["loss"], execution=history.settings["execution"])
     elif scenario == "checkpoint":
         from sparkdl.engine.callbacks import Callback
 

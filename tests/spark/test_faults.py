@@ -97,6 +97,23 @@ def test_allreduce_barrier_retries_give_bit_identical_weights_on_local_and_on_a_
             assert report["identical"], (scenario, report["max_abs_diff"])
 
 
+def test_a_failed_shard_host_retries_the_stage_and_the_epoch_runs_again_from_the_drivers_model(tmp_path):
+    """num_servers >= 1 on local[2,4]: the task hosting a parameter server shard raises in
+    epoch 2; Spark retries the barrier stage, whose new shards start from the driver's model
+    after epoch 1, and the driver runs epoch 2 again whole. One worker on one shard ends with
+    the weights of a fit without the fault bit for bit; two workers on two shards apply one
+    epoch's pushes per epoch, none twice."""
+    jobs = run_job(tmp_path, "local[2,4]", ["shards-raise", "shards2-raise"])
+    for scenario, pushes in (("shards-raise", 10), ("shards2-raise", 10)):
+        report, markers = jobs[scenario]
+        assert len(markers) == 1 and markers[0].startswith("raise-"), (scenario, markers)
+        assert report["execution"] == "one job per fit"
+        # 1,200 rows at batch 32 in one or two partitions, a push every 4 steps.
+        assert report["pushes"] == [pushes] * 3 and report["duplicates"] == [0, 0, 0], (scenario, report)
+        assert report["loss"][-1] < report["loss"][0], (scenario, report)
+    assert jobs["shards-raise"][0]["identical"]
+
+
 def test_divergence_stops_fit_naming_round_and_partition_and_keeps_last_good_weights(spark):
     good, _ = faults.train(spark, epochs=1)          # rounds 1-5 of a fit that would go on
     from sparkdl.spark import SparkModel

@@ -210,7 +210,8 @@ def test_save_and_load_spark_model_round_trip(spark, mnist_small, tmp_path, form
     assert loaded.get_config() == {"mode": "ssp", "staleness": 2, "frequency": 3, "num_workers": 2,
                                    "aggregate": "gradients", "seed": 7, "transport": "spark", "port": 4321,
                                    "timeout": 30.0, "round_timeout": 600.0, "execution": "rounds",
-                                   "parameter_server_mode": "http", "compression": "int8", "overlap": False}
+                                   "parameter_server_mode": "http", "compression": "int8", "overlap": False,
+                                   "num_servers": 0}
     assert loaded.get_config() == spark_model.get_config()
     assert_same_weights(loaded.model, model)
     assert loaded.model.optimizer.iterations == model.optimizer.iterations == 4
@@ -281,7 +282,7 @@ def test_unknown_keywords_are_type_errors_naming_them(spark, mnist_small):
     model = mlp()
     with pytest.raises(TypeError, match=r"^SparkModel: unexpected keyword argument 'custom_objects'; SparkModel "
                                         r"takes model, mode, frequency, .*parameter_server_mode, compression, "
-                                        r"overlap, and mode 'sync' takes no options$"):
+                                        r"overlap, num_servers, and mode 'sync' takes no options$"):
         SparkModel(model, custom_objects={})
     with pytest.raises(TypeError, match=r"unexpected keyword arguments 'batch_size', 'tau'; .* mode 'ssp' takes "
                                         r"staleness$"):

@@ -1,0 +1,98 @@
+"""``num_servers=K``: an async fit (modes async, hogwild, ssp) as one barrier job whose tasks
+host the parameter server's K shards (``sparkdl.distributed.shard_task``).
+
+The driver keeps the coordinator — orders, reports — and the model's vector as of the last
+epoch's end (``ShardSink``), but no parameter server: the workers pull the dense part and
+the rows their next steps read from the shards and push back the dense change and the rows
+that changed (``sparse_worker``), so the bytes of a push grow with the rows touched, not
+with the tables. At each epoch's end the shards push their values to the driver, whose model
+takes them (validation, callbacks, checkpoints and the end of the fit see the trained
+model); the driver therefore still holds the whole model.
+"""
+from __future__ import annotations
+
+import copy
+
+from sparkdl.distributed import fit_task, shard_task, worker
+from sparkdl.distributed.coordinator import Coordinator
+from sparkdl.spark import transports
+
+
+def shard_settings(spark_model, rows: dict[int, int]) -> shard_task.ShardSettings:
+    """Which partitions host the shards (the first ``num_servers`` that train) and how the
+    shards apply pushes (as ``transports.parameter_server``'s server does; in gradients mode
+    each steps a copy of the model's optimizer, whose slots start afresh on its elements)."""
+    training = sorted(rows)
+    optimizer = None
+    if spark_model.aggregate == "gradients":
+        optimizer = copy.deepcopy(spark_model.model.optimizer)
+        optimizer.reset_slots()         # (the closure of every task carries it)
+    one_step = spark_model.frequency in ("batch", 1)
+    return shard_task.ShardSettings(
+        hosts=tuple(training[:spark_model.num_servers]), rows=tuple(sorted(rows.items())),
+        mode=spark_model.mode, staleness=spark_model.strategy.staleness,
+        workers=1 if one_step else max(1, len(training)),
+        optimizer=optimizer)
+
+
+class ShardedInJob(transports.InJob):
+    """The fit's barrier job with the parameter server's shards in its tasks (see the module
+    docstring). Shares ``InJob``'s waiting, validation and closing."""
+
+    def __init__(self, spark_model, blocks, model_bc, val_blocks, group: str, description: str):
+        model = spark_model.model
+        self.model, self.aggregate = model, spark_model.aggregate
+        self.timeout, self.round_timeout = spark_model.timeout, spark_model.round_timeout
+        self.rows = transports.training_rows(blocks)
+        self.training = sorted(self.rows)
+        self.workers = len(self.training)
+        self.ps, self.exchange = None, None
+        settings = shard_settings(spark_model, self.rows)
+        self.hosts = list(settings.hosts)
+        self.sink = shard_task.ShardSink(shard_task.layout_of(model, spark_model.num_servers),
+                                         worker.model_vector(model))
+        # A retried stage redoes the open order in every task: new shards hold the last epoch's
+        # end, and the epoch is then run again whole (``async_epoch``).
+        self.coordinator = Coordinator(self.sink, partitions=range(len(blocks.rows)),
+                                       poll=min(10.0, spark_model.timeout / 2),
+                                       state_sizes=(model.flat_weights.size, model.flat_state.size), redo=True)
+        self.server, address, token = transports.serve(blocks.rdd.context, self.coordinator,
+                                                       f"sparkdl-{spark_model.mode}-shards", spark_model.port,
+                                                       self.timeout)
+        self.end = fit_task.FitEndpoint(address, token, self.timeout, security=self.server.security,
+                                        shards=settings)
+        self._start_job(blocks, model_bc, val_blocks, group, description)
+
+    def async_epoch(self, spec, what: str):
+        """Begin the epoch on the shards, train every partition against them, take their
+        values; run again from the beginning when a task was retried meanwhile."""
+        sink = self.sink
+        reload = False
+        while True:
+            retries = sink.retries
+            sink.open_epoch(spec.round)
+            meta = {"epoch": spec.round, "label": f"sparkdl {what}"}
+            self.coordinator.order(shard_task.BEGIN, dict(meta, reload=reload), expected=self.hosts)
+            self._wait(what)
+            self.coordinator.order(shard_task.TRAIN, dict(meta, spec=vars(spec)), expected=self.training)
+            result = self._results(self._wait(what))
+            if sink.retries == retries:
+                transports.check_result(result, f"epoch {spec.round + 1}", "epoch")
+                self.coordinator.order(shard_task.COLLECT, meta, expected=self.hosts)
+                self._wait(what)
+            if sink.retries == retries:
+                break
+            reload = True
+        vector, stats = sink.take()
+        worker.set_model_vector(self.model, vector)
+        return result, epoch_counts(stats)
+
+
+def epoch_counts(stats: list[dict]) -> dict:
+    """What the shards did in an epoch (``transports.epoch_counts``' keys): every push and
+    clock reaches every shard, so pushes and pulls are counted once (shard 0's), bytes summed."""
+    first = stats[0]
+    return {"pushes": first["pushes"], "duplicate_pushes": first["duplicates"], "pulls": first["pulls"],
+            "bytes_pushed": sum(s["bytes_pushed"] for s in stats),
+            "bytes_pulled": sum(s["bytes_pulled"] for s in stats),
+            "staleness": None}
