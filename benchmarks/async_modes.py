@@ -22,7 +22,6 @@ import argparse
 import os
 import platform
 import statistics
-import sys
 import threading
 import time
 
@@ -30,24 +29,10 @@ import numpy as np
 
 
 def modes_on_one_job(epochs, seeds):
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    import sparkdl
-    from sparkdl.data.samples import mnist_5k
-    from sparkdl.engine import optimizers, zoo
-    from sparkdl.spark import SparkModel, from_arrays, get_session
+    from mnist_bench import mnist_on_local2
 
-    spark = get_session("local[2]", app_name="sparkdl-bench-async", conf={"spark.ui.enabled": "false"})
-    spark.sparkContext.setLogLevel("ERROR")
-    x, y, x_test, y_test = mnist_5k(0)
-    df = from_arrays(spark, x, y, num_partitions=2).cache()
-    df.count()
-
-    def model(seed):
-        sparkdl.set_random_seed(seed)
-        m = zoo.mlp()
-        m.compile(optimizers.SGD(0.05, momentum=0.9), "sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
-        return m
+    from sparkdl.spark import SparkModel
+    spark, df, x_test, y_test, model = mnist_on_local2("sparkdl-bench-async")
 
     modes = [("sync", {}), ("async", {}), ("hogwild", {}), ("ssp", {"staleness": 2}), ("adag", {}),
              ("easgd", {}), ("easgd", {"rho": 2.0}), ("easgd", {"variant": "async"})]

@@ -15,7 +15,6 @@ import argparse
 import os
 import platform
 import statistics
-import sys
 import time
 
 SETTINGS = [
@@ -39,23 +38,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--only", default="", help="comma-separated modes to run (default: all)")
     args = parser.parse_args()
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    import sparkdl
-    from sparkdl.data.samples import mnist_5k
-    from sparkdl.engine import optimizers, zoo
-    from sparkdl.spark import SparkModel, from_arrays, get_session
+    from mnist_bench import mnist_on_local2
 
-    spark = get_session("local[2]", app_name="sparkdl-bench-compression", conf={"spark.ui.enabled": "false"})
-    spark.sparkContext.setLogLevel("ERROR")
-    x, y, x_test, y_test = mnist_5k(0)
-    df = from_arrays(spark, x, y, num_partitions=2).cache()
-    df.count()
-
-    def model(seed):
-        sparkdl.set_random_seed(seed)
-        m = zoo.mlp()
-        m.compile(optimizers.SGD(0.05, momentum=0.9), "sparse_categorical_crossentropy", metrics=["accuracy"])
-        return m
+    from sparkdl.spark import SparkModel
+    spark, df, x_test, y_test, model = mnist_on_local2("sparkdl-bench-compression")
 
     only = {m for m in args.only.split(",") if m}
     seeds = range(args.seeds)
@@ -79,7 +65,7 @@ def main() -> None:
                                                                        verbose=0)
                 accuracies.append(net.evaluate(x_test, y_test)["accuracy"])
                 key = "ring_bytes" if options.get("transport") == "allreduce" else "bytes"
-                moved.append(statistics.median(r[key] for r in history.rounds[1:]))
+                moved.append(statistics.median(r[key] for r in history.rounds[1:] or history.rounds))
             mean, per_round = statistics.mean(accuracies), statistics.median(moved)
             if codec is None:
                 base_mean, base_bytes = mean, per_round

@@ -26,7 +26,6 @@ import argparse
 import os
 import platform
 import statistics
-import sys
 import time
 
 import numpy as np
@@ -129,24 +128,10 @@ def streamed_rounds(hidden: int, inputs: int, rounds: int, repeats: int) -> None
 
 
 def learning(seeds: int) -> None:
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    import sparkdl
-    from sparkdl.data.samples import mnist_5k
-    from sparkdl.engine import optimizers, zoo
-    from sparkdl.spark import SparkModel, from_arrays, get_session
+    from mnist_bench import mnist_on_local2
 
-    spark = get_session("local[2]", app_name="sparkdl-bench-overlap", conf={"spark.ui.enabled": "false"})
-    spark.sparkContext.setLogLevel("ERROR")
-    x, y, x_test, y_test = mnist_5k(0)
-    df = from_arrays(spark, x, y, num_partitions=2).cache()
-    df.count()
-
-    def model(seed):
-        sparkdl.set_random_seed(seed)
-        m = zoo.mlp()
-        m.compile(optimizers.SGD(0.05, momentum=0.9), "sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
-        return m
+    from sparkdl.spark import SparkModel
+    spark, df, x_test, y_test, model = mnist_on_local2("sparkdl-bench-overlap")
 
     SparkModel(model(0), mode="async", num_workers=2).fit(df, epochs=1, verbose=0)   # warm-up
     print(f"(b) MNIST 5k MLP, mode async, 2 workers, local[2], 10 epochs, batch 64, seeds 0-{seeds - 1}")

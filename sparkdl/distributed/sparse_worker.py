@@ -29,8 +29,8 @@ import time
 import numpy as np
 
 from sparkdl.distributed.sparse import ParamMap, RowSlice
-from sparkdl.distributed.worker import (RoundResult, RoundSpec, _pass_slices, _rows, non_finite, round_samples,
-                                        steps_in_round)
+from sparkdl.distributed.worker import (RoundResult, RoundSpec, _pass_slices, _rows, diverged_push, epoch_result,
+                                        non_finite, round_samples, steps_in_round)
 from sparkdl.engine import serialization
 from sparkdl.engine.training import BatchPlan
 from sparkdl.errors import TrainingDivergedError
@@ -121,16 +121,12 @@ def run_sparse_async_epoch(model, xs: list[np.ndarray], y: np.ndarray, spec: Rou
         compute += time.perf_counter() - start
         if what is not None:        # nothing non-finite reaches the shards
             client.done()
-            return RoundResult(samples=seen, steps=per_epoch, loss_sum=loss_sum, partitions=1,
-                               diverged=[(partition, f"{what} (push {sequence + 1})")],
-                               compute_seconds=compute)
+            return diverged_push(partition, what, sequence, seen, per_epoch, loss_sum, compute)
         part = [m.state.copy() for m in model.metrics]
         states = part if states is None else [x + p for x, p in zip(states, part)]
         client.push(sequence, rows, update)
     client.done()
-    return RoundResult(samples=seen, steps=per_epoch, loss_sum=loss_sum, metric_states=states or [],
-                       compute_seconds=compute, partitions=1,
-                       short_partitions=[(partition, n)] if n < spec.batch_size else [])
+    return epoch_result(partition, n, spec.batch_size, seen, per_epoch, loss_sum, states, compute)
 
 
 def run_sparse_sync_round(model, xs: list[np.ndarray], y: np.ndarray, spec: RoundSpec, partition: int,

@@ -442,13 +442,25 @@ def run_async_epoch(model, xs: list[np.ndarray], y: np.ndarray, spec: RoundSpec,
         compute += time.perf_counter() - start
         if what is not None:        # nothing non-finite reaches the server
             client.done()
-            return RoundResult(samples=seen, steps=per_epoch, loss_sum=loss_sum, partitions=1,
-                               diverged=[(partition, f"{what} (push {sequence + 1})")],
-                               compute_seconds=compute)
+            return diverged_push(partition, what, sequence, seen, per_epoch, loss_sum, compute)
         part = [m.state.copy() for m in model.metrics]
         states = part if states is None else [x + p for x, p in zip(states, part)]
         feed.push(sequence, rows, update)
     client.done()
-    return RoundResult(samples=seen, steps=per_epoch, loss_sum=loss_sum, metric_states=states or [],
+    return epoch_result(partition, n, spec.batch_size, seen, per_epoch, loss_sum, states, compute)
+
+
+def diverged_push(partition: int, what: str, sequence: int, seen: int, steps: int, loss_sum: float,
+                  compute: float) -> RoundResult:
+    """An epoch against a server that ended at push ``sequence``, whose ``what`` became
+    non-finite (nothing of it was pushed)."""
+    return RoundResult(samples=seen, steps=steps, loss_sum=loss_sum, partitions=1,
+                       diverged=[(partition, f"{what} (push {sequence + 1})")], compute_seconds=compute)
+
+
+def epoch_result(partition: int, rows: int, batch_size: int, seen: int, steps: int, loss_sum: float,
+                 states: list | None, compute: float) -> RoundResult:
+    """A partition's completed epoch against a server: counts, loss and metric states."""
+    return RoundResult(samples=seen, steps=steps, loss_sum=loss_sum, metric_states=states or [],
                        compute_seconds=compute, partitions=1,
-                       short_partitions=[(partition, n)] if n < spec.batch_size else [])
+                       short_partitions=[(partition, rows)] if rows < batch_size else [])

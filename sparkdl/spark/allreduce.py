@@ -26,11 +26,7 @@ class RingInJob(transports.InJob):
 
     def __init__(self, spark_model, blocks, model_bc, val_blocks, group: str, description: str):
         model = spark_model.model
-        self.model, self.aggregate = model, spark_model.aggregate
-        self.timeout, self.round_timeout = spark_model.timeout, spark_model.round_timeout
-        self.rows = transports.training_rows(blocks)
-        self.training = sorted(self.rows)
-        self.workers = len(self.training)
+        self._take_settings(spark_model, blocks)
         self.ps, self.exchange = None, None
         layout = exchange.round_layouts(model, "weights")[0]          # the whole state, every slot
         push = exchange.round_layouts(model, spark_model.aggregate)[1]  # what the hub's tasks push

@@ -206,11 +206,7 @@ class InJob:
     def __init__(self, spark_model, blocks, model_bc, val_blocks, group: str, description: str,
                  worker_states: dict | None = None):
         model = spark_model.model
-        self.model, self.aggregate = model, spark_model.aggregate
-        self.timeout, self.round_timeout = spark_model.timeout, spark_model.round_timeout
-        self.rows = training_rows(blocks)
-        self.training = sorted(self.rows)
-        self.workers = len(self.training)
+        self._take_settings(spark_model, blocks)
         self.codec = None           # sync: the round's vectors travel compressed with it
         self.bytes_moved = 0        # sync: bytes of the last round's pulls and pushes
         order_size = 0
@@ -244,6 +240,15 @@ class InJob:
                                         security=self.server.security,
                                         compression=None if push is None else spark_model.compression)
         self._start_job(blocks, model_bc, val_blocks, group, description)
+
+    def _take_settings(self, spark_model, blocks) -> None:
+        """What every one-job fit keeps of its settings and blocks: the model, the timeouts
+        and the partitions that train."""
+        self.model, self.aggregate = spark_model.model, spark_model.aggregate
+        self.timeout, self.round_timeout = spark_model.timeout, spark_model.round_timeout
+        self.rows = training_rows(blocks)
+        self.training = sorted(self.rows)
+        self.workers = len(self.training)
 
     def _start_job(self, blocks, model_bc, val_blocks, group: str, description: str) -> None:
         """The fit's barrier job over the blocks (zipped with the validation blocks), its tasks
