@@ -90,8 +90,9 @@ def run_fit_task(model, block, val_block, partition: int, end: FitEndpoint, ring
             try:
                 if ring is not None and frame.meta.get("kind") in ring.orders:
                     (meta, array), push = ring.carry_out(model, block, partition, attempt, frame.meta)
-                else:
-                    (meta, array), push, local = _carry_out(model, block, val_block, partition, attempt,
+                else:       # (a sharded fit's tasks hold a skeleton: validation takes whole tables)
+                    target = model if end.shards is None or kind != "evaluate" else ring.whole_model(model)
+                    (meta, array), push, local = _carry_out(target, block, val_block, partition, attempt,
                                                             frame, end, local, conn, feedback)
             finally:
                 _current.order = None

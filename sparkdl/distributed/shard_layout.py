@@ -17,6 +17,10 @@ from sparkdl.engine import checks
 
 _M64 = (1 << 64) - 1
 _CHUNK = 1 << 20            # ids hashed at a time when a shard lists its rows
+#: about the bytes of a piece of a shard's local vector between the driver and the shard
+PIECE_BYTES = 4 << 20
+#: at most the ids of a piece (hashed at once to find a shard's rows among them)
+PIECE_ROWS = 1 << 18
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
@@ -86,25 +90,82 @@ class ShardLayout:
 
     def shard_values(self, vector: np.ndarray, shard: int) -> np.ndarray:
         """The local vector of ``shard`` (dense weights, rows, statistics) from a whole one."""
-        a, b = self.dense_bounds[shard]
-        dense = self.map.dense(vector)[a:b]
-        dw, _ = self.dense_split(shard)
-        rows = [self.map.table(vector, t)[i].reshape(-1) for t, i in enumerate(self.owned_ids(shard))]
-        return np.concatenate([dense[:dw], *rows, dense[dw:]]).astype(np.float32)
+        w = self.map.weights_size
+        return self.values_of(vector[:w], vector[w:], shard)
+
+    def values_of(self, weights: np.ndarray, state: np.ndarray, shard: int) -> np.ndarray:
+        """``shard``'s local vector from a model's ``flat_weights`` and ``flat_state``."""
+        return np.concatenate([self.piece_values(weights, state, shard, p) for p in self.pieces()])
+
+    def put_values(self, weights: np.ndarray, state: np.ndarray, shard: int, values: np.ndarray) -> None:
+        """Write ``shard``'s local vector into a model's ``flat_weights`` and ``flat_state``
+        (the inverse of ``values_of``)."""
+        at = 0
+        for piece in self.pieces():
+            n = self.piece_length(shard, piece)
+            self.put_piece(weights, state, shard, piece, values[at:at + n])
+            at += n
 
     def assemble(self, shard_values: Sequence[np.ndarray]) -> np.ndarray:
         """The whole vector from every shard's local vector (for checks and small models)."""
         m = self.map
         vector = np.empty(m.size, np.float32)
-        dense = np.empty(m.dense_length, np.float32)
         for k, values in enumerate(shard_values):
-            a, b = self.dense_bounds[k]
-            dw, ds = self.dense_split(k)
-            dense[a:a + dw], dense[a + dw:b] = values[:dw], values[len(values) - ds:]
-            at = dw
-            for t, ids in enumerate(self.owned_ids(k)):
-                dim = m.tables[t].dim
-                m.table(vector, t)[ids] = values[at:at + len(ids) * dim].reshape(len(ids), dim)
-                at += len(ids) * dim
-        vector[:m.dense_size], vector[m.weights_size:] = dense[:m.dense_size], dense[m.dense_size:]
+            self.put_values(vector[:m.weights_size], vector[m.weights_size:], k, values)
         return vector
+
+    # ---- a local vector in pieces -----------------------------------------------------------------
+    def pieces(self) -> list[tuple]:
+        """How a shard's local vector travels whole between the driver and the shard, a few
+        MB at a time: ``("dense",)`` (its dense weights), ``("rows", t, lo, hi)`` (the rows it
+        owns among ids ``[lo, hi)`` of table ``t``, at most ``PIECE_BYTES`` of them and
+        ``PIECE_ROWS`` ids), ...,
+        ``("state",)`` (its moving statistics) — in the local vector's order, so the pieces
+        of a shard concatenate to it. No piece needs anything the size of a table."""
+        out: list[tuple] = [("dense",)]
+        for t, tab in enumerate(self.map.tables):
+            step = max(1, min(PIECE_ROWS, PIECE_BYTES * self.num_shards // (4 * tab.dim)))
+            out += [("rows", t, lo, min(lo + step, tab.rows)) for lo in range(0, tab.rows, step)]
+        return out + [("state",)]
+
+    def owned_in(self, shard: int, table: int, lo: int, hi: int) -> np.ndarray:
+        """The sorted ids among ``[lo, hi)`` of ``table`` that ``shard`` owns."""
+        ids = np.arange(lo, hi, dtype=np.int64)
+        return ids[self.owners(table, ids) == shard].astype(self.map.id_dtype)
+
+    def piece_length(self, shard: int, piece: tuple, owned: Sequence[np.ndarray] | None = None) -> int:
+        """The values of ``piece`` of ``shard``'s local vector (``owned``: the shard's
+        ``owned_ids``, to count rows without hashing)."""
+        dw, ds = self.dense_split(shard)
+        if piece[0] != "rows":
+            return dw if piece[0] == "dense" else ds
+        _, t, lo, hi = piece
+        if owned is None:
+            n = len(self.owned_in(shard, t, lo, hi))
+        else:
+            n = int(np.searchsorted(owned[t], hi) - np.searchsorted(owned[t], lo))
+        return n * self.map.tables[t].dim
+
+    def piece_values(self, weights: np.ndarray, state: np.ndarray, shard: int, piece: tuple) -> np.ndarray:
+        """``piece`` of ``shard``'s local vector, from a model's ``flat_weights`` and ``flat_state``."""
+        if piece[0] != "rows":
+            return np.array(self._dense_piece(weights, state, shard, piece[0]), np.float32)
+        _, t, lo, hi = piece
+        return self.map.table(weights, t)[self.owned_in(shard, t, lo, hi)].reshape(-1).astype(np.float32, copy=False)
+
+    def put_piece(self, weights: np.ndarray, state: np.ndarray, shard: int, piece: tuple, values: np.ndarray) -> None:
+        """Write ``piece`` of ``shard``'s local vector into ``flat_weights`` and ``flat_state``."""
+        if piece[0] != "rows":
+            self._dense_piece(weights, state, shard, piece[0])[...] = values
+            return
+        _, t, lo, hi = piece
+        ids = self.owned_in(shard, t, lo, hi)
+        self.map.table(weights, t)[ids] = np.asarray(values).reshape(len(ids), self.map.tables[t].dim)
+
+    def _dense_piece(self, weights: np.ndarray, state: np.ndarray, shard: int, which: str) -> np.ndarray:
+        """The view of ``shard``'s dense weights (``which="dense"``) or statistics (``"state"``)."""
+        a, b = self.dense_bounds[shard]
+        d = self.map.dense_size
+        if which == "dense":
+            return weights[min(a, d):min(b, d)]
+        return state[max(a, d) - d:max(b, d) - d]

@@ -20,6 +20,10 @@ them already.
 from __future__ import annotations
 
 import copy
+import logging
+import os
+import shutil
+import tempfile
 import threading
 from dataclasses import dataclass
 
@@ -32,7 +36,9 @@ from sparkdl.distributed.shard_client import ShardedClient
 from sparkdl.distributed.shard_layout import ShardLayout
 from sparkdl.distributed.shards import ShardServer
 from sparkdl.distributed.sparse import ParamMap
-from sparkdl.distributed.sparse_worker import compact_model, run_sparse_async_epoch
+from sparkdl.distributed.sparse_worker import compact_model, resized_model, run_sparse_async_epoch
+
+logger = logging.getLogger(__name__)
 
 BEGIN, TRAIN, COLLECT = "shard-begin", "shard-train", "shard-collect"
 #: the shard statistics a collect push reports (``ShardStore.stats``)
@@ -48,6 +54,7 @@ class ShardSettings:
     staleness: int | None
     workers: int            # what weight deltas are divided by, as the parameter server's
     optimizer: object = None    # gradients mode: the optimizer the shards step (None: weight deltas)
+    param_map: ParamMap | None = None   # the model's map (the tasks' model is its skeleton, without tables)
 
     @property
     def num_shards(self) -> int:
@@ -55,87 +62,140 @@ class ShardSettings:
 
 
 class ShardSink:
-    """The driver's side of the shards (see the module docstring): ``PULL {shard}`` answers
-    the shard's part of the driver's vector and the running epoch; ``PUSH {shard, epoch,
-    stats}`` keeps a shard's values at an epoch's end."""
+    """The driver's side of the shards (see the module docstring), served piece by piece
+    (``ShardLayout.pieces``): ``PULL {shard, piece}`` answers that piece of the shard's part
+    of the driver's model and the running epoch; ``PUSH {shard, epoch, piece[, stats]}``
+    keeps a piece of a shard's values at an epoch's end (the pieces in order, the statistics
+    with the last), and ``take`` writes every shard's into the model once all are in.
 
-    def __init__(self, layout: ShardLayout, vector: np.ndarray):
-        self.layout = layout
-        k = layout.num_shards
-        self.sizes = [layout.dense_split(s)[0] + layout.dense_split(s)[1] +
-                      sum(len(i) * t.dim for i, t in zip(layout.owned_ids(s), layout.map.tables))
-                      for s in range(k)]
-        self.max_data = 4 * max(self.sizes)
+    The sink holds nothing the size of the model: a piece is cut from the model's own
+    buffers when asked for, and the pieces pushed at an epoch's end wait in a file per shard
+    in a directory of its own (``spill``: a temporary one, removed by ``close``) until the
+    last shard's are in, so the model changes only when the epoch's values are complete."""
+
+    def __init__(self, layout: ShardLayout, model, spill: str | None = None):
+        self.layout, self.model = layout, model
+        self.pieces = layout.pieces()
+        self.max_data = max(4 * layout.dense_split(k)[i] for k in range(layout.num_shards) for i in (0, 1))
+        self.max_data = max(self.max_data, max(4 * (p[3] - p[2]) * layout.map.tables[p[1]].dim
+                                               for p in self.pieces if p[0] == "rows") if layout.map.tables else 0)
         self._lock = threading.Lock()
-        self.vector = np.array(vector, np.float32)
+        self._own_spill = spill is None
+        self.spill = tempfile.mkdtemp(prefix="sparkdl-shards-") if spill is None else spill
         self.epoch = 0
         self.retries = 0            # registrations of a retried task, ever
-        self.collected: dict[int, tuple[np.ndarray, dict]] = {}
+        self.collected: dict[int, dict] = {}        # shard: statistics, once its last piece is in
+        self._next: dict[int, int] = {}             # shard: the piece its push sends next
 
     # ---- driver side ------------------------------------------------------------------------------
     def open_epoch(self, epoch: int) -> None:
         with self._lock:
-            self.epoch, self.collected = int(epoch), {}
+            self.epoch, self.collected, self._next = int(epoch), {}, {}
 
     def register(self, partition: int, attempt: int) -> None:
         """The coordinator registered ``attempt`` of ``partition``: a retry when above 0."""
         with self._lock:
             self.retries += int(attempt) > 0
 
-    def take(self) -> tuple[np.ndarray, list[dict]]:
-        """The whole vector from every shard's pushed values, which the sink keeps as the
-        vector new shards start from, and each shard's statistics."""
+    def take(self) -> list[dict]:
+        """Write every shard's pushed values into the model (which new shards then start
+        from); each shard's statistics."""
         with self._lock:
             missing = [k for k in range(self.layout.num_shards) if k not in self.collected]
             if missing:
                 raise RuntimeError(f"SparkModel.fit: epoch {self.epoch + 1} ended without the values of "
                                    f"shard{'s' * (len(missing) > 1)} {', '.join(map(str, missing))}")
-            parts = [self.collected[k] for k in range(self.layout.num_shards)]
-            self.vector = self.layout.assemble([values for values, _ in parts])
-            return self.vector, [stats for _, stats in parts]
+            weights, state = self.model.flat_weights, self.model.flat_state
+            for k in range(self.layout.num_shards):
+                with open(self._file(k), "rb") as f:
+                    for piece in self.pieces:
+                        n = self.layout.piece_length(k, piece)
+                        self.layout.put_piece(weights, state, k, piece, np.fromfile(f, np.float32, n))
+            return [self.collected[k] for k in range(self.layout.num_shards)]
+
+    def close(self) -> None:
+        if self._own_spill:
+            shutil.rmtree(self.spill, ignore_errors=True)
+
+    def _file(self, shard: int) -> str:
+        return os.path.join(self.spill, f"shard-{shard}.f32")
 
     # ---- served requests --------------------------------------------------------------------------
     def handle(self, frame: Frame) -> Frame:
         shard = int_field(frame.meta, "shard")
         if not 0 <= shard < self.layout.num_shards:
             raise Refused(f"expected a shard in [0, {self.layout.num_shards}), received {shard}")
+        j = int_field(frame.meta, "piece")
+        if not 0 <= j < len(self.pieces):
+            raise Refused(f"expected a piece in [0, {len(self.pieces)}), received {j}")
+        piece = self.pieces[j]
         if frame.op == Op.PULL:
             with self._lock:
-                vector, epoch = self.vector, self.epoch
-            return Frame(Op.OK, {"epoch": epoch}, self.layout.shard_values(vector, shard))
+                values = self.layout.piece_values(self.model.flat_weights, self.model.flat_state, shard, piece)
+                return Frame(Op.OK, {"epoch": self.epoch}, values)
         if frame.op != Op.PUSH:
             raise Refused(f"op {frame.op} is not served here")
-        values, stats = frame.array, frame.meta.get("stats")
-        if values is None or values.dtype != np.float32 or values.shape != (self.sizes[shard],):
+        values, stats, last = frame.array, frame.meta.get("stats"), j == len(self.pieces) - 1
+        n = self.layout.piece_length(shard, piece)
+        if values is None or values.dtype != np.float32 or values.shape != (n,):
             got = None if values is None else (values.dtype.name, values.shape)
-            raise Refused(f"expected shard {shard}'s {self.sizes[shard]} float32 values, received {got}")
-        if not isinstance(stats, dict) or set(stats) != set(STATS):
-            raise Refused(f"expected the statistics {list(STATS)} of shard {shard}, received "
-                          f"{admission.shown(stats)}")
+            raise Refused(f"expected piece {j} of shard {shard}: {n} float32 values, received {got}")
+        if last and (not isinstance(stats, dict) or set(stats) != set(STATS)):
+            raise Refused(f"expected the statistics {list(STATS)} of shard {shard} with its last piece, "
+                          f"received {admission.shown(stats)}")
         admission.finite(values, f"the values of shard {shard}")
         with self._lock:
             epoch = int_field(frame.meta, "epoch")
             if epoch != self.epoch:
                 raise Refused(f"epoch {epoch} is not running (running: {self.epoch})")
-            self.collected[shard] = (values.copy(), {k: int(stats[k]) for k in STATS})
+            if j not in (0, self._next.get(shard, 0)):       # (a shard starts again at piece 0)
+                raise Refused(f"expected piece {self._next.get(shard, 0)} of shard {shard}, received piece {j}")
+            with open(self._file(shard), "wb" if j == 0 else "ab") as f:
+                values.tofile(f)
+            self._next[shard] = j + 1
+            self.collected.pop(shard, None)
+            if last:
+                self.collected[shard] = {k: int(stats[k]) for k in STATS}
         return Frame(Op.OK, {})
 
 
 def start_shard(layout: ShardLayout, shard: int, settings: ShardSettings, end) -> ShardServer:
-    """Shard ``shard``'s server, from the driver's vector (``ShardSink``'s ``PULL``), at the
-    epoch that runs."""
+    """Shard ``shard``'s server, from its part of the driver's model (``ShardSink``'s
+    ``PULL``, piece by piece), at the epoch that runs."""
     conn = Connection(end.address, end.token, end.timeout, security=end.security)
+    parts, epoch = [], 0
     try:
-        reply = conn.request(Op.PULL, {"shard": shard}, what=f"the values of shard {shard}")
+        for j in range(len(layout.pieces())):
+            reply = conn.request(Op.PULL, {"shard": shard, "piece": j}, what=f"the values of shard {shard}")
+            if reply.array is None:
+                raise ValueError(f"the driver answered the pull of shard {shard} without values")
+            parts.append(reply.array)
+            epoch = int(reply.meta["epoch"])
     finally:
         conn.close()
-    if reply.array is None:
-        raise ValueError(f"the driver answered the pull of shard {shard} without values")
-    server = ShardServer(layout, shard, reply.array, rows=dict(settings.rows), mode=settings.mode,
+    server = ShardServer(layout, shard, np.concatenate(parts), rows=dict(settings.rows), mode=settings.mode,
                          optimizer=copy.deepcopy(settings.optimizer), staleness=settings.staleness,
                          timeout=end.timeout, workers=settings.workers)
-    server.begin_epoch(int(reply.meta["epoch"]))
+    server.begin_epoch(epoch)
     return server
+
+
+def push_values(layout: ShardLayout, server: ShardServer, epoch: int, stats: dict, end) -> None:
+    """Send the shard's values to the driver piece by piece (``ShardSink``'s ``PUSH``)."""
+    values = server.snapshot()
+    pieces = layout.pieces()
+    conn = Connection(end.address, end.token, end.timeout, security=end.security)
+    try:
+        at = 0
+        for j, piece in enumerate(pieces):
+            n = layout.piece_length(server.shard, piece, server.owned)
+            meta = {"shard": server.shard, "epoch": epoch, "piece": j}
+            if j == len(pieces) - 1:
+                meta["stats"] = stats
+            conn.request(Op.PUSH, meta, values[at:at + n], what=f"the driver's receipt of shard {server.shard}")
+            at += n
+    finally:
+        conn.close()
 
 
 class ShardTask:
@@ -151,6 +211,7 @@ class ShardTask:
         self._close = close
         self._before: dict = {}
         self._compact: tuple | None = None       # (capacity, compact worker), made once
+        self._whole = None                       # the model with whole tables, made when needed
 
     def close(self) -> None:
         if self._close is not None:
@@ -171,8 +232,8 @@ class ShardTask:
             self._before = dict(server.stats)
             return ({}, None), None
         stats = {k: server.stats[k] - self._before.get(k, 0) for k in STATS}
-        push = {"shard": self.shard, "partition": partition, "epoch": int(order["epoch"]), "stats": stats}
-        return ({}, None), (push, server.snapshot())
+        push_values(self.layout, server, int(order["epoch"]), stats, self.end)
+        return ({}, None), None
 
     def _reload(self, server: ShardServer) -> None:
         """The shard takes the driver's vector afresh (an epoch run again after a retry)."""
@@ -193,14 +254,15 @@ class ShardTask:
     def _worker(self, model, spec: worker.RoundSpec, rows: int):
         """The model that trains: compact (``sparse_worker.compact_model``, room for the rows
         of one push's steps) where it pushes exactly what a whole-table worker pushes — in
-        gradients mode, or with a local optimizer without slots — else the task's model."""
+        gradients mode, or with a local optimizer without slots — else one with whole tables
+        (``whole_model``). ``model``: the task's, the driver's skeleton (``skeleton``)."""
         opt = copy.copy(model.optimizer)         # (its slots stay the model's: reset_slots rebinds them)
         if spec.optimizer is not None:
             opt.apply_config(spec.optimizer)
         opt.reset_slots()
         opt.build(1)
         if rows == 0 or (spec.aggregate != "gradients" and opt.slots):
-            return model
+            return self.whole_model(model)
         per_epoch = -(-rows // spec.batch_size)
         steps = per_epoch if spec.frequency == "epoch" else 1 if spec.frequency == "batch" else int(spec.frequency)
         capacity = self.layout.map.capacity(min(steps, per_epoch), spec.batch_size)
@@ -208,8 +270,30 @@ class ShardTask:
             try:
                 self._compact = (capacity, compact_model(model, capacity))
             except ValueError:          # an input feeds tables and other layers: no renumbering
-                return model
+                return self.whole_model(model)
         return self._compact[1]
+
+    def whole_model(self, model):
+        """The task's model with tables as large as the layout's (made once from the skeleton;
+        its rows are written by pulls before any is read) — for validation, and for workers
+        that cannot be compact."""
+        if [t.rows for t in ParamMap.from_model(model).tables] == [t.rows for t in self.layout.map.tables]:
+            return model
+        if self._whole is None:
+            self._whole = resized_model(model, [t.rows for t in self.layout.map.tables])
+        return self._whole
+
+
+def skeleton(model):
+    """What a sharded fit ships to its tasks instead of ``model``: a copy with one row per
+    table (``resized_model``) — the shards hold the tables and the workers pull their rows.
+    A model whose architecture cannot be rebuilt from its config (a user layer that is not
+    registered) is shipped whole, as the other fits ship it."""
+    try:
+        return resized_model(model, [1] * len(model.row_tables()))
+    except ValueError as error:
+        logger.info("SparkModel.fit: the tasks receive the whole model, tables included (%s)", error)
+        return model
 
 
 def layout_of(model, num_shards: int) -> ShardLayout:

@@ -49,15 +49,25 @@ def compact_model(model, capacity: list[int]):
         if others:
             raise ValueError(f"compact_model: expected the ids of table {t.name} to feed embedding tables "
                              f"only (a compact worker renumbers them), received an input read by {others}")
-    names = {t.name.split("/")[0]: c for t, c in zip(m.tables, capacity)}
+    return resized_model(model, capacity)
+
+
+def resized_model(model, rows: list[int]):
+    """A compiled copy of ``model`` whose embedding tables have ``rows[t]`` rows (freshly
+    initialised), with its dense weights and moving statistics; its optimizer is a copy of
+    the model's, without slots. ``resized_model(model, [1] * tables)`` is a model's
+    *skeleton*: everything but its tables, which a sharded fit ships to its tasks."""
+    m = ParamMap.from_model(model)
+    names = {t.name.split("/")[0]: int(r) for t, r in zip(m.tables, rows)}
     config = copy.deepcopy(model.get_config())
     for spec in config["layers"]:
         if spec["config"].get("name") in names:
-            spec["config"]["input_dim"] = int(names[spec["config"]["name"]])
-    local = serialization.model_from_config(type(model).__name__, config, who="compact_model")
-    opt = copy.deepcopy(model.optimizer)
+            spec["config"]["input_dim"] = names[spec["config"]["name"]]
+    local = serialization.model_from_config(type(model).__name__, config, who="resized_model")
+    opt = copy.copy(model.optimizer)     # (the model's slots are not copied: reset_slots rebinds them)
     opt.reset_slots()
-    local.compile(optimizer=opt, loss=copy.deepcopy(model.loss), metrics=[metric.fresh() for metric in model.metrics])
+    local.compile(optimizer=copy.deepcopy(opt), loss=copy.deepcopy(model.loss),
+                  metrics=[metric.fresh() for metric in model.metrics])
     assert local.dense_size == m.dense_size, "the tables follow the same dense weights"
     local.flat_weights[:m.dense_size] = model.flat_weights[:m.dense_size]
     local.flat_state[...] = model.flat_state

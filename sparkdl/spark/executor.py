@@ -238,7 +238,7 @@ def _shard_task(model, partition: int, end: fit_task.FitEndpoint):
     from sparkdl.distributed.server import FrameServer
     settings = end.shards
     context = BarrierTaskContext.get()
-    layout = shard_task.layout_of(model, settings.num_shards)
+    layout = shard_task.ShardLayout(settings.param_map, settings.num_shards)
     shard = settings.hosts.index(partition) if partition in settings.hosts else None
     server = frames = None
     if shard is not None:

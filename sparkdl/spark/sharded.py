@@ -1,20 +1,24 @@
 """``num_servers=K``: an async fit (modes async, hogwild, ssp) as one barrier job whose tasks
 host the parameter server's K shards (``sparkdl.distributed.shard_task``).
 
-The driver keeps the coordinator — orders, reports — and the model's vector as of the last
+The driver keeps the coordinator — orders, reports — and its model, as of the last
 epoch's end (``ShardSink``), but no parameter server: the workers pull the dense part and
 the rows their next steps read from the shards and push back the dense change and the rows
 that changed (``sparse_worker``), so the bytes of a push grow with the rows touched, not
 with the tables. At each epoch's end the shards push their values to the driver, whose model
 takes them (validation, callbacks, checkpoints and the end of the fit see the trained
-model); the driver therefore still holds the whole model.
+model). Nothing else the size of the model is made on the driver: the tasks receive the
+model's skeleton (``shard_task.skeleton``, its tables one row each), shards start from their
+part cut from the model's buffers, and epoch-end values wait on the driver's disk until all
+are in.
 """
 from __future__ import annotations
 
 import copy
 
-from sparkdl.distributed import fit_task, shard_task, worker
+from sparkdl.distributed import fit_task, shard_task
 from sparkdl.distributed.coordinator import Coordinator
+from sparkdl.distributed.sparse import ParamMap
 from sparkdl.spark import transports
 
 
@@ -32,7 +36,7 @@ def shard_settings(spark_model, rows: dict[int, int]) -> shard_task.ShardSetting
         hosts=tuple(training[:spark_model.num_servers]), rows=tuple(sorted(rows.items())),
         mode=spark_model.mode, staleness=spark_model.strategy.staleness,
         workers=1 if one_step else max(1, len(training)),
-        optimizer=optimizer)
+        optimizer=optimizer, param_map=ParamMap.from_model(spark_model.model))
 
 
 class ShardedInJob(transports.InJob):
@@ -45,19 +49,22 @@ class ShardedInJob(transports.InJob):
         self.ps, self.exchange = None, None
         settings = shard_settings(spark_model, self.rows)
         self.hosts = list(settings.hosts)
-        self.sink = shard_task.ShardSink(shard_task.layout_of(model, spark_model.num_servers),
-                                         worker.model_vector(model))
+        self.sink = shard_task.ShardSink(shard_task.layout_of(model, spark_model.num_servers), model)
         # A retried stage redoes the open order in every task: new shards hold the last epoch's
         # end, and the epoch is then run again whole (``async_epoch``).
         self.coordinator = Coordinator(self.sink, partitions=range(len(blocks.rows)),
                                        poll=min(10.0, spark_model.timeout / 2),
                                        state_sizes=(model.flat_weights.size, model.flat_state.size), redo=True)
-        self.server, address, token = transports.serve(blocks.rdd.context, self.coordinator,
-                                                       f"sparkdl-{spark_model.mode}-shards", spark_model.port,
-                                                       self.timeout)
-        self.end = fit_task.FitEndpoint(address, token, self.timeout, security=self.server.security,
-                                        shards=settings)
-        self._start_job(blocks, model_bc, val_blocks, group, description)
+        try:
+            self.server, address, token = transports.serve(blocks.rdd.context, self.coordinator,
+                                                           f"sparkdl-{spark_model.mode}-shards", spark_model.port,
+                                                           self.timeout)
+            self.end = fit_task.FitEndpoint(address, token, self.timeout, security=self.server.security,
+                                            shards=settings)
+            self._start_job(blocks, model_bc, val_blocks, group, description)
+        except BaseException:
+            self.sink.close()
+            raise
 
     def async_epoch(self, spec, what: str):
         """Begin the epoch on the shards, train every partition against them, take their
@@ -79,9 +86,14 @@ class ShardedInJob(transports.InJob):
             if sink.retries == retries:
                 break
             reload = True
-        vector, stats = sink.take()
-        worker.set_model_vector(self.model, vector)
-        return result, epoch_counts(stats)
+        return result, epoch_counts(sink.take())
+
+
+    def close(self, failed: bool) -> None:
+        try:
+            super().close(failed)
+        finally:
+            self.sink.close()
 
 
 def epoch_counts(stats: list[dict]) -> dict:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 import numpy as np
 import numpy.typing as npt
 
-from sparkdl.distributed import shards, worker
+from sparkdl.distributed import shard_task, shards, worker
 from sparkdl.distributed.compression import get_codec
 from sparkdl.distributed.sparse import ParamMap
 from sparkdl.distributed.strategies import EASGDStrategy, check_frequency, get_strategy, option_names
@@ -388,7 +388,9 @@ class SparkModel:
                     for k in ("mode", "staleness", "options", "aggregate", "seed", "batch_size")}
         settings.update(frequency=str(self.frequency), rows_per_partition=list(blocks.rows))
         fit = _FitState(run, per_epoch, settings, loop.callbacks)
-        model_bc = executor.ModelBroadcast(blocks.rdd.context, model)
+        # A sharded fit's tasks pull the rows they read: they receive the model without its tables.
+        model_bc = executor.ModelBroadcast(blocks.rdd.context,
+                                           shard_task.skeleton(model) if self.num_servers else model)
 
         def begin():
             worker_states = None

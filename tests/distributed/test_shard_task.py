@@ -1,5 +1,7 @@
 """The driver's side of shards hosted by a fit's tasks (``ShardSink``) and the worker a task
 trains with (``ShardTask``), without Spark."""
+import os
+
 import numpy as np
 import pytest
 
@@ -13,64 +15,118 @@ from tests.distributed.sparse_cases import click_model
 STATS_OF = {k: 1 for k in STATS}
 
 
-def sink(k=2):
+def sink(k=2, spill=None):
     model = click_model()
-    return model, ShardSink(layout_of(model, k), model_vector(model))
+    return model, ShardSink(layout_of(model, k), model, spill)
 
 
-def test_a_shard_starts_from_its_part_of_the_drivers_vector_at_the_running_epoch():
+def pushed(s, shard, values, epoch=0, stats=STATS_OF):
+    """Push a shard's local vector to the sink piece by piece, as ``push_values`` does."""
+    at = 0
+    for j, piece in enumerate(s.pieces):
+        n = s.layout.piece_length(shard, piece)
+        meta = {"shard": shard, "epoch": epoch, "piece": j}
+        if j == len(s.pieces) - 1:
+            meta["stats"] = stats
+        assert s.handle(Frame(Op.PUSH, meta, values[at:at + n])).op == Op.OK
+        at += n
+    assert at == values.size
+
+
+def pulled(s, shard):
+    return np.concatenate([s.handle(Frame(Op.PULL, {"shard": shard, "piece": j})).array
+                           for j in range(len(s.pieces))])
+
+
+def test_a_shard_starts_from_its_part_of_the_drivers_model_at_the_running_epoch():
     model, s = sink()
     s.open_epoch(4)
-    reply = s.handle(Frame(Op.PULL, {"shard": 1}))
-    assert reply.meta == {"epoch": 4}
-    np.testing.assert_array_equal(reply.array, s.layout.shard_values(model_vector(model), 1))
+    assert s.handle(Frame(Op.PULL, {"shard": 1, "piece": 0})).meta == {"epoch": 4}
+    np.testing.assert_array_equal(pulled(s, 1), s.layout.shard_values(model_vector(model), 1))
 
 
-def test_the_driver_assembles_the_values_every_shard_pushed():
+def test_pieces_are_a_few_mb_and_cover_every_row_of_a_shard_once(monkeypatch):
+    from sparkdl.distributed import shard_layout
+    monkeypatch.setattr(shard_layout, "PIECE_BYTES", 256)       # many pieces for a small model
+    model, s = sink(3)
+    assert len(s.pieces) > 2 + len(s.layout.map.tables)
+    for k in range(3):
+        np.testing.assert_array_equal(pulled(s, k), s.layout.shard_values(model_vector(model), k))
+
+
+def test_the_driver_writes_the_values_every_shard_pushed_into_its_model_once_all_are_in(tmp_path):
+    model, s = sink(spill=str(tmp_path))
+    s.open_epoch(0)
+    before = model_vector(model)
+    changed = before + 1.0
+    pushed(s, 1, s.layout.shard_values(changed, 1))
+    np.testing.assert_array_equal(model_vector(model), before)       # the model waits for every shard
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shard-1.f32"]
+    pushed(s, 0, s.layout.shard_values(changed + 1.0, 0))
+    pushed(s, 0, s.layout.shard_values(changed, 0))          # a shard that pushes again starts afresh
+    assert s.take() == [STATS_OF, STATS_OF]
+    np.testing.assert_array_equal(model_vector(model), changed)
+    # New shards (a retried stage) start from what was taken.
+    np.testing.assert_array_equal(pulled(s, 0), s.layout.shard_values(changed, 0))
+
+
+def test_the_sink_removes_its_own_spill_directory():
     model, s = sink()
     s.open_epoch(0)
-    changed = model_vector(model) + 1.0
-    for k in (1, 0):
-        s.handle(Frame(Op.PUSH, {"shard": k, "epoch": 0, "stats": STATS_OF}, s.layout.shard_values(changed, k)))
-    vector, stats = s.take()
-    np.testing.assert_array_equal(vector, changed)
-    assert stats == [STATS_OF, STATS_OF]
-    # New shards (a retried stage) start from what was taken.
-    np.testing.assert_array_equal(s.handle(Frame(Op.PULL, {"shard": 0})).array, s.layout.shard_values(changed, 0))
+    pushed(s, 0, s.layout.shard_values(model_vector(model), 0))
+    assert os.path.isdir(s.spill) and os.listdir(s.spill)
+    s.close()
+    assert not os.path.exists(s.spill)
 
 
 def test_an_epoch_missing_a_shards_values_says_which():
-    _, s = sink(3)
+    model, s = sink(3)
     s.open_epoch(2)
-    s.handle(Frame(Op.PUSH, {"shard": 1, "epoch": 2, "stats": STATS_OF},
-                   s.layout.shard_values(s.vector, 1)))
+    pushed(s, 1, s.layout.shard_values(model_vector(model), 1), epoch=2)
     with pytest.raises(RuntimeError, match=r"epoch 3 ended without the values of shards 0, 2"):
         s.take()
 
 
-def good(s):
-    return s.layout.shard_values(s.vector, 0)
+def first(s):
+    return s.layout.piece_values(s.model.flat_weights, s.model.flat_state, 0, s.pieces[0])
 
 
 def with_nan(s):
-    values = good(s)
+    values = first(s)
     values[0] = np.nan
     return values
 
 
+def last(s):
+    return s.layout.piece_values(s.model.flat_weights, s.model.flat_state, 0, s.pieces[-1])
+
+
 @pytest.mark.parametrize("op, meta, values, message", [
-    (Op.PULL, {"shard": 2}, lambda s: None, r"expected a shard in \[0, 2\), received 2"),
-    (Op.PUSH, {"shard": 0, "epoch": 0, "stats": STATS_OF}, lambda s: np.zeros(3, np.float32),
-     r"expected shard 0's \d+ float32 values"),
-    (Op.PUSH, {"shard": 0, "epoch": 1, "stats": STATS_OF}, good, r"epoch 1 is not running \(running: 0\)"),
-    (Op.PUSH, {"shard": 0, "epoch": 0, "stats": {}}, good, r"expected the statistics"),
-    (Op.PUSH, {"shard": 0, "epoch": 0, "stats": STATS_OF}, with_nan, r"NaN"),
-    (Op.CLOCK, {"shard": 0}, lambda s: None, r"is not served here"),
+    (Op.PULL, {"shard": 2, "piece": 0}, lambda s: None, r"expected a shard in \[0, 2\), received 2"),
+    (Op.PULL, {"shard": 0, "piece": 10**6}, lambda s: None, r"expected a piece in \[0, \d+\), received 1000000"),
+    (Op.PUSH, {"shard": 0, "epoch": 0, "piece": 0}, lambda s: np.zeros(10**5, np.float32),
+     r"expected piece 0 of shard 0: \d+ float32 values"),
+    (Op.PUSH, {"shard": 0, "epoch": 1, "piece": 0}, first, r"epoch 1 is not running \(running: 0\)"),
+    (Op.PUSH, {"shard": 0, "epoch": 0, "piece": -1}, last, r"expected a piece in"),
+    (Op.PUSH, {"shard": 0, "epoch": 0, "piece": 0}, with_nan, r"NaN"),
+    (Op.CLOCK, {"shard": 0, "piece": 0}, lambda s: None, r"is not served here"),
 ])
 def test_a_bad_request_to_the_driver_is_refused(op, meta, values, message):
     _, s = sink()
     with pytest.raises(Refused, match=message):
         s.handle(Frame(op, meta, values(s)))
+    assert s.collected == {} and not os.listdir(s.spill)
+
+
+def test_pieces_out_of_order_or_a_last_piece_without_statistics_are_refused():
+    _, s = sink()
+    j = len(s.pieces) - 1
+    with pytest.raises(Refused, match=r"expected piece 0 of shard 0, received piece 1"):
+        s.handle(Frame(Op.PUSH, {"shard": 0, "epoch": 0, "piece": 1},
+                       s.layout.piece_values(s.model.flat_weights, s.model.flat_state, 0, s.pieces[1])))
+    s._next[0] = j
+    with pytest.raises(Refused, match=r"expected the statistics"):
+        s.handle(Frame(Op.PUSH, {"shard": 0, "epoch": 0, "piece": j, "stats": {}}, last(s)))
     assert s.collected == {}
 
 
@@ -96,3 +152,25 @@ def test_a_task_trains_a_compact_worker_where_it_pushes_what_a_whole_table_worke
     if compact:
         assert [t.rows for t in layout_of(local, 1).map.tables] == layout.map.capacity(3, 32)
         assert task._worker(model, spec, 300) is local         # made once
+
+
+def test_a_sharded_fits_tasks_receive_the_skeleton_and_make_their_workers_from_it():
+    from sparkdl.distributed.shard_task import skeleton
+    model = click_model(optimizers.SGD(0.05, momentum=0.9))
+    layout = layout_of(model, 2)
+    bones = skeleton(model)
+    assert [t.rows for t in layout_of(bones, 1).map.tables] == [1] * len(layout.map.tables)
+    m = layout.map
+    assert bones.flat_weights.size == m.dense_size + sum(t.dim for t in m.tables)      # no tables
+    settings = ShardSettings((0, 1), ((0, 300), (1, 300)), "async", None, 2, param_map=m)
+    task = ShardTask(layout, settings, None, None, [], None)
+    for aggregate in ("gradients", "weights"):       # compact; with momentum slots: whole tables
+        spec = RoundSpec(round=0, seed=0, batch_size=32, frequency=3, aggregate=aggregate, mode="async",
+                         optimizer=model.optimizer.get_config())
+        local = task._worker(bones, spec, 300)
+        rows = [t.rows for t in layout_of(local, 1).map.tables]
+        assert rows == (m.capacity(3, 32) if aggregate == "gradients" else [t.rows for t in m.tables])
+        np.testing.assert_array_equal(local.flat_weights[:m.dense_size], model.flat_weights[:m.dense_size])
+        np.testing.assert_array_equal(local.flat_state, model.flat_state)
+        assert local.optimizer.get_config() == model.optimizer.get_config() and not local.optimizer.slots
+    assert task.whole_model(bones) is task.whole_model(bones)          # made once
