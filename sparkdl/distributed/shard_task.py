@@ -64,33 +64,47 @@ class ShardSettings:
 class ShardSink:
     """The driver's side of the shards (see the module docstring), served piece by piece
     (``ShardLayout.pieces``): ``PULL {shard, piece}`` answers that piece of the shard's part
-    of the driver's model and the running epoch; ``PUSH {shard, epoch, piece[, stats]}``
-    keeps a piece of a shard's values at an epoch's end (the pieces in order, the statistics
-    with the last), and ``take`` writes every shard's into the model once all are in.
+    of the driver's model, the running epoch and the optimizer's iterations; ``PUSH {shard,
+    epoch, piece[, stats, iterations]}`` keeps a piece of a shard's values at an epoch's end
+    (the pieces in order, the statistics and iterations with the last), and ``take`` writes
+    every shard's into the model once all are in.
+
+    With ``optimizer`` (gradients mode: the model's, whose copies the shards step) a piece
+    carries its values followed by the same elements of each of the optimizer's slots (none
+    for the moving statistics), so the shards start from the driver's optimizer state and
+    hand theirs back with their values: checkpoints, retried stages and the next fit see the
+    shards' slots and steps, as the driver's parameter server leaves them in the model's
+    optimizer.
 
     The sink holds nothing the size of the model: a piece is cut from the model's own
     buffers when asked for, and the pieces pushed at an epoch's end wait in a file per shard
     in a directory of its own (``spill``: a temporary one, removed by ``close``) until the
     last shard's are in, so the model changes only when the epoch's values are complete."""
 
-    def __init__(self, layout: ShardLayout, model, spill: str | None = None):
-        self.layout, self.model = layout, model
+    def __init__(self, layout: ShardLayout, model, spill: str | None = None, optimizer=None):
+        self.layout, self.model, self.optimizer = layout, model, optimizer
         self.pieces = layout.pieces()
-        self.max_data = max(4 * layout.dense_split(k)[i] for k in range(layout.num_shards) for i in (0, 1))
-        self.max_data = max(self.max_data, max(4 * (p[3] - p[2]) * layout.map.tables[p[1]].dim
-                                               for p in self.pieces if p[0] == "rows") if layout.map.tables else 0)
+        self.slot_names = tuple(optimizer.slot_names) if optimizer is not None else ()
+        if self.slot_names:
+            optimizer.build(model.flat_weights.size)
+        per_value = 1 + len(self.slot_names)
+        self.max_data = max(4 * per_value * layout.dense_split(k)[0] for k in range(layout.num_shards))
+        self.max_data = max(self.max_data, *(4 * layout.dense_split(k)[1] for k in range(layout.num_shards)),
+                            *(4 * per_value * (p[3] - p[2]) * layout.map.tables[p[1]].dim
+                              for p in self.pieces if p[0] == "rows"))
         self._lock = threading.Lock()
         self._own_spill = spill is None
         self.spill = tempfile.mkdtemp(prefix="sparkdl-shards-") if spill is None else spill
         self.epoch = 0
         self.retries = 0            # registrations of a retried task, ever
         self.collected: dict[int, dict] = {}        # shard: statistics, once its last piece is in
+        self.iterations: dict[int, int] = {}        # shard: its optimizer's steps, with its last piece
         self._next: dict[int, int] = {}             # shard: the piece its push sends next
 
     # ---- driver side ------------------------------------------------------------------------------
     def open_epoch(self, epoch: int) -> None:
         with self._lock:
-            self.epoch, self.collected, self._next = int(epoch), {}, {}
+            self.epoch, self.collected, self._next, self.iterations = int(epoch), {}, {}, {}
 
     def register(self, partition: int, attempt: int) -> None:
         """The coordinator registered ``attempt`` of ``partition``: a retry when above 0."""
@@ -106,11 +120,16 @@ class ShardSink:
                 raise RuntimeError(f"SparkModel.fit: epoch {self.epoch + 1} ended without the values of "
                                    f"shard{'s' * (len(missing) > 1)} {', '.join(map(str, missing))}")
             weights, state = self.model.flat_weights, self.model.flat_state
+            slots = [self.optimizer.slots[name] for name in self.slot_names]
             for k in range(self.layout.num_shards):
                 with open(self._file(k), "rb") as f:
                     for piece in self.pieces:
                         n = self.layout.piece_length(k, piece)
                         self.layout.put_piece(weights, state, k, piece, np.fromfile(f, np.float32, n))
+                        for slot in slots if piece[0] != "state" else ():
+                            self.layout.put_piece(slot, state, k, piece, np.fromfile(f, np.float32, n))
+            if self.optimizer is not None:      # every push reaches every shard: they step alike
+                self.optimizer.iterations = self.iterations[0]
             return [self.collected[k] for k in range(self.layout.num_shards)]
 
     def close(self) -> None:
@@ -129,20 +148,28 @@ class ShardSink:
         if not 0 <= j < len(self.pieces):
             raise Refused(f"expected a piece in [0, {len(self.pieces)}), received {j}")
         piece = self.pieces[j]
+        slots = len(self.slot_names) if piece[0] != "state" else 0
         if frame.op == Op.PULL:
             with self._lock:
-                values = self.layout.piece_values(self.model.flat_weights, self.model.flat_state, shard, piece)
-                return Frame(Op.OK, {"epoch": self.epoch}, values)
+                model = self.model
+                parts = [self.layout.piece_values(model.flat_weights, model.flat_state, shard, piece)]
+                parts += [self.layout.piece_values(self.optimizer.slots[name], model.flat_state, shard, piece)
+                          for name in self.slot_names[:slots]]
+                iterations = 0 if self.optimizer is None else int(self.optimizer.iterations)
+                return Frame(Op.OK, {"epoch": self.epoch, "iterations": iterations, "values": parts[0].size},
+                             np.concatenate(parts) if slots else parts[0])
         if frame.op != Op.PUSH:
             raise Refused(f"op {frame.op} is not served here")
         values, stats, last = frame.array, frame.meta.get("stats"), j == len(self.pieces) - 1
-        n = self.layout.piece_length(shard, piece)
+        n = self.layout.piece_length(shard, piece) * (1 + slots)
         if values is None or values.dtype != np.float32 or values.shape != (n,):
             got = None if values is None else (values.dtype.name, values.shape)
-            raise Refused(f"expected piece {j} of shard {shard}: {n} float32 values, received {got}")
+            what = f"{n} float32 values" + (f" (values and {slots} optimizer slots)" if slots else "")
+            raise Refused(f"expected piece {j} of shard {shard}: {what}, received {got}")
         if last and (not isinstance(stats, dict) or set(stats) != set(STATS)):
             raise Refused(f"expected the statistics {list(STATS)} of shard {shard} with its last piece, "
                           f"received {admission.shown(stats)}")
+        iterations = int_field(frame.meta, "iterations") if last else 0
         admission.finite(values, f"the values of shard {shard}")
         with self._lock:
             epoch = int_field(frame.meta, "epoch")
@@ -156,33 +183,46 @@ class ShardSink:
             self.collected.pop(shard, None)
             if last:
                 self.collected[shard] = {k: int(stats[k]) for k in STATS}
+                self.iterations[shard] = iterations
         return Frame(Op.OK, {})
 
 
 def start_shard(layout: ShardLayout, shard: int, settings: ShardSettings, end) -> ShardServer:
-    """Shard ``shard``'s server, from its part of the driver's model (``ShardSink``'s
-    ``PULL``, piece by piece), at the epoch that runs."""
+    """Shard ``shard``'s server, from its part of the driver's model and optimizer state
+    (``ShardSink``'s ``PULL``, piece by piece), at the epoch that runs."""
+    optimizer = copy.deepcopy(settings.optimizer)
+    names = tuple(optimizer.slot_names) if optimizer is not None else ()
     conn = Connection(end.address, end.token, end.timeout, security=end.security)
-    parts, epoch = [], 0
+    values, slots, meta = [], {name: [] for name in names}, {}
     try:
         for j in range(len(layout.pieces())):
             reply = conn.request(Op.PULL, {"shard": shard, "piece": j}, what=f"the values of shard {shard}")
             if reply.array is None:
                 raise ValueError(f"the driver answered the pull of shard {shard} without values")
-            parts.append(reply.array)
-            epoch = int(reply.meta["epoch"])
+            meta, n = reply.meta, int(reply.meta["values"])
+            values.append(reply.array[:n])
+            for i, name in enumerate(names if reply.array.size > n else ()):
+                slots[name].append(reply.array[(i + 1) * n:(i + 2) * n])
     finally:
         conn.close()
-    server = ShardServer(layout, shard, np.concatenate(parts), rows=dict(settings.rows), mode=settings.mode,
-                         optimizer=copy.deepcopy(settings.optimizer), staleness=settings.staleness,
-                         timeout=end.timeout, workers=settings.workers)
-    server.begin_epoch(epoch)
+    server = ShardServer(layout, shard, np.concatenate(values), rows=dict(settings.rows), mode=settings.mode,
+                         optimizer=optimizer, staleness=settings.staleness, timeout=end.timeout,
+                         workers=settings.workers)
+    if optimizer is not None:
+        state = server.state()
+        state.update({f"slot/{name}": np.concatenate(parts) for name, parts in slots.items()},
+                     iterations=np.array(int(meta["iterations"]), np.int64))
+        server.restore(state)
+    server.begin_epoch(int(meta["epoch"]))
     return server
 
 
 def push_values(layout: ShardLayout, server: ShardServer, epoch: int, stats: dict, end) -> None:
-    """Send the shard's values to the driver piece by piece (``ShardSink``'s ``PUSH``)."""
-    values = server.snapshot()
+    """Send the shard's values (and its optimizer's slots) to the driver piece by piece
+    (``ShardSink``'s ``PUSH``)."""
+    state = server.state()
+    values = state["values"]
+    slots = [state[f"slot/{name}"] for name in server.optimizer.slot_names] if server.optimizer is not None else []
     pieces = layout.pieces()
     conn = Connection(end.address, end.token, end.timeout, security=end.security)
     try:
@@ -191,8 +231,10 @@ def push_values(layout: ShardLayout, server: ShardServer, epoch: int, stats: dic
             n = layout.piece_length(server.shard, piece, server.owned)
             meta = {"shard": server.shard, "epoch": epoch, "piece": j}
             if j == len(pieces) - 1:
-                meta["stats"] = stats
-            conn.request(Op.PUSH, meta, values[at:at + n], what=f"the driver's receipt of shard {server.shard}")
+                meta.update(stats=stats, iterations=int(state.get("iterations", 0)))
+            with_slots = slots if piece[0] != "state" else []
+            part = np.concatenate([values[at:at + n]] + [slot[at:at + n] for slot in with_slots])
+            conn.request(Op.PUSH, meta, part, what=f"the driver's receipt of shard {server.shard}")
             at += n
     finally:
         conn.close()

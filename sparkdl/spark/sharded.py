@@ -25,12 +25,14 @@ from sparkdl.spark import transports
 def shard_settings(spark_model, rows: dict[int, int]) -> shard_task.ShardSettings:
     """Which partitions host the shards (the first ``num_servers`` that train) and how the
     shards apply pushes (as ``transports.parameter_server``'s server does; in gradients mode
-    each steps a copy of the model's optimizer, whose slots start afresh on its elements)."""
+    each steps a copy of the model's optimizer, which takes the model's optimizer state on its
+    elements from the driver and hands it back at each epoch's end, ``ShardSink``)."""
     training = sorted(rows)
     optimizer = None
-    if spark_model.aggregate == "gradients":
-        optimizer = copy.deepcopy(spark_model.model.optimizer)
-        optimizer.reset_slots()         # (the closure of every task carries it)
+    if spark_model.aggregate == "gradients":      # (its slots travel with the shards' values)
+        optimizer = copy.copy(spark_model.model.optimizer)
+        optimizer.reset_slots()         # (rebinds them: the model's are not copied)
+        optimizer = copy.deepcopy(optimizer)
     one_step = spark_model.frequency in ("batch", 1)
     return shard_task.ShardSettings(
         hosts=tuple(training[:spark_model.num_servers]), rows=tuple(sorted(rows.items())),
@@ -49,7 +51,8 @@ class ShardedInJob(transports.InJob):
         self.ps, self.exchange = None, None
         settings = shard_settings(spark_model, self.rows)
         self.hosts = list(settings.hosts)
-        self.sink = shard_task.ShardSink(shard_task.layout_of(model, spark_model.num_servers), model)
+        self.sink = shard_task.ShardSink(shard_task.layout_of(model, spark_model.num_servers), model,
+                                         optimizer=model.optimizer if self.aggregate == "gradients" else None)
         # A retried stage redoes the open order in every task: new shards hold the last epoch's
         # end, and the epoch is then run again whole (``async_epoch``).
         self.coordinator = Coordinator(self.sink, partitions=range(len(blocks.rows)),

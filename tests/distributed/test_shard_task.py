@@ -27,7 +27,7 @@ def pushed(s, shard, values, epoch=0, stats=STATS_OF):
         n = s.layout.piece_length(shard, piece)
         meta = {"shard": shard, "epoch": epoch, "piece": j}
         if j == len(s.pieces) - 1:
-            meta["stats"] = stats
+            meta.update(stats=stats, iterations=0)
         assert s.handle(Frame(Op.PUSH, meta, values[at:at + n])).op == Op.OK
         at += n
     assert at == values.size
@@ -41,7 +41,8 @@ def pulled(s, shard):
 def test_a_shard_starts_from_its_part_of_the_drivers_model_at_the_running_epoch():
     model, s = sink()
     s.open_epoch(4)
-    assert s.handle(Frame(Op.PULL, {"shard": 1, "piece": 0})).meta == {"epoch": 4}
+    reply = s.handle(Frame(Op.PULL, {"shard": 1, "piece": 0}))
+    assert reply.meta == {"epoch": 4, "iterations": 0, "values": reply.array.size}
     np.testing.assert_array_equal(pulled(s, 1), s.layout.shard_values(model_vector(model), 1))
 
 
@@ -174,3 +175,52 @@ def test_a_sharded_fits_tasks_receive_the_skeleton_and_make_their_workers_from_i
         np.testing.assert_array_equal(local.flat_state, model.flat_state)
         assert local.optimizer.get_config() == model.optimizer.get_config() and not local.optimizer.slots
     assert task.whole_model(bones) is task.whole_model(bones)          # made once
+
+
+def test_shards_start_from_the_drivers_optimizer_state_and_hand_theirs_back(tmp_path):
+    """Gradients mode: a piece carries the values and each slot's same elements; a shard that
+    starts takes the driver's slots and steps, and what it pushes back at the epoch's end is
+    written into the model and its optimizer."""
+    from sparkdl.distributed import shard_task
+    from sparkdl.distributed.fit_task import FitEndpoint
+    from sparkdl.distributed.server import FrameServer
+    model = click_model(optimizers.Adam(0.01))
+    opt = model.optimizer
+    rng = np.random.default_rng(0)
+    layout = layout_of(model, 2)
+    s = ShardSink(layout, model, str(tmp_path), optimizer=opt)        # builds the driver's slots
+    for name in ("m", "v"):
+        opt.slots[name][...] = rng.random(model.flat_weights.size, dtype=np.float32)
+    opt.iterations = 7
+    settings = ShardSettings((0, 1), ((0, 10), (1, 10)), "async", None, 1, optimizer=optimizers.Adam(0.01),
+                             param_map=layout.map)
+    frames = FrameServer(s, b"k" * 32, timeout=5.0)
+    try:
+        end = FitEndpoint(frames.address, b"k" * 32, 5.0)
+        servers = [shard_task.start_shard(layout, k, settings, end) for k in range(2)]
+        expected = {name: opt.slots[name].copy() for name in ("m", "v")}
+        weights_part = model.flat_weights
+        for k, server in enumerate(servers):
+            state = server.state()
+            assert int(state["iterations"]) == 7
+            for name in ("m", "v"):
+                np.testing.assert_array_equal(state[f"slot/{name}"],
+                                              layout.values_of(expected[name], model.flat_state[:0], k))
+            # The shard steps on: new values, slots and iterations.
+            state["values"] = state["values"] + 1.0
+            for name in ("m", "v"):
+                state[f"slot/{name}"] = state[f"slot/{name}"] * 2.0
+            state["iterations"] = np.array(9, np.int64)
+            server.restore(state)
+        before = model_vector(model)
+        s.open_epoch(0)
+        for k, server in enumerate(servers):
+            shard_task.push_values(layout, server, 0, STATS_OF, end)
+        s.take()
+    finally:
+        frames.close()
+    np.testing.assert_array_equal(model_vector(model), before + 1.0)
+    for name in ("m", "v"):
+        np.testing.assert_array_equal(opt.slots[name], expected[name] * 2.0)
+    assert opt.iterations == 9
+    assert weights_part is model.flat_weights             # written in place
