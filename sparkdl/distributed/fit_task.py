@@ -90,9 +90,8 @@ def run_fit_task(model, block, val_block, partition: int, end: FitEndpoint, ring
             try:
                 if ring is not None and frame.meta.get("kind") in ring.orders:
                     (meta, array), push = ring.carry_out(model, block, partition, attempt, frame.meta)
-                else:       # (a sharded fit's tasks hold a skeleton: validation takes whole tables)
-                    target = model if end.shards is None or kind != "evaluate" else ring.whole_model(model)
-                    (meta, array), push, local = _carry_out(target, block, val_block, partition, attempt,
+                else:
+                    (meta, array), push, local = _carry_out(model, block, val_block, partition, attempt,
                                                             frame, end, local, conn, feedback)
             finally:
                 _current.order = None
@@ -245,12 +244,19 @@ def _evaluate(model, val_block, payload, batch_size):
     """Loss sum, row count and metric states of this task's validation rows at the payload's
     weights (and moving statistics)."""
     worker.set_model_vector(model, payload)
+    return evaluation_report(model, val_block, lambda xs: model.predict_arrays(xs, batch_size), batch_size)
+
+
+def evaluation_report(model, val_block, predict, batch_size: int) -> tuple[dict, np.ndarray | None]:
+    """``(meta, metric states)`` of ``val_block``'s rows: the loss sum, row count and states
+    of ``model``'s loss and metrics over the outputs ``predict(xs)`` gives for each
+    ``batch_size`` rows."""
     metrics = [m.fresh() for m in model.metrics]
     loss_sum, count = 0.0, 0
     if val_block is not None and len(val_block[1]):
         xs, y = val_block
         for a in range(0, len(y), batch_size):
-            out = model.predict_arrays([x[a:a + batch_size] for x in xs], batch_size)
+            out = predict([x[a:a + batch_size] for x in xs])
             loss_sum += float(np.sum(model.loss.per_sample(y[a:a + batch_size], out)))
             for m in metrics:
                 m.update(y[a:a + batch_size], out)

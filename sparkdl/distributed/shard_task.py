@@ -35,12 +35,12 @@ from sparkdl.distributed.server import Refused, int_field
 from sparkdl.distributed.shard_client import ShardedClient
 from sparkdl.distributed.shard_layout import ShardLayout
 from sparkdl.distributed.shards import ShardServer
-from sparkdl.distributed.sparse import ParamMap
-from sparkdl.distributed.sparse_worker import compact_model, resized_model, run_sparse_async_epoch
+from sparkdl.distributed.sparse import ParamMap, RowSlice
+from sparkdl.distributed.sparse_worker import compact_model, renumbered, resized_model, run_sparse_async_epoch
 
 logger = logging.getLogger(__name__)
 
-BEGIN, TRAIN, COLLECT = "shard-begin", "shard-train", "shard-collect"
+BEGIN, TRAIN, COLLECT, EVALUATE = "shard-begin", "shard-train", "shard-collect", "shard-evaluate"
 #: the shard statistics a collect push reports (``ShardStore.stats``)
 STATS = ("pushes", "duplicates", "pulls", "bytes_pushed", "bytes_pulled", "waits")
 
@@ -244,11 +244,12 @@ class ShardTask:
     """A task's part in a sharded fit: its shard (None when it hosts none) and the
     addresses of all; carries out the ``orders`` (see the module docstring)."""
 
-    orders = (BEGIN, TRAIN, COLLECT)
+    orders = (BEGIN, TRAIN, COLLECT, EVALUATE)
 
     def __init__(self, layout: ShardLayout, settings: ShardSettings, shard: int | None,
-                 server: ShardServer | None, addresses: list, end, close=None):
+                 server: ShardServer | None, addresses: list, end, close=None, val_block=None):
         self.layout, self.settings, self.shard, self.server = layout, settings, shard, server
+        self.val_block = val_block
         self.addresses, self.end = [tuple(a) for a in addresses], end
         self._close = close
         self._before: dict = {}
@@ -264,6 +265,8 @@ class ShardTask:
         kind = order["kind"]
         if kind == TRAIN:
             return self._train(model, block, partition, attempt, order), None
+        if kind == EVALUATE:
+            return self._evaluate(model, partition, attempt, order), None
         server = self.server
         if server is None:
             raise RuntimeError(f"partition {partition} hosts no shard, received order {kind!r}")
@@ -292,6 +295,38 @@ class ShardTask:
         finally:
             client.close()
         return fit_task.result_report(result)
+
+    def _evaluate(self, model, partition: int, attempt: int, order: dict) -> tuple:
+        """The task's validation rows at the shards' values (as the epoch left them): each
+        batch pulls the dense part and the rows it reads into a compact model (or the whole
+        tables) and predicts."""
+        batch_size = int(order["batch_size"])
+        if self.val_block is None or not len(self.val_block[1]):
+            return fit_task.evaluation_report(model, None, None, batch_size)
+        m = self.layout.map
+        trains = dict(self.settings.rows)       # (a partition that trains nothing pulls as one that does)
+        client = ShardedClient(self.layout, self.addresses, self.end.token, self.end.timeout, int(order["epoch"]),
+                               partition if partition in trains else self.settings.rows[0][0], attempt,
+                               security=self.end.security)
+        try:
+            local = compact_model(model, m.capacity(1, batch_size))
+        except ValueError:          # an input feeds tables and other layers: no renumbering
+            local = None
+        target = local if local is not None else self.whole_model(model)
+        local_map = ParamMap.from_model(target)
+
+        def predict(xs):
+            ids = m.ids_in(xs)
+            pulled = client.pull(0, ids)
+            if local is not None:
+                xs, ids = renumbered(xs, ids, local_map)
+            local_map.put_model(target, RowSlice(pulled.dense, ids, pulled.rows))
+            return target.predict_arrays(xs, batch_size)
+
+        try:
+            return fit_task.evaluation_report(target, self.val_block, predict, batch_size)
+        finally:
+            client.close()
 
     def _worker(self, model, spec: worker.RoundSpec, rows: int):
         """The model that trains: compact (``sparse_worker.compact_model``, room for the rows

@@ -130,6 +130,12 @@ class ParamMap:
         return [min(t.rows, steps * batch_size * t.per_example) for t in self.tables]
 
     # ---- what the next steps touch ----------------------------------------------------------------
+    def ids_in(self, xs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Per table, the sorted unique ids that the rows ``xs`` read (their inputs' ids)."""
+        by_input = {tab.input_index: np.unique(np.asarray(xs[tab.input_index]).reshape(-1)).astype(self.id_dtype)
+                    for tab in self.tables}
+        return [by_input[tab.input_index] for tab in self.tables]
+
     def touched_ids(self, xs: Sequence[np.ndarray], plans: Sequence[BatchPlan]) -> list[np.ndarray]:
         """Per table, the sorted unique ids that the batches of ``plans`` (slices of passes over
         the block ``xs``, as the worker will train them) read: the rows a pull must bring."""

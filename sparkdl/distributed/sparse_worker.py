@@ -106,7 +106,7 @@ def run_sparse_async_epoch(model, xs: list[np.ndarray], y: np.ndarray, spec: Rou
         sx, sy, splan = plan.gathered(xs, y)
         local_ids = ids
         if compact:
-            sx, local_ids = _renumbered(sx, ids, local_map)
+            sx, local_ids = renumbered(sx, ids, local_map)
             opt.reset_elements(local_map.dense_size, local_map.weights_size)
         base = RowSlice(pulled.dense, local_ids, pulled.rows)
         local_map.put_model(model, base)
@@ -161,7 +161,7 @@ def run_sparse_sync_round(model, xs: list[np.ndarray], y: np.ndarray, spec: Roun
     local_map = ParamMap.from_model(model)
     local_ids, stretches = ids, [plan.gathered(xs, y) for plan in plans]
     if [t.rows for t in local_map.tables] != [t.rows for t in param_map.tables]:
-        renumbered = [_renumbered(sx, ids, local_map) for sx, _, _ in stretches]
+        renumbered = [renumbered(sx, ids, local_map) for sx, _, _ in stretches]
         local_ids = renumbered[0][1]
         stretches = [(sx, sy, splan) for (sx, _), (_, sy, splan) in zip(renumbered, stretches)]
     local_map.put_model(model, RowSlice(pulled.dense, local_ids, pulled.rows))
@@ -188,7 +188,7 @@ def run_sparse_sync_round(model, xs: list[np.ndarray], y: np.ndarray, spec: Roun
                        metric_states=[m.state.copy() for m in model.metrics], short_partitions=short)
 
 
-def _renumbered(xs: list[np.ndarray], ids: list[np.ndarray],
+def renumbered(xs: list[np.ndarray], ids: list[np.ndarray],
                 local_map: ParamMap) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """The stretch's inputs with each table's ids replaced by their rank among ``ids`` (the
     rows of a compact model), and those local ids. Tables that read the same input touch the

@@ -145,7 +145,7 @@ def persistent_task(model_bc, end: fit_task.FitEndpoint, with_validation: bool =
         use_task_cpus()
         ring = _ring_task(partition, len(block[1]), end) if end.ring is not None else None
         model = cached_model(model_bc)
-        shards = _shard_task(model, partition, end) if end.shards is not None else None
+        shards = _shard_task(model, partition, end, val_block) if end.shards is not None else None
         try:
             yield fit_task.run_fit_task(model, block, val_block, partition, end, ring or shards)
         finally:
@@ -225,7 +225,7 @@ def _ring_task(partition: int, rows: int, end: fit_task.FitEndpoint):
     return ring_task.RingTask(peer, end)
 
 
-def _shard_task(model, partition: int, end: fit_task.FitEndpoint):
+def _shard_task(model, partition: int, end: fit_task.FitEndpoint, val_block=None):
     """``num_servers >= 1``: this task's ``shard_task.ShardTask``. The task of a partition that
     hosts a shard starts its server, bound to its executor's host, from the driver's vector;
     every task of the barrier stage tells the others its shard's address, or None
@@ -258,4 +258,4 @@ def _shard_task(model, partition: int, end: fit_task.FitEndpoint):
         if k is not None:
             addresses[k] = tuple(address)
     return shard_task.ShardTask(layout, settings, shard, server, addresses, end,
-                                close=None if frames is None else frames.close)
+                                close=None if frames is None else frames.close, val_block=val_block)

@@ -92,6 +92,16 @@ class ShardedInJob(transports.InJob):
         return result, epoch_counts(sink.take())
 
 
+    def evaluate_validation(self) -> dict | None:
+        """Loss and metrics of the validation rows the tasks hold, each batch predicted from
+        the rows it reads, pulled from the shards (which hold the driver's values until the
+        next epoch begins): no copy of the model travels."""
+        if self.val_blocks is None:
+            return None
+        self.coordinator.order(shard_task.EVALUATE, {"batch_size": 256, "epoch": self.sink.epoch,
+                                                     "label": "sparkdl validation"})
+        return self._validation_result(self._wait("validation"))
+
     def close(self, failed: bool) -> None:
         try:
             super().close(failed)

@@ -332,10 +332,12 @@ class InJob:
         """Loss and metrics of the validation rows the tasks hold, at the driver's weights."""
         if self.val_blocks is None:
             return None
+        self.coordinator.order("evaluate", {"batch_size": 256}, worker.model_vector(self.model))
+        return self._validation_result(self._wait("validation"))
+
+    def _validation_result(self, reports: dict) -> dict:
+        """Loss and metrics of the validation rows from every task's report of them."""
         model = self.model
-        payload = worker.model_vector(model)
-        self.coordinator.order("evaluate", {"batch_size": 256}, payload)
-        reports = self._wait("validation")
         metrics = [m.fresh() for m in model.metrics]
         loss_sum, count = 0.0, 0
         for partition in sorted(reports):

@@ -93,6 +93,31 @@ def test_validation_and_callbacks_see_the_shards_values_at_each_epochs_end(click
     assert 595 <= sum(history.validation_rows_per_partition) <= 605        # a fifth of each partition
 
 
+@pytest.mark.parametrize("k", [1, 2])
+def test_validation_rows_in_the_tasks_are_scored_from_rows_pulled_from_the_shards(spark, k):
+    """A DataFrame's validation rows stay in the tasks: each batch pulls the rows it reads from
+    the shards, which hold the epoch's values; the scores are those of the driver's final model
+    on the same rows (float64 sums over the partitions against the driver's batches)."""
+    from pyspark.sql.types import ArrayType, DoubleType, LongType, StructField, StructType
+
+    from sparkdl import layers
+    from sparkdl.models import Sequential
+    train, val = click_data(2000, seed=0, num_ids=NUM_IDS), click_data(700, seed=0, num_ids=NUM_IDS)
+    set_random_seed(0)
+    model = Sequential([layers.Input((9,), dtype="int64"), layers.Embedding(NUM_IDS, 4), layers.Flatten(),
+                        layers.Dense(1, activation="sigmoid")])
+    model.compile(optimizer=optimizers.SGD(0.1), loss="binary_crossentropy", metrics=["auc"])
+    schema = StructType([StructField("features", ArrayType(LongType())), StructField("label", DoubleType())])
+    frame = spark.createDataFrame([([int(i) for i in r], float(y)) for r, y in zip(val.ids, val.label)], schema)
+    rdd = spark.sparkContext.parallelize([(i, float(y)) for i, y in zip(train.ids, train.label)], 2)
+    history = SparkModel(model, mode="async", frequency=4, num_workers=2, num_servers=k).fit(
+        rdd, epochs=2, batch_size=32, verbose=0, validation_data=frame.repartition(3))
+    expected = model.evaluate(val.ids, val.label, batch_size=256, verbose=0)
+    assert history.history["val_loss"][-1] == pytest.approx(expected[0], rel=1e-5)
+    assert history.history["val_auc"][-1] == pytest.approx(expected[1], rel=1e-5)
+    assert history.history["val_auc"][-1] > 0.6
+
+
 @pytest.mark.parametrize("momentum", [0.0, 0.9], ids=["compact-worker", "whole-table-worker"])
 def test_the_drivers_model_holds_the_shards_values_bit_for_bit_with_one_worker(clicks, momentum):
     """One worker, weight deltas: the row-sparse epoch pushes exactly what the whole-vector
