@@ -161,9 +161,9 @@ def run_sparse_sync_round(model, xs: list[np.ndarray], y: np.ndarray, spec: Roun
     local_map = ParamMap.from_model(model)
     local_ids, stretches = ids, [plan.gathered(xs, y) for plan in plans]
     if [t.rows for t in local_map.tables] != [t.rows for t in param_map.tables]:
-        renumbered = [renumbered(sx, ids, local_map) for sx, _, _ in stretches]
-        local_ids = renumbered[0][1]
-        stretches = [(sx, sy, splan) for (sx, _), (_, sy, splan) in zip(renumbered, stretches)]
+        renumbering = [renumbered(sx, ids, local_map) for sx, _, _ in stretches]
+        local_ids = renumbering[0][1]
+        stretches = [(sx, sy, splan) for (sx, _), (_, sy, splan) in zip(renumbering, stretches)]
     local_map.put_model(model, RowSlice(pulled.dense, local_ids, pulled.rows))
     for metric in model.metrics:
         metric.reset()
