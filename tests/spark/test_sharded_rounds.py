@@ -69,20 +69,25 @@ def test_with_adam_the_shards_learn_as_the_driver_does(clicks):
     assert loss[-1] < 0.7 * loss[0] and abs(loss[-1] - whole_loss[-1]) < 0.25 * whole_loss[-1], (loss, whole_loss)
 
 
-def test_callbacks_that_watch_rounds_see_the_shards_values_after_each_round(clicks, whole_vector):
-    """A callback with ``on_batch_end`` makes the driver take the shards' values every round;
-    validation sees them at the epoch's end."""
+def test_callbacks_that_watch_rounds_and_validation_see_the_shards_values(clicks):
+    """A callback with ``on_batch_end`` makes the driver take the shards' values after every
+    round; validation (rows the tasks hold out) sees them at the epoch's end."""
     seen = []
 
     class Weights(Callback):
         def on_batch_end(self, batch, logs=None):
             seen.append(self.model.flat_weights.copy())
 
-    model, history, _ = fit(clicks, 2, epochs=1, callbacks=[Weights()])
-    assert len(seen) == ROUNDS_PER_EPOCH
-    assert all(not np.array_equal(a, b) for a, b in zip(seen, seen[1:]))
+    model = click_model()
+    start = model.flat_weights.copy()
+    history = SparkModel(model, mode="sync", aggregate="gradients", frequency=4, num_workers=2, num_servers=2).fit(
+        clicks["rdd"](2), epochs=2, batch_size=32, verbose=0, validation_split=0.2, callbacks=[Weights()])
+    rounds = len(history.rounds)
+    assert rounds == 2 * 4 and len(seen) == rounds       # 480 rows per partition: 15 steps, tau 4
+    assert all(not np.array_equal(a, b) for a, b in zip([start] + seen, seen))
     np.testing.assert_array_equal(seen[-1], model.flat_weights)
-    assert history.history["loss"][0] == whole_vector[1].history["loss"][0]    # the same first epoch
+    val_loss = history.history["val_loss"]
+    assert len(val_loss) == 2 and np.all(np.isfinite(val_loss)) and val_loss[-1] < val_loss[0], val_loss
 
 
 @pytest.mark.parametrize("settings, message", [
