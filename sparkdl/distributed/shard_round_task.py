@@ -17,7 +17,8 @@ shard before its host opened it waits for the opening (``ShardRounds.wait``). So
 costs the driver one order and one report per task, as a whole-vector sync round does.
 When the driver needs the model — each epoch's end, checkpoints, callbacks that watch
 rounds — it sends a second order, ``shard-round-collect``, to the hosts: each closes the
-open round and pushes its values to the sink.
+open round and pushes its values to the sink (or, when the step made them non-finite, reports
+that instead: nothing non-finite reaches the driver).
 
 Retries: a retried stage starts new shards from the sink's vector; the driver then replays
 the rounds since it last took the shards' values, the first with ``reload`` (the shards
@@ -28,6 +29,8 @@ with the weights of a fit without the fault bit for bit.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import numpy as np
 
 from sparkdl.distributed import fit_task, worker
 from sparkdl.distributed.protocol import Connection, Op
@@ -96,10 +99,14 @@ class RoundShardTask:
         if server is None:
             raise RuntimeError(f"partition {partition} hosts no shard, received order {order['kind']!r}")
         server.close_round()
+        values = server.snapshot()
+        if not np.isfinite(np.sum(values, dtype=np.float64)):       # nothing non-finite reaches the driver
+            what = f"shard {self.shard} holds non-finite values after the optimizer's step on the mean gradient"
+            return ({"diverged": [[partition, what]]}, None), None
         stats = {k: server.stats[k] - self._before.get(k, 0) for k in STATS}
         self._before = dict(server.stats)
         push = {"shard": self.shard, "partition": partition, "epoch": int(order["epoch"]), "stats": stats}
-        return ({}, None), (push, server.snapshot())
+        return ({}, None), (push, values)
 
     def _open(self, server: ShardRounds, order: dict) -> None:
         """Close the open round (apply its mean), then open the order's, stepped with the

@@ -15,6 +15,7 @@ import copy
 
 from sparkdl.distributed import fit_task, shard_round_task, shard_task, worker
 from sparkdl.distributed.coordinator import Coordinator
+from sparkdl.errors import SparkTrainingDivergedError
 from sparkdl.spark import transports
 
 
@@ -96,9 +97,16 @@ class ShardedRoundsInJob(transports.InJob):
         sink.open_epoch(spec.round)
         self.coordinator.order(shard_round_task.COLLECT, {"epoch": spec.round, "label": f"sparkdl {what}"},
                                expected=self.hosts)
-        self._wait(what)
+        reports = self._wait(what)
         if sink.retries != retries:
             return False
+        diverged = sorted(tuple(d) for meta, _ in reports.values() for d in meta.get("diverged", []))
+        if diverged:
+            raise SparkTrainingDivergedError(
+                f"SparkModel.fit: training diverged in round {spec.round + 1} ("
+                f"{'; '.join(f'partition {p}: {what}' for p, what in diverged)}); the model keeps the "
+                f"shards' values after round {self._taken}. Lower the learning rate, clip gradients or "
+                f"check the data for extreme values")
         vector, _ = sink.take()
         worker.set_model_vector(self.model, vector)
         self._pending, self._taken = [], spec.round + 1

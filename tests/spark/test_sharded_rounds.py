@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from sparkdl.data.synthetic import click_data
+from sparkdl.distributed.sparse import ParamMap
 from sparkdl.engine import optimizers
 from sparkdl.engine.callbacks import Callback
 from sparkdl.spark import SparkModel
@@ -110,3 +111,18 @@ def test_callbacks_that_watch_rounds_and_validation_see_the_shards_values(clicks
 def test_sync_settings_that_cannot_shard_are_refused(settings, message):
     with pytest.raises(ValueError, match=message):
         SparkModel(click_model(), **{"num_servers": 1, **settings})
+
+
+def test_a_step_that_makes_the_shards_values_non_finite_stops_the_fit_keeping_the_drivers_model(clicks):
+    """One round per epoch and a learning rate whose step overflows float32: the hosts report
+    it instead of pushing their values, and the driver's model keeps those it had."""
+    model = click_model()
+    model.compile(optimizer=optimizers.SGD(3e38), loss="binary_crossentropy")
+    model.flat_weights[:ParamMap.from_model(model).dense_size] *= 30     # gradients above 1: the step overflows
+    start = model.get_flat_weights()
+    spark_model = SparkModel(model, mode="sync", aggregate="gradients", frequency="epoch", num_workers=2,
+                             num_servers=2)
+    with pytest.raises(FloatingPointError, match=r"round 1 \(partition 0: shard 0 holds non-finite values "
+                                                 r"after the optimizer's step .*after round 0"):
+        spark_model.fit(clicks["rdd"](2), epochs=2, batch_size=32, verbose=0)
+    np.testing.assert_array_equal(model.flat_weights, start)
