@@ -126,3 +126,20 @@ def test_a_step_that_makes_the_shards_values_non_finite_stops_the_fit_keeping_th
                                                  r"after the optimizer's step .*after round 0"):
         spark_model.fit(clicks["rdd"](2), epochs=2, batch_size=32, verbose=0)
     np.testing.assert_array_equal(model.flat_weights, start)
+
+
+def test_a_fit_resumed_from_a_checkpoint_ends_as_an_uninterrupted_one(clicks, tmp_path):
+    """Checkpoints every 3 rounds (round 3 falls inside epoch 1: the driver's model takes the
+    shards' values there too, and training goes on unchanged); a fit resumed from the newest,
+    after epoch 1, on new shards ends with the weights of an uninterrupted fit (plain SGD: the
+    shards keep no optimizer state)."""
+    uninterrupted, _, _ = fit(clicks, 2, epochs=2)
+    first = click_model()
+    SparkModel(first, mode="sync", aggregate="gradients", frequency=4, num_workers=2, num_servers=2).fit(
+        clicks["rdd"](2), epochs=1, batch_size=32, verbose=0, checkpoint_dir=str(tmp_path), checkpoint_every=3)
+    resumed = click_model()
+    history = SparkModel(resumed, mode="sync", aggregate="gradients", frequency=4, num_workers=2,
+                         num_servers=2).fit(clicks["rdd"](2), epochs=2, batch_size=32, verbose=0,
+                                            checkpoint_dir=str(tmp_path), checkpoint_every=3, resume=True)
+    assert history.resumed_from == ROUNDS_PER_EPOCH
+    np.testing.assert_array_equal(resumed.flat_weights, uninterrupted.flat_weights)
