@@ -12,7 +12,8 @@ driver keeps it per partition) and, when it is a retry, takes it back on ``REGIS
 With ``transport="allreduce"`` the task keeps the whole training state and a ``"ring"``
 order is carried out by ``sparkdl.distributed.ring_task`` (no vector to or from the driver,
 except the state on the rounds that ask for it); with ``num_servers >= 1`` the epochs run
-against shards hosted by the tasks (``sparkdl.distributed.shard_task``). With ``compression`` (sync, hub) a round's
+against shards hosted by the tasks (``sparkdl.distributed.shard_task``; sync rounds of
+gradients: ``sparkdl.distributed.shard_round_task``). With ``compression`` (sync, hub) a round's
 weights arrive encoded; the task trains from their decoding and pushes the encoded change
 from it through error feedback it keeps for its whole life (``compressed_pushes``).
 """

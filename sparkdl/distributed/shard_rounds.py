@@ -15,7 +15,12 @@ SGD without momentum. With one partition and power-of-two batches the row-sparse
 exactly single-process training's step with any optimizer (which steps the touched rows
 only, as a shard does).
 
-Requests: ``PULL`` meta ``{round, partition, counts}`` with the ids (as ``shards``);
+A pull of a round that is not open yet waits up to ``wait`` seconds for it to open (the
+host of a one-job fit opens round r while the other tasks already ask for its weights);
+with ``wait=0`` it is refused at once.
+
+Requests: ``PULL`` meta ``{round, partition, counts}`` with the ids (as ``shards``; round
+-1: between rounds, the values as the last closed round left them, for validation);
 ``PUSH`` meta ``{round, partition, attempt, samples, counts}`` with the bytes of
 ``shard_store``. A round that is not open, a partition it does not expect, a replaced
 attempt, a sample count other than the one opened, or a second push of a partition are
@@ -23,6 +28,7 @@ refused or dropped before anything changes.
 """
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 
 import numpy as np
@@ -36,13 +42,16 @@ from sparkdl.engine import checks
 
 
 class ShardRounds(ShardStore):
-    """Shard ``shard`` of ``layout`` for sync gradient rounds, stepping a copy of ``optimizer``."""
+    """Shard ``shard`` of ``layout`` for sync gradient rounds, stepping a copy of ``optimizer``;
+    a pull waits up to ``wait`` seconds for its round to open."""
 
-    def __init__(self, layout: ShardLayout, shard: int, values: np.ndarray, optimizer):
+    def __init__(self, layout: ShardLayout, shard: int, values: np.ndarray, optimizer, wait: float = 0.0):
         if optimizer is None:
             raise ValueError("ShardRounds: expected the optimizer that steps the rounds' mean gradient, "
                              "received None")
         super().__init__(layout, shard, values, optimizer)
+        self.wait = checks.number(wait, "wait", "ShardRounds", at_least=0)
+        self._opened = threading.Condition(self._lock)
         self._round: int | None = None
         self._expected: dict[int, int] = {}
         self._pushes: dict[int, tuple[np.ndarray, list[np.ndarray]]] = {}
@@ -54,9 +63,16 @@ class ShardRounds(ShardStore):
         (``{partition: samples}``: the rows it trains in the round)."""
         expected = {checks.integer(p, "partition", "open_round", at_least=0):
                     checks.integer(n, "samples", "open_round", at_least=1) for p, n in partitions.items()}
-        with self._lock:
+        with self._opened:
             self._round, self._expected, self._pushes = int(round_index), expected, {}
             self._attempts.forget_seen()
+            self._opened.notify_all()
+
+    @property
+    def open(self) -> int | None:
+        """The round open, or None."""
+        with self._lock:
+            return self._round
 
     def register(self, partition: int, attempt: int) -> None:
         with self._lock:
@@ -75,8 +91,13 @@ class ShardRounds(ShardStore):
             if order:
                 self._apply_mean([self._pushes[p] for p in order], [self._expected[p] for p in order])
             received = {p: self._expected[p] for p in order}
-            self._round, self._pushes = None, {}
+            self._round, self._expected, self._pushes = None, {}, {}
             return received
+
+    def discard_round(self) -> None:
+        """Close the open round without applying it (its shard is about to take other values)."""
+        with self._lock:
+            self._round, self._expected, self._pushes = None, {}, {}
 
     def _apply_mean(self, pushes: list[tuple[np.ndarray, list[np.ndarray]]], samples: list[int]) -> None:
         dw, ds = self.dw, self.ds
@@ -101,7 +122,16 @@ class ShardRounds(ShardStore):
         round_index, partition = int_field(frame.meta, "round"), int_field(frame.meta, "partition")
         if frame.op == Op.PULL:
             counts, index = self._pull_index(frame)
-            with self._lock:
+            if round_index < 0:     # between rounds (validation): the values as the last round left them
+                with self._lock:
+                    if self._round is not None:
+                        raise Refused(f"round {self._round} is open: expected a pull of it, received a pull "
+                                      f"between rounds")
+                    return Frame(Op.OK, {"counts": counts}, self._gather(index))
+            with self._opened:
+                if self.wait and (self._round is None or self._round < round_index):
+                    self._opened.wait_for(lambda: self._round is not None and self._round >= round_index,
+                                          timeout=self.wait)
                 self._check_round(round_index, partition)
                 answer = self._gather(index)
                 self.stats["pulls"] += 1

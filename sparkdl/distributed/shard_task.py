@@ -74,15 +74,16 @@ class ShardSink:
     for the moving statistics), so the shards start from the driver's optimizer state and
     hand theirs back with their values: checkpoints, retried stages and the next fit see the
     shards' slots and steps, as the driver's parameter server leaves them in the model's
-    optimizer.
+    optimizer. ``steps=False``: the driver counts the steps itself (sync rounds) and takes
+    only the slots.
 
     The sink holds nothing the size of the model: a piece is cut from the model's own
     buffers when asked for, and the pieces pushed at an epoch's end wait in a file per shard
     in a directory of its own (``spill``: a temporary one, removed by ``close``) until the
     last shard's are in, so the model changes only when the epoch's values are complete."""
 
-    def __init__(self, layout: ShardLayout, model, spill: str | None = None, optimizer=None):
-        self.layout, self.model, self.optimizer = layout, model, optimizer
+    def __init__(self, layout: ShardLayout, model, spill: str | None = None, optimizer=None, steps: bool = True):
+        self.layout, self.model, self.optimizer, self.steps = layout, model, optimizer, steps
         self.pieces = layout.pieces()
         self.slot_names = tuple(optimizer.slot_names) if optimizer is not None else ()
         if self.slot_names:
@@ -128,7 +129,7 @@ class ShardSink:
                         self.layout.put_piece(weights, state, k, piece, np.fromfile(f, np.float32, n))
                         for slot in slots if piece[0] != "state" else ():
                             self.layout.put_piece(slot, state, k, piece, np.fromfile(f, np.float32, n))
-            if self.optimizer is not None:      # every push reaches every shard: they step alike
+            if self.optimizer is not None and self.steps:   # every push reaches every shard: they step alike
                 self.optimizer.iterations = self.iterations[0]
             return [self.collected[k] for k in range(self.layout.num_shards)]
 
@@ -187,10 +188,10 @@ class ShardSink:
         return Frame(Op.OK, {})
 
 
-def start_shard(layout: ShardLayout, shard: int, settings: ShardSettings, end) -> ShardServer:
-    """Shard ``shard``'s server, from its part of the driver's model and optimizer state
-    (``ShardSink``'s ``PULL``, piece by piece), at the epoch that runs."""
-    optimizer = copy.deepcopy(settings.optimizer)
+def pull_shard(layout: ShardLayout, shard: int, optimizer, end) -> tuple[np.ndarray, dict | None, dict]:
+    """``(values, optimizer state or None, meta)``: shard ``shard``'s part of the driver's
+    model and, with ``optimizer`` (the shards' copy), of its optimizer's slots and steps
+    (``ShardSink``'s ``PULL``, piece by piece); ``meta`` of the last answer (its ``epoch``)."""
     names = tuple(optimizer.slot_names) if optimizer is not None else ()
     conn = Connection(end.address, end.token, end.timeout, security=end.security)
     values, slots, meta = [], {name: [] for name in names}, {}
@@ -205,16 +206,32 @@ def start_shard(layout: ShardLayout, shard: int, settings: ShardSettings, end) -
                 slots[name].append(reply.array[(i + 1) * n:(i + 2) * n])
     finally:
         conn.close()
-    server = ShardServer(layout, shard, np.concatenate(values), rows=dict(settings.rows), mode=settings.mode,
+    state = None
+    if optimizer is not None:
+        state = {f"slot/{name}": np.concatenate(parts) for name, parts in slots.items()}
+        state["iterations"] = np.array(int(meta["iterations"]), np.int64)
+    return np.concatenate(values), state, meta
+
+
+def restored(store, optimizer_state: dict | None):
+    """``store`` (a ``ShardStore``) with the optimizer state ``pull_shard`` gave."""
+    if optimizer_state is not None:
+        state = store.state()
+        state.update(optimizer_state)
+        store.restore(state)
+    return store
+
+
+def start_shard(layout: ShardLayout, shard: int, settings: ShardSettings, end) -> ShardServer:
+    """Shard ``shard``'s server, from its part of the driver's model and optimizer state
+    (``pull_shard``), at the epoch that runs."""
+    optimizer = copy.deepcopy(settings.optimizer)
+    values, state, meta = pull_shard(layout, shard, optimizer, end)
+    server = ShardServer(layout, shard, values, rows=dict(settings.rows), mode=settings.mode,
                          optimizer=optimizer, staleness=settings.staleness, timeout=end.timeout,
                          workers=settings.workers)
-    if optimizer is not None:
-        state = server.state()
-        state.update({f"slot/{name}": np.concatenate(parts) for name, parts in slots.items()},
-                     iterations=np.array(int(meta["iterations"]), np.int64))
-        server.restore(state)
     server.begin_epoch(int(meta["epoch"]))
-    return server
+    return restored(server, state)
 
 
 def push_values(layout: ShardLayout, server: ShardServer, epoch: int, stats: dict, end) -> None:
@@ -240,14 +257,13 @@ def push_values(layout: ShardLayout, server: ShardServer, epoch: int, stats: dic
         conn.close()
 
 
-class ShardTask:
-    """A task's part in a sharded fit: its shard (None when it hosts none) and the
-    addresses of all; carries out the ``orders`` (see the module docstring)."""
+class TaskShards:
+    """What a task of a sharded fit holds whatever its mode: its shard (None when it hosts
+    none), the addresses of all, its validation rows, and the models it trains and scores
+    with, made from the skeleton the driver shipped (``skeleton``)."""
 
-    orders = (BEGIN, TRAIN, COLLECT, EVALUATE)
-
-    def __init__(self, layout: ShardLayout, settings: ShardSettings, shard: int | None,
-                 server: ShardServer | None, addresses: list, end, close=None, val_block=None):
+    def __init__(self, layout: ShardLayout, settings, shard: int | None, server, addresses: list, end,
+                 close=None, val_block=None):
         self.layout, self.settings, self.shard, self.server = layout, settings, shard, server
         self.val_block = val_block
         self.addresses, self.end = [tuple(a) for a in addresses], end
@@ -259,6 +275,54 @@ class ShardTask:
     def close(self) -> None:
         if self._close is not None:
             self._close()
+
+    def whole_model(self, model):
+        """The task's model with tables as large as the layout's (made once from the skeleton;
+        its rows are written by pulls before any is read) — for workers that cannot be
+        compact."""
+        if [t.rows for t in ParamMap.from_model(model).tables] == [t.rows for t in self.layout.map.tables]:
+            return model
+        if self._whole is None:
+            self._whole = resized_model(model, [t.rows for t in self.layout.map.tables])
+        return self._whole
+
+    def compact(self, model, capacity: list[int]):
+        """A compact worker with room for ``capacity`` rows per table (made once per
+        capacity), or the whole-table model when the ids feed other layers too."""
+        if self._compact is None or self._compact[0] != capacity:
+            try:
+                self._compact = (capacity, compact_model(model, capacity))
+            except ValueError:          # an input feeds tables and other layers: no renumbering
+                return self.whole_model(model)
+        return self._compact[1]
+
+    def evaluate(self, model, batch_size: int, pull) -> tuple:
+        """The task's validation rows at the shards' values: each batch pulls (``pull(ids)``)
+        the dense part and the rows it reads into a compact model (or the whole tables) and
+        predicts."""
+        if self.val_block is None or not len(self.val_block[1]):
+            return fit_task.evaluation_report(model, None, None, batch_size)
+        m = self.layout.map
+        target = self.compact(model, m.capacity(1, batch_size))
+        local_map = ParamMap.from_model(target)
+        compact = [t.rows for t in local_map.tables] != [t.rows for t in m.tables]
+
+        def predict(xs):
+            ids = m.ids_in(xs)
+            pulled = pull(ids)
+            if compact:
+                xs, ids = renumbered(xs, ids, local_map)
+            local_map.put_model(target, RowSlice(pulled.dense, ids, pulled.rows))
+            return target.predict_arrays(xs, batch_size)
+
+        return fit_task.evaluation_report(target, self.val_block, predict, batch_size)
+
+
+class ShardTask(TaskShards):
+    """A task's part in a sharded async fit; carries out the ``orders`` (see the module
+    docstring)."""
+
+    orders = (BEGIN, TRAIN, COLLECT, EVALUATE)
 
     def carry_out(self, model, block, partition: int, attempt: int, order: dict):
         """``((report meta, array), push or None)`` of one order, as ``run_fit_task`` sends them."""
@@ -297,34 +361,13 @@ class ShardTask:
         return fit_task.result_report(result)
 
     def _evaluate(self, model, partition: int, attempt: int, order: dict) -> tuple:
-        """The task's validation rows at the shards' values (as the epoch left them): each
-        batch pulls the dense part and the rows it reads into a compact model (or the whole
-        tables) and predicts."""
-        batch_size = int(order["batch_size"])
-        if self.val_block is None or not len(self.val_block[1]):
-            return fit_task.evaluation_report(model, None, None, batch_size)
-        m = self.layout.map
+        """The task's validation rows at the shards' values, as the epoch left them."""
         trains = dict(self.settings.rows)       # (a partition that trains nothing pulls as one that does)
         client = ShardedClient(self.layout, self.addresses, self.end.token, self.end.timeout, int(order["epoch"]),
                                partition if partition in trains else self.settings.rows[0][0], attempt,
                                security=self.end.security)
         try:
-            local = compact_model(model, m.capacity(1, batch_size))
-        except ValueError:          # an input feeds tables and other layers: no renumbering
-            local = None
-        target = local if local is not None else self.whole_model(model)
-        local_map = ParamMap.from_model(target)
-
-        def predict(xs):
-            ids = m.ids_in(xs)
-            pulled = client.pull(0, ids)
-            if local is not None:
-                xs, ids = renumbered(xs, ids, local_map)
-            local_map.put_model(target, RowSlice(pulled.dense, ids, pulled.rows))
-            return target.predict_arrays(xs, batch_size)
-
-        try:
-            return fit_task.evaluation_report(target, self.val_block, predict, batch_size)
+            return self.evaluate(model, int(order["batch_size"]), lambda ids: client.pull(0, ids))
         finally:
             client.close()
 
@@ -338,27 +381,13 @@ class ShardTask:
             opt.apply_config(spec.optimizer)
         opt.reset_slots()
         opt.build(1)
-        if rows == 0 or (spec.aggregate != "gradients" and opt.slots):
+        if rows == 0:               # (nothing trains)
+            return model
+        if spec.aggregate != "gradients" and opt.slots:
             return self.whole_model(model)
         per_epoch = -(-rows // spec.batch_size)
         steps = per_epoch if spec.frequency == "epoch" else 1 if spec.frequency == "batch" else int(spec.frequency)
-        capacity = self.layout.map.capacity(min(steps, per_epoch), spec.batch_size)
-        if self._compact is None or self._compact[0] != capacity:
-            try:
-                self._compact = (capacity, compact_model(model, capacity))
-            except ValueError:          # an input feeds tables and other layers: no renumbering
-                return self.whole_model(model)
-        return self._compact[1]
-
-    def whole_model(self, model):
-        """The task's model with tables as large as the layout's (made once from the skeleton;
-        its rows are written by pulls before any is read) — for validation, and for workers
-        that cannot be compact."""
-        if [t.rows for t in ParamMap.from_model(model).tables] == [t.rows for t in self.layout.map.tables]:
-            return model
-        if self._whole is None:
-            self._whole = resized_model(model, [t.rows for t in self.layout.map.tables])
-        return self._whole
+        return self.compact(model, self.layout.map.capacity(min(steps, per_epoch), spec.batch_size))
 
 
 def skeleton(model):

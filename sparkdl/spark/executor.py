@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pickle
 from dataclasses import dataclass
+from typing import Any
 
 from sparkdl.distributed import exchange, fit_task, worker
 from sparkdl.engine import threads
@@ -229,21 +230,25 @@ def _shard_task(model, partition: int, end: fit_task.FitEndpoint, val_block=None
     """``num_servers >= 1``: this task's ``shard_task.ShardTask``. The task of a partition that
     hosts a shard starts its server, bound to its executor's host, from the driver's vector;
     every task of the barrier stage tells the others its shard's address, or None
-    (``all_gather``, within the fit's ``timeout``)."""
+    (``all_gather``, within the fit's ``timeout``). Sync rounds (``RoundShardSettings``):
+    a ``shard_round_task.RoundShardTask`` on ``ShardRounds``."""
     import json
 
     from pyspark import BarrierTaskContext
 
-    from sparkdl.distributed import shard_task
+    from sparkdl.distributed import shard_round_task, shard_task
     from sparkdl.distributed.server import FrameServer
     settings = end.shards
+    rounds = isinstance(settings, shard_round_task.RoundShardSettings)
     context = BarrierTaskContext.get()
     layout = shard_task.ShardLayout(settings.param_map, settings.num_shards)
     shard = settings.hosts.index(partition) if partition in settings.hosts else None
-    server = frames = None
+    server: Any = None          # a ShardServer, or the ShardRounds of sync rounds
+    frames = None
     if shard is not None:
         host = context.getTaskInfos()[partition].address.rsplit(":", 1)[0]
-        server = shard_task.start_shard(layout, shard, settings, end)
+        start = shard_round_task.start_round_shard if rounds else shard_task.start_shard
+        server = start(layout, shard, settings, end)
         frames = FrameServer(server, end.token, host=host, port=0, timeout=end.timeout,
                              name=f"sparkdl-shard-{shard}", security=end.security)
     try:
@@ -257,5 +262,6 @@ def _shard_task(model, partition: int, end: fit_task.FitEndpoint, val_block=None
     for k, address in map(json.loads, told):
         if k is not None:
             addresses[k] = tuple(address)
-    return shard_task.ShardTask(layout, settings, shard, server, addresses, end,
-                                close=None if frames is None else frames.close, val_block=val_block)
+    task = shard_round_task.RoundShardTask if rounds else shard_task.ShardTask
+    return task(layout, settings, shard, server, addresses, end, close=None if frames is None else frames.close,
+                val_block=val_block)

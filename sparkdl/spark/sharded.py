@@ -28,11 +28,7 @@ def shard_settings(spark_model, rows: dict[int, int]) -> shard_task.ShardSetting
     each steps a copy of the model's optimizer, which takes the model's optimizer state on its
     elements from the driver and hands it back at each epoch's end, ``ShardSink``)."""
     training = sorted(rows)
-    optimizer = None
-    if spark_model.aggregate == "gradients":      # (its slots travel with the shards' values)
-        optimizer = copy.copy(spark_model.model.optimizer)
-        optimizer.reset_slots()         # (rebinds them: the model's are not copied)
-        optimizer = copy.deepcopy(optimizer)
+    optimizer = shard_optimizer(spark_model.model) if spark_model.aggregate == "gradients" else None
     one_step = spark_model.frequency in ("batch", 1)
     return shard_task.ShardSettings(
         hosts=tuple(training[:spark_model.num_servers]), rows=tuple(sorted(rows.items())),
@@ -41,7 +37,36 @@ def shard_settings(spark_model, rows: dict[int, int]) -> shard_task.ShardSetting
         optimizer=optimizer, param_map=ParamMap.from_model(spark_model.model))
 
 
-class ShardedInJob(transports.InJob):
+def shard_optimizer(model):
+    """A copy of the model's optimizer without its slots (the shards' slots travel with their
+    values, ``ShardSink``), made without copying the slots."""
+    optimizer = copy.copy(model.optimizer)
+    optimizer.reset_slots()         # (rebinds them: the model's are not touched)
+    return copy.deepcopy(optimizer)
+
+
+class ShardsInJob(transports.InJob):
+    """What the one-job fits with shards in their tasks share: validation scored in the tasks
+    from the shards' rows, and the sink's spill directory removed at the end."""
+
+    def evaluate_validation(self) -> dict | None:
+        """Loss and metrics of the validation rows the tasks hold, each batch predicted from
+        the rows it reads, pulled from the shards (which hold the driver's values until the
+        next epoch begins): no copy of the model travels."""
+        if self.val_blocks is None:
+            return None
+        self.coordinator.order(shard_task.EVALUATE, {"batch_size": 256, "epoch": self.sink.epoch,
+                                                     "label": "sparkdl validation"})
+        return self._validation_result(self._wait("validation"))
+
+    def close(self, failed: bool) -> None:
+        try:
+            super().close(failed)
+        finally:
+            self.sink.close()
+
+
+class ShardedInJob(ShardsInJob):
     """The fit's barrier job with the parameter server's shards in its tasks (see the module
     docstring). Shares ``InJob``'s waiting, validation and closing."""
 
@@ -90,23 +115,6 @@ class ShardedInJob(transports.InJob):
                 break
             reload = True
         return result, epoch_counts(sink.take())
-
-
-    def evaluate_validation(self) -> dict | None:
-        """Loss and metrics of the validation rows the tasks hold, each batch predicted from
-        the rows it reads, pulled from the shards (which hold the driver's values until the
-        next epoch begins): no copy of the model travels."""
-        if self.val_blocks is None:
-            return None
-        self.coordinator.order(shard_task.EVALUATE, {"batch_size": 256, "epoch": self.sink.epoch,
-                                                     "label": "sparkdl validation"})
-        return self._validation_result(self._wait("validation"))
-
-    def close(self, failed: bool) -> None:
-        try:
-            super().close(failed)
-        finally:
-            self.sink.close()
 
 
 def epoch_counts(stats: list[dict]) -> dict:

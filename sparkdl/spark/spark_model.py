@@ -37,6 +37,7 @@ from sparkdl.spark.allreduce import RingInJob
 from sparkdl.spark.blocks import dataframe_blocks, rdd_blocks, split_blocks
 from sparkdl.spark.persistence import load_spark_model, save_spark_model
 from sparkdl.spark.sharded import ShardedInJob
+from sparkdl.spark.sharded_rounds import ShardedRoundsInJob
 
 if TYPE_CHECKING:
     from pyspark import RDD
@@ -109,13 +110,20 @@ class SparkModel:
     model is the same bit for bit (with ``compression`` the push is encoded whole after the
     round). No effect in the other modes.
 
-    ``num_servers``: modes async, hogwild and ssp with a model that has Embedding tables, in a
-    one-job fit: ``K >= 1`` splits the parameter server into K shards (the dense part by range,
-    each table's rows by a hash of their id), each hosted by the task of one of the first K
-    training partitions, so the driver serves no vector during the epoch; workers pull and
-    push only the dense part and the rows their next steps read (``sparkdl.spark.sharded``).
-    At each epoch's end the driver's model takes the shards' values. ``0`` (default): the
-    driver's parameter server, with whole vectors. No compression with shards.
+    ``num_servers``: modes async, hogwild and ssp, or mode sync with ``aggregate="gradients"``,
+    with a model that has Embedding tables, in a one-job fit: ``K >= 1`` splits the model into
+    K shards (the dense part by range, each table's rows by a hash of their id), each hosted
+    by the task of one of the first K training partitions, so the driver serves no vector
+    during the epoch; workers pull and push only the dense part and the rows their next steps
+    read. In the async modes the shards are the parameter server (``sparkdl.spark.sharded``).
+    In sync mode each round's gradient sums go to the shards, which apply their mean with the
+    model's optimizer in one step on the dense weights and on the rows some partition pushed
+    (``sparkdl.spark.sharded_rounds``): with SGD without momentum exactly the whole-vector
+    round; optimizers with slots (momentum, Adam, ...) move and decay only the rows pushed,
+    as single-process training's row-sparse steps do. At each epoch's end (and at
+    checkpoints, or every round when a callback watches rounds) the driver's model takes the
+    shards' values. ``0`` (default): the driver's parameter server or round exchange, with
+    whole vectors. No compression with shards, nor ``overlap`` in sync mode.
 
     ``parameter_server_mode``: Elephas' choice of parameter server, accepted so Elephas code
     runs unchanged and otherwise ignored (``None``, ``"socket"`` or ``"http"``): sparkdl has
@@ -371,8 +379,9 @@ class SparkModel:
         if self.transport == "allreduce":
             return RingInJob(self, blocks, model_bc, val_blocks, group, description + ", allreduce")
         if self.num_servers:
-            return ShardedInJob(self, blocks, model_bc, val_blocks, group,
-                                description + f", {self.num_servers} parameter server shards")
+            sharded = ShardedInJob if self.strategy.asynchronous else ShardedRoundsInJob
+            return sharded(self, blocks, model_bc, val_blocks, group,
+                           description + f", {self.num_servers} parameter server shards")
         return transports.InJob(self, blocks, model_bc, val_blocks, group, description, worker_states)
 
     def _fit_rounds(self, blocks, val, val_blocks, callbacks, prep_seconds, run, reason):
@@ -479,10 +488,11 @@ class SparkModel:
             if strategy.name == "ssp" and staleness is not None:     # (the shards do not measure it)
                 info["staleness"] = staleness
             return info
-        if getattr(transport, "applies_rounds", False):          # allreduce: the tasks applied the mean
+        if getattr(transport, "applies_rounds", False):    # allreduce, shards: the tasks applied the mean
             result, moved = transport.sync_round(spec, what, need_weights)
             info = self._round_info(round_index, start, result, moved)
-            info["ring_bytes"] = transport.ring_bytes
+            if getattr(transport, "ring_bytes", None) is not None:
+                info["ring_bytes"] = transport.ring_bytes
             return info
         moved = 2 * transport.workers * self._vector_bytes()     # a pull and a push per worker
         if strategy.elastic:
@@ -713,17 +723,27 @@ def _check_compression(spark_model: SparkModel) -> None:
 
 
 def _check_shards(spark_model: SparkModel) -> None:
-    """``num_servers >= 1`` shards the parameter server of the async modes inside the fit's
-    barrier job, with row-sparse traffic for the model's embedding tables; anything else is a
-    ValueError naming what takes it."""
+    """``num_servers >= 1`` shards the parameter server of the async modes, or the model of
+    sync gradient rounds, inside the fit's barrier job, with row-sparse traffic for the
+    model's embedding tables; anything else is a ValueError naming what takes it."""
     k = spark_model.num_servers
     if not k:
         return
     who = "SparkModel"
-    if spark_model.mode not in shards.MODES:
-        raise ValueError(f"{who}: num_servers={k} shards the parameter server of modes "
-                         f"{', '.join(shards.MODES)}; received mode={spark_model.mode!r}: use one of "
-                         f"those, or num_servers=0")
+    takes = (f"num_servers={k} shards the parameter server of modes {', '.join(shards.MODES)}, and the "
+             f"rounds of mode 'sync' with aggregate='gradients'")
+    strategy = spark_model.strategy
+    rounds = not strategy.asynchronous and not strategy.elastic
+    if spark_model.mode not in shards.MODES and not rounds:
+        raise ValueError(f"{who}: {takes}; received mode={spark_model.mode!r}: use one of those, or "
+                         f"num_servers=0")
+    if rounds and spark_model.aggregate != "gradients":
+        raise ValueError(f"{who}: {takes}; received mode={spark_model.mode!r} with aggregate="
+                         f"{spark_model.aggregate!r}: use aggregate='gradients', or num_servers=0")
+    if rounds and spark_model.overlap:
+        raise ValueError(f"{who}: num_servers={k} in mode {spark_model.mode!r} pushes each round's row-sparse "
+                         f"gradient sum once the round is computed; received overlap=True: use "
+                         f"overlap=False, or num_servers=0")
     if spark_model.transport != "socket" or spark_model.execution != "auto":
         raise ValueError(f"{who}: num_servers={k} runs the shards inside the fit's one barrier job; received "
                          f"transport={spark_model.transport!r}, execution={spark_model.execution!r}: use "

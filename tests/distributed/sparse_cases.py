@@ -61,9 +61,11 @@ def sharded(model, num_shards, *, rows=None, epoch=0, **kwargs):
 
 
 @contextlib.contextmanager
-def sharded_rounds(model, num_shards, optimizer):
-    """As ``sharded``, with ShardRounds services (sync gradient rounds) stepping ``optimizer``."""
-    with _served(model, num_shards, lambda layout, k, values: ShardRounds(layout, k, values, optimizer), 0) as served:
+def sharded_rounds(model, num_shards, optimizer, wait=0.0):
+    """As ``sharded``, with ShardRounds services (sync gradient rounds) stepping ``optimizer``
+    (pulls waiting ``wait`` seconds for their round to open)."""
+    with _served(model, num_shards, lambda layout, k, values: ShardRounds(layout, k, values, optimizer, wait),
+                 0) as served:
         yield served
 
 

@@ -2,6 +2,7 @@
 row-sparse round against single-process training and against the whole-vector round, and
 what a round refuses before anything changes."""
 import copy
+import threading
 
 import numpy as np
 import pytest
@@ -103,3 +104,34 @@ def test_a_round_refuses_what_it_does_not_expect_and_closes_only_when_complete()
         assert b.push_round(0, 4, update)
         assert [s.close_round() for s in shards] == [{0: 4, 1: 4}] * 2
         assert not same(assembled(layout, shards), before)
+
+
+def test_a_pull_waits_for_its_round_to_open_and_a_discarded_round_applies_nothing():
+    """With ``wait`` a pull of a round the host has not opened yet is answered once it opens
+    (a one-job fit's host opens round r while the other tasks already ask for it); a round
+    discarded (a retried stage's, before the shard takes the driver's values) is not applied."""
+    model = click_model()
+    m = ParamMap.from_model(model)
+    ids = [np.array([1, 2]), np.array([1, 2])]
+    update = RowSlice(np.ones(m.dense_length, np.float32), ids, [np.ones((2, t.dim), np.float32) for t in m.tables])
+    with sharded_rounds(model, 2, optimizers.SGD(0.1), wait=60.0) as (layout, shards, connect):
+        before = assembled(layout, shards)
+        pulled = []
+        puller = threading.Thread(target=lambda: pulled.append(connect(0).pull_round(1, ids)))
+        puller.start()
+        for s in shards:                 # round 0 opens and ends: the pull of round 1 still waits
+            s.open_round(0, {1: 4})
+            s.discard_round()
+        assert puller.is_alive() and not pulled
+        for s in shards:
+            s.open_round(1, {0: 4})
+        puller.join(30)
+        assert not puller.is_alive() and len(pulled) == 1
+        np.testing.assert_array_equal(pulled[0].dense[:m.dense_size], before[:m.dense_size])
+        assert connect(0).push_round(1, 4, update)
+        for s in shards:
+            s.discard_round()
+            assert s.open is None and s.close_round() == {}
+        assert same(assembled(layout, shards), before)
+        with pytest.raises(RemoteError, match="round 1 is not open"):
+            connect(0, attempt=1).push_round(1, 4, update)

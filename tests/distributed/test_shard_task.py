@@ -214,7 +214,7 @@ def test_shards_start_from_the_drivers_optimizer_state_and_hand_theirs_back(tmp_
             server.restore(state)
         before = model_vector(model)
         s.open_epoch(0)
-        for k, server in enumerate(servers):
+        for server in servers:
             shard_task.push_values(layout, server, 0, STATS_OF, end)
         s.take()
     finally:

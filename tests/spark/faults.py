@@ -142,12 +142,14 @@ def click_model(seed=0, **fault):
     return net
 
 
-def train_sharded(spark, workers=1, num_servers=1, epochs=3, **fault):
-    """Fit the faulty click model in mode async on ``num_servers`` shards: ``(model, history)``."""
+def train_sharded(spark, workers=1, num_servers=1, epochs=3, mode="async", **fault):
+    """Fit the faulty click model in mode async (or sync rounds of gradients) on
+    ``num_servers`` shards: ``(model, history)``."""
     from sparkdl.data.synthetic import click_data
     from sparkdl.spark import SparkModel
     data = click_data(1200, seed=0, num_ids=64)
     rdd = spark.sparkContext.parallelize([(i, float(y)) for i, y in zip(data.ids, data.label)], workers)
     net = click_model(**fault)
-    spark_model = SparkModel(net, mode="async", frequency=4, num_workers=workers, num_servers=num_servers)
+    spark_model = SparkModel(net, mode=mode, frequency=4, num_workers=workers, num_servers=num_servers,
+                             aggregate="gradients" if mode == "sync" else "weights")
     return net, spark_model.fit(rdd, epochs=epochs, batch_size=32, verbose=0)

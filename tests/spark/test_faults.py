@@ -114,6 +114,19 @@ def test_a_failed_shard_host_retries_the_stage_and_the_epoch_runs_again_from_the
     assert jobs["shards-raise"][0]["identical"]
 
 
+def test_a_failed_shard_host_of_sync_rounds_retries_the_stage_and_the_rounds_are_replayed(tmp_path):
+    """Sync gradient rounds on two shards (num_servers=2, plain SGD) on local[2,4]: the host of
+    shard 1 raises in round 7, the second of epoch 2; Spark retries the barrier stage, whose
+    new shards start from the driver's model after epoch 1, and the driver replays rounds 6
+    and 7 from there: the fit ends with the weights of a fit without the fault, bit for bit."""
+    report, markers = run_job(tmp_path, "local[2,4]", ["sync-shards-raise"])["sync-shards-raise"]
+    assert len(markers) == 1 and markers[0].startswith("raise-"), markers
+    assert report["execution"] == "one job per fit"
+    assert report["rounds"] == 15        # 600 rows per partition at batch 32: 19 steps, tau 4
+    assert report["identical"], report
+    assert report["loss"][-1] < report["loss"][0], report
+
+
 def test_divergence_stops_fit_naming_round_and_partition_and_keeps_last_good_weights(spark):
     good, _ = faults.train(spark, epochs=1)          # rounds 1-5 of a fit that would go on
     from sparkdl.spark import SparkModel

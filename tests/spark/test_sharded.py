@@ -164,8 +164,9 @@ def test_shards_optimizer_state_lives_in_the_drivers_model_and_a_checkpoint_resu
 
 
 @pytest.mark.parametrize("settings, message", [
-    ({"mode": "sync"}, r"num_servers=1 shards the parameter server of modes async, hogwild, ssp; "
-                       r"received mode='sync'"),
+    ({"mode": "easgd", "rho": 1.0}, r"num_servers=1 shards the parameter server of modes async, hogwild, ssp, "
+                                    r"and the rounds of mode 'sync' with aggregate='gradients'; received "
+                                    r"mode='easgd'"),
     ({"mode": "async", "execution": "rounds"}, r"num_servers=1 runs the shards inside the fit's one barrier "
                                                r"job; received transport='socket', execution='rounds'"),
     ({"mode": "async", "compression": "fp16"}, r"num_servers=1 sends row-sparse float32 pushes and pulls; "
