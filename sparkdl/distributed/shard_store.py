@@ -49,7 +49,8 @@ class ShardStore:
         self.max_data = 4 * self.values.size + idbytes * owned
         self.data_limits = {Op.PULL: max(idbytes * owned, 1)}
         self.stats = {"pushes": 0, "duplicates": 0, "pulls": 0, "bytes_pushed": 0, "bytes_pulled": 0,
-                      "rows_pushed": 0, "rows_pulled": 0, "waits": 0}
+                      "rows_pushed": 0, "rows_pulled": 0, "waits": 0,
+                      "epoch_max_staleness": 0}       # (ssp: the widest clock gap a pull saw this epoch)
 
     def snapshot(self) -> np.ndarray:
         """A copy of the local vector."""

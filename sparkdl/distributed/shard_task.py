@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 
 BEGIN, TRAIN, COLLECT, EVALUATE = "shard-begin", "shard-train", "shard-collect", "shard-evaluate"
 #: the shard statistics a collect push reports (``ShardStore.stats``)
-STATS = ("pushes", "duplicates", "pulls", "bytes_pushed", "bytes_pulled", "waits")
+STATS = ("pushes", "duplicates", "pulls", "bytes_pushed", "bytes_pulled", "waits", "epoch_max_staleness")
 
 
 @dataclass(frozen=True)
@@ -341,6 +341,7 @@ class ShardTask(TaskShards):
             self._before = dict(server.stats)
             return ({}, None), None
         stats = {k: server.stats[k] - self._before.get(k, 0) for k in STATS}
+        stats["epoch_max_staleness"] = server.stats["epoch_max_staleness"]     # (not a count)
         push_values(self.layout, server, int(order["epoch"]), stats, self.end)
         return ({}, None), None
 

@@ -100,6 +100,7 @@ class ShardServer(ShardStore):
     def begin_epoch(self, epoch: int) -> None:
         with self._lock:
             self.ledger.begin_epoch(epoch)
+            self.stats["epoch_max_staleness"] = 0
 
     def register(self, partition: int, attempt: int) -> None:
         with self._lock:
@@ -139,6 +140,10 @@ class ShardServer(ShardStore):
             with self._changed:
                 if self.mode == "ssp":
                     self._wait_for_slowest(partition, clock)
+                    clocks = self.ledger.clocks
+                    if clocks:          # (as the whole-vector server measures it)
+                        gap = max(clock - min(clocks.values()), 0)
+                        self.stats["epoch_max_staleness"] = max(self.stats["epoch_max_staleness"], gap)
                 answer = self._gather(index)
         with self._lock:
             self.stats["pulls"] += 1

@@ -119,9 +119,11 @@ class ShardedInJob(ShardsInJob):
 
 def epoch_counts(stats: list[dict]) -> dict:
     """What the shards did in an epoch (``transports.epoch_counts``' keys): every push and
-    clock reaches every shard, so pushes and pulls are counted once (shard 0's), bytes summed."""
+    clock reaches every shard, so pushes and pulls are counted once (shard 0's), bytes summed,
+    and the widest ssp clock gap a pull saw on any shard (0 in the other modes, as the
+    driver's server reports)."""
     first = stats[0]
     return {"pushes": first["pushes"], "duplicate_pushes": first["duplicates"], "pulls": first["pulls"],
             "bytes_pushed": sum(s["bytes_pushed"] for s in stats),
             "bytes_pulled": sum(s["bytes_pulled"] for s in stats),
-            "staleness": None}
+            "staleness": max(s["epoch_max_staleness"] for s in stats)}

@@ -485,7 +485,7 @@ class SparkModel:
             info = self._round_info(round_index, start, result, counts["bytes_pushed"] + counts["bytes_pulled"])
             staleness = counts.pop("staleness")
             info.update(counts)
-            if strategy.name == "ssp" and staleness is not None:     # (the shards do not measure it)
+            if strategy.name == "ssp":
                 info["staleness"] = staleness
             return info
         if getattr(transport, "applies_rounds", False):    # allreduce, shards: the tasks applied the mean

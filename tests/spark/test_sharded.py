@@ -65,6 +65,10 @@ def test_shards_in_the_tasks_learn_as_the_drivers_server_does(clicks, whole_vect
     # Every step of every partition, a push of 4 steps each: as many pushes as the driver's server.
     assert [r["pushes"] for r in history.rounds] == [r["pushes"] for r in whole.rounds]
     assert all(r["duplicate_pushes"] == 0 for r in history.rounds)
+    if mode == "ssp":       # the widest clock gap a pull saw, within the bound (the shards measure it)
+        assert all(0 <= r["staleness"] <= options["staleness"] for r in history.rounds)
+    else:
+        assert all("staleness" not in r for r in history.rounds)
     # A push carries the dense part and the rows 4 batches touched, not the tables.
     vector = 4 * (model.flat_weights.size + model.flat_state.size)
     per_push = [r["bytes_pushed"] / r["pushes"] for r in history.rounds]
