@@ -61,6 +61,10 @@ class _NNParams(HasLabelCol, HasFeaturesCol, HasPredictionCol, HasSeed):
     numWorkers: Param[int] = Param(
         Params._dummy(), "numWorkers", "partitions that train (>= 1); unset: the cluster's default "
         "parallelism", typeConverter=TypeConverters.toInt)
+    numServers: Param[int] = Param(
+        Params._dummy(), "numServers", "parameter server shards hosted by the fit's tasks (>= 0; at most "
+        "numWorkers): modes async, hogwild and ssp with a model that has Embedding tables; 0: the "
+        "driver's parameter server (see SparkModel's num_servers)", typeConverter=TypeConverters.toInt)
     learningRate: Param[float] = Param(
         Params._dummy(), "learningRate", "the optimizer's learning rate (>= 0); unset: the compiled "
         "optimizer's", typeConverter=TypeConverters.toFloat)
@@ -80,8 +84,8 @@ class _NNParams(HasLabelCol, HasFeaturesCol, HasPredictionCol, HasSeed):
     def __init__(self) -> None:
         super().__init__()
         self._setDefault(epochs=10, batchSize=64, mode="sync", frequency="epoch", staleness=2,
-                         aggregate="weights", predictBatchSize=1024, seed=0, checkpointInterval=1,
-                         resume=False)
+                         aggregate="weights", numServers=0, predictBatchSize=1024, seed=0,
+                         checkpointInterval=1, resume=False)
 
     # ---- getters (a Param without a default raises KeyError while unset, as in pyspark) -----
     def getEpochs(self) -> int:
@@ -104,6 +108,9 @@ class _NNParams(HasLabelCol, HasFeaturesCol, HasPredictionCol, HasSeed):
 
     def getNumWorkers(self) -> int:
         return self.getOrDefault(self.numWorkers)
+
+    def getNumServers(self) -> int:
+        return self.getOrDefault(self.numServers)
 
     def getLearningRate(self) -> float:
         return self.getOrDefault(self.learningRate)
@@ -145,16 +152,26 @@ class _NNParams(HasLabelCol, HasFeaturesCol, HasPredictionCol, HasSeed):
         self._check_params()
 
     def _check_params(self) -> None:
-        """Every defined Param's rule, and the rules relating Params (the mode's aggregation,
-        resume's directory); ValueError naming the stage and the rule."""
+        """Every defined Param's rule, and the rules relating Params (the mode's aggregation, the
+        parameter server shards, resume's directory); ValueError naming the stage and the rule."""
         who = type(self).__name__
         for param in self.params:
             if param.name in _RULES and self.isDefined(param):
                 _RULES[param.name](self.getOrDefault(param), param.name, who)
         from sparkdl.distributed.strategies import get_strategy
-        get_strategy(self.getMode(), **self._mode_options()).check_aggregate(self.getAggregate(), who)
+        strategy = get_strategy(self.getMode(), **self._mode_options())
+        strategy.check_aggregate(self.getAggregate(), who)
+        self._check_servers(strategy.name, who)
         if self.getResume() and not self.isDefined(self.checkpointDir):
             raise ValueError(f"{who}: resume=True needs checkpointDir (the directory to resume from)")
+
+    def _check_servers(self, mode: str, who: str, model: Any = None) -> None:
+        """numServers against the mode, numWorkers and (unless None) the model's Embedding
+        tables, by SparkModel's rules (``check_shards``), worded with the stage and Param names."""
+        from sparkdl.spark.spark_model import check_shards
+        check_shards(self.getNumServers(), mode, model,
+                     self.getNumWorkers() if self.isDefined(self.numWorkers) else None,
+                     aggregate=self.getAggregate(), who=who, servers="numServers", workers="numWorkers")
 
     def _mode_options(self) -> dict[str, Any]:
         """The Params the mode takes as options (``staleness`` for ssp)."""
@@ -197,6 +214,7 @@ _RULES: dict[str, Callable[[Any, str, str], object]] = {
     "staleness": functools.partial(checks.integer, at_least=0),
     "aggregate": lambda value, name, who: checks.one_of(value, ("weights", "gradients"), name, who),
     "numWorkers": functools.partial(checks.integer, at_least=1),
+    "numServers": functools.partial(checks.integer, at_least=0),
     "learningRate": functools.partial(checks.number, at_least=0),
     "predictBatchSize": functools.partial(checks.integer, at_least=1),
     "checkpointDir": _path,

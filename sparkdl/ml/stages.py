@@ -84,6 +84,10 @@ class _NNStage(_NNParams):
             raise ValueError(f"{type(self).__name__}.{who}: no model; pass model=<a compiled sparkdl model>")
         return self._model
 
+    def _check_servers(self, mode: str, who: str, model: Any = None) -> None:
+        """numServers's rules, the Embedding tables of the model this stage holds included."""
+        super()._check_servers(mode, who, self._model)
+
     def getModel(self) -> EngineModel | None:
         """The sparkdl model: the template of an estimator, the trained network of a model."""
         return self._model
@@ -121,6 +125,9 @@ class _NNEstimatorBase(_NNStage):
     def setNumWorkers(self: _S, value: int) -> _S:
         return self._set_checked(numWorkers=value)
 
+    def setNumServers(self: _S, value: int) -> _S:
+        return self._set_checked(numServers=value)
+
     def setLearningRate(self: _S, value: float) -> _S:
         return self._set_checked(learningRate=value)
 
@@ -149,7 +156,8 @@ class _NNEstimatorBase(_NNStage):
             model.optimizer.learning_rate = self.getLearningRate()
         spark_model = SparkModel(model, mode=self.getMode(), frequency=self._frequency_value(),
                                  num_workers=self.getNumWorkers() if self.isDefined(self.numWorkers) else None,
-                                 aggregate=self.getAggregate(), seed=self.getSeed(), **self._mode_options())
+                                 aggregate=self.getAggregate(), num_servers=self.getNumServers(),
+                                 seed=self.getSeed(), **self._mode_options())
         checkpoints = self.isDefined(self.checkpointDir)
         history = spark_model.fit(dataset, epochs=self.getEpochs(), batch_size=self.getBatchSize(),
                                   features_col=self.getFeaturesCol(), label_col=self.getLabelCol(),
@@ -240,8 +248,8 @@ class NNModel(_NNModelBase, PredictionModel[Vector], NNWritable, NNReadable):
                  labelCol: str | None = None, predictionCol: str | None = None, epochs: int | None = None,
                  batchSize: int | None = None, mode: str | None = None, frequency: str | int | None = None,
                  staleness: int | None = None, aggregate: str | None = None, numWorkers: int | None = None,
-                 learningRate: float | None = None, predictBatchSize: int | None = None,
-                 seed: int | None = None, checkpointDir: str | None = None,
+                 numServers: int | None = None, learningRate: float | None = None,
+                 predictBatchSize: int | None = None, seed: int | None = None, checkpointDir: str | None = None,
                  checkpointInterval: int | None = None, resume: bool | None = None):
         super().__init__()
         self._construct(self._input_kwargs)
@@ -263,8 +271,8 @@ class NNClassifierModel(_NNClassifierMixin, _NNModelBase, ProbabilisticClassific
                  thresholds: list[float] | None = None, epochs: int | None = None,
                  batchSize: int | None = None, mode: str | None = None, frequency: str | int | None = None,
                  staleness: int | None = None, aggregate: str | None = None, numWorkers: int | None = None,
-                 learningRate: float | None = None, predictBatchSize: int | None = None,
-                 seed: int | None = None, checkpointDir: str | None = None,
+                 numServers: int | None = None, learningRate: float | None = None,
+                 predictBatchSize: int | None = None, seed: int | None = None, checkpointDir: str | None = None,
                  checkpointInterval: int | None = None, resume: bool | None = None):
         super().__init__()
         self._construct(self._input_kwargs)
@@ -305,8 +313,8 @@ class NNEstimator(_NNEstimatorBase, Predictor[NNModel], NNWritable, NNReadable):
                  labelCol: str | None = None, predictionCol: str | None = None, epochs: int | None = None,
                  batchSize: int | None = None, mode: str | None = None, frequency: str | int | None = None,
                  staleness: int | None = None, aggregate: str | None = None, numWorkers: int | None = None,
-                 learningRate: float | None = None, predictBatchSize: int | None = None,
-                 seed: int | None = None, checkpointDir: str | None = None,
+                 numServers: int | None = None, learningRate: float | None = None,
+                 predictBatchSize: int | None = None, seed: int | None = None, checkpointDir: str | None = None,
                  checkpointInterval: int | None = None, resume: bool | None = None):
         super().__init__()
         self._construct(self._input_kwargs)
@@ -319,9 +327,10 @@ class NNEstimator(_NNEstimatorBase, Predictor[NNModel], NNWritable, NNReadable):
                   predictionCol: str | None = None, epochs: int | None = None, batchSize: int | None = None,
                   mode: str | None = None, frequency: str | int | None = None, staleness: int | None = None,
                   aggregate: str | None = None, numWorkers: int | None = None,
-                  learningRate: float | None = None, predictBatchSize: int | None = None,
-                  seed: int | None = None, checkpointDir: str | None = None,
-                  checkpointInterval: int | None = None, resume: bool | None = None) -> NNEstimator:
+                  numServers: int | None = None, learningRate: float | None = None,
+                  predictBatchSize: int | None = None, seed: int | None = None,
+                  checkpointDir: str | None = None, checkpointInterval: int | None = None,
+                  resume: bool | None = None) -> NNEstimator:
         """Set the Params given (None leaves a Param as it is)."""
         self._set_given(self._input_kwargs)
         return self
@@ -340,8 +349,8 @@ class NNClassifier(_NNClassifierMixin, _NNEstimatorBase, ProbabilisticClassifier
                  thresholds: list[float] | None = None, epochs: int | None = None,
                  batchSize: int | None = None, mode: str | None = None, frequency: str | int | None = None,
                  staleness: int | None = None, aggregate: str | None = None, numWorkers: int | None = None,
-                 learningRate: float | None = None, predictBatchSize: int | None = None,
-                 seed: int | None = None, checkpointDir: str | None = None,
+                 numServers: int | None = None, learningRate: float | None = None,
+                 predictBatchSize: int | None = None, seed: int | None = None, checkpointDir: str | None = None,
                  checkpointInterval: int | None = None, resume: bool | None = None):
         super().__init__()
         self._construct(self._input_kwargs)
@@ -356,9 +365,10 @@ class NNClassifier(_NNClassifierMixin, _NNEstimatorBase, ProbabilisticClassifier
                   epochs: int | None = None, batchSize: int | None = None, mode: str | None = None,
                   frequency: str | int | None = None, staleness: int | None = None,
                   aggregate: str | None = None, numWorkers: int | None = None,
-                  learningRate: float | None = None, predictBatchSize: int | None = None,
-                  seed: int | None = None, checkpointDir: str | None = None,
-                  checkpointInterval: int | None = None, resume: bool | None = None) -> NNClassifier:
+                  numServers: int | None = None, learningRate: float | None = None,
+                  predictBatchSize: int | None = None, seed: int | None = None,
+                  checkpointDir: str | None = None, checkpointInterval: int | None = None,
+                  resume: bool | None = None) -> NNClassifier:
         """Set the Params given (None leaves a Param as it is)."""
         self._set_given(self._input_kwargs)
         return self

@@ -726,38 +726,48 @@ def _check_shards(spark_model: SparkModel) -> None:
     """``num_servers >= 1`` shards the parameter server of the async modes, or the model of
     sync gradient rounds, inside the fit's barrier job, with row-sparse traffic for the
     model's embedding tables; anything else is a ValueError naming what takes it."""
-    k = spark_model.num_servers
+    check_shards(spark_model.num_servers, spark_model.mode, spark_model.model, spark_model.num_workers,
+                 aggregate=spark_model.aggregate, overlap=spark_model.overlap, transport=spark_model.transport,
+                 execution=spark_model.execution, compression=spark_model.compression)
+
+
+def check_shards(num_servers: int, mode: str, model: Model | None, num_workers: int | None = None, *,
+                 aggregate: str = "weights", overlap: bool = False, transport: str = "socket",
+                 execution: str = "auto", compression: str | None = None, who: str = "SparkModel",
+                 servers: str = "num_servers", workers: str = "num_workers") -> None:
+    """The rules of ``num_servers`` (``SparkModel``'s docstring) on these settings: ``mode``
+    under its canonical name, ``model`` None to leave out the Embedding-table rule and
+    ``num_workers`` None the count rule. ``who`` starts the ValueError; ``servers`` and
+    ``workers`` are the names the caller gives ``num_servers`` and ``num_workers`` (the
+    pyspark.ml stages' ``numServers`` and ``numWorkers``)."""
+    k = num_servers
     if not k:
         return
-    who = "SparkModel"
-    takes = (f"num_servers={k} shards the parameter server of modes {', '.join(shards.MODES)}, and the "
+    takes = (f"{servers}={k} shards the parameter server of modes {', '.join(shards.MODES)}, and the "
              f"rounds of mode 'sync' with aggregate='gradients'")
-    strategy = spark_model.strategy
-    rounds = not strategy.asynchronous and not strategy.elastic
-    if spark_model.mode not in shards.MODES and not rounds:
-        raise ValueError(f"{who}: {takes}; received mode={spark_model.mode!r}: use one of those, or "
-                         f"num_servers=0")
-    if rounds and spark_model.aggregate != "gradients":
-        raise ValueError(f"{who}: {takes}; received mode={spark_model.mode!r} with aggregate="
-                         f"{spark_model.aggregate!r}: use aggregate='gradients', or num_servers=0")
-    if rounds and spark_model.overlap:
-        raise ValueError(f"{who}: num_servers={k} in mode {spark_model.mode!r} pushes each round's row-sparse "
-                         f"gradient sum once the round is computed; received overlap=True: use "
-                         f"overlap=False, or num_servers=0")
-    if spark_model.transport != "socket" or spark_model.execution != "auto":
-        raise ValueError(f"{who}: num_servers={k} runs the shards inside the fit's one barrier job; received "
-                         f"transport={spark_model.transport!r}, execution={spark_model.execution!r}: use "
-                         f"transport='socket' and execution='auto', or num_servers=0")
-    if spark_model.compression is not None:
-        raise ValueError(f"{who}: num_servers={k} sends row-sparse float32 pushes and pulls; received "
-                         f"compression={spark_model.compression!r}: use compression=None, or num_servers=0")
-    if spark_model.num_workers is not None and k > spark_model.num_workers:
-        raise ValueError(f"{who}: expected num_servers <= num_workers={spark_model.num_workers} (each shard "
-                         f"lives in a training task), received num_servers={k}")
-    tables = ParamMap.from_model(spark_model.model).tables
-    if not tables:
-        raise ValueError(f"{who}: num_servers={k} shards the rows of a model's Embedding tables; the model "
-                         f"has none: use num_servers=0")
+    rounds = mode == "sync"
+    if mode not in shards.MODES and not rounds:
+        raise ValueError(f"{who}: {takes}; received mode={mode!r}: use one of those, or {servers}=0")
+    if rounds and aggregate != "gradients":
+        raise ValueError(f"{who}: {takes}; received mode={mode!r} with aggregate={aggregate!r}: use "
+                         f"aggregate='gradients', or {servers}=0")
+    if rounds and overlap:
+        raise ValueError(f"{who}: {servers}={k} in mode {mode!r} pushes each round's row-sparse gradient sum "
+                         f"once the round is computed; received overlap=True: use overlap=False, or "
+                         f"{servers}=0")
+    if transport != "socket" or execution != "auto":
+        raise ValueError(f"{who}: {servers}={k} runs the shards inside the fit's one barrier job; received "
+                         f"transport={transport!r}, execution={execution!r}: use "
+                         f"transport='socket' and execution='auto', or {servers}=0")
+    if compression is not None:
+        raise ValueError(f"{who}: {servers}={k} sends row-sparse float32 pushes and pulls; received "
+                         f"compression={compression!r}: use compression=None, or {servers}=0")
+    if num_workers is not None and k > num_workers:
+        raise ValueError(f"{who}: expected {servers} <= {workers}={num_workers} (each shard "
+                         f"lives in a training task), received {servers}={k}")
+    if model is not None and not ParamMap.from_model(model).tables:
+        raise ValueError(f"{who}: {servers}={k} shards the rows of a model's Embedding tables; the model "
+                         f"has none: use {servers}=0")
 
 
 def _check_shard_partitions(spark_model: SparkModel, reason: str | None, training: int, who: str) -> None:

@@ -16,14 +16,14 @@ STAGES = (NNEstimator, NNModel, NNClassifier, NNClassifierModel)
 VALUES = {"featuresCol": "f", "labelCol": "y", "predictionCol": "p", "probabilityCol": "prob",
           "rawPredictionCol": "raw", "thresholds": [0.5] + [1.0] * 9, "epochs": 3, "batchSize": 16,
           "mode": "hogwild", "frequency": "batch", "staleness": 1, "aggregate": "gradients", "numWorkers": 2,
-          "learningRate": 0.5, "predictBatchSize": 7, "seed": 9, "checkpointDir": "/tmp/ckpt",
+          "numServers": 1, "learningRate": 0.5, "predictBatchSize": 7, "seed": 9, "checkpointDir": "/tmp/ckpt",
           "checkpointInterval": 3, "resume": True}
 
 #: the defaults, written out here rather than read from the code
 DEFAULTS = {"featuresCol": "features", "labelCol": "label", "predictionCol": "prediction",
             "probabilityCol": "probability", "rawPredictionCol": "rawPrediction", "epochs": 10,
             "batchSize": 64, "mode": "sync", "frequency": "epoch", "staleness": 2, "aggregate": "weights",
-            "predictBatchSize": 1024, "seed": 0, "checkpointInterval": 1, "resume": False}
+            "numServers": 0, "predictBatchSize": 1024, "seed": 0, "checkpointInterval": 1, "resume": False}
 UNSET = {"numWorkers", "learningRate", "checkpointDir", "thresholds"}
 
 
@@ -116,6 +116,9 @@ def test_unset_params_mean_not_given_and_real_values_are_kept():
     ("epochs", -1, ValueError, r"expected epochs >= 0 \(an int\), received epochs=-1"),
     ("batchSize", 0, ValueError, "batchSize >= 1"),
     ("numWorkers", 0, ValueError, "numWorkers >= 1"),
+    ("numServers", -1, ValueError, r"expected numServers >= 0 \(an int\), received numServers=-1"),
+    ("numServers", "two", TypeError, "expected numServers as an int, received str: 'two'"),
+    ("numServers", 1.5, TypeError, "expected numServers as an int, received float: 1.5"),
     ("checkpointInterval", 0, ValueError, "checkpointInterval >= 1"),
     ("learningRate", -0.1, ValueError, "learningRate >= 0"),
     ("checkpointDir", "", ValueError, "expected checkpointDir a directory path, received checkpointDir=''"),
