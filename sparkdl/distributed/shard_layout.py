@@ -146,6 +146,15 @@ class ShardLayout:
             n = int(np.searchsorted(owned[t], hi) - np.searchsorted(owned[t], lo))
         return n * self.map.tables[t].dim
 
+    def piece_span(self, piece: tuple) -> tuple[int, int] | None:
+        """``[lo, hi)`` in ``flat_weights`` of the rows a ``("rows", ...)`` piece covers (those
+        of every shard); None for the dense pieces."""
+        if piece[0] != "rows":
+            return None
+        _, t, lo, hi = piece
+        tab = self.map.tables[t]
+        return tab.offset + lo * tab.dim, tab.offset + hi * tab.dim
+
     def piece_values(self, weights: np.ndarray, state: np.ndarray, shard: int, piece: tuple) -> np.ndarray:
         """``piece`` of ``shard``'s local vector, from a model's ``flat_weights`` and ``flat_state``."""
         if piece[0] != "rows":

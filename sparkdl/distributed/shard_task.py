@@ -26,6 +26,7 @@ import shutil
 import tempfile
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -98,6 +99,7 @@ class ShardSink:
         self.spill = tempfile.mkdtemp(prefix="sparkdl-shards-") if spill is None else spill
         self.epoch = 0
         self.retries = 0            # registrations of a retried task, ever
+        self.mapped: Any = None     # the model in files (``mapped.MappedModel``), whose pages in use are dropped
         self.collected: dict[int, dict] = {}        # shard: statistics, once its last piece is in
         self.iterations: dict[int, int] = {}        # shard: its optimizer's steps, with its last piece
         self._next: dict[int, int] = {}             # shard: the piece its push sends next
@@ -129,6 +131,7 @@ class ShardSink:
                         self.layout.put_piece(weights, state, k, piece, np.fromfile(f, np.float32, n))
                         for slot in slots if piece[0] != "state" else ():
                             self.layout.put_piece(slot, state, k, piece, np.fromfile(f, np.float32, n))
+                        self._drop(piece)
             if self.optimizer is not None and self.steps:   # every push reaches every shard: they step alike
                 self.optimizer.iterations = self.iterations[0]
             return [self.collected[k] for k in range(self.layout.num_shards)]
@@ -136,6 +139,12 @@ class ShardSink:
     def close(self) -> None:
         if self._own_spill:
             shutil.rmtree(self.spill, ignore_errors=True)
+
+    def _drop(self, piece: tuple) -> None:
+        """The model lives in files (``mapped``): hand back the pages of a rows piece's span."""
+        span = self.layout.piece_span(piece)
+        if self.mapped is not None and span is not None:
+            self.mapped.drop(*span)
 
     def _file(self, shard: int) -> str:
         return os.path.join(self.spill, f"shard-{shard}.f32")
@@ -157,6 +166,7 @@ class ShardSink:
                 parts += [self.layout.piece_values(self.optimizer.slots[name], model.flat_state, shard, piece)
                           for name in self.slot_names[:slots]]
                 iterations = 0 if self.optimizer is None else int(self.optimizer.iterations)
+                self._drop(piece)
                 return Frame(Op.OK, {"epoch": self.epoch, "iterations": iterations, "values": parts[0].size},
                              np.concatenate(parts) if slots else parts[0])
         if frame.op != Op.PUSH:
@@ -183,7 +193,7 @@ class ShardSink:
             self._next[shard] = j + 1
             self.collected.pop(shard, None)
             if last:
-                self.collected[shard] = {k: int(stats[k]) for k in STATS}
+                self.collected[shard] = {k: int(stats[k]) for k in STATS}    # type: ignore[index]  # checked
                 self.iterations[shard] = iterations
         return Frame(Op.OK, {})
 
@@ -194,7 +204,9 @@ def pull_shard(layout: ShardLayout, shard: int, optimizer, end) -> tuple[np.ndar
     (``ShardSink``'s ``PULL``, piece by piece); ``meta`` of the last answer (its ``epoch``)."""
     names = tuple(optimizer.slot_names) if optimizer is not None else ()
     conn = Connection(end.address, end.token, end.timeout, security=end.security)
-    values, slots, meta = [], {name: [] for name in names}, {}
+    values: list[np.ndarray] = []
+    slots: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    meta: dict = {}
     try:
         for j in range(len(layout.pieces())):
             reply = conn.request(Op.PULL, {"shard": shard, "piece": j}, what=f"the values of shard {shard}")
@@ -246,7 +258,7 @@ def push_values(layout: ShardLayout, server: ShardServer, epoch: int, stats: dic
         at = 0
         for j, piece in enumerate(pieces):
             n = layout.piece_length(server.shard, piece, server.owned)
-            meta = {"shard": server.shard, "epoch": epoch, "piece": j}
+            meta: dict = {"shard": server.shard, "epoch": epoch, "piece": j}
             if j == len(pieces) - 1:
                 meta.update(stats=stats, iterations=int(state.get("iterations", 0)))
             with_slots = slots if piece[0] != "state" else []

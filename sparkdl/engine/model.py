@@ -302,6 +302,14 @@ class Model:
         params, _ = self._buffers("flat_weights")
         return params.values
 
+    def relocate_weights(self, values: np.ndarray, copy: bool = True) -> None:
+        """Move the trainable parameters into ``values`` (a float32 vector of
+        ``flat_weights.size``, e.g. a memory-mapped file; ``copy=False`` when it holds them
+        already), which ``flat_weights`` then is. Internal API: a sharded fit keeps the
+        driver's weights in a file while it runs (``sparkdl.distributed.mapped``)."""
+        params, _ = self._buffers("relocate_weights")
+        params.relocate(values, copy)
+
     @property
     def flat_gradients(self) -> npt.NDArray[np.float32]:
         """The live flat gradient vector, aligned with ``flat_weights``, as the last

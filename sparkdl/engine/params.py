@@ -84,6 +84,20 @@ class FlatBuffer:
                 view[...] = d[k]
                 d[k] = view
 
+    def relocate(self, values: np.ndarray, copy: bool = True) -> None:
+        """Move the values into ``values`` (a float32 vector of ``size``: e.g. a memory-mapped
+        file; ``copy=False`` when it holds them already) and rebind every owner's array to
+        views of it; the old vector is no longer used. Gradients stay where they are."""
+        if values.dtype != DTYPE or values.shape != (self.size,):
+            raise ValueError(f"expected a float32 vector of shape ({self.size},), received "
+                             f"{values.dtype} {values.shape}")
+        if copy:
+            values[...] = self.values
+        self.values = values
+        self._value_views = [self.view(values, i) for i in range(len(self.slots))]
+        for (d, k), view in zip(self.slots, self._value_views):
+            d[k] = view
+
     def set_flat(self, vector: npt.ArrayLike) -> None:
         vector = np.asarray(vector)
         if vector.shape != (self.size,):

@@ -18,6 +18,7 @@ import copy
 
 from sparkdl.distributed import fit_task, shard_task
 from sparkdl.distributed.coordinator import Coordinator
+from sparkdl.distributed.mapped import MappedModel
 from sparkdl.distributed.sparse import ParamMap
 from sparkdl.spark import transports
 
@@ -47,7 +48,11 @@ def shard_optimizer(model):
 
 class ShardsInJob(transports.InJob):
     """What the one-job fits with shards in their tasks share: validation scored in the tasks
-    from the shards' rows, and the sink's spill directory removed at the end."""
+    from the shards' rows, the driver's model in files while the fit runs, and the sink's
+    directory removed at the end."""
+
+    sink: shard_task.ShardSink
+    mapped: MappedModel | None = None
 
     def evaluate_validation(self) -> dict | None:
         """Loss and metrics of the validation rows the tasks hold, each batch predicted from
@@ -59,9 +64,28 @@ class ShardsInJob(transports.InJob):
                                                      "label": "sparkdl validation"})
         return self._validation_result(self._wait("validation"))
 
+    def _map_model(self) -> None:
+        """Keep the driver's model (weights, and the optimizer's slots the shards step) in
+        files of the sink's directory while the fit runs (``mapped.MappedModel``)."""
+        sink = self.sink
+        self.mapped = sink.mapped = MappedModel(self.model, sink.optimizer, sink.spill)
+
+    def _drop_pages(self) -> None:
+        """Hand back the pages of the model's files that checkpoints and callbacks read."""
+        if self.mapped is not None:
+            self.mapped.drop()
+
     def close(self, failed: bool) -> None:
         try:
             super().close(failed)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        """The model back in ordinary memory (the fit's result); the sink's files removed."""
+        try:
+            if self.mapped is not None:
+                self.mapped.close()
         finally:
             self.sink.close()
 
@@ -84,6 +108,7 @@ class ShardedInJob(ShardsInJob):
                                        poll=min(10.0, spark_model.timeout / 2),
                                        state_sizes=(model.flat_weights.size, model.flat_state.size), redo=True)
         try:
+            self._map_model()
             self.server, address, token = transports.serve(blocks.rdd.context, self.coordinator,
                                                            f"sparkdl-{spark_model.mode}-shards", spark_model.port,
                                                            self.timeout)
@@ -91,13 +116,14 @@ class ShardedInJob(ShardsInJob):
                                             shards=settings)
             self._start_job(blocks, model_bc, val_blocks, group, description)
         except BaseException:
-            self.sink.close()
+            self._release()
             raise
 
     def async_epoch(self, spec, what: str):
         """Begin the epoch on the shards, train every partition against them, take their
         values; run again from the beginning when a task was retried meanwhile."""
         sink = self.sink
+        self._drop_pages()          # (what checkpoints and callbacks read since the last epoch)
         reload = False
         while True:
             retries = sink.retries

@@ -52,13 +52,14 @@ class ShardedRoundsInJob(sharded.ShardsInJob):
         self._pending: list[dict] = []      # the orders of the rounds the driver's model lacks
         self._taken: int | None = None      # the rounds in the driver's model (known at the first)
         try:
+            self._map_model()
             self.server, address, token = transports.serve(blocks.rdd.context, self.coordinator,
                                                            "sparkdl-sync-shards", spark_model.port, self.timeout)
             self.end = fit_task.FitEndpoint(address, token, self.timeout, security=self.server.security,
                                             shards=settings)
             self._start_job(blocks, model_bc, val_blocks, group, description)
         except BaseException:
-            self.sink.close()
+            self._release()
             raise
 
     def sync_round(self, spec, what: str, need_weights: bool = True):
@@ -67,6 +68,8 @@ class ShardedRoundsInJob(sharded.ShardsInJob):
         opt = self.model.optimizer
         if self._taken is None:             # the fit starts (or resumes) from the driver's model
             self._taken = spec.round
+        if not self._pending:               # (what checkpoints and callbacks read since the last take)
+            self._drop_pages()
         self._pending.append({"spec": vars(spec), "iterations": int(opt.iterations),
                               "samples": shard_round_task.round_samples(spec, self.rows),
                               "label": f"sparkdl {what}"})
