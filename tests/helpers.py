@@ -10,6 +10,7 @@ import re
 import socket
 import subprocess
 import sys
+import uuid
 from fractions import Fraction
 from pathlib import Path
 
@@ -244,3 +245,18 @@ def spark_submit(args, timeout=600, env=None):
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable, **(env or {})}
     return subprocess.run([str(submit), "--properties-file", str(ROOT / "spark-defaults.conf")] + args,
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def jobs_of_failing_call(spark, call, error, match):
+    """Run ``call``, which must raise ``error`` matching ``match``; returns how many Spark jobs
+    it started."""
+    sc = spark.sparkContext
+    group = f"failing-call-{uuid.uuid4().hex}"
+    sc.setJobGroup(group, "a call that must fail before any job")
+    try:
+        with pytest.raises(error, match=match):
+            call()
+    finally:
+        sc.setLocalProperty("spark.jobGroup.id", None)
+        sc.setLocalProperty("spark.job.description", None)
+    return len(sc.statusTracker().getJobIdsForGroup(group))

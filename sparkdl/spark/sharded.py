@@ -64,11 +64,30 @@ class ShardsInJob(transports.InJob):
                                                      "label": "sparkdl validation"})
         return self._validation_result(self._wait("validation"))
 
-    def _map_model(self) -> None:
-        """Keep the driver's model (weights, and the optimizer's slots the shards step) in
-        files of the sink's directory while the fit runs (``mapped.MappedModel``)."""
-        sink = self.sink
-        self.mapped = sink.mapped = MappedModel(self.model, sink.optimizer, sink.spill)
+    def _open_shards(self, spark_model, blocks, settings, optimizer, steps: bool, name: str, model_bc,
+                     val_blocks, group: str, description: str) -> None:
+        """The driver's side (``ShardSink`` of the model and ``optimizer``'s slots, ``steps``
+        as it takes them, inside a coordinator that redoes a retried stage's open order), the
+        model moved into files, the server, and the barrier job whose tasks host the shards
+        of ``settings``; everything released again if the job cannot start."""
+        model = spark_model.model
+        self.ps, self.exchange = None, None
+        self.hosts = list(settings.hosts)
+        self.sink = shard_task.ShardSink(shard_task.layout_of(model, spark_model.num_servers), model,
+                                         optimizer=optimizer, steps=steps)
+        self.coordinator = Coordinator(self.sink, partitions=range(len(blocks.rows)),
+                                       poll=min(10.0, spark_model.timeout / 2),
+                                       state_sizes=(model.flat_weights.size, model.flat_state.size), redo=True)
+        try:
+            self.mapped = self.sink.mapped = MappedModel(model, optimizer, self.sink.spill)
+            self.server, address, token = transports.serve(blocks.rdd.context, self.coordinator, name,
+                                                           spark_model.port, self.timeout)
+            self.end = fit_task.FitEndpoint(address, token, self.timeout, security=self.server.security,
+                                            shards=settings)
+            self._start_job(blocks, model_bc, val_blocks, group, description)
+        except BaseException:
+            self._release()
+            raise
 
     def _drop_pages(self) -> None:
         """Hand back the pages of the model's files that checkpoints and callbacks read."""
@@ -95,29 +114,12 @@ class ShardedInJob(ShardsInJob):
     docstring). Shares ``InJob``'s waiting, validation and closing."""
 
     def __init__(self, spark_model, blocks, model_bc, val_blocks, group: str, description: str):
-        model = spark_model.model
         self._take_settings(spark_model, blocks)
-        self.ps, self.exchange = None, None
-        settings = shard_settings(spark_model, self.rows)
-        self.hosts = list(settings.hosts)
-        self.sink = shard_task.ShardSink(shard_task.layout_of(model, spark_model.num_servers), model,
-                                         optimizer=model.optimizer if self.aggregate == "gradients" else None)
+        optimizer = spark_model.model.optimizer if self.aggregate == "gradients" else None
         # A retried stage redoes the open order in every task: new shards hold the last epoch's
         # end, and the epoch is then run again whole (``async_epoch``).
-        self.coordinator = Coordinator(self.sink, partitions=range(len(blocks.rows)),
-                                       poll=min(10.0, spark_model.timeout / 2),
-                                       state_sizes=(model.flat_weights.size, model.flat_state.size), redo=True)
-        try:
-            self._map_model()
-            self.server, address, token = transports.serve(blocks.rdd.context, self.coordinator,
-                                                           f"sparkdl-{spark_model.mode}-shards", spark_model.port,
-                                                           self.timeout)
-            self.end = fit_task.FitEndpoint(address, token, self.timeout, security=self.server.security,
-                                            shards=settings)
-            self._start_job(blocks, model_bc, val_blocks, group, description)
-        except BaseException:
-            self._release()
-            raise
+        self._open_shards(spark_model, blocks, shard_settings(spark_model, self.rows), optimizer, True,
+                          f"sparkdl-{spark_model.mode}-shards", model_bc, val_blocks, group, description)
 
     def async_epoch(self, spec, what: str):
         """Begin the epoch on the shards, train every partition against them, take their

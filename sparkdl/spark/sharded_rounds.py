@@ -11,8 +11,7 @@ driver replay the rounds since its model last took the shards' values.
 """
 from __future__ import annotations
 
-from sparkdl.distributed import fit_task, shard_round_task, shard_task
-from sparkdl.distributed.coordinator import Coordinator
+from sparkdl.distributed import shard_round_task
 from sparkdl.distributed.sparse import ParamMap
 from sparkdl.errors import SparkTrainingDivergedError
 from sparkdl.spark import sharded, transports
@@ -37,30 +36,14 @@ class ShardedRoundsInJob(sharded.ShardsInJob):
     applies_rounds = True
 
     def __init__(self, spark_model, blocks, model_bc, val_blocks, group: str, description: str):
-        model = spark_model.model
         self._take_settings(spark_model, blocks)
-        self.ps, self.exchange = None, None
-        settings = round_shard_settings(spark_model, self.rows)
-        self.hosts = list(settings.hosts)
-        self.sink = shard_task.ShardSink(shard_task.layout_of(model, spark_model.num_servers), model,
-                                         optimizer=model.optimizer, steps=False)
-        # A retried stage redoes the open order in every task (``redo``); the rounds since the
-        # driver last took the shards' values are then replayed (``sync_round``).
-        self.coordinator = Coordinator(self.sink, partitions=range(len(blocks.rows)),
-                                       poll=min(10.0, spark_model.timeout / 2),
-                                       state_sizes=(model.flat_weights.size, model.flat_state.size), redo=True)
         self._pending: list[dict] = []      # the orders of the rounds the driver's model lacks
         self._taken: int | None = None      # the rounds in the driver's model (known at the first)
-        try:
-            self._map_model()
-            self.server, address, token = transports.serve(blocks.rdd.context, self.coordinator,
-                                                           "sparkdl-sync-shards", spark_model.port, self.timeout)
-            self.end = fit_task.FitEndpoint(address, token, self.timeout, security=self.server.security,
-                                            shards=settings)
-            self._start_job(blocks, model_bc, val_blocks, group, description)
-        except BaseException:
-            self._release()
-            raise
+        # A retried stage redoes the open order in every task; the rounds since the driver last
+        # took the shards' values are then replayed (``sync_round``).
+        self._open_shards(spark_model, blocks, round_shard_settings(spark_model, self.rows),
+                          spark_model.model.optimizer, False, "sparkdl-sync-shards", model_bc, val_blocks,
+                          group, description)
 
     def sync_round(self, spec, what: str, need_weights: bool = True):
         """``(result, bytes of the tasks' pulls and pushes)``: round ``spec.round`` on the

@@ -2,7 +2,6 @@
 fit's tasks) on the stages. It round-trips through setParams, copy and save/load; settings that
 cannot shard are refused with SparkModel's rules, worded for the stage, before any Spark job;
 and a small click model with an Embedding table trains against two shards."""
-import uuid
 
 import numpy as np
 import pytest
@@ -14,7 +13,7 @@ from sparkdl.engine.random import set_random_seed
 from sparkdl.ml import NNClassifier, NNClassifierModel, NNEstimator, NNModel
 from sparkdl.models import Sequential
 from sparkdl.spark import from_arrays
-from tests.helpers import assembled, digits_mlp, exact_auc
+from tests.helpers import assembled, digits_mlp, exact_auc, jobs_of_failing_call
 
 NUM_IDS = 64
 FIELDS = 9          # click_data's 6 hashed fields and 3 hashed crosses
@@ -37,20 +36,6 @@ def clicks(spark):
     train, test = click_data(400, seed=0, num_ids=NUM_IDS), click_data(300, seed=0, num_ids=NUM_IDS)
     assert train.ids.shape == (400, FIELDS)
     return {"df": from_arrays(spark, train.ids, train.label, num_partitions=2).cache(), "test": test}
-
-
-def jobs_of_failing_call(spark, call, error, match):
-    """Run ``call``, which must raise ``error`` matching ``match``; the Spark jobs it started."""
-    sc = spark.sparkContext
-    group = f"failing-call-{uuid.uuid4().hex}"
-    sc.setJobGroup(group, "a call that must fail before any job")
-    try:
-        with pytest.raises(error, match=match):
-            call()
-    finally:
-        sc.setLocalProperty("spark.jobGroup.id", None)
-        sc.setLocalProperty("spark.job.description", None)
-    return len(sc.statusTracker().getJobIdsForGroup(group))
 
 
 # ---- the Param -------------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ code under test.
 """
 import json
 import os
-import uuid
 import zipfile
 
 import numpy as np
@@ -20,7 +19,7 @@ from sparkdl import layers, optimizers
 from sparkdl.engine.scores import Scores
 from sparkdl.models import Input, Sequential, load_model
 from sparkdl.spark import SparkModel, from_arrays, load_spark_model, to_simple_rdd
-from tests.helpers import assert_same_weights, one_hot
+from tests.helpers import assert_same_weights, jobs_of_failing_call, one_hot
 
 
 @pytest.fixture(scope="module")
@@ -38,21 +37,6 @@ def mlp(seed=0, metrics=("accuracy",), loss="categorical_crossentropy"):
                         layers.Dense(10), layers.Activation("softmax")])
     model.compile(optimizers.SGD(0.1), loss, list(metrics))
     return model
-
-
-def jobs_of_failing_call(spark, call, error, match):
-    """Run ``call``, which must raise ``error`` matching ``match``; returns how many Spark jobs
-    it started."""
-    sc = spark.sparkContext
-    group = f"failing-call-{uuid.uuid4().hex}"
-    sc.setJobGroup(group, "a call that must fail before any job")
-    try:
-        with pytest.raises(error, match=match):
-            call()
-    finally:
-        sc.setLocalProperty("spark.jobGroup.id", None)
-        sc.setLocalProperty("spark.job.description", None)
-    return len(sc.statusTracker().getJobIdsForGroup(group))
 
 
 # ---- 1. fit(validation_split=...) ----------------------------------------------------------------
