@@ -131,8 +131,9 @@ def fit(spark, args, k: int, path: str, epochs: int, test) -> float:
     last = history.rounds[-1]
     gateway = getattr(spark.sparkContext._gateway, "proc", None)
     jvm = f"; JVM peak RSS {peak_mb(gateway.pid):,.0f} MB" if gateway is not None else ""
+    pull = last["bytes_pulled"] / max(last["pulls"], 1)
     print(f"  num_servers={k}: {last['samples']:,} rows/epoch x {epochs}; bytes per push "
-          f"{last['bytes_pushed'] / last['pushes']:,.0f}, per pull {last['bytes_pulled'] / max(last['pulls'], 1):,.0f}; "
+          f"{last['bytes_pushed'] / last['pushes']:,.0f}, per pull {pull:,.0f}; "
           f"samples/s per epoch {rates}; AUC {score:.4f}; fit {wall:,.0f} s; driver peak RSS so far "
           f"{peak_mb():,.0f} MB{jvm}", flush=True)
     return last["samples_per_second"]
