@@ -4,7 +4,7 @@
 13 dense features, on ``local[2]``: two workers train in mode async (``aggregate="gradients"``:
 each pushes the gradient sum of ``tau`` batches and the server's optimizer, Adagrad by
 default, steps with per-row slots) once with ``num_servers=K`` (row-sparse traffic to K shards
-hosted by the fit's tasks) over all the training rows, and once with ``num_servers=0`` (the
+hosted by the fit's tasks) over all the training rows, then once with ``num_servers=0`` (the
 driver's parameter server, whole-vector pulls and pushes) over the first ``--whole-rows`` of
 them, since a whole-vector push moves the 151 MB model. Prints per fit the bytes of a push and
 a pull (``history.rounds``) against the bound ``2 x touched rows x dim x 4 B + dense`` of the
@@ -107,7 +107,9 @@ def pairs(spark, path: str):
     """An RDD of ``((ids, dense), label)`` pairs from a parquet file, built on the executors."""
     def to_pair(row):
         return (np.asarray(row.ids, dtype=np.int64), np.asarray(row.dense, dtype=np.float32)), row.label
-    return spark.read.parquet(path).rdd.map(to_pair)
+    # Two partitions of equal size, one per worker: a file of a few row groups is read as one
+    # or two uneven partitions, and repartitioning its RDD of pickled batches can leave one empty.
+    return spark.read.parquet(path).repartition(2).rdd.map(to_pair)
 
 
 def peak_mb(pid: int | None = None) -> float:
@@ -179,9 +181,10 @@ def main() -> None:
         print(f"  truth {TRUTH}: click rate {stats['ctr']:.3f}; generating model's AUC on {len(test['label']):,} "
               f"held-out rows {auc(test['label'], test['probability']):.4f}; ~{stats['touched']:,.0f} ids per push, "
               f"bound 2 x touched x dim x 4 + dense = {bound:,.0f} B", flush=True)
+        # The sharded fit first: the driver's peak memory after it is that fit's.
+        sharded = fit(spark, args, args.shards, os.path.join(folder, "train.parquet"), args.epochs, test)
         whole = None if args.skip_whole else fit(spark, args, 0, os.path.join(folder, "whole.parquet"),
                                                  args.whole_epochs, test)
-        sharded = fit(spark, args, args.shards, os.path.join(folder, "train.parquet"), args.epochs, test)
         if whole:
             print(f"  samples/s of the last epoch: sharded {sharded:,.0f} / whole vector {whole:,.0f} = "
                   f"{sharded / whole:.1f}x")
