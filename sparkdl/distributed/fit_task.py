@@ -163,7 +163,8 @@ def _carry_out(model, block, val_block, partition, attempt, frame, end, local, c
         finally:
             client.close()
         meta, metrics = result_report(result)
-        local = worker.worker_state(model, with_weights=spec.mode == "easgd", residual=client.residual)
+        local = worker.worker_state(model, with_weights=spec.mode == "easgd", residual=client.residual,
+                                    with_slots=spec.aggregate != "gradients")
         return _with_state(meta, metrics, *local), None, local
     pulled = frame.array
     if feedback is not None:

@@ -263,14 +263,16 @@ def set_model_vector(model, vector: np.ndarray) -> None:
 
 
 def worker_state(model, with_weights: bool = False,
-                 residual: np.ndarray | None = None) -> tuple[dict, np.ndarray]:
+                 residual: np.ndarray | None = None, with_slots: bool = True) -> tuple[dict, np.ndarray]:
     """``(meta, float32 vector)``: what a worker carries from one round or epoch to the next,
     kept by the driver per partition. The vector holds the weights and moving statistics
-    (``with_weights``, EASGD), then the optimizer's slots, then what compressed pushes have
-    not delivered yet (``residual``, see ``sparkdl.distributed.compression``); meta names the
-    slots and holds the optimizer's iterations and the residual's size."""
+    (``with_weights``, EASGD), then the optimizer's slots (unless not ``with_slots``: in
+    gradients mode the server steps the optimizer and the worker's slots never change), then
+    what compressed pushes have not delivered yet (``residual``, see
+    ``sparkdl.distributed.compression``); meta names the slots and holds the optimizer's
+    iterations and the residual's size."""
     opt = model.optimizer
-    names = sorted(opt.slots)
+    names = sorted(opt.slots) if with_slots else []
     parts = ([model.flat_weights, model.flat_state] if with_weights else []) + [opt.slots[k] for k in names]
     if residual is not None:
         parts.append(residual)

@@ -213,3 +213,21 @@ def test_a_worker_steps_with_the_driver_s_decay_at_the_driver_s_iterations():
     assert model.optimizer.decay == 0.5 and model.optimizer.iterations == 5
     r = worker.run_round(model, [x], y, s, 0, np.ones(1, f32), None, {}, 0)
     np.testing.assert_allclose(r.vector, [1 - 2 * 0.1], rtol=1e-6)
+
+
+def test_a_worker_state_without_slots_in_gradients_mode():
+    """In gradients mode the server steps the optimizer: the worker's slots never change and
+    its state (what the driver keeps per partition and a report carries) leaves them out."""
+    from sparkdl.engine import optimizers
+    model = mlp()
+    model.compile(optimizer=optimizers.Adagrad(0.1), loss="mse")
+    model.optimizer.build(model.flat_weights.size)
+    meta, vector = worker.worker_state(model)
+    assert meta["slots"] == ["accumulator"] and vector.size == model.flat_weights.size
+    residual = np.arange(3, dtype=f32)
+    meta, vector = worker.worker_state(model, residual=residual, with_slots=False)
+    assert meta["slots"] == [] and meta["residual"] == 3
+    np.testing.assert_array_equal(vector, residual)
+    model.optimizer.slots["accumulator"][:] = 5.0
+    np.testing.assert_array_equal(worker.set_worker_state(model, meta, vector), residual)
+    assert not model.optimizer.slots
