@@ -10,8 +10,9 @@ them, since a whole-vector push moves the 151 MB model. Prints per fit the bytes
 a pull (``history.rounds``) against the bound ``2 x touched rows x dim x 4 B + dense`` of the
 rows a push's steps read (counted from the data), samples/s of the last epoch (a rate, so the
 two fits compare over different row counts), the AUC on held-out rows against that of the
-generating model's probabilities on the same rows, the driver process's peak resident memory
-and that of the JVM (which holds the executors on ``local[2]``).
+generating model's probabilities on the same rows, the driver process's resident memory
+before the model is built and at its highest while training (``driver_memory``), its peak
+so far, and that of the JVM (which holds the executors on ``local[2]``).
 
 The data: ``click_data(..., zipf=1.1, rarity_decay=0.3, weight_scale=0.35, bias=-2.3,
 dense_scale=0.2)``. Field f has ``geomspace(4, 200000, 26)[f]`` values drawn Zipf-like (the
@@ -45,6 +46,7 @@ import tempfile
 import time
 
 import numpy as np
+from driver_memory import rss_mb, training_peak
 
 from sparkdl.data.synthetic import click_data
 from sparkdl.distributed.sparse import ParamMap
@@ -123,10 +125,13 @@ def peak_mb(pid: int | None = None) -> float:
 def fit(spark, args, k: int, path: str, epochs: int, test) -> float:
     from sparkdl.spark import SparkModel
 
+    before = rss_mb()
     model = model_of(args)
+    callback, training = training_peak()
     start = time.perf_counter()
     history = SparkModel(model, mode="async", frequency=args.tau, num_workers=2, num_servers=k,
-                         aggregate="gradients").fit(pairs(spark, path), epochs=epochs, batch_size=args.batch, verbose=0)
+                         aggregate="gradients").fit(pairs(spark, path), epochs=epochs, batch_size=args.batch,
+                                                    verbose=0, callbacks=[callback])
     wall = time.perf_counter() - start
     score = auc(test["label"], model.predict([test["ids"], test["dense"]], batch_size=4096).reshape(-1))
     rates = ", ".join(f"{r['samples_per_second']:,.0f}" for r in history.rounds)
@@ -136,7 +141,8 @@ def fit(spark, args, k: int, path: str, epochs: int, test) -> float:
     pull = last["bytes_pulled"] / max(last["pulls"], 1)
     print(f"  num_servers={k}: {last['samples']:,} rows/epoch x {epochs}; bytes per push "
           f"{last['bytes_pushed'] / last['pushes']:,.0f}, per pull {pull:,.0f}; "
-          f"samples/s per epoch {rates}; AUC {score:.4f}; fit {wall:,.0f} s; driver peak RSS so far "
+          f"samples/s per epoch {rates}; AUC {score:.4f}; fit {wall:,.0f} s; driver RSS before the model "
+          f"{before:,.0f} MB, peak while training {training[0]:,.0f} MB ({training[0] - before:+,.0f}), peak so far "
           f"{peak_mb():,.0f} MB{jvm}", flush=True)
     return last["samples_per_second"]
 

@@ -20,26 +20,17 @@ import os
 import platform
 import subprocess
 import sys
-import threading
 import time
 
 import numpy as np
+from driver_memory import rss_mb, training_peak
 
 CARDINALITIES = tuple(int(c) for c in np.geomspace(4, 200_000, 26))
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
 
 
 def one_fit(num_ids: int, rows: int, shards: int, tau: int) -> dict:
     from sparkdl.data.synthetic import click_data
     from sparkdl.engine import optimizers, zoo
-    from sparkdl.engine.callbacks import Callback
     from sparkdl.engine.random import set_random_seed
     from sparkdl.spark import SparkModel, get_session
     spark = get_session("local[2]", app_name="sparkdl-sharded-memory", conf={"spark.ui.enabled": "false"})
@@ -52,33 +43,11 @@ def one_fit(num_ids: int, rows: int, shards: int, tau: int) -> dict:
     model = zoo.wide_and_deep(num_ids=num_ids, num_fields=26, num_dense=13, embedding_dim=8)
     model.compile(optimizer=optimizers.SGD(0.05), loss="binary_crossentropy")
     built = rss_mb()
-    peak, stop = [built], threading.Event()
-
-    def watch():
-        while not stop.is_set():
-            peak[0] = max(peak[0], rss_mb())
-            time.sleep(0.02)
-
-    training: list[float] = []
-
-    class TrainingPeak(Callback):
-        """The peak from the first epoch's start (the fit's servers set up) until training
-        ends (before a sharded fit's model comes back into memory)."""
-        def on_epoch_begin(self, epoch, logs=None):
-            if epoch == 0:
-                peak[0] = rss_mb()
-
-        def on_train_end(self, logs=None):
-            training.append(max(peak[0], rss_mb()))
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
+    callback, training = training_peak()
     start = time.perf_counter()
     SparkModel(model, mode="async", frequency=tau, num_workers=2, num_servers=shards).fit(
-        rdd, epochs=2, batch_size=256, verbose=0, callbacks=[TrainingPeak()])
+        rdd, epochs=2, batch_size=256, verbose=0, callbacks=[callback])
     seconds = time.perf_counter() - start
-    stop.set()
-    watcher.join()
     spark.stop()
     return {"model_mb": 4 * (model.flat_weights.size + model.flat_state.size) / 2**20, "before": before,
             "built": built, "training": training[0], "after": rss_mb(), "seconds": seconds}

@@ -67,6 +67,9 @@ class Coordinator:
         self.redo = redo
         self.state_sizes = state_sizes
         self.max_data = max(getattr(inner, "max_data", 0), MAX_REPORT)
+        if state_sizes is not None:     # a worker's state in float64: weights and statistics, up to
+            w, s = state_sizes          # three optimizer slots, a residual, after the metric states
+            self.max_data = max(self.max_data, MAX_REPORT + 8 * (5 * w + 2 * s))
         # What each op may carry (the server bounds the others small): pushes of the inner
         # service's vector, reports of metric states or of a worker's state.
         self.data_limits = {Op.PUSH: getattr(inner, "max_data", 0), Op.REPORT: self.max_data}

@@ -213,3 +213,26 @@ def test_with_redo_a_retried_task_carries_out_the_open_order_again():
         assert conn.request(Op.REGISTER, {"partition": 0}).meta["attempt"] == 1
         assert coordinator.missing() == [0, 1]
         assert next_order(conn, 0, -1).meta["seq"] == seq
+
+
+def test_a_report_may_carry_a_worker_state_larger_than_the_servers_vector(monkeypatch):
+    """Weights mode with Adam: the state holds two slots the size of the weights, sent in
+    float64 after the metric states: four times the server's float32 vector, which a report
+    may carry beyond the metric states' allowance."""
+    from sparkdl.distributed import coordinator as module
+    monkeypatch.setattr(module, "MAX_REPORT", 64)
+    coordinator = Coordinator(partitions=[0], poll=0.2, state_sizes=(10, 0))
+    server = FrameServer(coordinator, TOKEN, timeout=5.0)
+    try:
+        state = {"slots": ["m", "v"], "iterations": 4, "weights": False}
+        coordinator.worker_states = {0: (dict(state, iterations=0), np.zeros(20, np.float32))}
+        seq = coordinator.order("train", {"spec": {}}, None, [0])
+        with connect(server) as conn:
+            assert conn.request(Op.REGISTER, {"partition": 0}).meta["attempt"] == 0
+            conn.request(Op.REPORT, {"partition": 0, "attempt": 0, "seq": seq, "metric_shapes": [[2]],
+                                     "worker_state": state}, np.arange(22, dtype=np.float64))
+        meta, array = coordinator.wait_reports(5.0)[0]
+        assert meta["worker_state"] == state
+        np.testing.assert_array_equal(array, np.arange(22))
+    finally:
+        server.close()
