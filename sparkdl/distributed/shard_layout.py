@@ -18,9 +18,9 @@ from sparkdl.engine import checks
 _M64 = (1 << 64) - 1
 _CHUNK = 1 << 20            # ids hashed at a time when a shard lists its rows
 #: about the bytes of a piece of a shard's local vector between the driver and the shard
-PIECE_BYTES = 4 << 20
+PIECE_BYTES = 1 << 20
 #: at most the ids of a piece (hashed at once to find a shard's rows among them)
-PIECE_ROWS = 1 << 18
+PIECE_ROWS = 1 << 16
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
