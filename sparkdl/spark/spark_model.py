@@ -122,8 +122,12 @@ class SparkModel:
     round; optimizers with slots (momentum, Adam, ...) move and decay only the rows pushed,
     as single-process training's row-sparse steps do. At each epoch's end (and at
     checkpoints, or every round when a callback watches rounds) the driver's model takes the
-    shards' values. ``0`` (default): the driver's parameter server or round exchange, with
-    whole vectors. No compression with shards, nor ``overlap`` in sync mode.
+    shards' values and, in gradients mode, its optimizer the shards' slots and steps; while
+    the fit runs the model's weights and slots sit in memory-mapped files on the driver
+    (``sparkdl.distributed.mapped``), the tasks receive the model without its tables, and
+    validation rows are scored in the tasks from rows pulled from the shards. ``0``
+    (default): the driver's parameter server or round exchange, with whole vectors. No
+    compression with shards, nor ``overlap`` in sync mode.
 
     ``parameter_server_mode``: Elephas' choice of parameter server, accepted so Elephas code
     runs unchanged and otherwise ignored (``None``, ``"socket"`` or ``"http"``): sparkdl has
