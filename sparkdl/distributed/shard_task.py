@@ -2,19 +2,22 @@
 
 The tasks of the first K training partitions each host one ``shards.ShardServer``; every
 training task trains its epochs against all K with row-sparse traffic
-(``sparse_worker.run_sparse_async_epoch``, ``shard_client.ShardedClient``). The driver keeps
-the coordinator and, as ``ShardSink`` (the coordinator's inner service), the model's vector
-as of the last epoch's end: a shard that starts — the fit's first stage, or a retried one —
-pulls its part of it there (with the epoch that runs), and at each epoch's end every shard
-pushes its values back, which the driver assembles into its model.
+(``sparse_worker.run_sparse_async_epoch``, ``shard_client.ShardedClient``), on a worker made
+from the model's skeleton the driver shipped (``skeleton``: no tables). The driver keeps the
+coordinator and, as ``ShardSink`` (the coordinator's inner service), serves its model as of
+the last epoch's end: a shard that starts — the fit's first stage, or a retried one — pulls
+its part of it there piece by piece (with the epoch that runs, and in gradients mode the
+optimizer's slots and steps), and at each epoch's end every shard pushes its values back the
+same way, which the driver writes into its model once every shard's are in. Validation
+(``shard-evaluate``) scores each task's rows from rows pulled from the shards.
 
 An epoch is three orders (``ShardTask``): ``shard-begin`` to the hosts (each shard begins
 the epoch, as the driver's parameter server does before its job; every push of the epoch
 comes after it), ``shard-train`` to every training partition, ``shard-collect`` to the hosts.
-A retried stage starts new shards from the driver's vector and its tasks redo the open order
+A retried stage starts new shards from the driver's model and its tasks redo the open order
 (the coordinator's ``redo``); the sink counts the registrations of retries, and an epoch
 during which one happened is run again from its ``shard-begin``, whose ``reload`` makes the
-shards take the driver's vector afresh — the retried stage's first order may have trained
+shards take the driver's values afresh — the retried stage's first order may have trained
 them already.
 """
 from __future__ import annotations

@@ -6,11 +6,12 @@ epoch's end (``ShardSink``), but no parameter server: the workers pull the dense
 the rows their next steps read from the shards and push back the dense change and the rows
 that changed (``sparse_worker``), so the bytes of a push grow with the rows touched, not
 with the tables. At each epoch's end the shards push their values to the driver, whose model
-takes them (validation, callbacks, checkpoints and the end of the fit see the trained
-model). Nothing else the size of the model is made on the driver: the tasks receive the
-model's skeleton (``shard_task.skeleton``, its tables one row each), shards start from their
-part cut from the model's buffers, and epoch-end values wait on the driver's disk until all
-are in.
+takes them (callbacks, checkpoints and the end of the fit see the trained model; validation
+runs in the tasks against the shards). The driver holds nothing the size of the model while
+the fit runs: the tasks receive the model's skeleton (``shard_task.skeleton``, its tables
+one row each), the model's weights (and the optimizer's slots the shards step) sit in
+memory-mapped files (``mapped.MappedModel``), shards start from and end into them piece by
+piece, and epoch-end values wait in files until all are in.
 """
 from __future__ import annotations
 
