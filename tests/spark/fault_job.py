@@ -29,9 +29,9 @@ Scenarios:
                the epoch runs again; reports whether the final weights are bit-identical
   shards2-raise  two workers on two shards, the host of shard 1 raising in epoch 2: reports
                the pushes applied and dropped per epoch and the loss
-  sync-shards-raise  sync rounds of gradients of two workers on two shards (num_servers=2), the
-               host of shard 1 raising in round 7 (epoch 2), and the same fit without the fault:
-               the driver replays epoch 2's rounds from its model after epoch 1; reports whether
+  sync-shards-raise  sync rounds of gradients (Adam) of two workers on two shards (num_servers=2),
+               the host of shard 1 raising in round 7 (epoch 2), and the same fit without the fault:
+               the driver replays epoch 2's rounds from its model and Adam's slots after epoch 1; reports whether
                the final weights are bit-identical, the rounds and the loss
   checkpoint   a sync fit writing a checkpoint every round, printing "epoch N done" after each
                epoch (the test kills the whole job there); with --resume it resumes
@@ -120,8 +120,11 @@ def run(spark, scenario, markers, args) -> dict:
                       loss=history.history["loss"], execution=history.settings["execution"])
     elif scenario == "sync-shards-raise":
         fault = {"fault": "raise", "job": "sparkdl round 7/", "partition": 1, "after": 2, "marker_dir": markers}
-        clean, _ = faults.train_sharded(spark, workers=2, num_servers=2, mode="sync")
-        faulty, history = faults.train_sharded(spark, workers=2, num_servers=2, mode="sync", **fault)
+        # Adam: the new shards take the driver's slots as of its last take, and the rounds replay.
+        from sparkdl.engine.optimizers import Adam
+        clean, _ = faults.train_sharded(spark, workers=2, num_servers=2, mode="sync", optimizer=Adam(0.01))
+        faulty, history = faults.train_sharded(spark, workers=2, num_servers=2, mode="sync", optimizer=Adam(0.01),
+                                               **fault)
         report.update(identical=all(np.array_equal(a, b) for a, b in
                                     zip(clean.get_weights(), faulty.get_weights())),
                       rounds=len(history.rounds), loss=history.history["loss"],

@@ -131,25 +131,26 @@ def train(spark, epochs=3, mode="sync", frequency=4, seed=0, optimizer="sgd", fi
     return net, history
 
 
-def click_model(seed=0, **fault):
+def click_model(seed=0, optimizer=None, **fault):
     """Ids of 9 fields -> Embedding(64, 4) -> 8 relu -> the faulty identity -> sigmoid, plain
-    SGD: a model whose parameter server can be sharded (``num_servers``)."""
+    SGD unless given ``optimizer``: a model whose parameter server can be sharded
+    (``num_servers``)."""
     sparkdl.set_random_seed(seed)
     net = Sequential([layers.Embedding(64, 4, input_shape=(9,)), layers.Flatten(),
                       layers.Dense(8, activation="relu"), FaultyLayer(**fault),
                       layers.Dense(1, activation="sigmoid")])
-    net.compile(optimizers.SGD(0.1), "binary_crossentropy")
+    net.compile(optimizer or optimizers.SGD(0.1), "binary_crossentropy")
     return net
 
 
-def train_sharded(spark, workers=1, num_servers=1, epochs=3, mode="async", **fault):
+def train_sharded(spark, workers=1, num_servers=1, epochs=3, mode="async", optimizer=None, **fault):
     """Fit the faulty click model in mode async (or sync rounds of gradients) on
     ``num_servers`` shards: ``(model, history)``."""
     from sparkdl.data.synthetic import click_data
     from sparkdl.spark import SparkModel
     data = click_data(1200, seed=0, num_ids=64)
     rdd = spark.sparkContext.parallelize([(i, float(y)) for i, y in zip(data.ids, data.label)], workers)
-    net = click_model(**fault)
+    net = click_model(optimizer=optimizer, **fault)
     spark_model = SparkModel(net, mode=mode, frequency=4, num_workers=workers, num_servers=num_servers,
                              aggregate="gradients" if mode == "sync" else "weights")
     return net, spark_model.fit(rdd, epochs=epochs, batch_size=32, verbose=0)

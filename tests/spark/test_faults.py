@@ -115,10 +115,11 @@ def test_a_failed_shard_host_retries_the_stage_and_the_epoch_runs_again_from_the
 
 
 def test_a_failed_shard_host_of_sync_rounds_retries_the_stage_and_the_rounds_are_replayed(tmp_path):
-    """Sync gradient rounds on two shards (num_servers=2, plain SGD) on local[2,4]: the host of
+    """Sync gradient rounds on two shards (num_servers=2, Adam) on local[2,4]: the host of
     shard 1 raises in round 7, the second of epoch 2; Spark retries the barrier stage, whose
-    new shards start from the driver's model after epoch 1, and the driver replays rounds 6
-    and 7 from there: the fit ends with the weights of a fit without the fault, bit for bit."""
+    new shards start from the driver's model and Adam's slots after epoch 1, and the driver
+    replays rounds 6 and 7 from there: the fit ends with the weights of a fit without the
+    fault, bit for bit."""
     report, markers = run_job(tmp_path, "local[2,4]", ["sync-shards-raise"])["sync-shards-raise"]
     assert len(markers) == 1 and markers[0].startswith("raise-"), markers
     assert report["execution"] == "one job per fit"
