@@ -83,10 +83,12 @@ class ShardSink:
 
     The sink holds nothing the size of the model: a piece is cut from the model's own
     buffers when asked for, and the pieces pushed at an epoch's end wait in a file per shard
-    in a directory of its own (``spill``: a temporary one, removed by ``close``) until the
-    last shard's are in, so the model changes only when the epoch's values are complete."""
+    in a directory of its own (``spill``; by default a temporary one in ``parent``, removed by
+    ``close``) until the last shard's are in, so the model changes only when the epoch's
+    values are complete."""
 
-    def __init__(self, layout: ShardLayout, model, spill: str | None = None, optimizer=None, steps: bool = True):
+    def __init__(self, layout: ShardLayout, model, spill: str | None = None, optimizer=None, steps: bool = True,
+                 parent: str | None = None):
         self.layout, self.model, self.optimizer, self.steps = layout, model, optimizer, steps
         self.pieces = layout.pieces()
         self.slot_names = tuple(optimizer.slot_names) if optimizer is not None else ()
@@ -99,7 +101,7 @@ class ShardSink:
                               for p in self.pieces if p[0] == "rows"))
         self._lock = threading.Lock()
         self._own_spill = spill is None
-        self.spill = tempfile.mkdtemp(prefix="sparkdl-shards-") if spill is None else spill
+        self.spill = tempfile.mkdtemp(prefix="sparkdl-shards-", dir=parent) if spill is None else spill
         self.epoch = 0
         self.retries = 0            # registrations of a retried task, ever
         self.mapped: Any = None     # the model in files (``mapped.MappedModel``), whose pages in use are dropped
