@@ -120,7 +120,7 @@ class ShardsInJob(transports.InJob):
 
 class ShardedInJob(ShardsInJob):
     """The fit's barrier job with the parameter server's shards in its tasks (see the module
-    docstring). Shares ``InJob``'s waiting, validation and closing."""
+    docstring). Shares ``InJob``'s waiting and ``ShardsInJob``'s validation and closing."""
 
     def __init__(self, spark_model, blocks, model_bc, val_blocks, group: str, description: str):
         self._take_settings(spark_model, blocks)

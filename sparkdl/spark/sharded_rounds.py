@@ -30,7 +30,7 @@ def round_shard_settings(spark_model, rows: dict[int, int]) -> shard_round_task.
 
 class ShardedRoundsInJob(sharded.ShardsInJob):
     """The fit's barrier job with sync gradient rounds on shards in its tasks (see the module
-    docstring). Shares ``InJob``'s waiting, validation and closing; like ``RingInJob`` its
+    docstring). Shares ``InJob``'s waiting and ``ShardsInJob``'s validation and closing; like ``RingInJob`` its
     ``sync_round`` applies the round itself and returns ``(result, bytes moved)``."""
 
     applies_rounds = True

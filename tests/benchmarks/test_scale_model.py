@@ -2,40 +2,18 @@
 per-worker bytes against ``RingPeer.bytes_sent`` of a real all-reduce among three ranks in
 threads (a size the ranks do not divide), and the hub's driver bytes against the pull and
 push of every worker. No timing is asserted."""
-import threading
-
 import numpy as np
 import pytest
 
 from benchmarks import scale_model as sm
-from sparkdl.distributed import protocol, ring
+from tests.distributed.test_ring import run_ring
 
 
 def ring_bytes_sent(n, size):
     """Each rank's ``bytes_sent`` after one all-reduce of ``size`` float32 values."""
-    token = protocol.new_token()
-    peers = [ring.RingPeer(r, n, size, token, 10.0) for r in range(n)]
-    for p in peers:
-        p.connect([q.address for q in peers])
-    errors = []
-
-    def rank(r):
-        try:
-            peers[r].allreduce(np.full(size, r, np.float32), 0, {"samples": 1, "steps": 1})
-        except Exception as exc:  # noqa: BLE001 - the test reports it
-            errors.append(exc)
-
-    threads = [threading.Thread(target=rank, args=(r,)) for r in range(n)]
-    try:
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
-    finally:
-        for p in peers:
-            p.close()
-    assert not errors, errors
-    return [p.bytes_sent for p in peers]
+    sent = []
+    run_ring([np.full(size, r, np.float32) for r in range(n)], [1] * n, sent=sent)
+    return sent
 
 
 @pytest.mark.parametrize("n", [2, 3, 4])

@@ -23,9 +23,11 @@ def reference(vectors, samples, ranges):
     return (total / sum(samples)).astype(np.float32)
 
 
-def run_ring(vectors, samples, ranges=None, rounds=(0,), timeout=10.0, token=None, codec=None, reset=()):
+def run_ring(vectors, samples, ranges=None, rounds=(0,), timeout=10.0, token=None, codec=None, reset=(),
+             sent=None):
     """Every rank's ``(means per round, infos of the last round)``, each rank in a thread;
-    ``reset``: the rounds before which every rank zeroes its error feedback."""
+    ``reset``: the rounds before which every rank zeroes its error feedback; ``sent``: a list
+    that receives each rank's ``bytes_sent``."""
     n, size = len(vectors), vectors[0].size
     token = token or protocol.new_token()
     peers = [ring.RingPeer(r, n, size, token, timeout, codec=codec) for r in range(n)]
@@ -56,6 +58,8 @@ def run_ring(vectors, samples, ranges=None, rounds=(0,), timeout=10.0, token=Non
         for p in peers:
             p.close()
     assert not errors, errors
+    if sent is not None:
+        sent.extend(p.bytes_sent for p in peers)
     return results
 
 
