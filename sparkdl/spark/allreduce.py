@@ -34,7 +34,7 @@ class RingInJob(transports.InJob):
         self.coordinator = Coordinator(self.state, partitions=range(len(blocks.rows)),
                                        poll=min(10.0, spark_model.timeout / 2),
                                        state_sizes=(model.flat_weights.size, model.flat_state.size), redo=True)
-        self.server, address, token = transports.serve(blocks.rdd.context, self.coordinator, "sparkdl-allreduce",
+        self.server, address, token = transports.serve(blocks.site, self.coordinator, "sparkdl-allreduce",
                                                        spark_model.port, self.timeout)
         self.end = fit_task.FitEndpoint(address, token, self.timeout, layout, push,
                                         security=self.server.security, ring=tuple(self.training),

@@ -35,6 +35,16 @@ class Blocks:
     def note_batch_size(self, batch_size: int) -> None:
         self.short_partitions = [(i, r) for i, r in enumerate(self.rows) if 0 < r < batch_size]
 
+    @property
+    def site(self):
+        """Where the fit over these blocks runs (``job.ClassicSite``)."""
+        from sparkdl.spark.job import ClassicSite
+        return ClassicSite(self.rdd.context)
+
+    def split(self, validation_split: float) -> tuple[Blocks, Blocks]:
+        """``split_blocks(self, validation_split)``."""
+        return split_blocks(self, validation_split)
+
     def release(self) -> None:
         if not self.kept:
             self.rdd.unpersist()
@@ -62,7 +72,7 @@ def barrier_ready(rdd) -> bool:
     return True
 
 
-def _block_converter(model, features, label, who):
+def block_converter(model, features, label, who):
     """The function turning one partition's Arrow record batches into its block ``([x], y)``."""
     (shape, dtype), = model.input_specs()
     width = int(np.prod(shape))
@@ -101,7 +111,7 @@ def dataframe_blocks(df, model, features_col, label_col, num_workers, who, cache
     if not model.built:
         raise ValueError(f"{who}: model '{model.name}' is not built; give it an input shape")
     features, label = plan_columns(df, model, features_col, label_col, who)
-    convert = _block_converter(model, features, label, who)
+    convert = block_converter(model, features, label, who)
     parts = num_workers or df.sparkSession.sparkContext.defaultParallelism
     selected = df.select(*(features.names + (label.names if label else [])))
     batches = arrow_batch_rdd(selected)

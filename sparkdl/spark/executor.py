@@ -34,17 +34,32 @@ class ModelBroadcast:
         self.key = uuid.uuid4().hex
         self.broadcast = sc.broadcast(cloudpickle.dumps(model))
 
+    def value(self) -> bytes:
+        """The pickled model (in a task)."""
+        return self.broadcast.value
+
     def destroy(self):
         self.broadcast.destroy()
 
 
-def cached_model(model_bc: ModelBroadcast):
-    """The broadcast model, unpickled once per Python worker and broadcast."""
+def ship_model(session, model, who: str):
+    """``model`` as the tasks of a job of ``session`` receive it: a ``ModelBroadcast``, or in a
+    Spark Connect session, which has no broadcast, a ``connect.ShippedModel`` in the job's
+    closure."""
+    from sparkdl.spark import connect
+    if connect.is_connect(session):
+        return connect.ShippedModel(model, who)
+    return ModelBroadcast(session.sparkContext, model)
+
+
+def cached_model(model_bc):
+    """The model of a ``ModelBroadcast`` (or ``connect.ShippedModel``), unpickled once per
+    Python worker."""
     key = model_bc.key
     model = _models.get(key)
     if model is None:
         _models.clear()  # one fit at a time per worker: drop the previous fit's model
-        model = pickle.loads(model_bc.broadcast.value)
+        model = pickle.loads(model_bc.value())
         _models[key] = model
     return model
 

@@ -93,7 +93,7 @@ def predict_frame(df, model, features_col, prediction_col, probability_col, batc
     outputs = (prediction_col, raw_prediction_col if classifier else None,
                probability_col if classifier else None)
     schema = _prediction_schema(df.schema, classifier or int(np.prod(model.output_shape)) == 1, *outputs)
-    model_bc = executor.ModelBroadcast(df.sparkSession.sparkContext, model)
+    model_bc = executor.ship_model(df.sparkSession, model, who)
 
     def run(batches):
         executor.use_task_cpus()
@@ -184,8 +184,7 @@ def evaluate_frame(df, model, features_col, label_col, batch_size) -> dict:
     features, label = plan_columns(df, model, features_col, label_col, who)
     to_targets = target_converter(model, label, who)
     (shape, dtype), = model.input_specs()
-    sc = df.sparkSession.sparkContext
-    model_bc = executor.ModelBroadcast(sc, model)
+    model_bc = executor.ship_model(df.sparkSession, model, who)
 
     def run(batches):
         import pyarrow as pa

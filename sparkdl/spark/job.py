@@ -54,6 +54,43 @@ def fallback_reason(sc, partitions: int, transport: str) -> str | None:
     return None
 
 
+class ClassicSite:
+    """Where a classic session's fit runs: its settings, the driver's data-plane address, the
+    model's broadcast and the fit's barrier job (``sparkdl.spark.connect.ConnectSite`` is the
+    same for a Spark Connect session)."""
+
+    connect = False
+
+    def __init__(self, sc):
+        self.sc = sc
+
+    @property
+    def conf(self):
+        """The SparkConf (``get(key, default)``)."""
+        return self.sc.getConf()
+
+    def data_plane_address(self) -> tuple[str, str]:
+        """``(advertised host, bind address)`` of servers on the driver: ``spark.driver.host``
+        and ``spark.driver.bindAddress`` (default: that host)."""
+        conf = self.conf
+        host = conf.get("spark.driver.host", "127.0.0.1")
+        return host, conf.get("spark.driver.bindAddress", host)
+
+    def ship_model(self, model, who: str = "SparkModel.fit"):
+        """The model as its tasks receive it: a broadcast (``executor.ModelBroadcast``)."""
+        from sparkdl.spark.executor import ModelBroadcast
+        return ModelBroadcast(self.sc, model)
+
+    def fallback_reason(self, partitions: int, transport: str, who: str) -> str | None:
+        return fallback_reason(self.sc, partitions, transport)
+
+    def start_job(self, blocks, val_blocks, task, group: str, description: str, reach=None) -> FitJob:
+        """The fit's barrier job over the blocks, zipped with the validation blocks (``reach``,
+        the address of the fit's server, is for ``ConnectSite``)."""
+        rdd = blocks.rdd if val_blocks is None else blocks.rdd.zip(val_blocks.rdd)
+        return FitJob(rdd, task, group, description)
+
+
 class FitJob:
     """A barrier job running ``task`` (a ``mapPartitionsWithIndex`` function) over ``rdd`` in a
     driver thread, named ``description`` in the Spark UI under job group ``group``."""

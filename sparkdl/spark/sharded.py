@@ -39,11 +39,11 @@ def shard_settings(spark_model, rows: dict[int, int]) -> shard_task.ShardSetting
         optimizer=optimizer, param_map=ParamMap.from_model(spark_model.model))
 
 
-def scratch_dir(sc) -> str | None:
+def scratch_dir(conf) -> str | None:
     """Where the driver keeps a sharded fit's files: the first of ``spark.local.dir`` (Spark's
     scratch space, meant to be a local disk) when it is set, else the system's temporary
     directory."""
-    local = sc.getConf().get("spark.local.dir", None)
+    local = conf.get("spark.local.dir", None)
     return local.split(",")[0].strip() or None if local else None
 
 
@@ -83,13 +83,13 @@ class ShardsInJob(transports.InJob):
         self.ps, self.exchange = None, None
         self.hosts = list(settings.hosts)
         self.sink = shard_task.ShardSink(shard_task.layout_of(model, spark_model.num_servers), model,
-                                         optimizer=optimizer, steps=steps, parent=scratch_dir(blocks.rdd.context))
+                                         optimizer=optimizer, steps=steps, parent=scratch_dir(blocks.site.conf))
         self.coordinator = Coordinator(self.sink, partitions=range(len(blocks.rows)),
                                        poll=min(10.0, spark_model.timeout / 2),
                                        state_sizes=(model.flat_weights.size, model.flat_state.size), redo=True)
         try:
             self.mapped = self.sink.mapped = MappedModel(model, optimizer, self.sink.spill)
-            self.server, address, token = transports.serve(blocks.rdd.context, self.coordinator, name,
+            self.server, address, token = transports.serve(blocks.site, self.coordinator, name,
                                                            spark_model.port, self.timeout)
             self.end = fit_task.FitEndpoint(address, token, self.timeout, security=self.server.security,
                                             shards=settings)

@@ -32,9 +32,9 @@ from sparkdl.engine.callbacks import Callback, CallbackList, History
 from sparkdl.engine.files import json_plain
 from sparkdl.engine.training import EpochSums, FitLoop, check_dashboard, live_dashboard
 from sparkdl.errors import NotCompiledError, SparkTrainingDivergedError
-from sparkdl.spark import block_cache, executor, frames, inference, job, transports
+from sparkdl.spark import block_cache, connect, frames, inference, job, transports
 from sparkdl.spark.allreduce import RingInJob
-from sparkdl.spark.blocks import dataframe_blocks, rdd_blocks, split_blocks
+from sparkdl.spark.blocks import dataframe_blocks, rdd_blocks
 from sparkdl.spark.persistence import load_spark_model, save_spark_model
 from sparkdl.spark.sharded import ShardedInJob
 from sparkdl.spark.sharded_rounds import ShardedRoundsInJob
@@ -214,10 +214,15 @@ class SparkModel:
         slots = job.task_slots(sc)
         return min(sc.defaultParallelism, slots) if slots else sc.defaultParallelism
 
-    def _blocks(self, data, features_col, label_col, who):
+    def _blocks(self, data, features_col, label_col, who, validation=None):
+        """The fit's blocks; in a Spark Connect session with the ``validation`` DataFrame's rows
+        after each partition's training rows (``connect.frame_blocks``)."""
         from pyspark import RDD
         from pyspark.sql import DataFrame
 
+        if connect.is_connect(data):
+            parts = self.num_workers or connect.default_workers(data.sparkSession)
+            return connect.frame_blocks(data, self.model, features_col, label_col, parts, who, validation)
         if isinstance(data, DataFrame):
             sc = data.sparkSession.sparkContext
             parts = self._workers(sc)
@@ -282,30 +287,45 @@ class SparkModel:
         split = _check_validation_split(validation_split, validation_data, who)
         store = _checkpoint_store(checkpoint_dir, checkpoint_every, resume, checkpoint_keep, who)
         # The data plane's settings (and the extra encryption needs) fail here, before any job.
-        context = _context_of(data)
-        if context is not None:
-            transports.data_plane_security(context.getConf())
+        conf = _conf_of(data)
+        if conf is not None:
+            transports.data_plane_security(conf)
+            if connect.is_connect(data):
+                self._check_connect(who)
         val = self._validation(validation_data, features_col, label_col) if validation_data is not None else None
         with live_dashboard(board, who, self, **(_dashboard_address(data) if board else {})) as feed:
             self.model.dashboard_url = self.dashboard_url
             run = _FitRun(epochs, batch_size, verbose, store, int(checkpoint_every), resume, split, feed)
             return self._fit_data(data, features_col, label_col, val, callbacks, run, who)
 
+    def _check_connect(self, who: str) -> None:
+        """What a Spark Connect session cannot run, refused before any job."""
+        if self.transport == "spark":
+            raise connect.refusal(who, "transport='spark' (Spark's broadcast and treeReduce, a job per round)",
+                                  "use transport='socket' (the default) or transport='allreduce'")
+        if self.execution == "rounds":
+            raise connect.refusal(who, "execution='rounds' (a job per round, its weights by broadcast)",
+                                  "use execution='auto': the fit runs as one barrier job")
+
     def _fit_data(self, data, features_col, label_col, val, callbacks, run, who) -> History:
         """The fit's blocks (and held-out rows), then its rounds; the blocks are released after."""
         split, batch_size = run.validation_split, run.batch_size
         prep_start = time.perf_counter()
-        blocks = self._blocks(data, features_col, label_col, who)
+        remote = connect.is_connect(data)
+        with_frame = remote and val is not None and val[0] == "frame"
+        blocks = self._blocks(data, features_col, label_col, who, val[1] if with_frame else None)
         frame_blocks = None          # a validation DataFrame's blocks, released after the fit
         try:
             train = blocks
             if split:
-                train, held = split_blocks(blocks, split)
+                train, held = blocks.split(split)
                 _check_held_out(train, held, split, who)
                 val = ("blocks", held)
+            elif with_frame:          # its rows came with the training rows
+                val = ("blocks", blocks.validation())
             train.note_batch_size(batch_size)
             reason = "execution='rounds' was asked for" if self.execution == "rounds" else \
-                job.fallback_reason(train.rdd.context, len(train.rows), self.transport)
+                train.site.fallback_reason(len(train.rows), self.transport, who)
             if reason is not None and self.transport == "allreduce":
                 raise ValueError(f"{who}: transport='allreduce' needs the fit to run as one barrier job, "
                                  f"and it cannot here: {reason}; use transport='socket' (the driver "
@@ -402,8 +422,7 @@ class SparkModel:
         settings.update(frequency=str(self.frequency), rows_per_partition=list(blocks.rows))
         fit = _FitState(run, per_epoch, settings, loop.callbacks)
         # A sharded fit's tasks pull the rows they read: they receive the model without its tables.
-        model_bc = executor.ModelBroadcast(blocks.rdd.context,
-                                           shard_task.skeleton(model) if self.num_servers else model)
+        model_bc = blocks.site.ship_model(shard_task.skeleton(model) if self.num_servers else model)
 
         def begin():
             worker_states = None
@@ -667,14 +686,17 @@ class SparkModel:
         return scores_mod.returned(scores, return_dict)
 
 
-def _context_of(data):
-    """The SparkContext of ``fit``'s data, or None for anything else (``_blocks`` then says
-    what it expects)."""
+def _conf_of(data):
+    """The Spark settings of ``fit``'s data (``get(key, default)``: a SparkConf, or a Spark
+    Connect session's ``connect.SessionConf``), or None for anything else (``_blocks`` then
+    says what it expects)."""
     from pyspark import RDD
     from pyspark.sql import DataFrame
+    if connect.is_connect(data):
+        return connect.SessionConf(data.sparkSession)
     if isinstance(data, DataFrame):
-        return data.sparkSession.sparkContext
-    return data.context if isinstance(data, RDD) else None
+        return data.sparkSession.sparkContext.getConf()
+    return data.context.getConf() if isinstance(data, RDD) else None
 
 
 def _check_keywords(mode, mode_options: dict) -> None:
@@ -789,14 +811,20 @@ def _check_shard_partitions(spark_model: SparkModel, reason: str | None, trainin
 
 def _dashboard_address(data) -> dict[str, Any]:
     """Where a fit's dashboard listens: the driver's host (``spark.driver.bindAddress``,
-    advertised as ``spark.driver.host``) and ``spark.sparkdl.dashboard.port`` (0: ephemeral)."""
-    context = getattr(data, "context", None)                        # an RDD
-    session = getattr(data, "sparkSession", None)                   # a DataFrame
-    sc = session.sparkContext if session is not None else context
-    if sc is None:
+    advertised as ``spark.driver.host``), or in a Spark Connect session the client's
+    (``connect.client_address``), and ``spark.sparkdl.dashboard.port`` (0: ephemeral)."""
+    conf = _conf_of(data)
+    if conf is None:
         return {}
-    conf = sc.getConf()
+    if connect.is_connect(data):            # the fit runs in this client: its page is served here
+        host, bind = connect.client_address(data.sparkSession)
+        return {"host": bind, "port": _dashboard_port(conf), "advertise": host}
     host = conf.get("spark.driver.host", "127.0.0.1")
+    return {"host": conf.get("spark.driver.bindAddress", host), "port": _dashboard_port(conf), "advertise": host}
+
+
+def _dashboard_port(conf) -> int:
+    """``spark.sparkdl.dashboard.port`` (0: ephemeral)."""
     raw = conf.get("spark.sparkdl.dashboard.port", "0")
     try:
         port = int(raw)
@@ -805,7 +833,7 @@ def _dashboard_address(data) -> dict[str, Any]:
     except ValueError:
         raise ValueError(f"expected spark.sparkdl.dashboard.port to be an int in [0, 65535], "
                          f"received {raw!r}") from None
-    return {"host": conf.get("spark.driver.bindAddress", host), "port": port, "advertise": host}
+    return port
 
 
 def _check_validation_split(split, validation_data, who) -> float:

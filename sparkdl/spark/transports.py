@@ -35,7 +35,6 @@ from sparkdl.distributed.coordinator import Coordinator
 from sparkdl.distributed.server import FrameServer
 from sparkdl.errors import SparkTrainingDivergedError
 from sparkdl.spark import executor
-from sparkdl.spark.job import FitJob
 
 logger = logging.getLogger(__name__)
 
@@ -76,12 +75,12 @@ def data_plane_security(conf) -> str:
     return "integrity" if integrity else "plain"
 
 
-def serve(sc, service, name: str, port, timeout: float):
-    """``(server, advertised address, token)``: ``service`` on the driver for one fit, its
-    frames protected as ``data_plane_security`` says (``server.security``)."""
-    conf = sc.getConf()
-    host = conf.get("spark.driver.host", "127.0.0.1")
-    bind = conf.get("spark.driver.bindAddress", host)
+def serve(site, service, name: str, port, timeout: float):
+    """``(server, advertised address, token)``: ``service`` on the driver (the client of a
+    Spark Connect session) for one fit, at ``site.data_plane_address()``, its frames protected
+    as ``data_plane_security`` says (``server.security``)."""
+    conf = site.conf
+    host, bind = site.data_plane_address()
     port = port if port is not None else _conf_number(conf, "spark.sparkdl.server.port", 0, int, 0, 65535)
     max_connections = _conf_number(conf, "spark.sparkdl.server.maxConnections", 256, int, 1)
     handshake = _conf_number(conf, "spark.sparkdl.server.handshakeTimeout", None, float, 0.001)
@@ -234,7 +233,7 @@ class InJob:
         # Each partition's worker starts from the checkpoint's state for it, or from the model;
         # a retried task starts from its last completed order's.
         self.coordinator.worker_states = initial_worker_states(spark_model, self.training, worker_states)
-        self.server, address, token = serve(blocks.rdd.context, self.coordinator,
+        self.server, address, token = serve(blocks.site, self.coordinator,
                                             f"sparkdl-{spark_model.mode}", spark_model.port, self.timeout)
         self.end = fit_task.FitEndpoint(address, token, self.timeout, pull, push, server_size=order_size,
                                         security=self.server.security,
@@ -254,10 +253,9 @@ class InJob:
         """The fit's barrier job over the blocks (zipped with the validation blocks), its tasks
         reaching ``self.end``; the server is closed if the job cannot start."""
         self.val_blocks = val_blocks
-        rdd = blocks.rdd if val_blocks is None else blocks.rdd.zip(val_blocks.rdd)
         task = executor.persistent_task(model_bc, self.end, with_validation=val_blocks is not None)
         try:
-            self.job = FitJob(rdd, task, group, description)
+            self.job = blocks.site.start_job(blocks, val_blocks, task, group, description, reach=self.end.address)
         except BaseException:
             self.server.close()
             raise
@@ -427,13 +425,13 @@ class RoundJobs:
         sm = spark_model
         if sm.strategy.asynchronous:
             self.service = parameter_server(sm, blocks)
-            self.server, address, token = serve(self.sc, self.service, f"sparkdl-{sm.mode}", sm.port, sm.timeout)
+            self.server, address, token = serve(blocks.site, self.service, f"sparkdl-{sm.mode}", sm.port, sm.timeout)
             self.end = executor.PSEndpoint(address, token, sm.timeout, self.service.vector.size,
                                            self.server.security)
         elif sm.transport == "socket" and not sm.strategy.elastic:
             pull, push = exchange.round_layouts(self.model, sm.aggregate)
             self.service = exchange.RoundExchange(push, timeout=sm.timeout)
-            self.server, address, token = serve(self.sc, self.service, "sparkdl-sync", sm.port, sm.timeout)
+            self.server, address, token = serve(blocks.site, self.service, "sparkdl-sync", sm.port, sm.timeout)
             self.end = exchange.Endpoint(address, token, sm.timeout, pull, push, self.server.security)
 
     def evaluate_validation(self):

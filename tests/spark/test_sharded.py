@@ -210,15 +210,5 @@ def test_num_servers_is_a_setting_that_round_trips(tmp_path):
 def test_the_drivers_files_go_to_sparks_scratch_space_when_it_is_set(tmp_path):
     from sparkdl.spark.sharded import scratch_dir
 
-    class Context:
-        def __init__(self, conf):
-            self.conf = conf
-
-        def getConf(self):
-            return self
-
-        def get(self, key, default=None):
-            return self.conf.get(key, default)
-
-    assert scratch_dir(Context({"spark.local.dir": f"{tmp_path}/a, {tmp_path}/b"})) == f"{tmp_path}/a"
-    assert scratch_dir(Context({})) is None            # the system's temporary directory
+    assert scratch_dir({"spark.local.dir": f"{tmp_path}/a, {tmp_path}/b"}) == f"{tmp_path}/a"
+    assert scratch_dir({}) is None            # the system's temporary directory

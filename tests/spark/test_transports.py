@@ -15,6 +15,7 @@ from sparkdl import layers, optimizers
 from sparkdl.distributed.protocol import Frame, Op
 from sparkdl.models import Input, Sequential
 from sparkdl.spark import SparkModel, transports
+from sparkdl.spark.job import ClassicSite
 
 ROWS = (12, 108)
 LR = 0.1
@@ -83,14 +84,15 @@ class _Conf(dict):
         return super().get(key, default)
 
 
-class _Context:
-    """Just what ``transports.serve`` reads of a SparkContext: its configuration."""
+class _Context(ClassicSite):
+    """Just what ``transports.serve`` reads of a classic session: its configuration."""
 
     def __init__(self, **conf):
-        self.conf = _Conf(conf)
+        self._conf = _Conf(conf)
 
-    def getConf(self):
-        return self.conf
+    @property
+    def conf(self):
+        return self._conf
 
 
 class _Service:

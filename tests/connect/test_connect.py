@@ -1,0 +1,161 @@
+"""sparkdl from a Spark Connect client: fits (sync, async, allreduce, shards), predictions,
+evaluations and an NNClassifier in a Pipeline on a Connect server's DataFrames, against the
+classic session on the same rows in the same partitions; and the clear errors for what a
+Connect session cannot run."""
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import pytest
+
+import sparkdl
+from sparkdl import layers
+from sparkdl.models import Sequential
+from sparkdl.spark import SparkModel, from_arrays
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from sklearn.datasets import load_digits
+    x, y = load_digits(return_X_y=True)
+    return (x / 16).astype(np.float32), y
+
+
+def _frames(session, digits, train=1200, val=300):
+    """Training and validation frames of the digits, in 2 partitions; a classic session's
+    training frame is repartitioned as a Connect fit repartitions its input."""
+    x, y = digits
+    df = from_arrays(session, x[:train], y[:train], num_partitions=2)
+    from sparkdl.spark.connect import is_connect
+    if not is_connect(session):
+        df = df.repartition(2)
+    return df, from_arrays(session, x[train:train + val], y[train:train + val])
+
+
+def _model(seed=7):
+    sparkdl.set_random_seed(seed)
+    model = Sequential([layers.Input((64,)), layers.Dense(32, activation="relu"),
+                        layers.Dense(10, activation="softmax")])
+    model.compile(optimizer=sparkdl.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    return model
+
+
+def _same_history(history, reference) -> None:
+    assert sorted(history.history) == sorted(reference.history)
+    for key, values in reference.history.items():
+        assert history.history[key] == pytest.approx(values, rel=1e-6), key
+
+
+def _fit(session, digits, epochs=4, **settings):
+    df, val = _frames(session, digits)
+    model = _model()
+    spark_model = SparkModel(model, num_workers=2, **settings)
+    history = spark_model.fit(df, epochs=epochs, batch_size=32, validation_data=val, verbose=0)
+    return spark_model, history
+
+
+@pytest.mark.parametrize("settings", [dict(mode="sync", frequency=4), dict(mode="async"),
+                                      dict(mode="sync", frequency=4, transport="allreduce")],
+                         ids=["sync", "async", "allreduce"])
+def test_a_connect_fit_trains_as_the_classic_session_does(spark, remote, classic, digits, settings):
+    with classic():
+        reference, classic_history = _fit(spark, digits, **settings)
+    connected, history = _fit(remote, digits, **settings)
+    assert history.settings["execution"] == "one job per fit"
+    if settings["mode"] == "async":            # pushes land in arrival order: close, not equal
+        assert abs(history.history["val_accuracy"][-1] - classic_history.history["val_accuracy"][-1]) < 0.05
+    else:                                       # the same rows in the same partitions: the same fit
+        for a, b in zip(connected.model.get_weights(), reference.model.get_weights()):
+            np.testing.assert_array_equal(a, b)
+        _same_history(history, classic_history)
+    assert history.history["val_accuracy"][-1] > 0.85
+
+
+def test_predict_and_evaluate_on_connect_equal_the_classic_sessions(spark, remote, classic, digits):
+    model = _model()
+    x, y = digits
+    model.fit(x[:1000], y[:1000], epochs=2, batch_size=32, verbose=0)
+    spark_model = SparkModel(model)
+    with classic():
+        _, classic_val = _frames(spark, digits)
+        classic_scores = spark_model.evaluate(classic_val)
+        classic_rows = spark_model.predict(classic_val).select("prediction", "probability").collect()
+    _, val = _frames(remote, digits)
+    scores = spark_model.evaluate(val)
+    assert scores == pytest.approx(classic_scores, rel=1e-6)
+    assert scores == pytest.approx(model.evaluate(x[1200:1500], y[1200:1500], return_dict=True), rel=1e-5)
+    rows = spark_model.predict(val).select("prediction", "probability").collect()
+    assert [r.prediction for r in rows] == [r.prediction for r in classic_rows]
+    np.testing.assert_allclose([r.probability.toArray() for r in rows],
+                               model.predict(x[1200:1500]), rtol=1e-5, atol=1e-6)
+
+
+def test_validation_split_on_connect_holds_out_the_classic_sessions_rows(spark, remote, classic, digits):
+    histories = []
+    for session, mode in ((spark, classic), (remote, contextlib.nullcontext)):
+        with mode():
+            df, _ = _frames(session, digits)
+            spark_model = SparkModel(_model(), num_workers=2, frequency=4)
+            histories.append(spark_model.fit(df, epochs=2, batch_size=32, validation_split=0.2, verbose=0))
+    assert histories[1].validation_rows_per_partition == histories[0].validation_rows_per_partition
+    _same_history(histories[1], histories[0])
+
+
+def test_a_sharded_parameter_server_runs_on_connect(remote):
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 40, size=(1200, 3))
+    labels = (ids[:, 0] < 20).astype(np.float32)
+    df = from_arrays(remote, ids, labels, num_partitions=2)
+    sparkdl.set_random_seed(3)
+    model = Sequential([layers.Input((3,), dtype="int64"), layers.Embedding(40, 4), layers.Flatten(),
+                        layers.Dense(1, activation="sigmoid")])
+    model.compile(optimizer=sparkdl.optimizers.Adagrad(0.3), loss="binary_crossentropy", metrics=["accuracy"])
+    history = SparkModel(model, mode="async", aggregate="gradients", frequency=1, num_workers=2,
+                         num_servers=2).fit(df, epochs=4, batch_size=32, verbose=0)
+    assert history.settings["num_servers"] == 2
+    assert history.history["accuracy"][-1] > 0.9
+
+
+def test_an_nnclassifier_in_a_pipeline_on_connect(spark, remote, classic, digits):
+    from pyspark.ml import Pipeline
+
+    from sparkdl.ml import NNClassifier
+    accuracies = []
+    for session, mode in ((spark, classic), (remote, contextlib.nullcontext)):
+        with mode():
+            df, val = _frames(session, digits)
+            stage = NNClassifier(model=_model(), epochs=4, batchSize=32, numWorkers=2, frequency=4)
+            fitted = Pipeline(stages=[stage]).fit(df)
+            predicted = fitted.transform(val).select("label", "prediction").collect()
+            accuracies.append(np.mean([r.label == r.prediction for r in predicted]))
+    assert accuracies[1] > 0.8
+    assert accuracies[1] == pytest.approx(accuracies[0])
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(transport="spark"), "transport='spark'.*does not run on Spark Connect.*transport='socket'"),
+    (dict(execution="rounds"), "execution='rounds'.*does not run on Spark Connect.*execution='auto'"),
+    (dict(num_workers=3), "3 partitions train but the cluster runs 2 tasks at once.*num_workers <= 2"),
+])
+def test_what_cannot_run_on_connect_says_so_before_any_job(remote, digits, settings, message):
+    df, _ = _frames(remote, digits, train=200)
+    with pytest.raises(ValueError, match=message):
+        SparkModel(_model(), **settings).fit(df, epochs=1, verbose=0)
+    # the server is still there (a barrier stage asking for too many slots would have stopped it)
+    assert remote.range(3).count() == 3
+
+
+def test_executors_that_cannot_reach_the_client_get_one_clear_error(remote, digits):
+    df, _ = _frames(remote, digits, train=200)
+    remote.conf.set("spark.sparkdl.client.host", "127.0.0.2")        # nothing listens there
+    remote.conf.set("spark.sparkdl.client.bindAddress", "127.0.0.1")
+    try:
+        with pytest.raises(ValueError, match="cannot reach this client at 127.0.0.2:.*spark.sparkdl.client.host"):
+            SparkModel(_model(), num_workers=2).fit(df, epochs=1, verbose=0)
+    finally:
+        remote.conf.unset("spark.sparkdl.client.host")
+        remote.conf.unset("spark.sparkdl.client.bindAddress")
