@@ -177,18 +177,43 @@ class ConnectSite:
                              f"and the fit's barrier job needs them all at once; expected num_workers <= {slots}")
         return None
 
-    def start_job(self, blocks, val_blocks, task, group: str, description: str, reach=None) -> ConnectFitJob:
-        """The fit's barrier job over the converted frame; ``reach``: the address of the fit's
-        server in this client, checked first (``check_reachable``)."""
-        if reach is not None:
-            check_reachable(self.session, reach, "SparkModel.fit")
+    def start_job(self, blocks, val_blocks, task, group: str, description: str, end=None) -> ConnectFitJob:
+        """The fit's barrier job over the converted frame; ``end``: the tasks' endpoint, whose
+        server in this client the executors must reach (``check_reachable``, checked first)."""
+        if end is not None:
+            check_reachable(self.session, end.address, "SparkModel.fit")
         job_task = arrow_task(task, list(blocks.tail), val_blocks is not None)
         return ConnectFitJob(self.session, blocks.frame, job_task, group, description)
 
 
 def check_reachable(session, address, who: str, timeout: float = 10.0) -> None:
-    """A one-task job that opens a connection to ``address`` (a server in this client); a
-    ValueError naming the settings when the executors cannot reach the client."""
+    """A ValueError naming the settings when the executors cannot reach ``address``, a server
+    in this client (``unreachable``)."""
+    error = unreachable(session, address, timeout)
+    if error:
+        host, port = address
+        raise ValueError(f"{who}: the executors cannot reach this client at {host}:{port} ({error}), where "
+                         f"the fit's tasks exchange weights and orders; set {CLIENT_HOST} (and "
+                         f"{CLIENT_BIND}) to an address of this machine the executors reach, with "
+                         f"spark.conf.set(...) or the session builder's config(...), or use "
+                         f"transport='allreduce', whose fit runs without the client")
+
+
+def reaches_client(session, timeout: float = 10.0) -> bool:
+    """Whether the executors reach a server in this client at ``client_address`` (a listening
+    socket there for the length of the check)."""
+    host, bind = client_address(session)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind((bind, 0))
+        listener.listen(4)
+        error = unreachable(session, (host, listener.getsockname()[1]), timeout)
+    if error:
+        logger.info("SparkModel.fit: the executors cannot reach this client at %s (%s)", host, error)
+    return not error
+
+
+def unreachable(session, address, timeout: float = 10.0) -> str:
+    """What a one-task job got when it opened a connection to ``address``: "" when it could."""
     import pyarrow as pa
 
     host, port = address
@@ -204,12 +229,7 @@ def check_reachable(session, address, who: str, timeout: float = 10.0) -> None:
             error = f"{type(exc).__name__}: {exc}"
         yield pa.RecordBatch.from_pydict({"error": [error]})
 
-    errors = [row.error for row in session.range(0, 1, 1, 1).mapInArrow(probe, "error string").collect()]
-    if any(errors):
-        raise ValueError(f"{who}: the executors cannot reach this client at {host}:{port} ({errors[0]}), where "
-                         f"the fit's tasks exchange weights and orders; set {CLIENT_HOST} (and "
-                         f"{CLIENT_BIND}) to an address of this machine the executors reach, with "
-                         f"spark.conf.set(...) or the session builder's config(...)")
+    return session.range(0, 1, 1, 1).mapInArrow(probe, "error string").collect()[0].error
 
 
 class FrameBlocks:
@@ -372,24 +392,29 @@ def read_block(batches, with_label: bool = True):
     return decode_block(b"".join(part for _, part in sorted(chunks)), with_label)
 
 
+def task_items(batches, partition: int, tail: list[int], with_validation: bool) -> list:
+    """What a fit's ``mapPartitionsWithIndex`` task reads of its partition, from the converted
+    frame's chunk rows: ``[training block]``, or ``[(training block, validation block)]`` (the
+    last ``tail[partition]`` rows), or ``[]`` for a partition without rows."""
+    block = read_block(batches)
+    if block is None:
+        return []
+    x, y = block
+    at = len(y) - (tail[partition] if partition < len(tail) else 0)
+    train = ([x[:at]], y[:at])
+    return [(train, ([x[at:]], y[at:]))] if with_validation else [train]
+
+
 def arrow_task(run, tail: list[int], with_validation: bool):
     """A barrier ``mapInArrow`` function around ``run``, a fit's ``mapPartitionsWithIndex``
-    task (``executor.persistent_task``): it reads the partition's block from its chunk rows,
-    hands ``run`` the training rows (with the last ``tail[partition]`` rows as the validation
-    block) and yields one row, the partition, once the fit has stopped the task."""
+    task (``executor.persistent_task``): it hands ``run`` its partition's blocks
+    (``task_items``) and yields one row, the partition, once the fit has stopped the task."""
     import pyarrow as pa
 
     def task(batches):
         from pyspark import BarrierTaskContext
         partition = BarrierTaskContext.get().partitionId()
-        block = read_block(batches)
-        items: list = []
-        if block is not None:
-            x, y = block
-            at = len(y) - (tail[partition] if partition < len(tail) else 0)
-            train = ([x[:at]], y[:at])
-            items = [(train, ([x[at:]], y[at:]))] if with_validation else [train]
-        for _ in run(partition, iter(items)):
+        for _ in run(partition, iter(task_items(batches, partition, tail, with_validation))):
             pass
         yield pa.RecordBatch.from_pydict({"part": pa.array([partition], pa.int64())})
     return task

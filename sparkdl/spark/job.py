@@ -54,6 +54,16 @@ def fallback_reason(sc, partitions: int, transport: str) -> str | None:
     return None
 
 
+def raise_job_error(error: BaseException):
+    """Raise what failed the fit's job: the ValueError or TypeError a task raised, else a
+    RuntimeError with the first line of Spark's."""
+    from sparkdl.spark.frames import python_error
+    mapped = python_error(error)
+    if mapped is not error:
+        raise mapped from error
+    raise RuntimeError(f"SparkModel.fit: the fit's Spark job failed: {str(error).splitlines()[0][:2000]}") from error
+
+
 class ClassicSite:
     """Where a classic session's fit runs: its settings, the driver's data-plane address, the
     model's broadcast and the fit's barrier job (``sparkdl.spark.connect.ConnectSite`` is the
@@ -84,9 +94,9 @@ class ClassicSite:
     def fallback_reason(self, partitions: int, transport: str, who: str) -> str | None:
         return fallback_reason(self.sc, partitions, transport)
 
-    def start_job(self, blocks, val_blocks, task, group: str, description: str, reach=None) -> FitJob:
-        """The fit's barrier job over the blocks, zipped with the validation blocks (``reach``,
-        the address of the fit's server, is for ``ConnectSite``)."""
+    def start_job(self, blocks, val_blocks, task, group: str, description: str, end=None) -> FitJob:
+        """The fit's barrier job over the blocks, zipped with the validation blocks (``end``,
+        the tasks' ``fit_task.FitEndpoint``, is for the other sites)."""
         rdd = blocks.rdd if val_blocks is None else blocks.rdd.zip(val_blocks.rdd)
         return FitJob(rdd, task, group, description)
 
@@ -117,12 +127,7 @@ class FitJob:
         if self._thread.is_alive():
             return
         if self.error is not None:
-            from sparkdl.spark.frames import python_error
-            mapped = python_error(self.error)
-            if mapped is not self.error:
-                raise mapped from self.error
-            raise RuntimeError(f"SparkModel.fit: the fit's Spark job failed: "
-                               f"{str(self.error).splitlines()[0][:2000]}") from self.error
+            raise_job_error(self.error)
         raise RuntimeError("SparkModel.fit: the fit's Spark job ended before the driver said stop")
 
     def short_of_slots(self, tasks: int) -> str | None:

@@ -312,6 +312,11 @@ class SparkModel:
         split, batch_size = run.validation_split, run.batch_size
         prep_start = time.perf_counter()
         remote = connect.is_connect(data)
+        # allreduce needs no client in the loop: where the executors cannot reach it, the loop
+        # runs in a task (sparkdl.spark.task_loop)
+        in_task = remote and self.transport == "allreduce" and not connect.reaches_client(data.sparkSession)
+        if in_task:
+            _check_in_task(callbacks, run, who)
         with_frame = remote and val is not None and val[0] == "frame"
         blocks = self._blocks(data, features_col, label_col, who, val[1] if with_frame else None)
         frame_blocks = None          # a validation DataFrame's blocks, released after the fit
@@ -340,11 +345,38 @@ class SparkModel:
                                                        len(train.rows), f"{who}(validation_data)")
             val_blocks = val[1] if val is not None and val[0] == "blocks" else frame_blocks
             prep_seconds = time.perf_counter() - prep_start
+            if in_task:
+                return self._fit_in_task(train, val, val_blocks, prep_seconds, run)
             return self._fit_rounds(train, val, val_blocks, callbacks, prep_seconds, run, reason)
         finally:
             blocks.release()
             if frame_blocks is not None:
                 frame_blocks.release()
+
+    def _fit_in_task(self, blocks, val, val_blocks, prep_seconds, run) -> History:
+        """An allreduce fit of a Spark Connect session whose executors cannot reach the client:
+        its loop runs in the lowest training partition's task (``sparkdl.spark.task_loop``),
+        and the model takes the state the job returns."""
+        import dataclasses
+
+        from sparkdl.spark import task_loop
+        site = blocks.site
+        lead = sorted(transports.training_rows(blocks))[0]
+        conf = {k: site.conf.get(k) for k in task_loop.CONF_KEYS if site.conf.get(k) is not None}
+        task = task_loop.leader_task(self, dataclasses.replace(run, verbose=0), val, blocks, lead, conf,
+                                     site.ship_model(self.model), val_blocks is not None)
+        tag = f"sparkdl-{uuid.uuid4().hex[:12]}"
+        logger.info("SparkModel.fit: the executors cannot reach this client; the allreduce fit runs its loop "
+                    "in partition %d's task (Spark job tag %s)", lead, tag)
+        history = task_loop.take_result(self, task_loop.run_job(site.session, blocks.frame, task, tag), lead)
+        history.settings["execution"] = (f"{job.IN_JOB}, its loop in partition {lead}'s task (the executors "
+                                         f"cannot reach the client)")
+        history.data_seconds = prep_seconds
+        for epoch, logs in enumerate(zip(*history.history.values())):
+            logger.info("epoch %d/%d: %s", epoch + 1, run.epochs, " - ".join(
+                f"{k}: {v:.4f}" for k, v in zip(history.history, logs)))
+        self.history = history
+        return history
 
     def _validation(self, validation_data, features_col, label_col):
         from pyspark.sql import DataFrame
@@ -697,6 +729,17 @@ def _conf_of(data):
     if isinstance(data, DataFrame):
         return data.sparkSession.sparkContext.getConf()
     return data.context.getConf() if isinstance(data, RDD) else None
+
+
+def _check_in_task(callbacks, run, who: str) -> None:
+    """An allreduce fit whose loop runs in a task has no client to call back."""
+    asked = [name for name, value in (("callbacks", callbacks), ("checkpoint_dir", run.store),
+                                      ("dashboard", run.feed)) if value]
+    if asked:
+        raise ValueError(f"{who}: the executors cannot reach this client, so the allreduce fit runs its loop in "
+                         f"one of its tasks, where {', '.join(asked)} cannot run (they need the client); "
+                         f"set spark.sparkdl.client.host to an address of this machine the executors reach, "
+                         f"or fit without {' and '.join(asked)}")
 
 
 def _check_keywords(mode, mode_options: dict) -> None:

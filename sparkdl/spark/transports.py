@@ -255,7 +255,7 @@ class InJob:
         self.val_blocks = val_blocks
         task = executor.persistent_task(model_bc, self.end, with_validation=val_blocks is not None)
         try:
-            self.job = blocks.site.start_job(blocks, val_blocks, task, group, description, reach=self.end.address)
+            self.job = blocks.site.start_job(blocks, val_blocks, task, group, description, end=self.end)
         except BaseException:
             self.server.close()
             raise

@@ -149,13 +149,74 @@ def test_what_cannot_run_on_connect_says_so_before_any_job(remote, digits, setti
     assert remote.range(3).count() == 3
 
 
+@contextlib.contextmanager
+def _unreachable_client(session):
+    """The client's servers bind 127.0.0.1 but tell the executors 127.0.0.2, where nothing listens."""
+    session.conf.set("spark.sparkdl.client.host", "127.0.0.2")
+    session.conf.set("spark.sparkdl.client.bindAddress", "127.0.0.1")
+    try:
+        yield
+    finally:
+        session.conf.unset("spark.sparkdl.client.host")
+        session.conf.unset("spark.sparkdl.client.bindAddress")
+
+
 def test_executors_that_cannot_reach_the_client_get_one_clear_error(remote, digits):
     df, _ = _frames(remote, digits, train=200)
-    remote.conf.set("spark.sparkdl.client.host", "127.0.0.2")        # nothing listens there
-    remote.conf.set("spark.sparkdl.client.bindAddress", "127.0.0.1")
+    with _unreachable_client(remote), pytest.raises(
+            ValueError, match="cannot reach this client at 127.0.0.2:.*spark.sparkdl.client.host.*allreduce"):
+        SparkModel(_model(), num_workers=2).fit(df, epochs=1, verbose=0)
+
+
+@pytest.mark.parametrize("validation", ["validation_data", "validation_split"])
+def test_an_allreduce_fit_runs_its_loop_in_a_task_where_the_executors_cannot_reach_the_client(
+        remote, digits, validation):
+    df, val = _frames(remote, digits)
+    held = {"validation_data": val} if validation == "validation_data" else {"validation_split": 0.2}
+    fits = []
+    for where in (contextlib.nullcontext, lambda: _unreachable_client(remote)):
+        with where():
+            spark_model = SparkModel(_model(), num_workers=2, frequency=4, transport="allreduce")
+            history = spark_model.fit(df, epochs=3, batch_size=32, verbose=0, **held)
+        fits.append((spark_model.model, history))
+    (model, history), (reference, reference_history) = fits[1], fits[0]
+    assert "its loop in partition 0's task" in history.settings["execution"]
+    assert reference_history.settings["execution"] == "one job per fit"
+    for a, b in zip(model.get_weights(), reference.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert model.optimizer.iterations == reference.optimizer.iterations
+    for name, slot in reference.optimizer.slots.items():
+        np.testing.assert_array_equal(model.optimizer.slots[name], slot)
+    _same_history(history, reference_history)
+    assert [r["samples"] for r in history.rounds] == [r["samples"] for r in reference_history.rounds]
+    assert history.history["val_accuracy"][-1] > 0.85
+
+
+def test_an_allreduce_fit_without_the_client_refuses_what_needs_it(remote, digits, tmp_path):
+    df, _ = _frames(remote, digits, train=200)
+    with _unreachable_client(remote):
+        with pytest.raises(ValueError, match="runs its loop in one of its tasks, where callbacks, checkpoint_dir "
+                                             "cannot run.*spark.sparkdl.client.host"):
+            SparkModel(_model(), num_workers=2, transport="allreduce").fit(
+                df, epochs=1, verbose=0, callbacks=[sparkdl.callbacks.EarlyStopping()], checkpoint_dir=tmp_path)
+        with pytest.raises(sparkdl.errors.SparkTrainingDivergedError, match="diverged"):
+            model = _model()
+            model.optimizer.learning_rate = 1e30
+            SparkModel(model, num_workers=2, transport="allreduce").fit(df, epochs=2, verbose=0)
+
+
+def test_a_connect_fits_dashboard_is_served_by_the_client(remote, digits):
+    import json
+    import urllib.request
+
+    from sparkdl.dashboard import close_dashboards
+    df, _ = _frames(remote, digits, train=200)
+    spark_model = SparkModel(_model(), num_workers=2)
     try:
-        with pytest.raises(ValueError, match="cannot reach this client at 127.0.0.2:.*spark.sparkdl.client.host"):
-            SparkModel(_model(), num_workers=2).fit(df, epochs=1, verbose=0)
+        spark_model.fit(df, epochs=1, verbose=0, dashboard="keep")
+        assert spark_model.dashboard_url.startswith("http://127.0.0.1:")
+        with urllib.request.urlopen(spark_model.dashboard_url + "api/state", timeout=10) as page:
+            state = json.load(page)
     finally:
-        remote.conf.unset("spark.sparkdl.client.host")
-        remote.conf.unset("spark.sparkdl.client.bindAddress")
+        close_dashboards()
+    assert state["status"] == "finished" and len(state["epochs"]) == 1
