@@ -4,16 +4,39 @@ A saved stage is a folder: ``metadata/`` (Spark's own JSON of the Params, writte
 ``DefaultParamsWriter``, so ``Pipeline`` and ``PipelineModel`` can load it) and ``model/``
 holding the sparkdl model as ``model.json`` (architecture, compile settings, SHA-256 of the
 weights) and ``weights.npz`` (binary arrays). A fitted model adds ``history.json``, its
-training History (per-epoch logs, rounds, settings) as plain JSON. Files go through Hadoop's
-FileSystem, so any path Spark can write (local, HDFS, S3...) works; nothing is pickled.
+training History (per-epoch logs, rounds, settings) as plain JSON. The metadata is written
+first, then the weights before ``model.json``: a save cut short leaves a checksum mismatch,
+never a mixed model. Nothing is pickled.
+
+On a classic session the files go through Hadoop's FileSystem, so any path Spark can write
+(local, HDFS, S3...) works. On a Spark Connect session (the writer's or reader's session,
+``is_connect``) there is no SparkContext to reach Hadoop with: the client writes and reads the
+whole folder, metadata included, with Python's file IO on its own file system, in the same
+layout (``metadata/part-00000-<uuid>-c000.txt`` holding the JSON line, and ``_SUCCESS``), so a
+folder saved on either kind of session loads on the other. Each file is then written
+atomically (a hidden temporary file renamed over it). The path must be a plain path or a
+``file:`` URI; any other scheme (``hdfs://``, ``s3a://``...) is refused with a ValueError
+before anything is written (save from a classic session, or to a local path). ``overwrite()``
+deletes the folder first, and without it a folder that already holds a stage's metadata raises
+an ``AnalysisException`` (PATH_ALREADY_EXISTS), as on classic. A ``Pipeline`` or
+``PipelineModel`` saved on Connect writes its own metadata through the Connect server (pyspark's
+writer) and its sparkdl stages from the client, so it round trips where the client and the
+server see the same files (a local server, a shared mount).
 """
 from __future__ import annotations
 
 import json
+import logging
+import os
+import re
+import shutil
+import uuid
 
 from pyspark.ml.util import DefaultParamsReader, DefaultParamsWriter, MLReadable, MLReader, MLWritable, MLWriter
 
-_MODEL_DIR, _CONFIG, _WEIGHTS, _HISTORY = "model", "model.json", "weights.npz", "history.json"
+logger = logging.getLogger(__name__)
+
+_METADATA, _MODEL_DIR, _CONFIG, _WEIGHTS, _HISTORY = "metadata", "model", "model.json", "weights.npz", "history.json"
 #: What a History holds besides its per-epoch logs (SparkModel.fit sets them all).
 _HISTORY_FIELDS = ("epoch", "rounds", "settings", "rows_per_partition", "short_partitions",
                    "empty_partitions", "resumed_from", "data_seconds")
@@ -75,24 +98,166 @@ def history_from_bytes(data: bytes, where: str, who: str):
     return history
 
 
+class _HadoopFiles:
+    """A classic session's files: the stage's folder through Hadoop's FileSystem on the JVM,
+    its metadata through ``DefaultParamsWriter``/``DefaultParamsReader``."""
+
+    def __init__(self, sc):
+        self.sc = sc
+
+    def save_metadata(self, instance, path: str) -> None:
+        DefaultParamsWriter.saveMetadata(instance, path, self.sc)
+
+    def load_metadata(self, path: str, who: str) -> dict:
+        return DefaultParamsReader.loadMetadata(path, self.sc)
+
+    def write(self, path: str, data: bytes) -> None:
+        write_bytes(self.sc, path, data)
+
+    def exists(self, path: str) -> bool:
+        return exists(self.sc, path)
+
+    def read(self, path: str, who: str) -> bytes:
+        return read_bytes(self.sc, path, who)
+
+
+class _LocalFiles:
+    """A Connect session's files: the stage's folder, metadata included, with Python's file IO
+    on the client's file system, in the layout ``DefaultParamsWriter`` gives on a classic
+    session (``metadata/part-00000-<uuid>-c000.txt`` holding the one JSON line, and an empty
+    ``_SUCCESS``), so that either session loads what the other saved. Each file is written
+    atomically (a hidden temporary file renamed over it)."""
+
+    def __init__(self, session):
+        self.session = session
+
+    def save_metadata(self, instance, path: str) -> None:
+        from sparkdl.engine.files import atomic_write
+        metadata = DefaultParamsWriter._get_metadata_to_save(instance, self.session)
+        folder = os.path.join(path, _METADATA)
+        atomic_write(os.path.join(folder, f"part-00000-{uuid.uuid4()}-c000.txt"),
+                     (metadata + "\n").encode("utf-8"))
+        atomic_write(os.path.join(folder, "_SUCCESS"), b"")
+
+    def load_metadata(self, path: str, who: str) -> dict:
+        folder = os.path.join(path, _METADATA)
+        try:
+            names = sorted(os.listdir(folder))
+        except OSError:
+            raise ValueError(f"{who}: no stage metadata at {folder!r} (missing or unreadable)") from None
+        # What spark.read.text(folder).first() reads: the first line of the data files, which
+        # are the ones whose names start with neither "_" nor "."
+        for name in names:
+            if name.startswith(("_", ".")) or not os.path.isfile(os.path.join(folder, name)):
+                continue
+            with open(os.path.join(folder, name), encoding="utf-8") as f:
+                line = f.readline().rstrip("\r\n")
+            if line:
+                return DefaultParamsReader._parseMetaData(line)
+        raise ValueError(f"{who}: no stage metadata at {folder!r} (no data file holds a line)")
+
+    def write(self, path: str, data: bytes) -> None:
+        from sparkdl.engine.files import atomic_write
+        atomic_write(path, data)
+
+    def exists(self, path: str) -> bool:
+        return os.path.exists(path)
+
+    def read(self, path: str, who: str) -> bytes:
+        if not os.path.isfile(path):
+            raise ValueError(f"{who}: missing file {path!r}")
+        with open(path, "rb") as f:
+            return f.read()
+
+
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):")
+
+
+def local_path(path: str, who: str) -> str:
+    """The client's file system path a Connect session saves ``path`` to or loads it from: a
+    plain path as it is, a ``file:`` URI (``file:/p``, ``file:///p``, ``file://localhost/p``)
+    as its path, taken literally as Hadoop's Path takes it. Any other scheme: ValueError."""
+    if not isinstance(path, str):
+        raise TypeError(f"{who}: path should be a string, got {type(path).__name__}")
+    match = _SCHEME.match(path)
+    scheme = match.group(1) if match else ""
+    if len(scheme) <= 1:            # no scheme (a one-letter one is a Windows drive)
+        return path
+    rest = path[len(scheme) + 1:]
+    authority = ""
+    if rest.startswith("//"):
+        cut = rest.find("/", 2)
+        authority, rest = (rest[2:], "") if cut < 0 else (rest[2:cut], rest[cut:])
+    if scheme.lower() == "file" and authority in ("", "localhost") and rest:
+        return rest
+    raise ValueError(
+        f"{who}: on a Spark Connect session a sparkdl stage is saved and loaded by the client, with "
+        f"Python's file IO, so it expects a local path or a file: URI (file:/..., file:///...), got "
+        f"{path!r}; save it from a classic session (SparkSession with a SparkContext) to reach "
+        f"{scheme}:// storage, or save it to a local path")
+
+
+def _already_exists(path: str) -> Exception:
+    """What a classic session raises when a stage is saved without overwrite over a saved one."""
+    from pyspark.errors import AnalysisException
+    return AnalysisException(
+        message=f"[PATH_ALREADY_EXISTS] Path {path} already exists. To overwrite it, use "
+                "write().overwrite().save(path).")
+
+
+def _remove(path: str) -> None:
+    """Delete ``path`` (a folder recursively), as ``overwrite()`` does on a classic session."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        os.remove(path)
+
+
 class _NNWriter(MLWriter):
     def __init__(self, instance):
         super().__init__()
         self.instance = instance
 
+    def save(self, path: str) -> None:
+        from sparkdl.spark.connect import is_connect
+        session = self.sparkSession
+        if not is_connect(session):
+            super().save(path)
+            return
+        # MLWriter.save's overwrite and Spark's metadata writer both go through the JVM: here
+        # the client checks and removes, before anything is written.
+        who = f"{type(self.instance).__name__}.save"
+        local = local_path(path, who)
+        self._model(who)
+        if self.shouldOverwrite:
+            if os.path.lexists(local):
+                logger.info("%s: overwriting %s", who, local)
+            _remove(local)
+        elif os.path.exists(os.path.join(local, _METADATA)):
+            raise _already_exists(os.path.abspath(os.path.join(local, _METADATA)))
+        self._save(_LocalFiles(session), local)
+
     def saveImpl(self, path: str) -> None:
-        from sparkdl.engine.serialization import model_to_bytes
+        self._save(_HadoopFiles(self.sc), path)
+
+    def _model(self, who: str):
         model = self.instance.getModel()
         if model is None:
-            raise ValueError(f"{type(self.instance).__name__}.save: no model to save")
-        DefaultParamsWriter.saveMetadata(self.instance, path, self.sc)
-        doc, weights = model_to_bytes(model, f"{type(self.instance).__name__}.save")
+            raise ValueError(f"{who}: no model to save")
+        return model
+
+    def _save(self, files, path: str) -> None:
+        from sparkdl.engine.serialization import model_to_bytes
+        who = f"{type(self.instance).__name__}.save"
+        model = self._model(who)
+        files.save_metadata(self.instance, path)
+        doc, weights = model_to_bytes(model, who)
         # Weights first: a save cut short leaves a checksum mismatch, never a mixed model.
-        write_bytes(self.sc, f"{path}/{_MODEL_DIR}/{_WEIGHTS}", weights)
-        write_bytes(self.sc, f"{path}/{_MODEL_DIR}/{_CONFIG}", doc)
+        files.write(f"{path}/{_MODEL_DIR}/{_WEIGHTS}", weights)
+        files.write(f"{path}/{_MODEL_DIR}/{_CONFIG}", doc)
         history = getattr(self.instance, "history", None)
         if history is not None:
-            write_bytes(self.sc, f"{path}/{_HISTORY}", history_bytes(history))
+            files.write(f"{path}/{_HISTORY}", history_bytes(history))
 
 
 class _NNReader(MLReader):
@@ -102,19 +267,27 @@ class _NNReader(MLReader):
 
     def load(self, path: str):
         from sparkdl.engine.serialization import model_from_bytes
+        from sparkdl.spark.connect import is_connect
         who = f"{self.cls.__name__}.load"
-        metadata = DefaultParamsReader.loadMetadata(path, self.sc)
+        session = self.sparkSession
+        files: _HadoopFiles | _LocalFiles
+        if is_connect(session):
+            path = local_path(path, who)
+            files = _LocalFiles(session)
+        else:
+            files = _HadoopFiles(self.sc)
+        metadata = files.load_metadata(path, who)
         expected = f"{self.cls.__module__}.{self.cls.__name__}"
         if metadata.get("class") != expected:
             raise ValueError(f"{who}: {path!r} holds a {metadata.get('class')}, expected {expected}")
-        doc = read_bytes(self.sc, f"{path}/{_MODEL_DIR}/{_CONFIG}", who)
-        weights = read_bytes(self.sc, f"{path}/{_MODEL_DIR}/{_WEIGHTS}", who)
+        doc = files.read(f"{path}/{_MODEL_DIR}/{_CONFIG}", who)
+        weights = files.read(f"{path}/{_MODEL_DIR}/{_WEIGHTS}", who)
         model = model_from_bytes(doc, weights, f"{path}/{_MODEL_DIR}", who=who)
         instance = self.cls(model=model)
         instance._resetUid(metadata["uid"])
         DefaultParamsReader.getAndSetParams(instance, metadata)
-        if hasattr(instance, "history") and exists(self.sc, f"{path}/{_HISTORY}"):
-            instance.history = history_from_bytes(read_bytes(self.sc, f"{path}/{_HISTORY}", who),
+        if hasattr(instance, "history") and files.exists(f"{path}/{_HISTORY}"):
+            instance.history = history_from_bytes(files.read(f"{path}/{_HISTORY}", who),
                                                   f"{path}/{_HISTORY}", who)
         return instance
 
