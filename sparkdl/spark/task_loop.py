@@ -142,7 +142,8 @@ def _lead(spark_model, run, val, blocks: TaskBlocks, site: TaskSite) -> dict[str
     Returns the model's state and the History, or the error that ended the loop."""
     val_blocks = None
     if val is not None and val[0] == "blocks":
-        val_blocks = TaskBlocks(*val[1], site)
+        rows, tail = val[1]
+        val_blocks = TaskBlocks(rows, tail, site)
         val = ("blocks", val_blocks)
     try:
         history = spark_model._fit_rounds(blocks, val, val_blocks, None, 0.0, run, None)
