@@ -27,6 +27,7 @@ import uuid
 
 import numpy as np
 
+from sparkdl.spark.blocks import Blocks
 from sparkdl.spark.frames import Refusal, decode_block, encode_block, plan_columns, raise_refusal, run_prep_job
 from sparkdl.spark.job import FitJob
 
@@ -150,7 +151,6 @@ class ConnectSite:
     session's settings, the client's data-plane address, the model in the job's closure and
     the fit's barrier ``mapInArrow``."""
 
-    connect = True
 
     def __init__(self, session):
         self.session = session
@@ -195,8 +195,8 @@ def check_reachable(session, address, who: str, timeout: float = 10.0) -> None:
         raise ValueError(f"{who}: the executors cannot reach this client at {host}:{port} ({error}), where "
                          f"the fit's tasks exchange weights and orders; set {CLIENT_HOST} (and "
                          f"{CLIENT_BIND}) to an address of this machine the executors reach, with "
-                         f"spark.conf.set(...) or the session builder's config(...), or use "
-                         f"transport='allreduce', whose fit runs without the client")
+                         f"spark.conf.set(...) or the session builder's config(...); or, in mode 'sync', use "
+                         f"transport='allreduce', whose loop runs without the client")
 
 
 def reaches_client(session, timeout: float = 10.0) -> bool:
@@ -232,26 +232,19 @@ def unreachable(session, address, timeout: float = 10.0) -> str:
     return session.range(0, 1, 1, 1).mapInArrow(probe, "error string").collect()[0].error
 
 
-class FrameBlocks:
-    """The converted training data of a Connect fit (``blocks.Blocks``' counterpart): the
+class FrameBlocks(Blocks):
+    """The converted training data of a Connect fit (``blocks.Blocks`` over a DataFrame): the
     cached frame of block chunks, the rows of this view per partition, and ``tail``: how many
     rows at the end of each partition's block are validation rows."""
 
     def __init__(self, frame, session, rows: list[int], tail: list[int]):
+        super().__init__(None, rows)
         self.frame, self.session = frame, session
-        self.rows = rows
         self.tail = tail
-        self.max_rows = max(rows) if rows else 0
-        self.empty_partitions = [i for i, r in enumerate(rows) if r == 0]
-        self.short_partitions: list = []
-        self.kept = False
 
     @property
-    def site(self) -> ConnectSite:
+    def site(self):
         return ConnectSite(self.session)
-
-    def note_batch_size(self, batch_size: int) -> None:
-        self.short_partitions = [(i, r) for i, r in enumerate(self.rows) if 0 < r < batch_size]
 
     def split(self, validation_split: float) -> tuple[FrameBlocks, FrameBlocks]:
         """``(training view, validation view)``: each partition's last ``held_out_rows``

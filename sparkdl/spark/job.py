@@ -69,7 +69,6 @@ class ClassicSite:
     model's broadcast and the fit's barrier job (``sparkdl.spark.connect.ConnectSite`` is the
     same for a Spark Connect session)."""
 
-    connect = False
 
     def __init__(self, sc):
         self.sc = sc

@@ -40,7 +40,6 @@ class TaskSite:
     data-plane settings, the leader's executor host, and as the fit's "job" its own worker in
     a thread, once every task knows the endpoint."""
 
-    connect = True
 
     def __init__(self, conf: dict, host: str, context, partition: int, items: list, timeout: float):
         self.conf = conf
