@@ -160,6 +160,9 @@ def to_simple_rdd(sc: SparkContext, x: npt.ArrayLike, y: npt.ArrayLike,
     """Elephas' shape: an RDD of ``(x_row, y_row)`` NumPy pairs from two arrays, in
     ``num_slices`` partitions (default: Spark's default parallelism, or more so that no task
     carries more than ``MAX_TASK_BYTES`` of the arrays, which Spark warns about)."""
+    from sparkdl.spark.connect import is_connect, refusal
+    if is_connect(sc):
+        raise refusal("to_simple_rdd", "an RDD", "use from_arrays(spark, x, y) for a DataFrame of the arrays")
     x, y = np.asarray(x), np.asarray(y)
     if len(x) != len(y):
         raise ValueError(f"to_simple_rdd: expected len(x) == len(y), received {len(x)} and {len(y)}")

@@ -273,6 +273,12 @@ class SparkModel:
         starts afresh. The checkpoint must come from the same model, data partitioning and
         settings; ``epochs`` may be larger than the interrupted fit's.
 
+        A Spark Connect session's DataFrame trains the same way, its one job a barrier
+        ``mapInArrow`` and the fit's servers in the client (``sparkdl.spark.connect``); where the
+        executors cannot reach the client, a ``transport="allreduce"`` fit runs its loop in a
+        task (``sparkdl.spark.task_loop``) and other fits raise one ValueError naming the
+        settings. ``transport="spark"`` and ``execution="rounds"`` need a classic session.
+
         ``dashboard=True``: a live page of the fit (loss and metrics per round and epoch, round
         times, throughput, bytes moved, pushes, staleness, progress and ETA), served by the
         driver for the length of the fit on ``spark.driver.host`` (port

@@ -161,6 +161,12 @@ def _unreachable_client(session):
         session.conf.unset("spark.sparkdl.client.bindAddress")
 
 
+def test_an_rdd_of_arrays_on_connect_points_to_a_dataframe(remote, digits):
+    from sparkdl.spark import to_simple_rdd
+    with pytest.raises(ValueError, match=r"to_simple_rdd: an RDD does not run on Spark Connect.*from_arrays"):
+        to_simple_rdd(remote, *digits)
+
+
 def test_executors_that_cannot_reach_the_client_get_one_clear_error(remote, digits):
     df, _ = _frames(remote, digits, train=200)
     with _unreachable_client(remote), pytest.raises(
