@@ -263,8 +263,12 @@ class FrameBlocks(Blocks):
         return val
 
     def release(self) -> None:
-        if not self.kept:
+        if self.kept:
+            return
+        try:
             self.frame.unpersist()
+        except Exception as exc:  # noqa: BLE001 - a stopped session has dropped its cache already
+            logger.debug("SparkModel.fit: the converted frame was not unpersisted (%s)", exc)
 
 
 def frame_blocks(df, model, features_col, label_col, parts: int, who: str, validation=None) -> FrameBlocks:

@@ -220,18 +220,26 @@ class SparkModel:
         from pyspark import RDD
         from pyspark.sql import DataFrame
 
+        model = self.model
+        loss = model.loss
+        assert loss is not None, "SparkModel takes a compiled model"
+
+        def key(owner, parts):
+            """What the cached blocks of a DataFrame depend on besides the DataFrame."""
+            return (id(owner), features_col if isinstance(features_col, str) else tuple(features_col),
+                    label_col if isinstance(label_col, (str, type(None))) else tuple(label_col),
+                    repr(model.input_specs()), loss.name, tuple(model.output_shape), parts)
         if connect.is_connect(data):
             parts = self.num_workers or connect.default_workers(data.sparkSession)
-            return connect.frame_blocks(data, self.model, features_col, label_col, parts, who, validation)
+            build = functools.partial(connect.frame_blocks, data, model, features_col, label_col, parts, who,
+                                      validation)
+            # with validation rows in its partitions, the conversion is this fit's alone
+            return build() if validation is not None else \
+                block_cache.blocks_for(data, key(data.sparkSession, parts), build)
         if isinstance(data, DataFrame):
             sc = data.sparkSession.sparkContext
             parts = self._workers(sc)
-            model = self.model
-            assert model.loss is not None, "SparkModel takes a compiled model"
-            key = (id(sc), features_col if isinstance(features_col, str) else tuple(features_col),
-                   label_col if isinstance(label_col, (str, type(None))) else tuple(label_col),
-                   repr(model.input_specs()), model.loss.name, tuple(model.output_shape), parts)
-            return block_cache.blocks_for(data, key, lambda: dataframe_blocks(
+            return block_cache.blocks_for(data, key(sc, parts), lambda: dataframe_blocks(
                 data, model, features_col, label_col, parts, who))
         if isinstance(data, RDD):
             return rdd_blocks(data, self.model, self._workers(data.context), who)

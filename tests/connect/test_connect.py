@@ -161,6 +161,18 @@ def _unreachable_client(session):
         session.conf.unset("spark.sparkdl.client.bindAddress")
 
 
+def test_fits_of_the_same_connect_dataframe_share_its_converted_blocks(remote, digits):
+    from sparkdl.spark import block_cache, release_cached_blocks
+    df, _ = _frames(remote, digits, train=400)
+    SparkModel(_model(), num_workers=2).fit(df, epochs=1, verbose=0)
+    kept = block_cache._entry[2]
+    assert kept.frame.storageLevel.useMemory
+    SparkModel(_model(), num_workers=2, mode="async").fit(df, epochs=1, verbose=0)
+    assert block_cache._entry[2] is kept
+    release_cached_blocks()
+    assert block_cache._entry is None and not kept.frame.storageLevel.useMemory
+
+
 def test_an_rdd_of_arrays_on_connect_points_to_a_dataframe(remote, digits):
     from sparkdl.spark import to_simple_rdd
     with pytest.raises(ValueError, match=r"to_simple_rdd: an RDD does not run on Spark Connect.*from_arrays"):
