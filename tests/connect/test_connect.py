@@ -173,6 +173,18 @@ def test_fits_of_the_same_connect_dataframe_share_its_converted_blocks(remote, d
     assert block_cache._entry is None and not kept.frame.storageLevel.useMemory
 
 
+def test_bad_rows_on_connect_come_back_as_one_clear_error(remote, digits):
+    x, y = digits
+    x = x[:200].copy()
+    x[150, 3] = np.nan
+    df = from_arrays(remote, x, y[:200], num_partitions=2)
+    with pytest.raises(ValueError, match="features column .* contain 1 NaN or infinite values"):
+        SparkModel(_model(), num_workers=2).fit(df, epochs=1, verbose=0)
+    strings = remote.createDataFrame([([0.0] * 64, "a")], "features array<float>, label string")
+    with pytest.raises(TypeError, match="label column 'label' has type string.*StringIndexer"):
+        SparkModel(_model(), num_workers=2).fit(strings, epochs=1, verbose=0)
+
+
 def test_an_rdd_of_arrays_on_connect_points_to_a_dataframe(remote, digits):
     from sparkdl.spark import to_simple_rdd
     with pytest.raises(ValueError, match=r"to_simple_rdd: an RDD does not run on Spark Connect.*from_arrays"):
