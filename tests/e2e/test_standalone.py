@@ -232,7 +232,7 @@ def packed_environment(tmp: Path) -> Path:
         pytest.skip("venv-pack is not installed next to this Python (pip install -e '.[test]')")
     source, env, archive = tmp / "source", tmp / "env", tmp / "env.tar.gz"
     shutil.copytree(ROOT / "sparkdl", source / "sparkdl", ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("setup.cfg", "pyproject.toml", "README.md"):
+    for name in ("setup.cfg", "pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, source / name)
     subprocess.run([sys.executable, "-m", "venv", str(env)], check=True, timeout=120)
     python = env / "bin" / "python"
