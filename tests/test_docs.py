@@ -96,3 +96,12 @@ def test_every_api_page_is_in_the_navigation():
     nav = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
     pages = sorted(f"api/{page.name}" for page in (ROOT / "docs" / "api").glob("*.md"))
     assert [page for page in pages if page not in nav] == []
+
+
+def test_readme_starts_with_the_two_commands_and_its_links_resolve():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"```bash\n(.*?)```", readme, flags=re.DOTALL)
+    assert block and readme.index("```bash") < readme.index("\n## ")
+    assert [line.split("#")[0].strip() for line in block.group(1).splitlines()] == ["make demo", "make test"]
+    targets = re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", readme)
+    assert targets and [t for t in targets if "://" not in t and not (ROOT / t).exists()] == []
