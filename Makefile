@@ -43,8 +43,12 @@ lint: $(VENV)/.test-installed
 	$(PY) -m ruff check sparkdl tests benchmarks examples
 	$(PY) -m mypy
 
-# The docs packages come with the test extra.
-docs: $(VENV)/.test-installed
+$(VENV)/.docs-installed: $(PY) setup.cfg pyproject.toml
+	$(PY) -m pip install --quiet -e ".[docs]"
+	@touch $@
+
+# The test extra holds the docs packages too, so `make test` builds the site.
+docs: $(VENV)/.docs-installed
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir build/site
 
 test: check-java lint docs
