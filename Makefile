@@ -2,6 +2,8 @@
 #   make demo   create .venv, install, train the MNIST example and print its test accuracy
 #   make test   create .venv, install the test extras, lint (ruff, mypy), run the whole test suite
 #   make lint   ruff over the code and mypy over the sparkdl package (settings in pyproject.toml)
+#   make docs   build the documentation site (mkdocs.yml, pages under docs/) into build/site;
+#               --strict: a warning (broken link or anchor, a docstring griffe cannot read) fails it
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -9,7 +11,7 @@ PY     := $(VENV)/bin/python
 # PyTorch reference comparisons (they are skipped when torch is absent).
 EXTRA_PIP ?=
 
-.PHONY: demo test lint bench check-java clean FORCE
+.PHONY: demo test lint docs bench check-java clean FORCE
 
 check-java:
 	@full=$$(java -version 2>&1 | sed -n 's/.* version "\([^"]*\)".*/\1/p' | head -n 1); \
@@ -41,7 +43,15 @@ lint: $(VENV)/.test-installed
 	$(PY) -m ruff check sparkdl tests benchmarks examples
 	$(PY) -m mypy
 
-test: check-java lint
+$(VENV)/.docs-installed: $(PY) setup.cfg pyproject.toml
+	$(PY) -m pip install --quiet -e ".[docs]"
+	@touch $@
+
+# The test extra holds the docs packages too, so `make test` builds the site.
+docs: $(VENV)/.docs-installed
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir build/site
+
+test: check-java lint docs
 	$(PY) -m pytest
 
 bench: $(VENV)/.test-installed

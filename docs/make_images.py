@@ -1,4 +1,4 @@
-"""Make the README's images from a real fit: the live dashboard of a SparkModel fit on the
+"""Make the documentation's images from a real fit: the live dashboard of a SparkModel fit on the
 MNIST 5k digits (captured by headless Chromium while the fit runs, at the end of epoch
 ``--shot-epoch``) and ``History.plot()`` of the same fit.
 

@@ -39,13 +39,17 @@ class Feed:
 
     # The hooks the fit loops call.
     def begin(self, **info: Any) -> None:
+        """Publish a ``"begin"`` event: the fit's description (mode, epochs, workers, ...)."""
         self.publish("begin", info)
 
     def point(self, **values: Any) -> None:
+        """Publish a ``"point"`` event: the values of one round or batch."""
         self.publish("point", values)
 
     def epoch(self, epoch: int, logs: dict[str, Any]) -> None:
+        """Publish an ``"epoch"`` event: an epoch's logs (``epoch`` counted from 1)."""
         self.publish("epoch", {"epoch": int(epoch) + 1, "logs": dict(logs)})
 
     def end(self, failed: bool) -> None:
+        """Publish the ``"end"`` event: ``{"status": "failed"}`` or ``{"status": "finished"}``."""
         self.publish("end", {"status": "failed" if failed else "finished"})

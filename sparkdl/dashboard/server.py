@@ -112,9 +112,11 @@ class Dashboard:
 
     @property
     def running(self) -> bool:
+        """True until the dashboard is closed."""
         return not self._closed
 
     def snapshot(self, since: int = 0) -> dict[str, Any]:
+        """The fit's state as the page's JSON (what ``/state`` serves), with the points after index ``since``."""
         self.state.dropped = self.feed.dropped
         return self.state.snapshot(since)
 

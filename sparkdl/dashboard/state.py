@@ -49,6 +49,7 @@ class State:
         self.dropped = 0
 
     def apply(self, kind: str, event: dict[str, Any]) -> None:
+        """Apply one event of the feed (``begin``, ``point``, ``epoch`` or ``end``) to the state."""
         event = plain(event)
         with self._lock:
             if kind == "begin":
@@ -67,6 +68,8 @@ class State:
                 raise ValueError(f"State.apply: unknown event kind {kind!r}")
 
     def snapshot(self, since: int = 0) -> dict[str, Any]:
+        """The state as a JSON-plain dict: status, the fit's description, progress and time left, the epochs, and
+        the points after index ``since``."""
         with self._lock:
             now = self.ended if self.ended is not None else time.time()
             elapsed = now - self.began if self.began is not None else 0.0

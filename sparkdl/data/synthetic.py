@@ -40,6 +40,8 @@ def _check_settings(zipf, rarity_decay, dense_scale) -> None:
 
 @dataclass
 class ClickData:
+    """Synthetic click-through data: categorical ids (fields and their crosses, hashed into ``num_ids``), dense
+    features, 0/1 clicks and each example's true click probability."""
     ids: np.ndarray          # (n, fields + crosses) int64 in [0, num_ids)
     dense: np.ndarray        # (n, num_dense) float32
     label: np.ndarray        # (n,) float32 clicks, 0 or 1
@@ -47,6 +49,7 @@ class ClickData:
     num_ids: int
 
     def split(self, n_train: int):
+        """The first ``n_train`` examples and the rest, as two ``ClickData``."""
         head = ClickData(self.ids[:n_train], self.dense[:n_train], self.label[:n_train],
                          self.probability[:n_train], self.num_ids)
         tail = ClickData(self.ids[n_train:], self.dense[n_train:], self.label[n_train:],

@@ -37,20 +37,34 @@ class Callback:
         self.params: dict = {}
 
     def set_model(self, model: Model) -> None:
+        """Give the callback the model being trained (``self.model``); called before training starts."""
         self.model = model
 
     def set_params(self, params: dict) -> None:
+        """Give the callback the fit's settings (``self.params``: epochs, steps, verbose, ...)."""
         self.params = params
 
-    def on_train_begin(self, logs: dict | None = None) -> None: ...
-    def on_train_end(self, logs: dict | None = None) -> None: ...
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None: ...
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None: ...
-    def on_batch_begin(self, batch: int, logs: dict | None = None) -> None: ...
-    def on_batch_end(self, batch: int, logs: dict | None = None) -> None: ...
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        """Called once when training starts."""
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        """Called once when training ends."""
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        """Called at the start of every epoch (counted from 0)."""
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        """Called at the end of every epoch with its logs (loss, metrics, ``val_`` values)."""
+
+    def on_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        """Called before every training step."""
+
+    def on_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        """Called after every training step with the step's logs."""
 
 
 class CallbackList:
+    """The callbacks of one fit, called in order; it gives each the model and the fit's settings."""
     def __init__(self, callbacks: Iterable[Callback] | None, model: Model, params: dict):
         self.callbacks = list(callbacks or [])
         for cb in self.callbacks:

@@ -27,6 +27,8 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 
 
 class Loss:
+    """Base class of the losses. Calling a loss gives its mean over the batch; ``per_sample`` gives one value per
+    example."""
     name = "loss"
     #: The output activation this loss can fuse with (computing from its logits), if any.
     fusable_activation: str | None = None
@@ -35,6 +37,7 @@ class Loss:
         return float(np.mean(self.per_sample(np.asarray(y_true), np.asarray(y_pred))))
 
     def per_sample(self, y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+        """The loss of each example of the batch, shape ``(n,)``."""
         raise NotImplementedError
 
     def value_and_grad(self, y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, np.ndarray]:
@@ -42,6 +45,8 @@ class Loss:
         raise NotImplementedError
 
     def value_and_grad_logits(self, y_true: np.ndarray, z: np.ndarray) -> tuple[float, np.ndarray]:
+        """The mean loss and its gradient with respect to the logits ``z`` of the output layer, for a loss fused
+        with its output activation (softmax or sigmoid)."""
         raise NotImplementedError(f"{self.name} has no logits form")
 
     def validate_targets(self, y: npt.ArrayLike, output_shape: tuple[int, ...]) -> np.ndarray:
@@ -61,10 +66,12 @@ class Loss:
         return y
 
     def get_config(self) -> dict[str, Any]:
+        """The loss's name and settings, as JSON-plain values; saved with the model."""
         return {"name": self.name}
 
 
 class MeanSquaredError(Loss):
+    """Mean squared error, averaged over each example's outputs (``"mse"``)."""
     name = "mse"
 
     def per_sample(self, y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
@@ -78,6 +85,8 @@ class MeanSquaredError(Loss):
 
 
 class BinaryCrossentropy(Loss):
+    """Binary cross-entropy against 0/1 targets (``"binary_crossentropy"``); with a sigmoid output it is computed
+    from the logits."""
     name = "binary_crossentropy"
     fusable_activation = "sigmoid"
 
@@ -95,6 +104,7 @@ class BinaryCrossentropy(Loss):
         return loss, grad.astype(y_pred.dtype, copy=False)
 
     def per_sample_logits(self, y_true: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """``per_sample`` computed from the logits ``z`` of a sigmoid output, exactly and stably."""
         ll = np.maximum(z, 0) - z * y_true + np.log1p(np.exp(-np.abs(z)))
         return np.mean(ll.reshape(len(z), -1), axis=1)
 
@@ -143,6 +153,7 @@ class CategoricalCrossentropy(Loss):
         return loss, grad.astype(y_pred.dtype, copy=False)
 
     def per_sample_logits(self, y_true: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """``per_sample`` computed from the logits ``z`` of a softmax output, exactly and stably."""
         return -np.sum(self._rows(y_true, z) * _log_softmax(z), axis=-1)
 
     def value_and_grad_logits(self, y_true: np.ndarray, z: np.ndarray) -> tuple[float, np.ndarray]:
@@ -167,6 +178,8 @@ class CategoricalCrossentropy(Loss):
 
 
 class SparseCategoricalCrossentropy(Loss):
+    """Cross-entropy against integer class ids (``"sparse_categorical_crossentropy"``); with a softmax output it
+    is computed from the logits."""
     name = "sparse_categorical_crossentropy"
     fusable_activation = "softmax"
 
@@ -185,6 +198,7 @@ class SparseCategoricalCrossentropy(Loss):
         return loss, grad
 
     def per_sample_logits(self, y_true: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """``per_sample`` computed from the logits ``z`` of a softmax output, exactly and stably."""
         return -_log_softmax(z)[np.arange(len(z)), y_true]
 
     def value_and_grad_logits(self, y_true: np.ndarray, z: np.ndarray) -> tuple[float, np.ndarray]:
@@ -232,6 +246,7 @@ _ALIASES = {"mean_squared_error": "mse"}
 
 
 def names() -> list[str]:
+    """The names of the built-in losses, sorted."""
     return sorted(_REGISTRY)
 
 

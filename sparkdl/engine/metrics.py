@@ -32,6 +32,8 @@ def _class_ids(y_true: npt.ArrayLike, y_pred: np.ndarray) -> np.ndarray:
 
 
 class Metric:
+    """Base class of the metrics. The state is a small float64 array that adds up across batches and workers
+    (``merge_state``); ``result`` turns it into the metric's value."""
     name = "metric"
 
     def __init__(self) -> None:
@@ -41,6 +43,7 @@ class Metric:
         return np.zeros(2)
 
     def reset(self) -> None:
+        """Set the state back to zero."""
         self.state = self._zero_state()
 
     def fresh(self) -> Metric:
@@ -51,13 +54,17 @@ class Metric:
         return new
 
     def update(self, y_true: np.ndarray, y_pred: np.ndarray) -> None:
+        """Add a batch's targets and predictions to the state."""
         raise NotImplementedError
 
     def result(self) -> float:
+        """The metric's value for everything added since the last ``reset`` (NaN when nothing was)."""
         total, count = self.state
         return float(total / count) if count else float("nan")
 
     def merge_state(self, other_state: np.ndarray) -> None:
+        """Add another metric's state (of the same kind and settings) to this one, as the driver does with the
+        workers' states."""
         self.state += other_state
 
     def __call__(self, y_true: npt.ArrayLike, y_pred: npt.ArrayLike) -> float:
@@ -71,10 +78,13 @@ class Metric:
             self.state = saved
 
     def get_config(self) -> dict[str, Any]:
+        """The metric's name and settings, as JSON-plain values."""
         return {"name": self.name}
 
 
 class Accuracy(Metric):
+    """The share of examples predicted right (``"accuracy"``): a one-unit output is thresholded at 0.5, several
+    units are compared by their argmax with class ids or one-hot rows."""
     name = "accuracy"
 
     def update(self, y_true: np.ndarray, y_pred: np.ndarray) -> None:
@@ -86,6 +96,8 @@ class Accuracy(Metric):
 
 
 class TopKAccuracy(Metric):
+    """The share of examples whose true class is among the ``k`` highest scores (``"top_k_accuracy"``); for
+    multi-class outputs."""
     name = "top_k_accuracy"
 
     def __init__(self, k: int = 5):
@@ -107,6 +119,7 @@ class TopKAccuracy(Metric):
 
 
 class MeanSquaredError(Metric):
+    """Mean squared error over all outputs (``"mse"``)."""
     name = "mse"
 
     def update(self, y_true: np.ndarray, y_pred: np.ndarray) -> None:
@@ -212,6 +225,7 @@ _ALIASES = {"acc": "accuracy", "mean_squared_error": "mse", "mean_absolute_error
 
 
 def names() -> list[str]:
+    """The names of the built-in metrics, sorted."""
     return sorted(_REGISTRY)
 
 

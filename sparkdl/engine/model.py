@@ -105,10 +105,12 @@ class Model:
     # ---- graph hooks (Sequential overrides them with a plain chain) -------------------------
     @property
     def built(self) -> bool:
+        """True once the model's weights exist (its input shape is known)."""
         return self._params is not None
 
     @property
     def layers(self) -> list[Layer]:
+        """The model's layers, in the order they run."""
         return self._all_layers()
 
     def _functional_graph(self) -> Graph:
@@ -261,6 +263,8 @@ class Model:
 
     @property
     def non_trainable_weights(self) -> list[np.ndarray]:
+        """The non-trainable weights (such as BatchNorm's moving statistics), as arrays that share the model's
+        memory."""
         _, state = self._buffers("non_trainable_weights")
         return state.arrays()
 
@@ -271,9 +275,12 @@ class Model:
         return [w for layer in self._all_layers() for w in layer.weights]
 
     def get_weights(self) -> list[np.ndarray]:
+        """Copies of the model's weight arrays, trainable and non-trainable, in layer order."""
         return [w.copy() for w in self.weights]
 
     def set_weights(self, weights: Iterable[npt.ArrayLike]) -> None:
+        """Set the model's weights from arrays in ``get_weights``' order. The count and every shape are checked
+        first; on a mismatch nothing is written."""
         targets = self.weights
         weights = list(weights)
         if len(weights) != len(targets):
@@ -293,6 +300,7 @@ class Model:
         return params.values.copy()
 
     def set_flat_weights(self, vector: npt.ArrayLike) -> None:
+        """Set the trainable weights from one flat float32 vector (the layout the distributed modes exchange)."""
         params, _ = self._buffers("set_flat_weights")
         params.set_flat(vector)
 
@@ -326,6 +334,7 @@ class Model:
         return state.values
 
     def count_params(self) -> int:
+        """The number of scalars in the model's weights, trainable and non-trainable."""
         params, state = self._buffers("count_params")
         return params.size + state.size
 
@@ -333,6 +342,8 @@ class Model:
     def compile(self, optimizer: str | dict[str, Any] | optimizers_mod.Optimizer = "rmsprop",
                 loss: str | dict[str, Any] | losses_mod.Loss | None = None,
                 metrics: MetricLike | Sequence[MetricLike] | None = None) -> None:
+        """Set the optimizer, the loss and the metrics, each a name, a config dict or an instance (Keras' forms).
+        A loss is required."""
         if loss is None:
             raise ValueError(f"compile: expected a loss (one of {losses_mod.names()} or a Loss), "
                              f"received loss=None")
@@ -625,6 +636,8 @@ class Model:
 
     @_engine_threads
     def predict(self, x: npt.ArrayLike, batch_size: int = 256, verbose: int = 0) -> npt.NDArray[np.float32]:
+        """The model's output for ``x`` (an array, or a list of arrays for several inputs), computed
+        ``batch_size`` rows at a time."""
         batch_size = checks.integer(batch_size, "batch_size", "predict", at_least=1)
         if not self.built:
             self._build_from_data(x)
@@ -694,10 +707,13 @@ class Model:
         return "\n".join(out)
 
     def get_config(self) -> dict[str, Any]:
+        """The model's architecture as a JSON-plain dict (its layers and how they connect); ``from_config``
+        rebuilds it without weights."""
         return {"name": self.name, **self._functional_graph().get_config()}
 
     @classmethod
     def from_config(cls, config: dict[str, Any], custom_objects: dict[str, Any] | None = None) -> Model:
+        """A new model from a ``get_config`` dict; ``custom_objects`` names user layers and functions."""
         inputs, output = Graph.from_config(config, custom_objects)
         return Model(inputs=inputs, outputs=output, name=config.get("name"))
 
@@ -715,9 +731,13 @@ class Model:
         save_model(self, path)
 
     def save_weights(self, path: str | os.PathLike[str]) -> None:
+        """Write the weights alone to ``path`` (an ``.npz`` file); ``load_weights`` reads them back into a model
+        of the same architecture."""
         from sparkdl.engine.serialization import save_weights
         save_weights(self, path)
 
     def load_weights(self, path: str | os.PathLike[str]) -> None:
+        """Read weights that ``save_weights`` wrote into this model; the arrays must match its weights in number
+        and shape."""
         from sparkdl.engine.serialization import load_weights
         load_weights(self, path)

@@ -88,6 +88,8 @@ def _keras2_learning_rate(cls: type[Optimizer], learning_rate: float | LearningR
 
 
 class Optimizer:
+    """Base class of the optimizers: the learning rate (a number or a schedule), Keras 2's ``decay`` and the
+    slots (per-weight state such as momentum) over the flat vector of trainable weights."""
     name = "optimizer"
     slot_names: tuple[str, ...] = ()
     #: The learning rate when none is given (each optimizer's Keras default).
@@ -107,6 +109,8 @@ class Optimizer:
     # schedule.
     @property
     def learning_rate(self) -> float:
+        """The learning rate of the next step (a schedule is evaluated at ``iterations``). Set it to a number, a
+        ``LearningRateSchedule`` or a function of the step; a bad value raises and keeps the old rate."""
         lr = self._learning_rate
         return float(lr(self.iterations)) if callable(lr) else lr
 
@@ -212,6 +216,7 @@ class Optimizer:
         return state
 
     def get_config(self) -> dict[str, Any]:
+        """The optimizer's name and hyperparameters (a schedule as its config), as JSON-plain values."""
         lr = self._learning_rate
         return {"name": self.name,
                 "learning_rate": lr.get_config() if isinstance(lr, LearningRateSchedule) else lr,
@@ -248,6 +253,7 @@ class Optimizer:
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Optimizer:
+        """A new optimizer from a ``get_config`` dict."""
         config = dict(config)
         config.pop("name", None)
         if "learning_rate" in config:
@@ -266,6 +272,7 @@ class Optimizer:
         return state
 
     def set_state(self, state: dict[str, np.ndarray]) -> None:
+        """Restore the step counter and slots that ``get_state`` returned (from a checkpoint)."""
         self.iterations = int(state["iterations"])
         slots = {k[5:]: np.asarray(v, dtype=np.float32).copy() for k, v in state.items()
                  if k.startswith("slot/")}
@@ -476,6 +483,7 @@ _REGISTRY = {cls.name: cls for cls in (SGD, Adam, Adagrad, RMSprop, Ftrl)}
 
 
 def names() -> list[str]:
+    """The names of the built-in optimizers, sorted."""
     return sorted(_REGISTRY)
 
 

@@ -13,10 +13,12 @@ from sparkdl.engine import checks
 
 
 class LearningRateSchedule:
+    """Base class of the learning-rate schedules: calling one with a step number gives that step's rate."""
     def __call__(self, step: int) -> float:
         raise NotImplementedError
 
     def get_config(self) -> dict[str, Any]:
+        """The schedule's name and arguments, as JSON-plain values; saved with the optimizer."""
         raise NotImplementedError
 
 

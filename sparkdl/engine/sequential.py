@@ -27,6 +27,7 @@ class Sequential(Model):
         return list(self._layers)
 
     def add(self, layer: Layer | SymbolicTensor) -> None:
+        """Append a layer (or an ``Input(shape)``, which must come first) to the stack."""
         if isinstance(layer, SymbolicTensor):
             if layer.inputs:
                 raise TypeError("Sequential.add: expected a layer or Input(shape), received the "

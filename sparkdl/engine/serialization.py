@@ -75,6 +75,8 @@ def model_to_bytes(model: Model, who: str = "save") -> tuple[bytes, bytes]:
 
 
 def save_model(model: Model, path: str | os.PathLike[str]) -> None:
+    """Save ``model`` to ``path`` as one zip: the architecture, compile settings and optimizer state as JSON and
+    the weights as ``.npz`` arrays (no pickle). ``load_model`` reads it back."""
     path = os.fspath(path)
     doc, weights = model_to_bytes(model)
     # Weights first: the model document holds their checksum.

@@ -89,42 +89,55 @@ class _NNParams(HasLabelCol, HasFeaturesCol, HasPredictionCol, HasSeed):
 
     # ---- getters (a Param without a default raises KeyError while unset, as in pyspark) -----
     def getEpochs(self) -> int:
+        """The value of ``epochs``."""
         return self.getOrDefault(self.epochs)
 
     def getBatchSize(self) -> int:
+        """The value of ``batchSize``."""
         return self.getOrDefault(self.batchSize)
 
     def getMode(self) -> str:
+        """The value of ``mode``."""
         return self.getOrDefault(self.mode)
 
     def getFrequency(self) -> str:
+        """The value of ``frequency`` (a string: ``"epoch"``, ``"batch"`` or the digits of τ)."""
         return self.getOrDefault(self.frequency)
 
     def getStaleness(self) -> int:
+        """The value of ``staleness``."""
         return self.getOrDefault(self.staleness)
 
     def getAggregate(self) -> str:
+        """The value of ``aggregate``."""
         return self.getOrDefault(self.aggregate)
 
     def getNumWorkers(self) -> int:
+        """The value of ``numWorkers``; raises ``KeyError`` while it is not set."""
         return self.getOrDefault(self.numWorkers)
 
     def getNumServers(self) -> int:
+        """The value of ``numServers``."""
         return self.getOrDefault(self.numServers)
 
     def getLearningRate(self) -> float:
+        """The value of ``learningRate``; raises ``KeyError`` while it is not set."""
         return self.getOrDefault(self.learningRate)
 
     def getPredictBatchSize(self) -> int:
+        """The value of ``predictBatchSize``."""
         return self.getOrDefault(self.predictBatchSize)
 
     def getCheckpointDir(self) -> str:
+        """The value of ``checkpointDir``; raises ``KeyError`` while it is not set."""
         return self.getOrDefault(self.checkpointDir)
 
     def getCheckpointInterval(self) -> int:
+        """The value of ``checkpointInterval``."""
         return self.getOrDefault(self.checkpointInterval)
 
     def getResume(self) -> bool:
+        """The value of ``resume``."""
         return self.getOrDefault(self.resume)
 
     # ---- setting and checking ------------------------------------------------------------------

@@ -93,6 +93,7 @@ class _NNStage(_NNParams):
         return self._model
 
     def setPredictBatchSize(self: _S, value: int) -> _S:
+        """Set ``predictBatchSize`` after its type and rule accepted the value; returns the stage."""
         return self._set_checked(predictBatchSize=value)
 
 
@@ -101,46 +102,61 @@ class _NNEstimatorBase(_NNStage):
     ``Predictor`` or ``ProbabilisticClassifier``, which bring the column setters)."""
 
     def setModel(self: _S, model: EngineModel) -> _S:
+        """Set the sparkdl model that ``fit`` trains: a compiled, built model (a classifier's has a cross-entropy
+        loss); returns the stage."""
         self._model = _check_model(model, type(self).__name__, self._classifier)
         return self
 
     def setEpochs(self: _S, value: int) -> _S:
+        """Set ``epochs`` after its type and rule accepted the value; returns the stage."""
         return self._set_checked(epochs=value)
 
     def setBatchSize(self: _S, value: int) -> _S:
+        """Set ``batchSize`` after its type and rule accepted the value; returns the stage."""
         return self._set_checked(batchSize=value)
 
     def setMode(self: _S, value: str) -> _S:
+        """Set ``mode`` after its type and rule accepted the value; returns the stage."""
         return self._set_checked(mode=value)
 
     def setFrequency(self: _S, value: str | int) -> _S:
+        """Set ``frequency`` after its type and rule accepted the value; returns the stage."""
         return self._set_checked(frequency=value)
 
     def setStaleness(self: _S, value: int) -> _S:
+        """Set ``staleness`` after its type and rule accepted the value; returns the stage."""
         return self._set_checked(staleness=value)
 
     def setAggregate(self: _S, value: str) -> _S:
+        """Set ``aggregate`` after its type and rule accepted the value; returns the stage."""
         return self._set_checked(aggregate=value)
 
     def setNumWorkers(self: _S, value: int) -> _S:
+        """Set ``numWorkers`` after its type and rule accepted the value; returns the stage."""
         return self._set_checked(numWorkers=value)
 
     def setNumServers(self: _S, value: int) -> _S:
+        """Set ``numServers`` after its type and rule accepted the value; returns the stage."""
         return self._set_checked(numServers=value)
 
     def setLearningRate(self: _S, value: float) -> _S:
+        """Set ``learningRate`` after its type and rule accepted the value; returns the stage."""
         return self._set_checked(learningRate=value)
 
     def setSeed(self: _S, value: int) -> _S:
+        """Set ``seed`` after its type and rule accepted the value; returns the stage."""
         return self._set_checked(seed=value)
 
     def setCheckpointDir(self: _S, value: str) -> _S:
+        """Set ``checkpointDir`` after its type and rule accepted the value; returns the stage."""
         return self._set_checked(checkpointDir=value)
 
     def setCheckpointInterval(self: _S, value: int) -> _S:
+        """Set ``checkpointInterval`` after its type and rule accepted the value; returns the stage."""
         return self._set_checked(checkpointInterval=value)
 
     def setResume(self: _S, value: bool) -> _S:
+        """Set ``resume`` after its type and rule accepted the value; returns the stage."""
         return self._set_checked(resume=value)
 
     def _fitted(self, model_class: type[_M], dataset: DataFrame) -> _M:
@@ -226,6 +242,7 @@ class _NNClassifierMixin(_NNStage):
     _classifier = True
 
     def setThresholds(self: _S, value: list[float]) -> _S:
+        """Set ``thresholds`` (one per class) after its type and rule accepted the value; returns the stage."""
         return self._set_checked(thresholds=value)
 
     def _check_params(self) -> None:

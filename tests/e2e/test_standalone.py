@@ -226,7 +226,7 @@ def pip_install(python: Path, args) -> None:
 def packed_environment(tmp: Path) -> Path:
     """A new venv of this Python holding what the executors need — numpy, pyarrow, cloudpickle
     and sparkdl (built from a copy of this checkout's sources, installed without its
-    dependencies) — packed with venv-pack, as the README shows."""
+    dependencies) — packed with venv-pack, as docs/deployment.md shows."""
     venv_pack = BIN / "venv-pack"
     if not venv_pack.exists():
         pytest.skip("venv-pack is not installed next to this Python (pip install -e '.[test]')")
@@ -246,7 +246,7 @@ def packed_environment(tmp: Path) -> Path:
 
 
 def test_executors_run_a_packed_environment_and_sync_gives_the_same_weights(cluster, cluster_run, tmp_path):
-    """The README's recipe: a venv packed with venv-pack goes to the executors with
+    """The recipe of docs/deployment.md: a venv packed with venv-pack goes to the executors with
     ``--archives env.tar.gz#environment`` and ``PYSPARK_PYTHON=./environment/bin/python``; the
     driver keeps this Python (client mode, ``PYSPARK_DRIVER_PYTHON``). Every executor runs
     the unpacked interpreter from its work directory and imports numpy, pyarrow, cloudpickle

@@ -37,9 +37,11 @@ class Activation(Layer):
 
     # Fusion with a cross-entropy loss (see ActivatedLayer): the logits are the input.
     def forward_logits(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        """The input unchanged: the logits of this activation, for a loss computed from them."""
         return x
 
     def backward_logits(self, dLdz: np.ndarray) -> np.ndarray:
+        """The gradient with respect to the logits, unchanged: it is the gradient with respect to the input."""
         return dLdz
 
     def get_config(self) -> dict[str, Any]:

@@ -87,6 +87,9 @@ class Layer:
     def add_weight(self, name: str, shape: Sequence[int],
                    initializer: InitializerLike = "glorot_uniform",
                    trainable: bool = True) -> np.ndarray:
+        """Create a float32 weight of ``shape`` from ``initializer`` with the layer's random generator. A
+        trainable weight goes to ``self.params`` (with a zero gradient in ``self.grads``), a
+        non-trainable one to ``self.state``; returns the array."""
         value = initializers.get(initializer)(tuple(shape), self.rng).astype(np.float32)
         if trainable:
             self.params[name] = value
@@ -101,6 +104,7 @@ class Layer:
         return list(self.params.values()) + list(self.state.values())
 
     def count_params(self) -> int:
+        """The number of scalars in the layer's weights, trainable and non-trainable."""
         return int(sum(np.size(w) for w in self.weights))
 
     @property
@@ -121,6 +125,8 @@ class Layer:
         return tuple(np.shape(self.forward(probe, training=False))[1:])
 
     def ensure_built(self, input_shape: Any) -> tuple[int, ...]:
+        """Build the layer for ``input_shape`` (without the batch axis) if it is not built yet, and return its
+        output shape. A layer that rejects the shape stays unbuilt."""
         input_shape = tuple(input_shape)
         if not self.built:
             # Marked built only once the output shape is known: a layer that rejects its
@@ -152,9 +158,13 @@ class Layer:
     # x and dLdy are arrays, or lists of arrays for merge layers; backward may return None
     # when the layer's input needs no gradient.
     def forward(self, x: Any, training: bool = False) -> Any:
+        """The layer's output for the batch ``x``; ``training=True`` in a training step (Dropout drops, BatchNorm
+        uses the batch's statistics). Keeps what ``backward`` needs."""
         raise NotImplementedError(f"{type(self).__name__}.forward")
 
     def backward(self, dLdy: Any) -> Any:
+        """Given the gradient of the loss with respect to the last ``forward``'s output, fill ``self.grads`` and
+        return the gradient with respect to its input."""
         raise NotImplementedError(f"{type(self).__name__}.backward")
 
     @overload
@@ -187,6 +197,8 @@ class Layer:
 
     # ---- config --------------------------------------------------------------------------
     def get_config(self) -> dict[str, Any]:
+        """The constructor arguments that rebuild the layer (``from_config``), as JSON-plain values; saved with
+        the model."""
         config: dict[str, Any] = {"name": self.name, "trainable": self.trainable}
         if self._declared_input_shape is not None:
             config["input_shape"] = list(self._declared_input_shape)
@@ -194,6 +206,7 @@ class Layer:
 
     @classmethod
     def from_config(cls: type[_L], config: dict[str, Any]) -> _L:
+        """A new layer of this class from a ``get_config`` dict."""
         return cls(**config)
 
     def __repr__(self) -> str:
@@ -267,9 +280,12 @@ class ActivatedLayer(Layer):
         return self._linear_backward(activations.backward(act, dLdy, self._y, self._z))  # type: ignore[arg-type]
 
     def forward_logits(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        """The layer's output before its activation (the logits), for a loss computed from them."""
         return self._linear_forward(x, training)
 
     def backward_logits(self, dLdz: np.ndarray) -> np.ndarray | None:
+        """``backward`` from the gradient with respect to the logits (the activation is skipped); returns the
+        gradient with respect to the input."""
         return self._linear_backward(dLdz)
 
     def get_config(self) -> dict[str, Any]:
