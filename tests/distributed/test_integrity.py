@@ -101,9 +101,11 @@ class Relay:
         except OSError:
             pass
         finally:
-            for sock in (src, dst):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
+            # Half-close: everything read from src has been passed on. The other direction
+            # goes on until its own end, so a frame the server sent before closing (its ERROR
+            # answer to a tampered frame) still reaches the client.
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)
 
     def close(self):
         with contextlib.suppress(OSError):
