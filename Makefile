@@ -4,6 +4,8 @@
 #   make lint   ruff over the code and mypy over the sparkdl package (settings in pyproject.toml)
 #   make docs   build the documentation site (mkdocs.yml, pages under docs/) into build/site;
 #               --strict: a warning (broken link or anchor, a docstring griffe cannot read) fails it
+#   make test-compat   the Spark tests in .venv-compat, on the oldest pyspark, numpy, pyarrow
+#               and cloudpickle setup.cfg claims (each pinned to its lower bound's release series)
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -11,7 +13,18 @@ PY     := $(VENV)/bin/python
 # PyTorch reference comparisons (they are skipped when torch is absent).
 EXTRA_PIP ?=
 
-.PHONY: demo test lint docs bench check-java clean FORCE
+# The compat job's own venv, and its pins: every ">=" of setup.cfg's install_requires as
+# "==<bound>.*", so the job always tests the oldest versions the package claims.
+COMPAT_VENV ?= .venv-compat
+COMPAT_PY   := $(COMPAT_VENV)/bin/python
+COMPAT_PINS  = $(shell $(PYTHON) -c "import configparser; c = configparser.ConfigParser(); c.read('setup.cfg'); \
+    print(' '.join(chr(39) + r.strip().replace('>=', '==') + '.*' + chr(39) for r in c['options']['install_requires'].splitlines() if '>=' in r))")
+# The tests that run Spark (classic sessions; Spark Connect needs pyspark 4) and those that
+# check what imports pyspark.
+COMPAT_TESTS ?= tests/spark tests/ml tests/engine/test_imports.py tests/engine/test_errors.py \
+    tests/distributed/test_imports.py
+
+.PHONY: demo test test-compat lint docs bench check-java clean FORCE
 
 check-java:
 	@full=$$(java -version 2>&1 | sed -n 's/.* version "\([^"]*\)".*/\1/p' | head -n 1); \
@@ -54,8 +67,21 @@ docs: $(VENV)/.docs-installed
 test: check-java lint docs
 	$(PY) -m pytest
 
+$(COMPAT_PY):
+	$(PYTHON) -m venv $(COMPAT_VENV)
+
+$(COMPAT_VENV)/.compat-installed: $(COMPAT_PY) setup.cfg pyproject.toml
+	$(COMPAT_PY) -m pip install --quiet -e ".[test,examples]" $(COMPAT_PINS)
+	@touch $@
+
+test-compat: check-java $(COMPAT_VENV)/.compat-installed
+	@$(COMPAT_PY) -c "import sys, pyspark, numpy, pyarrow, cloudpickle; print('test-compat: Python', \
+	    sys.version.split()[0], 'pyspark', pyspark.__version__, 'numpy', numpy.__version__, 'pyarrow', \
+	    pyarrow.__version__, 'cloudpickle', cloudpickle.__version__)"
+	$(COMPAT_PY) -m pytest -p no:cacheprovider $(COMPAT_TESTS)
+
 bench: $(VENV)/.test-installed
 	$(PY) benchmarks/engine_vs_torch.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(COMPAT_VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

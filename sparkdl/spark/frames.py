@@ -168,15 +168,13 @@ def arrow_batch_rdd(df):
     such RDD (Spark Connect)."""
     from pyspark import RDD
     from pyspark.serializers import NoOpSerializer
-    from pyspark.sql.pandas.types import to_arrow_schema
+
+    from sparkdl.spark.compat import arrow_schema
 
     jdf = getattr(df, "_jdf", None)
     if jdf is None:
         return None
-    conf = df.sparkSession.conf
-    large = conf.get("spark.sql.execution.arrow.useLargeVarTypes", "false").lower() == "true"
-    schema = to_arrow_schema(df.schema, timezone=conf.get("spark.sql.session.timeZone"),
-                             prefers_large_types=large)
+    schema = arrow_schema(df.schema, df.sparkSession.conf)
     try:
         jrdd = jdf.toArrowBatchRdd().toJavaRDD()
     except Exception:  # noqa: BLE001 - py4j raises several classes for a missing method
@@ -293,12 +291,13 @@ def from_arrays(spark: SparkSession, x: npt.ArrayLike, y: npt.ArrayLike | None =
     """
     import pyarrow as pa
 
+    from sparkdl.spark import compat
+
     x = np.asarray(x)
     kind = np.int64 if np.issubdtype(x.dtype, np.integer) else np.float32
     x = np.ascontiguousarray(x, dtype=kind)
     width = int(np.prod(x.shape[1:]))
-    columns = {features_col: pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), width)
-               .cast(pa.list_(pa.from_numpy_dtype(kind)))}
+    columns = {features_col: compat.list_array(x.reshape(-1), len(x), width)}
     if y is not None:
         y = np.asarray(y)
         if len(y) != len(x):
@@ -307,12 +306,18 @@ def from_arrays(spark: SparkSession, x: npt.ArrayLike, y: npt.ArrayLike | None =
             columns[label_col] = pa.array(y.astype(np.float64))
         else:
             k = int(np.prod(y.shape[1:]))
-            columns[label_col] = pa.FixedSizeListArray.from_arrays(
-                pa.array(y.reshape(-1).astype(np.float64)), k).cast(pa.list_(pa.float64()))
+            columns[label_col] = compat.list_array(y.reshape(-1).astype(np.float64), len(y), k)
     if num_partitions:
         columns[_ROW] = pa.array(np.arange(len(x), dtype=np.int64))
     table = pa.table(columns)
-    if table.nbytes <= MAX_TASK_BYTES:
+    if not compat.has_arrow_tables(spark):
+        # pyspark 3.5: the same partitions through its Arrow stream to the JVM.
+        if table.nbytes <= MAX_TASK_BYTES:
+            batches = compat.local_batches(table, spark.sparkContext.defaultParallelism)
+        else:
+            batches = table.to_batches(max_chunksize=max(1, MAX_TASK_BYTES * table.num_rows // table.nbytes))
+        df = compat.dataframe_from_batches(spark, batches, table.schema)
+    elif table.nbytes <= MAX_TASK_BYTES:
         df = spark.createDataFrame(table)
     else:
         rows_per_batch = max(1, MAX_TASK_BYTES * table.num_rows // table.nbytes)

@@ -123,13 +123,15 @@ def _output_columns(predicted, prediction_col, raw_prediction_col, probability_c
     """``[(name, Arrow array)]`` of one batch's ``predictions``, in the schema's order."""
     import pyarrow as pa
 
+    from sparkdl.spark.compat import list_array
+
     pred, raw, prob = predicted
     columns = [(col, _dense_vectors(values)) for col, values in
                ((raw_prediction_col, raw), (probability_col, prob)) if col and values is not None]
     if pred.ndim == 1:
         return columns + [(prediction_col, pa.array(pred, pa.float64()))]
-    return columns + [(prediction_col, pa.FixedSizeListArray.from_arrays(
-        pa.array(pred.reshape(-1)), pred.shape[1]).cast(pa.list_(pa.float64())))]
+    return columns + [(prediction_col, list_array(pred.reshape(-1).astype(np.float64, copy=False), len(pred),
+                                                  pred.shape[1]))]
 
 
 def _dense_vectors(values: np.ndarray):

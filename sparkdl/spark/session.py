@@ -84,7 +84,9 @@ def get_session(master: str | None = None, app_name: str = "sparkdl", conf: dict
     master = master or settings.pop("spark.master", None) or os.environ.get("MASTER")
     if master:
         builder = builder.master(master)
-    elif "spark.master" not in os.environ.get("PYSPARK_SUBMIT_ARGS", ""):
+    elif "spark.master" not in os.environ.get("PYSPARK_SUBMIT_ARGS", "") and "PYSPARK_GATEWAY_PORT" not in os.environ:
+        # Under spark-submit (a JVM gateway launched this Python) the JVM has the master:
+        # pyspark 4 also exports it as MASTER, pyspark 3.5 does not.
         builder = builder.master("local[*]")
     for key, value in settings.items():
         builder = builder.config(key, value)
