@@ -34,6 +34,17 @@ PACKAGE_DATA = ("sparkdl/spark/log4j2.properties", "sparkdl/dashboard/static/ind
 UNREACHABLE = ("No matching distribution found", "Could not find a version", "NewConnectionError",
                "Max retries exceeded", "Temporary failure in name resolution", "Network is unreachable")
 
+# The small model both scripts train, on ROWS rows of 4 features
+MODEL_SETUP = """
+sparkdl.set_random_seed(0)
+rng = np.random.default_rng(0)
+x = rng.normal(size=(ROWS, 4)).astype("float32")
+y = (x.sum(axis=1) > 0).astype("int64")
+model = Sequential([layers.Input((4,)), layers.Dense(8, activation="relu"), layers.Dense(2, activation="softmax")])
+model.compile(optimizer=optimizers.SGD(learning_rate=0.1), loss="sparse_categorical_crossentropy",
+              metrics=["accuracy"])
+"""
+
 ENGINE_SCRIPT = """
 import json, sys, urllib.request
 import numpy as np
@@ -42,13 +53,7 @@ from sparkdl import layers, optimizers
 from sparkdl.dashboard import close_dashboards
 from sparkdl.models import Sequential
 
-sparkdl.set_random_seed(0)
-rng = np.random.default_rng(0)
-x = rng.normal(size=(64, 4)).astype("float32")
-y = (x.sum(axis=1) > 0).astype("int64")
-model = Sequential([layers.Input((4,)), layers.Dense(8, activation="relu"), layers.Dense(2, activation="softmax")])
-model.compile(optimizer=optimizers.SGD(learning_rate=0.1), loss="sparse_categorical_crossentropy",
-              metrics=["accuracy"])
+""" + MODEL_SETUP.replace("ROWS", "64") + """
 history = model.fit(x, y, epochs=3, batch_size=16, seed=0, verbose=0, dashboard="keep")
 pages = {}
 for name in ("", "dashboard.js"):
@@ -74,13 +79,7 @@ from sparkdl.spark import SparkModel, from_arrays, get_session
 
 spark = get_session("local[2]", app_name="sparkdl-wheel", conf={"spark.ui.enabled": "false"})
 spark.sparkContext.setLogLevel("ERROR")
-sparkdl.set_random_seed(0)
-rng = np.random.default_rng(0)
-x = rng.normal(size=(256, 4)).astype("float32")
-y = (x.sum(axis=1) > 0).astype("int64")
-model = Sequential([layers.Input((4,)), layers.Dense(8, activation="relu"), layers.Dense(2, activation="softmax")])
-model.compile(optimizer=optimizers.SGD(learning_rate=0.1), loss="sparse_categorical_crossentropy",
-              metrics=["accuracy"])
+""" + MODEL_SETUP.replace("ROWS", "256") + """
 train = from_arrays(spark, x, y, num_partitions=2)
 history = SparkModel(model, mode="sync", frequency="epoch", num_workers=2, seed=0).fit(train, epochs=1,
                                                                                        batch_size=32)
